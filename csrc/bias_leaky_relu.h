@@ -1,0 +1,54 @@
+// bias_leaky_relu: y = leaky_relu(x + bias, slope) * scale.
+// The math here is what both the CPU and the CUDA kernels run (the CPU's vector loop is
+// the same formula lane by lane), so the CPU tests exercise the GPU's formulas.
+#pragma once
+
+#include "common.h"
+
+namespace fastgan {
+namespace bias_act {
+
+// The slope of the activation at pre-activation v, times scale.
+template <typename T>
+FASTGAN_HD T gain(T v, T pos_gain, T neg_gain) {
+  return v > T(0) ? pos_gain : neg_gain;
+}
+
+template <typename T>
+FASTGAN_HD T forward(T v, T pos_gain, T neg_gain) {
+  return v * gain(v, pos_gain, neg_gain);
+}
+
+// dL/dv from dL/dy and the saved output y: with scale > 0 and slope >= 0, y > 0 exactly
+// where v > 0, so y carries the mask (v == 0 takes the slope, as torch's leaky_relu does).
+template <typename T>
+FASTGAN_HD T backward(T g, T y, T pos_gain, T neg_gain) {
+  return g * gain(y, pos_gain, neg_gain);
+}
+
+}  // namespace bias_act
+
+inline void check_bias_leaky_relu_args(const at::Tensor& x, const std::optional<at::Tensor>& bias,
+                                       double negative_slope, double scale) {
+  constexpr const char* op = "bias_leaky_relu";
+  check_float_tensor(op, "x", x);
+  TORCH_CHECK_VALUE(x.dim() >= 2, op, ": x must have at least 2 dims (N, C, ...), got shape ",
+                    x.sizes());
+  if (bias.has_value() && bias->defined()) check_channel_vector(op, "bias", *bias, x, x.size(1));
+  check_number(op, "negative_slope", negative_slope, 0.0, false);
+  check_number(op, "scale", scale, 0.0, true);
+}
+
+inline void check_bias_leaky_relu_backward_args(const at::Tensor& grad, const at::Tensor& y) {
+  constexpr const char* op = "bias_leaky_relu_backward";
+  check_float_tensor(op, "y", y);
+  TORCH_CHECK_VALUE(y.dim() >= 2, op, ": y must have at least 2 dims, got ", y.sizes());
+  TORCH_CHECK_VALUE(grad.sizes() == y.sizes(), op, ": grad must have y's shape ", y.sizes(),
+                    ", got ", grad.sizes());
+  TORCH_CHECK_TYPE(grad.scalar_type() == y.scalar_type(), op, ": grad must have y's dtype ",
+                   y.scalar_type(), ", got ", grad.scalar_type());
+  TORCH_CHECK_VALUE(grad.device() == y.device(), op, ": grad must be on y's device ", y.device(),
+                    ", got ", grad.device());
+}
+
+}  // namespace fastgan

@@ -1,0 +1,74 @@
+// Shared by every op family: the host/device function macro, the accumulation type,
+// argument checks with messages that name the argument, and the channel geometry of a
+// tensor laid out (N, C, *) in contiguous or channels_last memory.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+#include <type_traits>
+
+#if defined(__CUDACC__)
+#define FASTGAN_HD __host__ __device__ __forceinline__
+#else
+#define FASTGAN_HD inline
+#endif
+
+namespace fastgan {
+
+// Half types compute in float; float and double in themselves.
+template <typename scalar_t>
+using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+inline void check_float_tensor(const char* op, const char* name, const at::Tensor& t) {
+  const auto s = t.scalar_type();
+  TORCH_CHECK_TYPE(s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16, op,
+                   ": ", name, " must be float32, float64, float16 or bfloat16, got ", s);
+}
+
+// A 1-D per-channel tensor with x's dtype and device and `channels` elements.
+inline void check_channel_vector(const char* op, const char* name, const at::Tensor& t,
+                                 const at::Tensor& x, int64_t channels) {
+  check_float_tensor(op, name, t);
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() == channels, op, ": ", name, " must have shape (",
+                    channels, ",) (x.shape[1]), got ", t.sizes());
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ",
+                   x.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on x's device ",
+                    x.device(), ", got ", t.device());
+}
+
+inline void check_number(const char* op, const char* name, double v, double minimum,
+                         bool exclusive) {
+  TORCH_CHECK_VALUE(std::isfinite(v), op, ": ", name, " must be finite, got ", v);
+  TORCH_CHECK_VALUE(exclusive ? v > minimum : v >= minimum, op, ": ", name, " must be ",
+                    exclusive ? "> " : ">= ", minimum, ", got ", v);
+}
+
+// The memory format of outputs shaped like x: channels_last is kept, anything else is
+// made contiguous (fastgan/ops/_checks.py:out_layout says the same to the fake kernels).
+inline at::MemoryFormat out_layout(const at::Tensor& x) {
+  if (x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return at::MemoryFormat::ChannelsLast;
+  }
+  return at::MemoryFormat::Contiguous;
+}
+
+// A tensor dense in out_layout(t), seen in memory order as (outer, channels, inner):
+// element i belongs to channel (i / inner) % channels. channels_last has inner == 1.
+struct ChannelGeometry {
+  int64_t outer, channels, inner;
+};
+
+inline ChannelGeometry channel_geometry(const at::Tensor& t) {
+  const int64_t c = t.size(1);
+  if (out_layout(t) == at::MemoryFormat::ChannelsLast || t.dim() == 2) {
+    return {c == 0 ? 0 : t.numel() / c, c, 1};
+  }
+  int64_t inner = 1;
+  for (int64_t d = 2; d < t.dim(); ++d) inner *= t.size(d);
+  return {t.size(0), c, inner};
+}
+
+}  // namespace fastgan

@@ -1,0 +1,188 @@
+// bias_leaky_relu on the CPU: one vectorized pass forward; one pass backward that writes
+// grad_x and reduces grad_bias at the same time. Math: csrc/bias_leaky_relu.h.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "bias_leaky_relu.h"
+#include "cpu/vec_io.h"
+
+namespace fastgan {
+namespace {
+
+using cpu::select_pos;
+constexpr int64_t kGrain = 32768;  // elements per parallel task, as ATen's GRAIN_SIZE
+
+template <typename scalar_t>
+void forward_kernel(const scalar_t* x, const scalar_t* b, scalar_t* y, ChannelGeometry g,
+                    double slope, double scale) {
+  using IO = cpu::VecIO<scalar_t>;
+  using acc = typename IO::acc;
+  using Vec = typename IO::Vec;
+  const acc pos = acc(scale), neg = acc(slope * scale);
+  const Vec vpos(pos), vneg(neg);
+  auto bias_at = [&](int64_t c) { return b ? acc(b[c]) : acc(0); };
+
+  if (g.inner == 1) {  // rows of C channels: the bias varies along the row
+    const int64_t C = g.channels;
+    at::parallel_for(0, g.outer, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)),
+                     [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* xr = x + r * C;
+        scalar_t* yr = y + r * C;
+        int64_t c = 0;
+        for (; c + IO::size <= C; c += IO::size) {
+          Vec v = IO::load(xr + c);
+          if (b) v = v + IO::load(b + c);
+          IO::store(yr + c, v * select_pos(v, vpos, vneg));
+        }
+        for (; c < C; ++c) yr[c] = bias_act::forward(acc(xr[c]) + bias_at(c), pos, neg);
+      }
+    });
+    return;
+  }
+  // blocks of `inner` elements share one channel
+  const int64_t inner = g.inner;
+  at::parallel_for(0, g.outer * g.channels, std::max<int64_t>(1, kGrain / inner),
+                   [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const acc bk = bias_at(k % g.channels);
+      const Vec vb(bk);
+      const scalar_t* xk = x + k * inner;
+      scalar_t* yk = y + k * inner;
+      int64_t j = 0;
+      for (; j + IO::size <= inner; j += IO::size) {
+        const Vec v = IO::load(xk + j) + vb;
+        IO::store(yk + j, v * select_pos(v, vpos, vneg));
+      }
+      for (; j < inner; ++j) yk[j] = bias_act::forward(acc(xk[j]) + bk, pos, neg);
+    }
+  });
+}
+
+// grad_x = grad * gain(y); grad_bias[c] = sum of grad_x over every dim but 1, accumulated
+// in acc (float for half types). Partial sums per fixed chunk, added in order: the result
+// depends only on the input and the thread count.
+template <typename scalar_t>
+void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, scalar_t* gb,
+                     ChannelGeometry g, double slope, double scale) {
+  using IO = cpu::VecIO<scalar_t>;
+  using acc = typename IO::acc;
+  using Vec = typename IO::Vec;
+  const acc pos = acc(scale), neg = acc(slope * scale);
+  const Vec vpos(pos), vneg(neg);
+  const int64_t C = g.channels;
+
+  if (g.inner == 1) {
+    const int64_t chunks = gb ? std::max<int64_t>(1, std::min<int64_t>(g.outer, at::get_num_threads()))
+                              : std::max<int64_t>(1, g.outer);
+    std::vector<acc> partial(gb ? chunks * C : 0, acc(0));
+    at::parallel_for(0, chunks, gb ? 1 : std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)),
+                     [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t r0 = gb ? q * g.outer / chunks : q, r1 = gb ? (q + 1) * g.outer / chunks : q + 1;
+        acc* part = gb ? partial.data() + q * C : nullptr;
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t off = r * C;
+          int64_t c = 0;
+          for (; c + IO::size <= C; c += IO::size) {
+            const Vec d = IO::load(gr + off + c) * select_pos(IO::load(y + off + c), vpos, vneg);
+            IO::store(gx + off + c, d);
+            if (part) (Vec::loadu(part + c) + d).store(part + c);
+          }
+          for (; c < C; ++c) {
+            const acc d = bias_act::backward(acc(gr[off + c]), acc(y[off + c]), pos, neg);
+            gx[off + c] = d;
+            if (part) part[c] += d;
+          }
+        }
+      }
+    });
+    if (gb) {
+      for (int64_t c = 0; c < C; ++c) {
+        acc s = 0;
+        for (int64_t q = 0; q < chunks; ++q) s += partial[q * C + c];
+        gb[c] = s;
+      }
+    }
+    return;
+  }
+  // NC*-contiguous: each channel's elements are `outer` blocks of `inner`; one task per channel
+  const int64_t inner = g.inner;
+  at::parallel_for(0, C, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner * g.outer, 1)),
+                   [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      Vec vsum(acc(0));
+      acc ssum = 0;
+      for (int64_t n = 0; n < g.outer; ++n) {
+        const int64_t off = (n * C + c) * inner;
+        int64_t j = 0;
+        for (; j + IO::size <= inner; j += IO::size) {
+          const Vec d = IO::load(gr + off + j) * select_pos(IO::load(y + off + j), vpos, vneg);
+          IO::store(gx + off + j, d);
+          vsum = vsum + d;
+        }
+        for (; j < inner; ++j) {
+          const acc d = bias_act::backward(acc(gr[off + j]), acc(y[off + j]), pos, neg);
+          gx[off + j] = d;
+          ssum += d;
+        }
+      }
+      if (gb) {
+        acc lanes[IO::size];
+        vsum.store(lanes);
+        for (int64_t l = 0; l < IO::size; ++l) ssum += lanes[l];
+        gb[c] = ssum;
+      }
+    }
+  });
+}
+
+at::Tensor bias_leaky_relu_cpu(const at::Tensor& x_, const std::optional<at::Tensor>& bias,
+                               double negative_slope, double scale) {
+  check_bias_leaky_relu_args(x_, bias, negative_slope, scale);
+  const auto layout = out_layout(x_);
+  const at::Tensor x = x_.contiguous(layout);
+  at::Tensor y = at::empty(x.sizes(), x.options().memory_format(layout));
+  const bool has_bias = bias.has_value() && bias->defined();
+  const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
+  if (x.numel() == 0) return y;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bias_leaky_relu_cpu", [&] {
+    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), has_bias ? b.const_data_ptr<scalar_t>() : nullptr,
+                             y.mutable_data_ptr<scalar_t>(), channel_geometry(x), negative_slope, scale);
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_backward_cpu(const at::Tensor& grad_,
+                                                                const at::Tensor& y_,
+                                                                double negative_slope, double scale,
+                                                                bool need_bias_grad) {
+  check_bias_leaky_relu_backward_args(grad_, y_);
+  const auto layout = out_layout(y_);
+  const at::Tensor y = y_.contiguous(layout), grad = grad_.contiguous(layout);
+  at::Tensor gx = at::empty(y.sizes(), y.options().memory_format(layout));
+  at::Tensor gb = need_bias_grad ? at::zeros({y.size(1)}, y.options()) : at::empty({0}, y.options());
+  if (y.numel() == 0) return {gx, gb};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "bias_leaky_relu_backward_cpu", [&] {
+    backward_kernel<scalar_t>(grad.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
+                              gx.mutable_data_ptr<scalar_t>(),
+                              need_bias_grad ? gb.mutable_data_ptr<scalar_t>() : nullptr,
+                              channel_geometry(y), negative_slope, scale);
+  });
+  return {gx, gb};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
+  m.impl("bias_leaky_relu", &bias_leaky_relu_cpu);
+  m.impl("bias_leaky_relu_backward", &bias_leaky_relu_backward_cpu);
+}
+
+}  // namespace fastgan

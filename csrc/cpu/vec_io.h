@@ -1,0 +1,47 @@
+// Load and store at::vec::Vectorized<acc_t<scalar_t>> chunks from scalar_t memory, so one
+// vector loop serves float and double (as themselves) and half/bfloat16 (widened to float).
+#pragma once
+
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include "common.h"
+
+namespace fastgan {
+namespace cpu {
+
+using at::vec::Vectorized;
+
+template <typename scalar_t, typename = void>
+struct VecIO {  // float, double
+  using acc = scalar_t;
+  using Vec = Vectorized<scalar_t>;
+  static constexpr int64_t size = Vec::size();
+  static Vec load(const scalar_t* p) { return Vec::loadu(p); }
+  static void store(scalar_t* p, const Vec& v) { v.store(p); }
+};
+
+template <typename scalar_t>
+struct VecIO<scalar_t, std::enable_if_t<at::vec::is_reduced_floating_point_v<scalar_t>>> {
+  using acc = float;
+  using Vec = Vectorized<float>;
+  static constexpr int64_t size = Vec::size();
+  static Vec load(const scalar_t* p) {
+    Vec out;
+    at::vec::load_to_float<scalar_t>(p, out);
+    return out;
+  }
+  static void store(scalar_t* p, const Vec& v) {
+    at::vec::convert_from_float<scalar_t>(v, v).store(p, size);
+  }
+};
+
+// Vector form of a select on v > 0 (bias_act::gain and friends, lane by lane).
+template <typename T>
+inline Vectorized<T> select_pos(const Vectorized<T>& v, const Vectorized<T>& if_pos,
+                                const Vectorized<T>& otherwise) {
+  return Vectorized<T>::blendv(otherwise, if_pos, v > Vectorized<T>(T(0)));
+}
+
+}  // namespace cpu
+}  // namespace fastgan

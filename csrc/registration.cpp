@@ -1,0 +1,34 @@
+// The fastgan operator library: every schema in one place. Kernels register themselves per
+// device in csrc/cpu/*.cpp and csrc/cuda/*.cu, autograd in csrc/autograd/*.cpp, and the
+// fake (meta) kernels in Python (fastgan/ops/*.py).
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(fastgan, m) {
+  // bias_leaky_relu family: csrc/bias_leaky_relu.h
+  m.def("bias_leaky_relu(Tensor x, Tensor? bias, float negative_slope, float scale) -> Tensor");
+  m.def(
+      "bias_leaky_relu_backward(Tensor grad, Tensor y, float negative_slope, float scale, "
+      "bool need_bias_grad) -> (Tensor, Tensor)");
+}
+
+// `import fastgan._C` loads this library, which runs the registrations above. The module
+// itself only says what was compiled.
+PyMODINIT_FUNC PyInit__C(void) {
+  static PyModuleDef def = {PyModuleDef_HEAD_INIT, "_C", "fastgan's compiled kernels", -1, nullptr};
+  PyObject* m = PyModule_Create(&def);
+  if (m == nullptr) return nullptr;
+#ifdef FASTGAN_WITH_CUDA
+  PyModule_AddObject(m, "with_cuda", Py_NewRef(Py_True));
+  PyModule_AddStringConstant(m, "cuda_arch_list", FASTGAN_CUDA_ARCH_LIST);
+#else
+  PyModule_AddObject(m, "with_cuda", Py_NewRef(Py_False));
+  PyModule_AddStringConstant(m, "cuda_arch_list", "");
+#endif
+#ifdef _OPENMP
+  PyModule_AddObject(m, "openmp", Py_NewRef(Py_True));
+#else
+  PyModule_AddObject(m, "openmp", Py_NewRef(Py_False));
+#endif
+  return m;
+}

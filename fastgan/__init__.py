@@ -1,0 +1,34 @@
+"""fastgan: fast small GANs in PyTorch on fused C++/CUDA kernels.
+
+    import fastgan
+    fastgan.build_info()          # what was compiled
+    from fastgan import ops       # fused functional ops (autograd-aware)
+    import fastgan.nn as fnn      # modules on those ops
+"""
+import torch
+
+from fastgan import _extension
+
+__version__ = "0.1.0"
+
+
+def build_info():
+    """What this installation runs on: the compiled kernels, CUDA archs, OpenMP and threads."""
+    return {
+        "version": __version__,
+        "torch_version": torch.__version__,
+        "torch_cuda_version": torch.version.cuda,
+        "cpu_kernels": _extension.available,
+        "cuda_kernels": _extension.with_cuda,
+        "cuda_arch_list": _extension.cuda_arch_list,
+        "cuda_available": torch.cuda.is_available(),
+        "openmp": _extension.openmp,
+        "num_threads": torch.get_num_threads(),
+        "extension_error": _extension.error,
+    }
+
+
+from fastgan import ops  # noqa: E402
+from fastgan import nn  # noqa: E402
+
+__all__ = ["__version__", "build_info", "ops", "nn"]

@@ -1,0 +1,87 @@
+"""Drop-in modules on fastgan's fused ops."""
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from fastgan import ops
+
+
+class FusedLeakyReLU(nn.Module):
+    """leaky_relu(x + bias) * scale with a learnable per-channel bias (dim 1), one kernel.
+
+    Put it after a bias-free Linear/Conv: `nn.Linear(i, o, bias=False), FusedLeakyReLU(o)`
+    computes what `nn.Linear(i, o), nn.LeakyReLU(0.2)` does, in one pass instead of two.
+    """
+
+    def __init__(self, num_features, negative_slope=0.2, scale=1.0, device=None, dtype=None):
+        super().__init__()
+        self.num_features = int(num_features)
+        self.negative_slope = float(negative_slope)
+        self.scale = float(scale)
+        self.bias = nn.Parameter(torch.zeros(self.num_features, device=device, dtype=dtype))
+
+    def forward(self, x):
+        bias = self.bias if self.bias.dtype == x.dtype else self.bias.to(x.dtype)
+        return ops.bias_leaky_relu(x, bias, self.negative_slope, self.scale)
+
+    def extra_repr(self):
+        return f"{self.num_features}, negative_slope={self.negative_slope}, scale={self.scale}"
+
+
+class _FusedBatchNorm(_BatchNorm):
+    """torch's _BatchNorm (same parameters, buffers and state_dict) running fastgan's op."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, negative_slope=None, device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        self.negative_slope = None if negative_slope is None else float(negative_slope)
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        # The momentum bookkeeping is torch.nn.modules.batchnorm._BatchNorm.forward's.
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        return ops.batch_norm(x, self.weight, self.bias,
+                              self.running_mean if track else None,
+                              self.running_var if track else None,
+                              use_batch_stats, factor, self.eps, self.negative_slope)
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        return s if self.negative_slope is None else f"{s}, negative_slope={self.negative_slope}"
+
+
+class BatchNorm1d(_FusedBatchNorm):
+    """torch.nn.BatchNorm1d on fastgan's kernel; negative_slope fuses a LeakyReLU after it."""
+
+    def _check_input_dim(self, x):
+        if x.dim() not in (2, 3):
+            raise ValueError(f"BatchNorm1d: x must be 2-D or 3-D, got {x.dim()}-D")
+
+
+class BatchNorm2d(_FusedBatchNorm):
+    """torch.nn.BatchNorm2d on fastgan's kernel; negative_slope fuses a LeakyReLU after it."""
+
+    def _check_input_dim(self, x):
+        if x.dim() != 4:
+            raise ValueError(f"BatchNorm2d: x must be 4-D, got {x.dim()}-D")
+
+
+class BCEWithLogitsLoss(nn.Module):
+    """torch.nn.BCEWithLogitsLoss on fastgan's fused op; the target may be a float label."""
+
+    def __init__(self, weight=None, reduction="mean", pos_weight=None):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
+        self.reduction = reduction
+
+    def forward(self, logits, target):
+        return ops.bce_with_logits(logits, target, self.weight, self.pos_weight, self.reduction)
+
+
+__all__ = ["FusedLeakyReLU", "BatchNorm1d", "BatchNorm2d", "BCEWithLogitsLoss"]

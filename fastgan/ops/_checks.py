@@ -1,0 +1,48 @@
+"""Argument checks shared by the ops' fake kernels and reference fallbacks.
+
+The compiled kernels check the same things in C++ (csrc/checks.h) with the same messages;
+every message names the op and the argument.
+"""
+import math
+import numbers
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def number(op, name, value, minimum=None, exclusive=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{op}: {name} must be finite, got {value}")
+    if minimum is not None and (value <= minimum if exclusive else value < minimum):
+        rel = ">" if exclusive else ">="
+        raise ValueError(f"{op}: {name} must be {rel} {minimum}, got {value}")
+    return value
+
+
+def float_tensor(op, name, t):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} must be float32, float64, float16 or bfloat16, got {t.dtype}")
+
+
+def channel_vector(op, name, t, x, channels):
+    """t: a 1-D per-channel tensor with x's dtype and device and `channels` elements."""
+    float_tensor(op, name, t)
+    if t.dim() != 1 or t.numel() != channels:
+        raise ValueError(f"{op}: {name} must have shape ({channels},) (x.shape[1]), got {tuple(t.shape)}")
+    if t.dtype != x.dtype:
+        raise TypeError(f"{op}: {name} must have x's dtype {x.dtype}, got {t.dtype}")
+    if t.device != x.device:
+        raise ValueError(f"{op}: {name} must be on x's device {x.device}, got {t.device}")
+
+
+def out_layout(x):
+    """The memory format fastgan's kernels give outputs shaped like x: channels_last is kept."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format

@@ -1,0 +1,44 @@
+"""The oracle: every fastgan op written in plain PyTorch.
+
+Tests compare each kernel with these functions, and fastgan runs them where the compiled
+extension is missing. Same signatures and semantics as the fused ops in fastgan.ops.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def _channel_view(t, ndim):
+    """A per-channel vector shaped to broadcast along dim 1 of an ndim-D tensor."""
+    return t.view([1, -1] + [1] * (ndim - 2))
+
+
+def bias_leaky_relu(x, bias=None, negative_slope=0.2, scale=1.0):
+    """leaky_relu(x + bias, negative_slope) * scale, bias broadcast along dim 1."""
+    if bias is not None:
+        x = x + _channel_view(bias, x.dim())
+    return F.leaky_relu(x, negative_slope) * scale
+
+
+def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5,
+               negative_slope=None):
+    """torch.nn.functional.batch_norm, followed by leaky_relu when negative_slope is not None."""
+    y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    return y if negative_slope is None else F.leaky_relu(y, negative_slope)
+
+
+def bce_with_logits(logits, target, weight=None, pos_weight=None, reduction="mean"):
+    """binary_cross_entropy_with_logits; a float target is a constant label."""
+    if not torch.is_tensor(target):
+        target = torch.full_like(logits, float(target))
+    return F.binary_cross_entropy_with_logits(logits, target, weight, reduction=reduction,
+                                              pos_weight=pos_weight)
+
+
+def gan_d_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0):
+    """Discriminator loss: mean BCE(real, real_label) + mean BCE(fake, fake_label)."""
+    return bce_with_logits(real_logits, real_label) + bce_with_logits(fake_logits, fake_label)
+
+
+def gan_g_loss(fake_logits, real_label=1.0):
+    """Non-saturating generator loss: mean BCE(D(G(z)), real_label)."""
+    return bce_with_logits(fake_logits, real_label)
