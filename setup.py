@@ -31,9 +31,19 @@ DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
 
 
 def _find_nvcc():
-    home = cpp_extension.CUDA_HOME
-    if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
-        return home
+    """A CUDA toolkit folder with bin/nvcc and lib64/libcudart, or None.
+
+    torch guesses CUDA_HOME from `which nvcc`; where nvcc is a wrapper script in
+    /usr/local/bin that guess is /usr/local, which has no libcudart, so check each candidate.
+    """
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), cpp_extension.CUDA_HOME,
+                  "/usr/local/cuda"]
+    for home in candidates:
+        if not home or not os.path.exists(os.path.join(home, "bin", "nvcc")):
+            continue
+        if any(glob.glob(os.path.join(home, lib, "libcudart.so*")) for lib in ("lib64", "lib")):
+            cpp_extension.CUDA_HOME = home  # what cpp_extension compiles and links with
+            return home
     return None
 
 

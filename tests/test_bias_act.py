@@ -1,0 +1,219 @@
+"""bias_leaky_relu: parity with fastgan.ops.reference, gradients, opcheck, torch.compile,
+layouts and bad input."""
+import math
+
+import pytest
+import torch
+
+import fastgan
+from fastgan import ops
+from fastgan.ops import reference
+from op_testing import (DEVICES, DTYPES, FORWARD_TOL, GRAD_TOL, assert_close, ref_dtype,
+                        requires_kernels, scaled_atol)
+
+SHAPES = [(1, 1), (3, 5), (64, 1024), (7, 13), (5, 3, 7), (7, 13, 5, 3), (2, 8, 4, 4), (2, 16, 1, 1),
+          (4, 33, 3, 5)]
+PARAMS = [(0.2, 1.0), (0.0, math.sqrt(2)), (0.01, 0.5)]
+
+
+def make(shape, dtype, device, layout="contiguous"):
+    x = torch.randn(shape, device=device, dtype=torch.float32).to(dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == "strided":  # a non-contiguous view: every other column of a wider tensor
+        wide = torch.randn((shape[0], shape[1] * 2) + tuple(shape[2:]), device=device).to(dtype)
+        x = wide[:, ::2]
+    return x
+
+
+def run_both(x, bias, slope, scale, dtype):
+    """(fastgan y, grads) and (reference y, grads) for the same upstream gradient."""
+    x = x.detach().requires_grad_()
+    b = None if bias is None else bias.detach().requires_grad_()
+    y = ops.bias_leaky_relu(x, b, slope, scale)
+    g = torch.randn_like(y, dtype=torch.float32).to(dtype)
+    grads = torch.autograd.grad(y, [t for t in (x, b) if t is not None], g)
+
+    rd = ref_dtype(dtype)
+    xr = x.detach().to(rd).requires_grad_()
+    br = None if b is None else b.detach().to(rd).requires_grad_()
+    yr = reference.bias_leaky_relu(xr, br, slope, scale)
+    grads_r = torch.autograd.grad(yr, [t for t in (xr, br) if t is not None], g.to(rd))
+    return (y, grads), (yr, grads_r)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_matches_reference(device, dtype, shape, with_bias):
+    torch.manual_seed(hash((shape, str(dtype), with_bias)) % 2**31)
+    x = make(shape, dtype, device)
+    bias = torch.randn(shape[1], device=device).to(dtype) if with_bias else None
+    for slope, scale in PARAMS:
+        (y, grads), (yr, grads_r) = run_both(x, bias, slope, scale, dtype)
+        assert y.dtype == dtype and y.shape == x.shape
+        assert_close(y, yr, FORWARD_TOL[dtype], "y")
+        assert_close(grads[0], grads_r[0], GRAD_TOL[dtype], "grad x")
+        if with_bias:
+            n = x.numel() // shape[1]
+            assert_close(grads[1], grads_r[1], scaled_atol(GRAD_TOL[dtype], math.sqrt(n)), "grad bias")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["channels_last", "strided"])
+@pytest.mark.parametrize("shape", [(4, 8, 5, 3), (3, 7, 6, 6), (2, 16, 4, 4)])
+def test_layouts(device, dtype, layout, shape):
+    torch.manual_seed(0)
+    x = make(shape, dtype, device, layout)
+    bias = torch.randn(shape[1], device=device).to(dtype)
+    (y, grads), (yr, grads_r) = run_both(x, bias, 0.2, 1.0, dtype)
+    if layout == "channels_last":
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    else:
+        assert y.is_contiguous()
+    assert_close(y, yr, FORWARD_TOL[dtype], "y")
+    assert_close(grads[0], grads_r[0], GRAD_TOL[dtype], "grad x")
+    n = x.numel() // shape[1]
+    assert_close(grads[1], grads_r[1], scaled_atol(GRAD_TOL[dtype], math.sqrt(n)), "grad bias")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape,layout", [((2048, 1024), "contiguous"), ((4096, 8), "contiguous"),
+                                          ((64, 128, 14, 14), "channels_last"), ((64, 128, 14, 14), "contiguous"),
+                                          ((33, 3, 17, 19), "contiguous")])
+def test_large_shapes_split_reduction(device, shape, layout):
+    """Shapes large enough that the bias gradient is reduced in several chunks."""
+    torch.manual_seed(1)
+    x = make(shape, torch.float32, device, layout)
+    bias = torch.randn(shape[1], device=device)
+    (y, grads), (yr, grads_r) = run_both(x, bias, 0.2, 1.0, torch.float32)
+    assert_close(y, yr, FORWARD_TOL[torch.float32], "y")
+    assert_close(grads[0], grads_r[0], GRAD_TOL[torch.float32], "grad x")
+    n = x.numel() // shape[1]
+    assert_close(grads[1], grads_r[1], scaled_atol(GRAD_TOL[torch.float32], math.sqrt(n)), "grad bias")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bias_grad_deterministic(device):
+    x = torch.randn(3000, 257, device=device, requires_grad=True)
+    b = torch.randn(257, device=device, requires_grad=True)
+    g = torch.randn(3000, 257, device=device)
+    first = torch.autograd.grad(ops.bias_leaky_relu(x, b), b, g)[0]
+    second = torch.autograd.grad(ops.bias_leaky_relu(x, b), b, g)[0]
+    assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_gradcheck_and_gradgradcheck(device, layout):
+    torch.manual_seed(2)
+    x = make((3, 4, 3, 2), torch.float64, device, layout).requires_grad_()
+    b = torch.randn(4, device=device, dtype=torch.float64, requires_grad=True)
+    f = lambda x, b: ops.bias_leaky_relu(x, b, 0.2, 1.7)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, b))
+    assert torch.autograd.gradgradcheck(f, (x, b))
+    x2 = torch.randn(5, 6, device=device, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: ops.bias_leaky_relu(x, None, 0.1), (x2,))
+
+
+@requires_kernels
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    x = torch.randn(4, 6, 3, 3, device=device, requires_grad=True)
+    b = torch.randn(6, device=device, requires_grad=True)
+    torch.library.opcheck(torch.ops.fastgan.bias_leaky_relu.default, (x, b, 0.2, 1.0))
+    torch.library.opcheck(torch.ops.fastgan.bias_leaky_relu.default,
+                          (x.detach().to(memory_format=torch.channels_last), None, 0.0, 2.0))
+    y = torch.randn(8, 5, device=device)
+    torch.library.opcheck(torch.ops.fastgan.bias_leaky_relu_backward.default,
+                          (torch.randn(8, 5, device=device), y, 0.2, 1.0, True))
+
+
+@requires_kernels
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    torch._dynamo.reset()
+    w = torch.randn(16, 8, device=device, requires_grad=True)
+    b = torch.randn(16, device=device, requires_grad=True)
+
+    def layer(x):
+        return ops.bias_leaky_relu(x @ w.t(), b, 0.2, 1.0).sum()
+
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    x = torch.randn(5, 8, device=device)
+    loss = compiled(x)
+    gw, gb = torch.autograd.grad(loss, (w, b))
+    loss_e = layer(x)
+    gw_e, gb_e = torch.autograd.grad(loss_e, (w, b))
+    torch.testing.assert_close(loss, loss_e)
+    torch.testing.assert_close(gw, gw_e)
+    torch.testing.assert_close(gb, gb_e)
+
+
+def test_empty_batch_gives_empty_output():
+    x = torch.randn(0, 4, requires_grad=True)
+    b = torch.randn(4, requires_grad=True)
+    y = ops.bias_leaky_relu(x, b)
+    assert y.shape == (0, 4)
+    gb = torch.autograd.grad(y.sum(), b)[0]
+    assert torch.equal(gb, torch.zeros(4))
+
+
+@pytest.mark.parametrize("kwargs,match,exc", [
+    (dict(bias=torch.randn(5)), "bias must have shape", ValueError),
+    (dict(bias=torch.randn(4, dtype=torch.float64)), "bias must have x's dtype", TypeError),
+    (dict(bias=torch.randn(2, 2)), "bias must have shape", ValueError),
+    (dict(negative_slope="0.2"), "negative_slope", (TypeError, RuntimeError)),
+    (dict(negative_slope=float("nan")), "negative_slope must be finite", ValueError),
+    (dict(negative_slope=-0.1), "negative_slope must be >= 0", ValueError),
+    (dict(scale=0.0), "scale must be > 0", ValueError),
+])
+def test_bad_arguments(kwargs, match, exc):
+    x = torch.randn(3, 4)
+    with pytest.raises(exc, match=match):
+        ops.bias_leaky_relu(x, **kwargs)
+
+
+def test_bad_x():
+    with pytest.raises(TypeError, match="x must be float32"):
+        ops.bias_leaky_relu(torch.ones(3, 4, dtype=torch.int64), torch.zeros(4))
+    with pytest.raises(ValueError, match="x must have at least 2 dims"):
+        ops.bias_leaky_relu(torch.randn(4), torch.zeros(4))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_bias_on_other_device():
+    x = torch.randn(3, 4, device="cuda")
+    with pytest.raises(ValueError, match="bias must be on x's device"):
+        ops.bias_leaky_relu(x, torch.zeros(4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_leaky_relu_module_matches_linear_plus_leaky_relu(dtype):
+    torch.manual_seed(3)
+    lin = torch.nn.Linear(10, 6)
+    fused = torch.nn.Sequential(torch.nn.Linear(10, 6, bias=False), fastgan.nn.FusedLeakyReLU(6, 0.2))
+    with torch.no_grad():
+        fused[0].weight.copy_(lin.weight)
+        fused[1].bias.copy_(lin.bias)
+    x = torch.randn(4, 10)
+    expected = torch.nn.functional.leaky_relu(lin(x), 0.2)
+    torch.testing.assert_close(fused(x), expected)
+    # a low-precision activation with a float32 bias parameter runs in the activation's dtype
+    h = torch.randn(4, 6).to(dtype)
+    assert fused[1](h).dtype == dtype
+    assert "negative_slope=0.2" in repr(fused[1])
+
+
+def test_expected_kernels_are_loaded():
+    """CI sets FASTGAN_EXPECT_KERNELS=1: a missing or unloadable _C must fail, not fall back."""
+    import os
+
+    if os.environ.get("FASTGAN_EXPECT_KERNELS") != "1":
+        pytest.skip("FASTGAN_EXPECT_KERNELS is not set")
+    info = fastgan.build_info()
+    assert info["cpu_kernels"], info["extension_error"]
