@@ -1,0 +1,1 @@
+"""Benchmark code shared by `fastgan bench` and the pytest-benchmark suites in benchmarks/."""

@@ -1,0 +1,98 @@
+"""Per-op benchmarks: each fastgan op against PyTorch eager and torch.compile of the same
+math, forward + backward, at GAN shapes. `python -m fastgan.bench.ops --device cuda`
+(later `fastgan bench ops`) prints a markdown table; benchmarks/test_ops.py times the same
+cases with pytest-benchmark."""
+import argparse
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from fastgan import ops
+from fastgan.bench.timing import auto_iters, copy_bandwidth_gbs, machine_header, time_call
+
+SHAPES = [((64, 1024), "contiguous"), ((1024, 1024), "contiguous"), ((8192, 4096), "contiguous"),
+          ((256, 128, 14, 14), "channels_last")]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _eager_bias_leaky_relu(x, b):
+    return F.leaky_relu(x + b.view([1, -1] + [1] * (x.dim() - 2)), 0.2)
+
+
+def _fastgan_bias_leaky_relu(x, b):
+    return ops.bias_leaky_relu(x, b, 0.2)
+
+
+def bias_leaky_relu_case(shape, layout, dtype, device, impl):
+    """A callable running one forward + backward of bias_leaky_relu, and its minimum bytes."""
+    x = torch.randn(shape, device=device, dtype=dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    b = torch.randn(shape[1], device=device, dtype=dtype, requires_grad=True)
+    g = torch.randn_like(x)
+    fn = {"eager": _eager_bias_leaky_relu, "fastgan": _fastgan_bias_leaky_relu,
+          "compile": torch.compile(_eager_bias_leaky_relu)}[impl]
+
+    def step():
+        y = fn(x, b)
+        return torch.autograd.grad(y, (x, b), g)
+
+    # forward reads x and writes y; backward reads g and y and writes grad_x
+    return step, 5 * x.numel() * x.element_size()
+
+
+CASES = {"bias_leaky_relu": bias_leaky_relu_case}
+
+
+def run(device, op_names=None, shapes=SHAPES, dtypes=("float32", "bfloat16"), impls=("eager", "compile", "fastgan")):
+    rows = []
+    bw = copy_bandwidth_gbs(device) if torch.device(device).type == "cuda" else None
+    for name in op_names or CASES:
+        for shape, layout in shapes:
+            if device == "cpu" and torch.Size(shape).numel() > 1 << 22:
+                continue  # the largest shape is for the GPU
+            for dname in dtypes:
+                row = {"op": name, "shape": "x".join(map(str, shape)), "layout": layout, "dtype": dname}
+                for impl in impls:
+                    torch._dynamo.reset()
+                    step, nbytes = CASES[name](shape, layout, DTYPES[dname], device, impl)
+                    ms = time_call(step, device, warmup=5, iters=auto_iters(step, device))
+                    row[impl] = ms
+                    if impl == "fastgan" and bw:
+                        row["fastgan_bw_frac"] = nbytes / (ms * 1e-3) / 1e9 / bw
+                rows.append(row)
+    return {"machine": machine_header(device), "copy_bandwidth_gbs": bw, "rows": rows}
+
+
+def markdown(result):
+    lines = [f"Machine: {result['machine']}" + (f"; measured copy bandwidth {result['copy_bandwidth_gbs']:.0f} GB/s"
+                                                if result["copy_bandwidth_gbs"] else ""), "",
+             "| op | shape | layout | dtype | eager ms | compile ms | fastgan ms | vs eager | vs compile | % copy BW |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        frac = f"{100 * r['fastgan_bw_frac']:.0f}%" if r.get("fastgan_bw_frac") else "–"
+        lines.append(f"| {r['op']} | {r['shape']} | {r['layout']} | {r['dtype']} | {r['eager']:.3f} | "
+                     f"{r['compile']:.3f} | {r['fastgan']:.3f} | {r['eager'] / r['fastgan']:.2f}x | "
+                     f"{r['compile'] / r['fastgan']:.2f}x | {frac} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="fastgan bench ops", description=__doc__)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--op", action="append", choices=sorted(CASES), help="ops to time (default: all)")
+    p.add_argument("--json", help="also write the results as JSON to this file")
+    a = p.parse_args(argv)
+    result = run(a.device, a.op)
+    print(markdown(result))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Timing that can be trusted: warm-up first, then the median of repeated timed windows;
+CUDA events on the GPU (no host clock around asynchronous work)."""
+import platform
+import statistics
+import time
+
+import torch
+
+
+def time_call(fn, device, warmup=10, iters=50, reps=7):
+    """Median milliseconds per call of fn() over `reps` windows of `iters` calls each."""
+    for _ in range(warmup):
+        fn()
+    cuda = torch.device(device).type == "cuda"
+    samples = []
+    for _ in range(reps):
+        if cuda:
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(iters):
+                fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / iters)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            samples.append((time.perf_counter() - t0) * 1e3 / iters)
+    return statistics.median(samples)
+
+
+def auto_iters(fn, device, target_ms=200.0):
+    """How many calls make a timed window of about target_ms (at least 5)."""
+    one = time_call(fn, device, warmup=3, iters=3, reps=1)
+    return max(5, min(2000, int(target_ms / max(one, 1e-3))))
+
+
+def copy_bandwidth_gbs(device, nbytes=1 << 28):
+    """Measured device copy bandwidth in GB/s, counting bytes read plus bytes written."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    ms = time_call(lambda: dst.copy_(src), device, warmup=3, iters=10, reps=5)
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+def machine_header(device):
+    """One line on what the numbers were measured on."""
+    parts = [f"torch {torch.__version__}", f"Python {platform.python_version()}"]
+    if torch.device(device).type == "cuda":
+        parts.insert(0, f"GPU {torch.cuda.get_device_name()}")
+        parts.append(f"CUDA {torch.version.cuda}")
+    else:
+        cpu = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        parts.insert(0, f"CPU {cpu}, {torch.get_num_threads()} threads")
+    return ", ".join(parts)
