@@ -83,8 +83,14 @@ struct BiasLeakyRelu : public torch::autograd::Function<BiasLeakyRelu> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const at::Tensor y = ctx->get_saved_variables()[0];
     const bool bias_grad = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(1);
-    auto out = BiasLeakyReluBackward::apply(grads[0], y, ctx->saved_data["slope"].toDouble(),
-                                            ctx->saved_data["scale"].toDouble(), bias_grad);
+    const double slope = ctx->saved_data["slope"].toDouble(), scale = ctx->saved_data["scale"].toDouble();
+    if (!grads[0].defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    if (!at::GradMode::is_enabled()) {  // plain backward (no create_graph): skip the autograd node
+      at::AutoDispatchBelowADInplaceOrView guard;
+      auto [gx, gb] = backward_op(grads[0], y, slope, scale, bias_grad);
+      return {gx, bias_grad ? gb : at::Tensor(), at::Tensor(), at::Tensor()};
+    }
+    auto out = BiasLeakyReluBackward::apply(grads[0], y, slope, scale, bias_grad);
     return {out[0], bias_grad ? out[1] : at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
