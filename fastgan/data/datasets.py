@@ -139,6 +139,8 @@ def load_dataset(name, data_dir=None, train=True, download=False, mirrors=None, 
     check_name(name)
     if name == "mnist-5k":
         return load_mnist_5k()
+    if data_dir is None and download:
+        data_dir = "data"
     if data_dir is None:
         raise DatasetError(f"dataset {name} needs a data directory (--data-dir) holding its IDX "
                            "files, or --download; --dataset mnist-5k needs none")
