@@ -1,9 +1,9 @@
 """The `fastgan` command: train, sample, info.
 
-    fastgan train                                   # mlp on the embedded mnist-5k
+    fastgan train                                   # dcgan on the embedded mnist-5k
     fastgan train --model dcgan --dataset fashion-mnist --data-dir ~/data --epochs 20
-    fastgan train --out runs/mlp-mnist-5k --resume  # continue an interrupted run
-    fastgan sample --checkpoint runs/mlp-mnist-5k/checkpoint.pt --n 64 --out grid.png
+    fastgan train --out runs/dcgan-mnist-5k --resume  # continue an interrupted run
+    fastgan sample --checkpoint runs/dcgan-mnist-5k/checkpoint.pt --n 64 --out grid.png
     fastgan info
 
 Bad input (unknown names, missing data, impossible options, unreadable checkpoints) prints
@@ -46,10 +46,10 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="{train,sample,info}")
     sub.required = True
 
-    t = sub.add_parser("train", help="train a GAN (default: mlp on the embedded mnist-5k)",
+    t = sub.add_parser("train", help="train a GAN (default: dcgan on the embedded mnist-5k)",
                        description="Train a GAN. Writes checkpoint.pt, samples.png, samples/, "
                                    "history.csv, losses.png and train.log into --out.")
-    t.add_argument("--model", choices=list(MODELS), default=S, help="model (default: mlp)")
+    t.add_argument("--model", choices=list(MODELS), default=S, help="model (default: dcgan)")
     t.add_argument("--dataset", choices=list(DATASETS), default=S,
                    help="dataset (default: mnist-5k, embedded: no files needed)")
     t.add_argument("--data-dir", default=S, help="folder with the IDX files (or torchvision's root)")
@@ -106,7 +106,7 @@ def cmd_train(args):
 
     given = {k: v for k, v in vars(args).items() if k not in ("command", "resume")}
     if "out" not in given:
-        given["out"] = f"runs/{given.get('model', 'mlp')}-{given.get('dataset', 'mnist-5k')}"
+        given["out"] = f"runs/{given.get('model', 'dcgan')}-{given.get('dataset', 'mnist-5k')}"
     cfg = TrainConfig(**given)
     trainer = Trainer(cfg, resume=args.resume, explicit=set(given) - {"out"})
     print(f"fastgan train: {trainer.cfg.model} on {trainer.cfg.dataset} "
