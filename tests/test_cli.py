@@ -106,6 +106,20 @@ def test_train_cuda_without_gpu(tmp_path):
     assert_usage_error(fastgan("train", "--device", "cuda", "--out", tmp_path), "CUDA is not available")
 
 
+def _has_tensorboard():
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_has_tensorboard(), reason="tests the message without tensorboard")
+def test_tensorboard_missing(tmp_path):
+    assert_usage_error(fastgan("train", *TINY, "--steps", 1, "--tensorboard", "--out", tmp_path),
+                       "--tensorboard needs the tensorboard package", "pip install")
+
+
 def test_resume_bad_input(run, tmp_path):
     out, _ = run
     assert_usage_error(fastgan("train", "--model", "dcgan", "--out", out, "--resume"),
