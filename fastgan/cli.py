@@ -1,0 +1,164 @@
+"""The `fastgan` command: train, sample, info.
+
+    fastgan train                                   # dcgan on the embedded mnist-5k
+    fastgan train --model dcgan --dataset fashion-mnist --data-dir ~/data --epochs 20
+    fastgan train --out runs/dcgan-mnist-5k --resume  # continue an interrupted run
+    fastgan sample --checkpoint runs/dcgan-mnist-5k/checkpoint.pt --n 64 --out grid.png
+    fastgan info
+
+Bad input (unknown names, missing data, impossible options, unreadable checkpoints) prints
+one line on stderr and exits with code 2; Ctrl-C exits with 130.
+"""
+import argparse
+import sys
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+S = argparse.SUPPRESS
+
+
+def _widths(text):
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return values
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def build_parser():
+    from fastgan.data import DATASETS
+    from fastgan.models import MODELS
+    from fastgan.train import DEFAULT_EPOCHS
+
+    parser = argparse.ArgumentParser(prog="fastgan", description="Train small GANs fast on fused C++/CUDA kernels.")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,info}")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a GAN (default: dcgan on the embedded mnist-5k)",
+                       description="Train a GAN. Writes checkpoint.pt, samples.png, samples/, "
+                                   "history.csv, losses.png and train.log into --out.")
+    t.add_argument("--model", choices=list(MODELS), default=S, help="model (default: dcgan)")
+    t.add_argument("--dataset", choices=list(DATASETS), default=S,
+                   help="dataset (default: mnist-5k, embedded: no files needed)")
+    t.add_argument("--data-dir", default=S, help="folder with the IDX files (or torchvision's root)")
+    t.add_argument("--download", action="store_true", default=S,
+                   help="fetch the IDX files into --data-dir if missing (md5-checked)")
+    n = t.add_mutually_exclusive_group()
+    n.add_argument("--epochs", type=_positive_int, default=S, help=f"epochs (default: {DEFAULT_EPOCHS})")
+    n.add_argument("--steps", type=_positive_int, default=S, help="total steps instead of epochs")
+    t.add_argument("--batch-size", type=_positive_int, default=S, help="batch size (default: 64)")
+    t.add_argument("--lr", type=float, default=S, help="Adam learning rate (default: 2e-4)")
+    t.add_argument("--beta1", type=float, default=S, help="Adam beta1 (default: 0.5)")
+    t.add_argument("--optimizer", choices=["adam", "rmsprop"], default=S,
+                   help="rmsprop: the Keras recipe, lr 8e-4 D / 4e-4 G, gradient clipping 1.0")
+    t.add_argument("--lr-d", type=float, default=S, help="discriminator learning rate")
+    t.add_argument("--lr-g", type=float, default=S, help="generator learning rate")
+    t.add_argument("--grad-clip", type=float, default=S, help="clip gradient norms (0: off)")
+    t.add_argument("--noise", choices=["normal", "uniform"], default=S,
+                   help="latent noise: normal (default) or uniform in [-1, 1]")
+    t.add_argument("--dropout", type=float, default=S, help="discriminator dropout (default 0)")
+    t.add_argument("--g-act", choices=["relu", "leaky"], default=S,
+                   help="mlp/cgan generator activation (default relu)")
+    t.add_argument("--latent-dim", type=_positive_int, default=S, help="latent size (default 100)")
+    t.add_argument("--g-widths", type=_widths, default=S, help="generator widths, e.g. 256,512,1024")
+    t.add_argument("--d-widths", type=_widths, default=S, help="discriminator widths, e.g. 1024,512,256")
+    t.add_argument("--backend", choices=["fastgan", "torch"], default=S,
+                   help="fastgan's fused ops (default) or plain torch.nn layers")
+    t.add_argument("--device", default=S, help="auto (default), cpu, cuda or cuda:N")
+    t.add_argument("--seed", type=int, default=S, help="random seed (default 0)")
+    t.add_argument("--out", default=S, help="run folder (default: runs/MODEL-DATASET)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--checkpoint-every", type=int, default=S,
+                   help="also checkpoint every N steps (default: each epoch only)")
+    t.add_argument("--log-every", type=_positive_int, default=S,
+                   help="steps between loss updates (default 50)")
+    t.add_argument("--tensorboard", action="store_true", default=S,
+                   help="also log to OUT/tb for TensorBoard (needs the tensorboard package)")
+    t.add_argument("--no-progress", dest="progress", action="store_false", default=S,
+                   help="no progress bar")
+
+    s = sub.add_parser("sample", help="draw a grid of samples from a checkpoint")
+    s.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
+    s.add_argument("--n", type=_positive_int, default=64, help="number of images (default 64)")
+    s.add_argument("--label", type=int, default=None, help="digit 0-9 (conditional models)")
+    s.add_argument("--out", default="samples.png", help="PNG to write (default samples.png)")
+    s.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+
+    sub.add_parser("info", help="what this fastgan installation was built with")
+    return parser
+
+
+def cmd_train(args):
+    from fastgan.train import Trainer, TrainConfig
+
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "resume")}
+    if "out" not in given:
+        given["out"] = f"runs/{given.get('model', 'dcgan')}-{given.get('dataset', 'mnist-5k')}"
+    cfg = TrainConfig(**given)
+    trainer = Trainer(cfg, resume=args.resume, explicit=set(given) - {"out"})
+    print(f"fastgan train: {trainer.cfg.model} on {trainer.cfg.dataset} "
+          f"({trainer.loader.num_samples} images), {trainer.total_steps} steps of "
+          f"{trainer.cfg.batch_size} on {trainer.device}, backend {trainer.cfg.backend}, "
+          f"out {trainer.cfg.out}", flush=True)
+    trainer.fit()
+    return 0
+
+
+def cmd_sample(args):
+    from fastgan.train import sample
+
+    sample(args.checkpoint, n=args.n, label=args.label, out=args.out, seed=args.seed, device=args.device)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_info(args):
+    import fastgan
+
+    info = fastgan.build_info()
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif value is None or value == "":
+            value = "-"
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from fastgan.data import DatasetError
+    from fastgan.models import ModelError
+    from fastgan.train import CheckpointError, ConfigError
+
+    commands = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info}
+    try:
+        return commands[args.command](args)
+    except (ConfigError, CheckpointError, DatasetError, ModelError) as exc:
+        print(f"fastgan {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # e.g. an --out folder that cannot be written
+        name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"fastgan {args.command}: error:{name} {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

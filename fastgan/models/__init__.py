@@ -1,0 +1,71 @@
+"""The GANs fastgan trains, each on fastgan's fused ops or on plain torch.nn.
+
+    from fastgan.models import build, MODELS
+    G, D = build("dcgan", backend="fastgan")   # or backend="torch": same state_dict
+    x = G(torch.randn(64, G.latent_dim))        # (64, 1, 28, 28) in [-1, 1]
+    logits = D(x)                               # (64, 1)
+    G, D = build("cgan"); G(z, labels)          # conditional models take labels (N,) in 0-9
+
+Names: mlp, mlp-bn, dcgan, cgan, cdcgan (see MODELS). Options (all models unless noted):
+latent_dim=100, dropout=0.0 (discriminator), g_widths / d_widths (MLP layer widths or DCGAN
+channels), g_act="relu"|"leaky" (mlp, cgan), num_classes=10 (cgan, cdcgan), embed_dim=10.
+"""
+from fastgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from fastgan.models.layers import BACKENDS, Conv2dLeakyReLU, LinearLeakyReLU, init_dcgan
+from fastgan.models.mlp import MLPDiscriminator, MLPGenerator
+
+MODELS = {
+    "mlp": "PyTorch-tutorial MLP GAN: G 100-256-512-1024-784 (ReLU), D 784-1024-512-256-1",
+    "mlp-bn": "Keras MLP GAN: G Dense-LeakyReLU-BatchNorm x3, D 784-512-256-1",
+    "dcgan": "28x28 DCGAN: G linear to 7x7, two stride-2 transposed convs; D two stride-2 convs",
+    "cgan": "class-conditional mlp (label embedding into G and D)",
+    "cdcgan": "class-conditional dcgan (label embedding into G and D)",
+}
+CONDITIONAL = ("cgan", "cdcgan")
+
+
+class ModelError(ValueError):
+    """An unknown model name or option."""
+
+
+def check_name(name):
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return name
+
+
+def build(name, backend="fastgan", latent_dim=100, dropout=0.0, g_widths=None, d_widths=None,
+          g_act="relu", num_classes=10, embed_dim=10):
+    """(generator, discriminator) of model `name`, initialised N(0, 0.02) (DCGAN).
+
+    The two backends build the same parameters with the same names, so a state_dict moves
+    between them and gives the same outputs.
+    """
+    check_name(name)
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ModelError(f"dropout must be in [0, 1), got {dropout}")
+    if int(latent_dim) < 1:
+        raise ModelError(f"latent_dim must be positive, got {latent_dim}")
+    classes = num_classes if name in CONDITIONAL else 0
+    if name in ("mlp", "cgan"):
+        G = MLPGenerator(latent_dim, tuple(g_widths or (256, 512, 1024)), act=g_act,
+                         num_classes=classes, embed_dim=embed_dim, backend=backend)
+        D = MLPDiscriminator(tuple(d_widths or (1024, 512, 256)), dropout, num_classes=classes,
+                             embed_dim=embed_dim, backend=backend)
+    elif name == "mlp-bn":
+        G = MLPGenerator(latent_dim, tuple(g_widths or (256, 512, 1024)), batch_norm=True,
+                         bn_momentum=0.3, backend=backend)
+        D = MLPDiscriminator(tuple(d_widths or (512, 256)), dropout, backend=backend)
+    else:
+        G = DCGANGenerator(latent_dim, tuple(g_widths or (128, 64)), num_classes=classes,
+                           embed_dim=embed_dim, backend=backend)
+        D = DCGANDiscriminator(tuple(d_widths or (64, 128)), dropout, num_classes=classes,
+                               backend=backend)
+    return G, D
+
+
+__all__ = ["MODELS", "CONDITIONAL", "BACKENDS", "ModelError", "build", "check_name",
+           "init_dcgan", "MLPGenerator", "MLPDiscriminator", "DCGANGenerator",
+           "DCGANDiscriminator", "LinearLeakyReLU", "Conv2dLeakyReLU"]

@@ -1,0 +1,135 @@
+"""The training configuration: every option of `fastgan train`, stored in each checkpoint."""
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+from fastgan.data import DATASETS
+from fastgan.models import MODELS
+
+DEFAULT_EPOCHS = 10  # the default run: dcgan on mnist-5k, a few minutes on a 2-core CPU
+
+
+class ConfigError(ValueError):
+    """An option that cannot be used (unknown name, out of range, unavailable device...)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the run."""
+
+
+@dataclass
+class TrainConfig:
+    model: str = "dcgan"
+    dataset: str = "mnist-5k"
+    data_dir: Optional[str] = None
+    download: bool = False
+    epochs: Optional[int] = None          # default DEFAULT_EPOCHS unless steps is given
+    steps: Optional[int] = None
+    batch_size: int = 64
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    optimizer: str = "adam"               # adam | rmsprop (Keras recipe: lr 8e-4 D, 4e-4 G, clip 1.0)
+    lr_d: Optional[float] = None          # per-network learning rates (default: lr, or RMSprop's)
+    lr_g: Optional[float] = None
+    grad_clip: Optional[float] = None     # gradient-norm clipping (default: 1.0 with rmsprop)
+    noise: str = "normal"                 # normal | uniform (in [-1, 1])
+    dropout: float = 0.0                  # discriminator dropout (Keras: 0.3 MLP, 0.4 DCGAN)
+    g_act: str = "relu"                   # mlp/cgan generator hidden activation: relu | leaky
+    latent_dim: int = 100
+    g_widths: Optional[Tuple[int, ...]] = None
+    d_widths: Optional[Tuple[int, ...]] = None
+    backend: str = "fastgan"              # fastgan | torch
+    device: str = "auto"
+    seed: int = 0
+    out: str = "runs/dcgan-mnist-5k"
+    checkpoint_every: int = 0             # steps between extra checkpoints (0: each epoch only)
+    log_every: int = 50                   # steps between loss syncs (progress bar, history)
+    num_samples: int = 64                 # images in the sample grids (conditional: 100)
+    tensorboard: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    # options that may change when a run is resumed; the rest must match the checkpoint
+    RESUMABLE = ("epochs", "steps", "device", "data_dir", "download", "checkpoint_every",
+                 "log_every", "tensorboard", "progress", "out")
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        for k in ("g_widths", "d_widths"):
+            d[k] = list(d[k]) if d[k] is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown training options: {', '.join(sorted(unknown))}")
+        cfg = cls(**d)
+        for k in ("g_widths", "d_widths"):
+            v = getattr(cfg, k)
+            setattr(cfg, k, tuple(int(w) for w in v) if v is not None else None)
+        return cfg
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def learning_rates(self):
+        """(lr_d, lr_g): explicit ones, else RMSprop's 8e-4 / 4e-4, else lr for both."""
+        if self.optimizer == "rmsprop":
+            return self.lr_d or 8e-4, self.lr_g or 4e-4
+        return self.lr_d or self.lr, self.lr_g or self.lr
+
+    def clip(self):
+        if self.grad_clip is not None:
+            return self.grad_clip or None
+        return 1.0 if self.optimizer == "rmsprop" else None
+
+    def validate(self):
+        """Raises ConfigError naming the first bad option."""
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        if self.epochs is not None and self.steps is not None:
+            raise ConfigError("give --epochs or --steps, not both")
+        for name in ("epochs", "steps"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"--{name} must be a positive integer, got {v}")
+        for name in ("batch_size", "latent_dim", "log_every", "num_samples"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
+        for name in ("lr", "lr_d", "lr_g"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {v}")
+        for name in ("beta1", "beta2"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ConfigError(f"--{name} must be in [0, 1), got {v}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ConfigError(f"--grad-clip must be >= 0 (0: off), got {self.grad_clip}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        choices = {"optimizer": ("adam", "rmsprop"), "noise": ("normal", "uniform"),
+                   "g_act": ("relu", "leaky"), "backend": ("fastgan", "torch")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
+                                  f"got {getattr(self, name)!r}")
+        for name in ("g_widths", "d_widths"):
+            v = getattr(self, name)
+            if v is not None:
+                if not v or any(int(w) < 1 for w in v):
+                    raise ConfigError(f"--{name.replace('_', '-')} must be positive integers, got {v}")
+                if self.model in ("dcgan", "cdcgan") and len(v) != 2:
+                    raise ConfigError(f"--{name.replace('_', '-')}: {self.model} takes 2 channel "
+                                      f"counts, got {len(v)}")
+        return self

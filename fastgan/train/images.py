@@ -1,0 +1,103 @@
+"""Sample grids, loss history and loss curves, written atomically (temp name + rename).
+
+PNGs are written with matplotlib's Agg canvas (no pyplot state, no display needed).
+"""
+import csv
+import os
+
+import numpy as np
+import torch
+
+
+def atomic_path(path):
+    """A temporary name beside `path`, for write-then-rename."""
+    d, base = os.path.split(os.path.abspath(path))
+    return os.path.join(d, f".{base}.tmp{os.getpid()}")
+
+
+def _finish(tmp, path):
+    os.replace(tmp, path)
+    return path
+
+
+def make_grid(images, ncol=8, pad=2, scale=1):
+    """(N, C, H, W) images in [-1, 1] -> an (H', W') or (H', W', 3) float array in [0, 1]."""
+    x = images.detach().float().cpu().clamp(-1, 1).add(1).mul(0.5).numpy()
+    n, c, h, w = x.shape
+    nrow = (n + ncol - 1) // ncol
+    grid = np.ones((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32) * 0.5
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        grid[:, pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = x[i]
+    if scale > 1:
+        grid = grid.repeat(scale, axis=1).repeat(scale, axis=2)
+    return grid[0] if c == 1 else grid.transpose(1, 2, 0)
+
+
+def save_grid(images, path, ncol=8, scale=2):
+    """Writes a PNG grid of (N, C, H, W) images in [-1, 1]; returns the grid array."""
+    from matplotlib import image as mpimg
+
+    grid = make_grid(images, ncol, scale=scale)
+    tmp = atomic_path(path)
+    try:
+        mpimg.imsave(tmp, grid, cmap="gray", vmin=0.0, vmax=1.0, format="png")
+        _finish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return grid
+
+
+def write_history(history, path, steps_per_epoch):
+    """history: (steps, 2) tensor of (d_loss, g_loss) per step -> CSV step,epoch,d_loss,g_loss."""
+    tmp = atomic_path(path)
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", "epoch", "d_loss", "g_loss"])
+            for i, (d, g) in enumerate(history.tolist(), 1):
+                w.writerow([i, (i - 1) // steps_per_epoch + 1, f"{d:.6g}", f"{g:.6g}"])
+        _finish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_history(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return torch.tensor([[float(r["d_loss"]), float(r["g_loss"])] for r in rows], dtype=torch.float64)
+
+
+def plot_losses(history, path, steps_per_epoch, title=""):
+    """A loss-curve PNG (per step, and smoothed) of the D and G losses."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    h = history.numpy() if torch.is_tensor(history) else np.asarray(history)
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    if len(h):
+        steps = np.arange(1, len(h) + 1)
+        k = max(1, min(len(h) // 20, steps_per_epoch))
+        for col, name, color in ((0, "D loss", "tab:blue"), (1, "G loss", "tab:orange")):
+            ax.plot(steps, h[:, col], color=color, alpha=0.25, linewidth=0.6)
+            if len(h) >= k:
+                smooth = np.convolve(h[:, col], np.ones(k) / k, mode="valid")
+                ax.plot(steps[k - 1:], smooth, color=color, label=f"{name} (mean of {k})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("BCE loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(h):
+        ax.legend()
+    fig.tight_layout()
+    tmp = atomic_path(path)
+    try:
+        fig.savefig(tmp, format="png")
+        _finish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,384 @@
+"""The GAN trainer behind `fastgan train`.
+
+    from fastgan.train import Trainer, TrainConfig
+    Trainer(TrainConfig(model="dcgan", epochs=5, out="runs/dcgan")).fit()
+
+train_step() is a plain function of (models, optimizers, batch, noise) with no host syncs, so
+that it can be captured (torch.compile, CUDA graphs); the loop around it syncs the losses
+once per `log_every` steps.
+"""
+import math
+import os
+import sys
+import time
+
+import torch
+
+from fastgan import ops
+from fastgan.data import DeviceLoader, load_dataset
+from fastgan.models import CONDITIONAL, ModelError, build
+from fastgan.train.checkpoint import load_checkpoint, save_checkpoint
+from fastgan.train.config import DEFAULT_EPOCHS, CheckpointError, ConfigError, TrainConfig
+from fastgan.train.images import atomic_path, make_grid, plot_losses, save_grid, write_history
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None):
+    """One D step then one G step (non-saturating loss). Returns the detached losses as a
+    (2,) tensor [d_loss, g_loss] without synchronizing. labels: None for unconditional models.
+    """
+    fake = G(z, labels) if labels is not None else G(z)
+    args = (labels,) if labels is not None else ()
+    # discriminator: real -> 1, fake -> 0
+    d_loss = ops.gan_d_loss(D(real, *args), D(fake.detach(), *args))
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(D.parameters(), grad_clip, foreach=True)
+    opt_d.step()
+    # generator: make the updated D call the fakes real; D's weights need no gradient here
+    D.requires_grad_(False)
+    g_loss = ops.gan_g_loss(D(fake, *args))
+    opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    D.requires_grad_(True)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(G.parameters(), grad_clip, foreach=True)
+    opt_g.step()
+    return torch.stack([d_loss.detach(), g_loss.detach()])
+
+
+def resolve_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available (torch {torch.__version__}, "
+                          f"built with CUDA {torch.version.cuda}); use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    return device
+
+
+def build_models(cfg, device="cpu"):
+    """(G, D) for a TrainConfig."""
+    try:
+        G, D = build(cfg.model, backend=cfg.backend, latent_dim=cfg.latent_dim, dropout=cfg.dropout,
+                     g_widths=cfg.g_widths, d_widths=cfg.d_widths, g_act=cfg.g_act)
+    except ModelError as exc:
+        raise ConfigError(str(exc)) from None
+    return G.to(device), D.to(device)
+
+
+def fixed_inputs(cfg, device, n=None):
+    """The fixed noise (and labels) the sample grids are drawn from: same on every device."""
+    conditional = cfg.model in CONDITIONAL
+    n = n or (100 if conditional else cfg.num_samples)
+    gen = torch.Generator().manual_seed(cfg.seed + 12345)
+    z = noise(n, cfg.latent_dim, cfg.noise, gen, "cpu").to(device)
+    labels = (torch.arange(n) % 10).to(device) if conditional else None
+    return z, labels, (10 if conditional else max(1, int(math.sqrt(n))))
+
+
+def noise(n, latent_dim, kind, generator, device):
+    if kind == "uniform":
+        return torch.rand(n, latent_dim, generator=generator, device=device).mul_(2).sub_(1)
+    return torch.randn(n, latent_dim, generator=generator, device=device)
+
+
+class Trainer:
+    """Trains one GAN run in cfg.out: checkpoint.pt, samples/, samples.png, history.csv,
+    losses.png, train.log, config.json (and tb/ with tensorboard)."""
+
+    def __init__(self, cfg, resume=False, explicit=None, log=None):
+        """explicit: the option names the user set (with resume, only TrainConfig.RESUMABLE
+        ones may differ from the checkpoint's)."""
+        self.log_stream = log or sys.stdout
+        self.checkpoint_path = os.path.join(cfg.out, CHECKPOINT)
+        ckpt = None
+        if resume:
+            if not os.path.isfile(self.checkpoint_path):
+                raise CheckpointError(f"--resume: no checkpoint in {cfg.out} ({self.checkpoint_path} "
+                                      "does not exist)")
+            ckpt = load_checkpoint(self.checkpoint_path)
+            cfg = self._merge(ckpt["config"], cfg, explicit)
+        cfg.validate()
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+
+        images, labels = load_dataset(cfg.dataset, cfg.data_dir, train=True, download=cfg.download)
+        torch.manual_seed(cfg.seed)
+        self.G, self.D = build_models(cfg, self.device)
+        self.loader = DeviceLoader(images, labels, cfg.batch_size, self.device, seed=cfg.seed + 1)
+        self.conditional = cfg.model in CONDITIONAL
+        self.steps_per_epoch = self.loader.steps_per_epoch
+        self.total_steps = cfg.steps or (cfg.epochs or DEFAULT_EPOCHS) * self.steps_per_epoch
+        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        lr_d, lr_g = cfg.learning_rates()
+        if cfg.optimizer == "rmsprop":
+            self.opt_d = torch.optim.RMSprop(self.D.parameters(), lr=lr_d)
+            self.opt_g = torch.optim.RMSprop(self.G.parameters(), lr=lr_g)
+        else:
+            self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=(cfg.beta1, cfg.beta2))
+            self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=(cfg.beta1, cfg.beta2))
+        self.grad_clip = cfg.clip()
+        self.noise_gen = torch.Generator(device=self.device)
+        self.noise_gen.manual_seed(cfg.seed + 2)
+        self.fixed_z, self.fixed_labels, self.grid_cols = fixed_inputs(cfg, self.device)
+        self.step = 0
+        self.history = torch.zeros(0, 2, dtype=torch.float64)
+        self.epoch_rng = self.loader.generator.get_state()  # shuffle state of the epoch in progress
+        self.checkpoint_step = None
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.writer = None
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError("--tensorboard needs the tensorboard package: "
+                                  "pip install tensorboard  (or: pip install 'fastgan[tensorboard]')") from None
+            self.writer = SummaryWriter(os.path.join(cfg.out, "tb"), purge_step=self.step + 1)
+
+    @staticmethod
+    def _merge(saved, given, explicit):
+        """The checkpoint's config with the options the user may change on resume."""
+        explicit = set(explicit or ())
+        for name in sorted(explicit):
+            new, old = getattr(given, name), getattr(saved, name)
+            if name in TrainConfig.RESUMABLE or new == old:
+                continue
+            if name == "model":
+                raise CheckpointError(f"checkpoint in {given.out} is from model {old!r}, not {new!r}: "
+                                      f"use another --out, or --model {old}")
+            raise CheckpointError(f"--{name.replace('_', '-')} {new} differs from the checkpoint's "
+                                  f"{old}; a resumed run keeps its settings (only "
+                                  f"{', '.join('--' + r.replace('_', '-') for r in TrainConfig.RESUMABLE)} may change)")
+        for name in TrainConfig.RESUMABLE:
+            if name in explicit or name == "out":
+                setattr(saved, name, getattr(given, name))
+        if "epochs" in explicit:
+            saved.steps = None
+        if "steps" in explicit:
+            saved.epochs = None
+        return saved
+
+    # -- checkpoints -------------------------------------------------------------------
+    def state_dict(self):
+        rng = {"torch": torch.get_rng_state(), "noise": self.noise_gen.get_state(),
+               "epoch": self.epoch_rng, "device": self.device.type}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"config": self.cfg.to_dict(), "step": self.step,
+                "generator": self.G.state_dict(), "discriminator": self.D.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "rng": rng, "history": self.history.clone(),
+                "fastgan_version": _version()}
+
+    def save(self):
+        save_checkpoint(self.state_dict(), self.checkpoint_path)
+        self.checkpoint_step = self.step
+
+    def _restore(self, ckpt):
+        try:
+            self.G.load_state_dict(ckpt["generator"])
+            self.D.load_state_dict(ckpt["discriminator"])
+            self.opt_g.load_state_dict(ckpt["opt_g"])
+            self.opt_d.load_state_dict(ckpt["opt_d"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"{self.checkpoint_path} does not fit model {self.cfg.model}: "
+                                  f"{str(exc).splitlines()[0]}") from None
+        self.step = int(ckpt["step"])
+        self.history = ckpt["history"].to(torch.float64)[: self.step]
+        rng = ckpt["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng.get("device") == self.device.type:
+            self.noise_gen.set_state(rng["noise"])
+            self.loader.generator.set_state(rng["epoch"])
+            self.epoch_rng = rng["epoch"]
+            if self.device.type == "cuda" and "cuda" in rng:
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+        else:
+            self._print(f"note: checkpoint was written on {rng.get('device')}, resuming on "
+                        f"{self.device.type}: the data order and noise continue from new seeds")
+        self.checkpoint_step = self.step
+
+    # -- outputs -----------------------------------------------------------------------
+    def _print(self, line, logfile=True):
+        from tqdm import tqdm
+
+        tqdm.write(line, file=self.log_stream)
+        if logfile:
+            with open(os.path.join(self.cfg.out, "train.log"), "a") as f:
+                f.write(line + "\n")
+
+    @torch.no_grad()
+    def samples(self, z=None, labels=None):
+        """G's images for z (default: the fixed noise and labels), in eval mode."""
+        z = self.fixed_z if z is None else z
+        labels = self.fixed_labels if z is self.fixed_z else labels
+        was_training = self.G.training
+        self.G.eval()
+        try:
+            return self.G(z, labels) if self.conditional else self.G(z)
+        finally:
+            self.G.train(was_training)
+
+    def write_outputs(self, epoch_label):
+        out = self.cfg.out
+        images = self.samples()
+        os.makedirs(os.path.join(out, "samples"), exist_ok=True)
+        save_grid(images, os.path.join(out, "samples", f"{epoch_label}.png"), ncol=self.grid_cols)
+        save_grid(images, os.path.join(out, "samples.png"), ncol=self.grid_cols)
+        write_history(self.history, os.path.join(out, "history.csv"), self.steps_per_epoch)
+        plot_losses(self.history, os.path.join(out, "losses.png"), self.steps_per_epoch,
+                    title=f"{self.cfg.model} on {self.cfg.dataset}")
+        if self.writer is not None:
+            grid = torch.from_numpy(make_grid(images, self.grid_cols))[None]
+            self.writer.add_image("samples", grid, self.step)
+            self.writer.flush()
+
+    # -- the loop ----------------------------------------------------------------------
+    def fit(self):
+        """Trains to total_steps, writing outputs each epoch. Returns self.history."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        os.makedirs(cfg.out, exist_ok=True)
+        tmp = atomic_path(os.path.join(cfg.out, "config.json"))
+        with open(tmp, "w") as f:
+            f.write(cfg.to_json())
+        os.replace(tmp, os.path.join(cfg.out, "config.json"))
+        if self.step >= self.total_steps:
+            self._print(f"nothing to do: {cfg.out} is at step {self.step} of {self.total_steps}")
+            return self.history
+        if self.step:
+            self._print(f"resuming {cfg.out} at step {self.step} (epoch "
+                        f"{self.step // self.steps_per_epoch + 1}) of {self.total_steps}")
+        B = cfg.batch_size
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not cfg.progress,
+                   unit="step", dynamic_ncols=True, desc=f"{cfg.model}", file=sys.stderr)
+        pending, t_sync, steps_since = [], time.perf_counter(), 0
+        t_epoch = time.perf_counter()
+        self.G.train()
+        self.D.train()
+        try:
+            while self.step < self.total_steps:
+                epoch, start = divmod(self.step, self.steps_per_epoch)
+                self.loader.generator.set_state(self.epoch_rng)
+                perm = self.loader.permutation()
+                for i in range(start, self.steps_per_epoch):
+                    real, labels = self.loader.batch(perm, i)
+                    z = noise(B, cfg.latent_dim, cfg.noise, self.noise_gen, self.device)
+                    losses = train_step(self.G, self.D, self.opt_g, self.opt_d, real,
+                                        labels if self.conditional else None, z, self.grad_clip)
+                    pending.append(losses)
+                    self.step += 1
+                    steps_since += 1
+                    last = self.step == self.total_steps
+                    end_of_epoch = i == self.steps_per_epoch - 1
+                    if self.step % cfg.log_every == 0 or end_of_epoch or last:
+                        values = torch.stack(pending).to("cpu", torch.float64)  # the one sync
+                        self.history = torch.cat([self.history, values])
+                        pending.clear()
+                        now = time.perf_counter()
+                        rate = steps_since * B / max(now - t_sync, 1e-9)
+                        t_sync, steps_since = now, 0
+                        d, g = values[-1].tolist()
+                        bar.set_postfix_str(f"d_loss={d:.3f} g_loss={g:.3f} {rate:,.0f} img/s")
+                        bar.update(len(values))
+                        if self.writer is not None:
+                            self.writer.add_scalar("loss/d", d, self.step)
+                            self.writer.add_scalar("loss/g", g, self.step)
+                            self.writer.add_scalar("images_per_s", rate, self.step)
+                    if end_of_epoch:
+                        self.epoch_rng = self.loader.generator.get_state()
+                    if end_of_epoch or last:
+                        self._end_epoch(epoch + 1, time.perf_counter() - t_epoch, final=last)
+                        t_epoch = t_sync = time.perf_counter()
+                    elif cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                        self.save()
+                    if last:
+                        break
+        except KeyboardInterrupt:
+            bar.close()
+            if self.checkpoint_step is None:
+                where = "no checkpoint was written yet"
+            else:
+                where = f"the last checkpoint (step {self.checkpoint_step}) is intact in {self.checkpoint_path}"
+            print(f"\ninterrupted at step {self.step}; {where}.\nresume with: fastgan train --out "
+                  f"{cfg.out} --resume", file=sys.stderr)
+            raise
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.close()
+        return self.history
+
+    def _end_epoch(self, epoch, seconds, final=False):
+        spe = self.steps_per_epoch
+        recent = self.history[-(self.step - (epoch - 1) * spe):]
+        d, g = recent.mean(0).tolist()
+        steps = self.step - (epoch - 1) * spe
+        self._print(f"epoch {epoch}/{self.total_epochs}  step {self.step}/{self.total_steps}  "
+                    f"d_loss {d:.4f}  g_loss {g:.4f}  {steps * self.cfg.batch_size / max(seconds, 1e-9):,.0f} img/s  "
+                    f"{seconds:.1f}s")
+        label = f"epoch_{epoch:04d}" if self.step % spe == 0 else f"step_{self.step:07d}"
+        self.write_outputs(label)
+        self.save()
+        if final:
+            self._print(f"done: {self.step} steps; samples in {os.path.join(self.cfg.out, 'samples.png')}, "
+                        f"checkpoint {self.checkpoint_path}")
+
+
+def _version():
+    import fastgan
+
+    return fastgan.__version__
+
+
+def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"):
+    """Draws n images from a checkpoint's generator and writes them as a PNG grid.
+
+    label: a digit 0-9 for conditional models (None: each row 0-9). Returns the images.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"--n must be a positive integer, got {n}")
+    device = resolve_device(device)
+    state = load_checkpoint(checkpoint, map_location=device)
+    cfg = state["config"]
+    conditional = cfg.model in CONDITIONAL
+    if label is not None:
+        if not conditional:
+            raise ConfigError(f"--label needs a conditional model (cgan, cdcgan); {checkpoint} "
+                              f"holds {cfg.model}")
+        if not 0 <= label <= 9:
+            raise ConfigError(f"--label must be a digit 0-9, got {label}")
+    G, _ = build_models(cfg, device)
+    try:
+        G.load_state_dict(state["generator"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{checkpoint}: generator weights do not fit model {cfg.model}: "
+                              f"{str(exc).splitlines()[0]}") from None
+    G.eval()
+    gen = torch.Generator().manual_seed(seed)
+    z = noise(n, cfg.latent_dim, cfg.noise, gen, "cpu").to(device)
+    labels = None
+    if conditional:
+        labels = torch.full((n,), label, dtype=torch.int64) if label is not None else torch.arange(n) % 10
+        labels = labels.to(device)
+    with torch.no_grad():
+        images = G(z, labels) if conditional else G(z)
+    ncol = 10 if conditional and label is None else max(1, int(math.ceil(math.sqrt(n))))
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    save_grid(images, out, ncol=ncol)
+    return images
+
+
+__all__ = ["Trainer", "train_step", "sample", "build_models", "resolve_device", "fixed_inputs",
+           "noise", "CHECKPOINT"]

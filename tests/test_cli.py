@@ -1,0 +1,165 @@
+"""The `fastgan` command through subprocess: train, sample, info, Ctrl-C, and every bad input
+(exit code 2, a message naming the problem, no traceback)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--model", "mlp", "--g-widths", "16,32", "--d-widths", "32,16", "--batch-size", "32",
+        "--no-progress"]
+
+
+def env():
+    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def fastgan(*args, cwd=None, timeout=180):
+    return subprocess.run([sys.executable, "-m", "fastgan.cli", *map(str, args)], cwd=cwd or ROOT,
+                          env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def assert_usage_error(result, *fragments):
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny finished run: 10 steps of a narrow mlp on mnist-5k."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = fastgan("train", *TINY, "--steps", 10, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_train(run):
+    out, result = run
+    assert "mlp on mnist-5k (5000 images), 10 steps of 32" in result.stdout
+    assert "epoch 1/1  step 10/10" in result.stdout and "img/s" in result.stdout
+    for name in ("checkpoint.pt", "samples.png", "losses.png", "history.csv", "train.log", "config.json"):
+        assert (out / name).is_file(), name
+    assert (out / "samples.png").read_bytes()[:4] == b"\x89PNG"
+    assert len((out / "history.csv").read_text().splitlines()) == 11
+
+
+def test_resume_and_sample(run, tmp_path):
+    out, _ = run
+    result = fastgan("train", "--out", out, "--resume", "--steps", 12, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stdout and "step 12/12" in result.stdout
+    grid = tmp_path / "grid.png"
+    result = fastgan("sample", "--checkpoint", out / "checkpoint.pt", "--n", 16, "--out", grid)
+    assert result.returncode == 0, result.stderr
+    assert grid.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_info():
+    result = fastgan("info")
+    assert result.returncode == 0, result.stderr
+    for key in ("version", "torch_version", "cpu_kernels", "cuda_kernels", "num_threads"):
+        assert key in result.stdout
+
+
+def test_conditional_sample_label(tmp_path):
+    out = tmp_path / "c"
+    result = fastgan("train", "--model", "cgan", "--g-widths", "16,32", "--d-widths", "32,16",
+                     "--steps", 3, "--batch-size", 16, "--no-progress", "--out", out)
+    assert result.returncode == 0, result.stderr
+    result = fastgan("sample", "--checkpoint", out / "checkpoint.pt", "--n", 8, "--label", 7,
+                     "--out", tmp_path / "sevens.png")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "sevens.png").is_file()
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--model", "wgan"], ["invalid choice: 'wgan'"]),
+    (["--dataset", "cifar10"], ["invalid choice: 'cifar10'"]),
+    (["--dataset", "mnist", "--data-dir", "/nonexistent/fastgan"], ["/nonexistent/fastgan", "does not exist"]),
+    (["--dataset", "fashion-mnist"], ["needs a data directory"]),
+    (["--batch-size", "6000"], ["batch size 6000 is larger than the dataset (5000 images)"]),
+    (["--epochs", "0"], ["--epochs", "positive integer"]),
+    (["--steps", "-5"], ["--steps", "positive integer"]),
+    (["--epochs", "2", "--steps", "3"], ["not allowed with argument"]),
+    (["--lr", "-1"], ["--lr must be a positive number"]),
+    (["--dropout", "1.5"], ["--dropout must be in [0, 1)"]),
+])
+def test_train_bad_input(args, fragments, tmp_path):
+    assert_usage_error(fastgan("train", *args, "--out", tmp_path / "x", "--no-progress"), *fragments)
+
+
+def test_train_data_dir_without_files(tmp_path):
+    assert_usage_error(fastgan("train", "--dataset", "mnist", "--data-dir", tmp_path),
+                       "no MNIST files", str(tmp_path))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the message without a GPU")
+def test_train_cuda_without_gpu(tmp_path):
+    assert_usage_error(fastgan("train", "--device", "cuda", "--out", tmp_path), "CUDA is not available")
+
+
+def _has_tensorboard():
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_has_tensorboard(), reason="tests the message without tensorboard")
+def test_tensorboard_missing(tmp_path):
+    assert_usage_error(fastgan("train", *TINY, "--steps", 1, "--tensorboard", "--out", tmp_path),
+                       "--tensorboard needs the tensorboard package", "pip install")
+
+
+def test_resume_bad_input(run, tmp_path):
+    out, _ = run
+    assert_usage_error(fastgan("train", "--model", "dcgan", "--out", out, "--resume"),
+                       "from model 'mlp', not 'dcgan'")
+    assert_usage_error(fastgan("train", "--out", tmp_path / "empty", "--resume"), "no checkpoint")
+
+
+def test_sample_bad_input(run, tmp_path):
+    out, _ = run
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00not a checkpoint" * 10)
+    assert_usage_error(fastgan("sample", "--checkpoint", junk), "cannot read checkpoint", str(junk))
+    assert_usage_error(fastgan("sample", "--checkpoint", tmp_path / "missing.pt"), "does not exist")
+    assert_usage_error(fastgan("sample", "--checkpoint", out / "checkpoint.pt", "--label", 3,
+                               "--out", tmp_path / "g.png"), "--label needs a conditional model")
+    assert_usage_error(fastgan("sample", "--checkpoint", out / "checkpoint.pt", "--n", 0), "--n")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
+def test_ctrl_c_keeps_checkpoint_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fastgan.cli", "train", *TINY, "--steps", "1000000",
+                             "--checkpoint-every", "5", "--out", str(out)], cwd=ROOT, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert (out / "checkpoint.pt").exists()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted at step" in stderr and f"fastgan train --out {out} --resume" in stderr
+    from fastgan.train import load_checkpoint
+
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["step"] > 0 and state["step"] % 5 == 0
+    assert not [f for f in os.listdir(out) if ".tmp" in f]

@@ -1,0 +1,161 @@
+"""fastgan.models: shapes, both backends (fused ops vs plain torch.nn) giving the same outputs
+and gradients for the same weights, init, options and bad input."""
+import pytest
+import torch
+from torch import nn
+
+from fastgan import nn as fnn
+from fastgan.models import (CONDITIONAL, MODELS, Conv2dLeakyReLU, LinearLeakyReLU, ModelError,
+                            build)
+
+
+def inputs(name, n=16, latent=100, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, latent, generator=g)
+    labels = torch.arange(n) % 10 if name in CONDITIONAL else None
+    return z, labels
+
+
+def call(module, x, labels):
+    return module(x, labels) if labels is not None else module(x)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("backend", ["fastgan", "torch"])
+def test_shapes(name, backend):
+    torch.manual_seed(0)
+    G, D = build(name, backend=backend)
+    z, labels = inputs(name)
+    x = call(G, z, labels)
+    assert x.shape == (16, 1, 28, 28)
+    assert x.min() >= -1 and x.max() <= 1  # tanh output
+    logits = call(D, x, labels)
+    assert logits.shape == (16, 1)
+    assert G.latent_dim == 100
+    logits.sum().backward()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_backends_share_state_dict_and_outputs(name):
+    torch.manual_seed(0)
+    Gf, Df = build(name, backend="fastgan", dropout=0.0)
+    Gt, Dt = build(name, backend="torch")
+    for a, b in ((Gf, Gt), (Df, Dt)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert list(sa) == list(sb)
+        assert all(sa[k].shape == sb[k].shape for k in sa)
+        b.load_state_dict(sa)   # and the other way round
+        a.load_state_dict(b.state_dict())
+    # the fastgan backend really runs fastgan's fused modules
+    fused = (LinearLeakyReLU, Conv2dLeakyReLU, fnn.BatchNorm1d, fnn.BatchNorm2d)
+    assert any(isinstance(m, fused) for m in list(Gf.modules()) + list(Df.modules()))
+    assert not any(isinstance(m, fused) for m in list(Gt.modules()) + list(Dt.modules()))
+
+    z, labels = inputs(name)
+    for mode in ("train", "eval"):
+        for m in (Gf, Gt, Df, Dt):
+            m.train(mode == "train")
+        xf, xt = call(Gf, z, labels), call(Gt, z, labels)
+        torch.testing.assert_close(xf, xt, rtol=1e-5, atol=1e-6)
+        real = torch.rand(16, 1, 28, 28) * 2 - 1
+        lf, lt = call(Df, xf, labels), call(Dt, xt, labels)
+        torch.testing.assert_close(lf, lt, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(call(Df, real, labels), call(Dt, real, labels), rtol=1e-5, atol=1e-5)
+        if mode == "train":
+            (lf.square().mean()).backward()
+            (lt.square().mean()).backward()
+            for (k, pf), (_, pt) in zip(list(Gf.named_parameters()) + list(Df.named_parameters()),
+                                        list(Gt.named_parameters()) + list(Dt.named_parameters())):
+                torch.testing.assert_close(pf.grad, pt.grad, rtol=1e-4, atol=1e-6, msg=k)
+    # batch-norm running statistics were updated identically
+    for (k, bf), (_, bt) in zip(Gf.named_buffers(), Gt.named_buffers()):
+        torch.testing.assert_close(bf, bt, rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_dcgan_init(name):
+    torch.manual_seed(0)
+    G, D = build(name)
+    for module in (G, D):
+        for m in module.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)) and m.weight.numel() > 5000:
+                assert abs(m.weight.std().item() - 0.02) < 0.002
+                assert m.bias is None or torch.all(m.bias == 0)
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                assert abs(m.weight.mean().item() - 1.0) < 0.02
+
+
+def test_architectures():
+    G, D = build("mlp")
+    widths = [m.out_features for m in G.modules() if isinstance(m, nn.Linear)]
+    assert widths == [256, 512, 1024, 784]
+    assert [m.out_features for m in D.modules() if isinstance(m, nn.Linear)] == [1024, 512, 256, 1]
+    assert all(m.negative_slope == 0.0 for m in G.modules() if isinstance(m, LinearLeakyReLU))  # ReLU
+    assert all(m.negative_slope == 0.2 for m in D.modules() if isinstance(m, LinearLeakyReLU))
+    G, _ = build("mlp", g_act="leaky", backend="torch")
+    assert any(isinstance(m, nn.LeakyReLU) for m in G.modules())
+    G, D = build("mlp-bn")
+    bns = [m for m in G.modules() if isinstance(m, fnn.BatchNorm1d)]
+    assert len(bns) == 3 and all(b.momentum == 0.3 for b in bns)
+    assert [m.out_features for m in D.modules() if isinstance(m, nn.Linear)] == [512, 256, 1]
+    G, D = build("dcgan")
+    assert sum(isinstance(m, nn.ConvTranspose2d) and m.stride == (2, 2) for m in G.modules()) == 2
+    convs = [m for m in D.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 2 and all(c.stride == (2, 2) for c in convs)
+    assert sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules()) == 1  # not on the first
+    assert not any(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in D.modules())
+
+
+def test_options():
+    G, D = build("mlp", latent_dim=32, g_widths=(64, 128), d_widths=(128, 64), dropout=0.3)
+    assert G(torch.randn(4, 32)).shape == (4, 1, 28, 28)
+    assert [m.p for m in D.modules() if isinstance(m, nn.Dropout)] == [0.3, 0.3]
+    D.eval()
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(D(x), D(x))  # dropout off in eval mode
+    G, D = build("dcgan", g_widths=(32, 16), d_widths=(8, 16), dropout=0.4)
+    assert G(torch.randn(2, 100)).shape == (2, 1, 28, 28)
+    assert sum(isinstance(m, nn.Dropout) for m in D.modules()) == 2
+
+
+@pytest.mark.parametrize("name", CONDITIONAL)
+def test_conditional_models_use_the_label(name):
+    torch.manual_seed(0)
+    G, D = build(name)
+    G.eval()
+    z = torch.randn(1, 100).expand(10, 100)
+    x = G(z, torch.arange(10))
+    assert (x[0] - x[7]).abs().max() > 1e-4
+    assert (D(x, torch.zeros(10, dtype=torch.long)) - D(x, torch.ones(10, dtype=torch.long))).abs().max() > 0
+    with pytest.raises(ValueError, match="conditional"):
+        G(z)
+    with pytest.raises(ValueError, match="conditional"):
+        D(x)
+
+
+def test_bad_names():
+    with pytest.raises(ModelError, match="unknown model 'wgan'"):
+        build("wgan")
+    with pytest.raises(ValueError, match="unknown backend"):
+        build("mlp", backend="jax")
+    with pytest.raises(ModelError, match="dropout"):
+        build("mlp", dropout=1.5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", list(MODELS))
+def test_backends_agree_on_cuda(name):
+    torch.manual_seed(0)
+    Gf, Df = build(name, backend="fastgan")
+    Gt, Dt = build(name, backend="torch")
+    Gt.load_state_dict(Gf.state_dict())
+    Dt.load_state_dict(Df.state_dict())
+    for m in (Gf, Df, Gt, Dt):
+        m.cuda()
+    z, labels = inputs(name)
+    z = z.cuda()
+    labels = labels.cuda() if labels is not None else None
+    xf, xt = call(Gf, z, labels), call(Gt, z, labels)
+    torch.testing.assert_close(xf, xt, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(call(Df, xf, labels), call(Dt, xt, labels), rtol=1e-4, atol=1e-4)

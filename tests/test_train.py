@@ -1,0 +1,205 @@
+"""fastgan.train: the step, learning on mnist-5k, outputs, checkpoints and exact resume."""
+import os
+
+import pytest
+import torch
+
+from fastgan.data import load_mnist_5k
+from fastgan.models import build
+from fastgan.train import (CheckpointError, ConfigError, TrainConfig, Trainer, load_checkpoint,
+                           read_history, sample, save_checkpoint, train_step)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these small runs are faster that way, and far less sensitive to
+    other processes sharing the CPU (OpenMP threads spin when oversubscribed)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def small(out, **kw):
+    """A small, fast configuration (narrow mlp-bn: batch norm, Adam and dropout all in play)."""
+    base = dict(model="mlp-bn", g_widths=(32, 64, 128), d_widths=(64, 32), latent_dim=16,
+                dropout=0.2, batch_size=256, out=str(out), progress=False, log_every=7)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_train_step_updates_both_networks():
+    torch.manual_seed(0)
+    G, D = build("dcgan", g_widths=(16, 8), d_widths=(8, 16))
+    opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
+    g0 = [p.detach().clone() for p in G.parameters()]
+    d0 = [p.detach().clone() for p in D.parameters()]
+    real = torch.rand(8, 1, 28, 28) * 2 - 1
+    losses = train_step(G, D, opt_g, opt_d, real, None, torch.randn(8, 100), grad_clip=1.0)
+    assert losses.shape == (2,) and not losses.requires_grad
+    assert abs(losses[0].item() - 2 * 0.6931) < 0.1 and abs(losses[1].item() - 0.6931) < 0.1
+    assert all(not torch.equal(a, b) for a, b in zip(g0, G.parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(d0, D.parameters()))
+    assert all(p.requires_grad for p in D.parameters())
+
+
+def _hist(x):
+    return torch.histc(x.clamp(-1, 1), 10, -1, 1) / x.numel()
+
+
+def test_a_few_hundred_steps_learn_mnist_5k(tmp_path):
+    """300 steps of the tutorial MLP GAN move the samples' pixel distribution toward MNIST's."""
+    images, _ = load_mnist_5k()
+    data = images.float() / 127.5 - 1
+    trainer = Trainer(TrainConfig(model="mlp", steps=300, out=str(tmp_path), progress=False,
+                                  log_every=100, seed=0))
+    before = trainer.samples()
+    history = trainer.fit()
+    after = trainer.samples()
+    assert history.shape == (300, 2) and torch.isfinite(history).all()
+    # at init tanh(~0) gives mid-grey images; MNIST is mostly black background
+    gap_before = abs(before.mean() - data.mean())
+    gap_after = abs(after.mean() - data.mean())
+    assert gap_after < 0.75 * gap_before, (gap_before, gap_after)
+    hd = _hist(data)
+    assert (_hist(after) - hd).abs().sum() < (_hist(before) - hd).abs().sum() - 0.1
+    # the first losses are those of an untrained D (logits ~0): 2 ln 2 and ln 2
+    torch.testing.assert_close(history[0], torch.tensor([1.3863, 0.6931], dtype=torch.float64),
+                               atol=0.01, rtol=0)
+
+
+def test_outputs(tmp_path):
+    trainer = Trainer(small(tmp_path, epochs=2))
+    trainer.fit()
+    spe = 5000 // 256
+    for name in ("checkpoint.pt", "samples.png", "losses.png", "history.csv", "train.log",
+                 "config.json", "samples/epoch_0001.png", "samples/epoch_0002.png"):
+        assert os.path.isfile(tmp_path / name), name
+    for png in ("samples.png", "losses.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = read_history(tmp_path / "history.csv")
+    assert history.shape == (2 * spe, 2)
+    torch.testing.assert_close(history, trainer.history, rtol=1e-5, atol=1e-6)
+    log = (tmp_path / "train.log").read_text().splitlines()
+    assert log[0].startswith("epoch 1/2") and "img/s" in log[0]
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+def test_checkpoint_round_trip(tmp_path):
+    trainer = Trainer(small(tmp_path, steps=10))
+    trainer.fit()
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 10 and state["config"] == trainer.cfg
+    for key, module in (("generator", trainer.G), ("discriminator", trainer.D)):
+        for k, v in module.state_dict().items():
+            assert torch.equal(state[key][k], v), k
+    assert state["opt_g"]["state"] and state["rng"]["noise"].dtype == torch.uint8
+    # loads with weights_only=True: nothing but tensors and plain containers inside
+    torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    # atomic rewrite: the new file replaces the old one, no temporary left
+    save_checkpoint(dict(state, config=state["config"].to_dict(), step=11), tmp_path / "checkpoint.pt")
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 11
+    assert os.listdir(tmp_path).count("checkpoint.pt") == 1
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+def test_bad_checkpoints(tmp_path):
+    Trainer(small(tmp_path / "run", steps=3)).fit()
+    good = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*trunc.pt"):
+        load_checkpoint(tmp_path / "trunc.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "text.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a fastgan checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match="from model 'mlp-bn', not 'dcgan'"):
+        Trainer(small(tmp_path / "run", model="dcgan", g_widths=None, d_widths=None), resume=True,
+                explicit={"model"})
+    with pytest.raises(CheckpointError, match="--lr .* differs"):
+        Trainer(small(tmp_path / "run", lr=1e-3), resume=True, explicit={"lr"})
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        Trainer(small(tmp_path / "empty"), resume=True)
+
+
+def test_resume_is_exact(tmp_path):
+    """A run stopped mid-epoch and resumed ends with the same weights as one that never
+    stopped (19 steps per epoch: the stop at step 25 is mid-epoch 2, the end in epoch 3)."""
+    straight = Trainer(small(tmp_path / "a", steps=45))
+    straight.fit()
+    first = Trainer(small(tmp_path / "b", steps=25))
+    first.fit()
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["step"] == 25
+    resumed = Trainer(small(tmp_path / "b", steps=45), resume=True, explicit={"steps"})
+    assert resumed.step == 25
+    resumed.fit()
+    for a, b in ((straight.G, resumed.G), (straight.D, resumed.D)):
+        sa, sb = a.state_dict(), b.state_dict()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), k
+    assert torch.equal(straight.history, resumed.history)
+    assert torch.equal(straight.samples(), resumed.samples())
+
+
+def test_resume_extends_epochs(tmp_path):
+    Trainer(small(tmp_path, epochs=1)).fit()
+    t = Trainer(small(tmp_path, epochs=2), resume=True, explicit={"epochs"})
+    assert t.step == 19 and t.total_steps == 38
+    t.fit()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 38
+
+
+@pytest.mark.parametrize("opts", [dict(optimizer="rmsprop", noise="uniform"),
+                                  dict(model="cdcgan", g_widths=(8, 4), d_widths=(4, 8), dropout=0.4),
+                                  dict(model="cgan", backend="torch", g_act="leaky", g_widths=(16, 32),
+                                       d_widths=(32, 16), dropout=0.3)])
+def test_options_train(tmp_path, opts):
+    t = Trainer(small(tmp_path, steps=5, **opts))
+    if opts.get("optimizer") == "rmsprop":
+        assert isinstance(t.opt_d, torch.optim.RMSprop)
+        assert t.opt_d.param_groups[0]["lr"] == 8e-4 and t.opt_g.param_groups[0]["lr"] == 4e-4
+        assert t.grad_clip == 1.0
+    h = t.fit()
+    assert h.shape == (5, 2) and torch.isfinite(h).all()
+
+
+def test_sample(tmp_path):
+    Trainer(small(tmp_path / "c", model="cgan", g_widths=(16, 32), d_widths=(32, 16), steps=3)).fit()
+    images = sample(tmp_path / "c" / "checkpoint.pt", n=12, label=7, out=str(tmp_path / "g.png"))
+    assert images.shape == (12, 1, 28, 28)
+    assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ConfigError, match="digit 0-9"):
+        sample(tmp_path / "c" / "checkpoint.pt", label=12, out=str(tmp_path / "x.png"))
+    Trainer(small(tmp_path / "u", steps=3)).fit()
+    with pytest.raises(ConfigError, match="conditional"):
+        sample(tmp_path / "u" / "checkpoint.pt", label=3, out=str(tmp_path / "x.png"))
+
+
+def test_config_validation(tmp_path):
+    for bad, match in ((dict(epochs=0), "--epochs must be a positive"),
+                       (dict(steps=-3), "--steps must be a positive"),
+                       (dict(epochs=1, steps=1), "not both"),
+                       (dict(model="gan"), "unknown model"),
+                       (dict(dataset="cifar"), "unknown dataset"),
+                       (dict(lr=0.0), "--lr must be a positive"),
+                       (dict(beta1=1.0), "--beta1"),
+                       (dict(noise="cauchy"), "--noise")):
+        with pytest.raises(ConfigError, match=match):
+            Trainer(TrainConfig(out=str(tmp_path), **bad))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_train_on_cuda(tmp_path):
+    t = Trainer(small(tmp_path, steps=40, device="cuda"))
+    assert t.loader.images.is_cuda and next(t.G.parameters()).is_cuda
+    h = t.fit()
+    assert h.shape == (40, 2) and torch.isfinite(h).all()
+    t2 = Trainer(small(tmp_path, steps=60, device="cuda"), resume=True, explicit={"steps"})
+    assert t2.step == 40
+    t2.fit()
