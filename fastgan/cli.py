@@ -84,6 +84,10 @@ def build_parser():
                    help="also checkpoint every N steps (default: each epoch only)")
     t.add_argument("--log-every", type=_positive_int, default=S,
                    help="steps between loss updates (default 50)")
+    t.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", default=S,
+                   help="on CUDA, run the step op by op instead of replaying one CUDA graph")
+    t.add_argument("--compile", action="store_true", default=S,
+                   help="torch.compile the models (for comparison; turns the CUDA graph off)")
     t.add_argument("--tensorboard", action="store_true", default=S,
                    help="also log to OUT/tb for TensorBoard (needs the tensorboard package)")
     t.add_argument("--no-progress", dest="progress", action="store_false", default=S,
@@ -98,7 +102,22 @@ def build_parser():
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
 
     sub.add_parser("info", help="what this fastgan installation was built with")
+
+    b = sub.add_parser("bench", help="time fastgan against PyTorch eager and torch.compile",
+                       description="fastgan bench ops [...]: each fused op, forward+backward; "
+                                   "fastgan bench train [...]: whole training steps. "
+                                   "`fastgan bench ops --help` lists their options.")
+    b.add_argument("what", choices=["ops", "train"], help="ops or train")
+    b.add_argument("options", nargs=argparse.REMAINDER, help="options of that benchmark")
     return parser
+
+
+def cmd_bench(args):
+    if args.what == "ops":
+        from fastgan.bench.ops import main as bench_main
+    else:
+        from fastgan.bench.train import main as bench_main
+    return bench_main(args.options)
 
 
 def cmd_train(args):
@@ -146,7 +165,7 @@ def main(argv=None):
     from fastgan.models import ModelError
     from fastgan.train import CheckpointError, ConfigError
 
-    commands = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info}
+    commands = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "bench": cmd_bench}
     try:
         return commands[args.command](args)
     except (ConfigError, CheckpointError, DatasetError, ModelError) as exc:

@@ -49,12 +49,14 @@ class TrainConfig:
     log_every: int = 50                   # steps between loss syncs (progress bar, history)
     num_samples: int = 64                 # images in the sample grids (conditional: 100)
     tensorboard: bool = False
+    cuda_graph: bool = True               # on CUDA: capture the whole step in one CUDA graph
+    compile: bool = False                 # torch.compile the models (for comparison; no graph)
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
     # options that may change when a run is resumed; the rest must match the checkpoint
     RESUMABLE = ("epochs", "steps", "device", "data_dir", "download", "checkpoint_every",
-                 "log_every", "tensorboard", "progress", "out")
+                 "log_every", "tensorboard", "progress", "out", "cuda_graph", "compile")
 
     def to_dict(self):
         d = dataclasses.asdict(self)

@@ -20,6 +20,7 @@ from fastgan.models import CONDITIONAL, ModelError, build
 from fastgan.train.checkpoint import load_checkpoint, save_checkpoint
 from fastgan.train.config import DEFAULT_EPOCHS, CheckpointError, ConfigError, TrainConfig
 from fastgan.train.images import atomic_path, make_grid, plot_losses, save_grid, write_history
+from fastgan.train.step import DeviceBatches, build_step, make_optimizers
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -119,15 +120,19 @@ class Trainer:
         self.total_steps = cfg.steps or (cfg.epochs or DEFAULT_EPOCHS) * self.steps_per_epoch
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         lr_d, lr_g = cfg.learning_rates()
-        if cfg.optimizer == "rmsprop":
-            self.opt_d = torch.optim.RMSprop(self.D.parameters(), lr=lr_d)
-            self.opt_g = torch.optim.RMSprop(self.G.parameters(), lr=lr_g)
-        else:
-            self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=(cfg.beta1, cfg.beta2))
-            self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=(cfg.beta1, cfg.beta2))
+        # the whole step in one CUDA graph on CUDA (fastgan.train.graph), unless told otherwise
+        self.cuda_graph = self.device.type == "cuda" and cfg.cuda_graph and not cfg.compile
+        self.opt_g, self.opt_d = make_optimizers(self.G, self.D, self.device, cfg.optimizer, lr_g, lr_d,
+                                                 (cfg.beta1, cfg.beta2), self.cuda_graph)
         self.grad_clip = cfg.clip()
         self.noise_gen = torch.Generator(device=self.device)
         self.noise_gen.manual_seed(cfg.seed + 2)
+        self.batches = DeviceBatches(self.loader.images, self.loader.labels, cfg.batch_size,
+                                     self.loader.generator)
+        G, D = (torch.compile(self.G), torch.compile(self.D)) if cfg.compile else (self.G, self.D)
+        self._step = build_step(G, D, self.opt_g, self.opt_d, self.batches,
+                                lambda: noise(cfg.batch_size, cfg.latent_dim, cfg.noise, self.noise_gen, self.device),
+                                self.conditional, self.grad_clip, self.cuda_graph, generators=(self.noise_gen,))
         self.fixed_z, self.fixed_labels, self.grid_cols = fixed_inputs(cfg, self.device)
         self.step = 0
         self.history = torch.zeros(0, 2, dtype=torch.float64)
@@ -270,13 +275,13 @@ class Trainer:
             while self.step < self.total_steps:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
                 self.loader.generator.set_state(self.epoch_rng)
-                perm = self.loader.permutation()
+                self.batches.new_epoch(self.loader.permutation())
+                if start:
+                    self.batches.index.fill_(start)
                 for i in range(start, self.steps_per_epoch):
-                    real, labels = self.loader.batch(perm, i)
-                    z = noise(B, cfg.latent_dim, cfg.noise, self.noise_gen, self.device)
-                    losses = train_step(self.G, self.D, self.opt_g, self.opt_d, real,
-                                        labels if self.conditional else None, z, self.grad_clip)
-                    pending.append(losses)
+                    losses = self._step()  # the batch and the noise are drawn inside the step
+                    # a graph's outputs are overwritten by its next replay: keep a copy
+                    pending.append(losses.clone() if self.cuda_graph else losses)
                     self.step += 1
                     steps_since += 1
                     last = self.step == self.total_steps

@@ -1,0 +1,189 @@
+"""Whole training steps, timed five ways (`fastgan bench train`):
+
+  tutorial  the tutorial's plain PyTorch: D ends in a sigmoid, BCELoss against ones/zeros
+            tensors made every step, torch.optim.Adam, one launch per op from Python
+  compile   the tutorial's step with G and D under torch.compile
+  expert    the best plain PyTorch: the whole step in one CUDA graph, fused Adam, logits with
+            BCE-with-logits, D on cat(real, fake) where D has no batch norm
+  fastgan   fastgan's models and fused ops, step run op by op (make_step(cuda_graph=False))
+  graph     fastgan's step captured in one CUDA graph (make_step(), the trainer's default)
+
+All run the same algorithm: one D step on a real and a fake batch, then one G step on the
+same fake batch against the updated D, Adam lr 2e-4, betas (0.5, 0.999).
+"""
+import argparse
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastgan.bench.timing import auto_iters, machine_header, time_call
+from fastgan.models import build
+from fastgan.train.graph import GraphedStep
+from fastgan.train.step import DeviceBatches, make_step
+
+MODELS = ("mlp", "mlp-bn", "dcgan")
+BATCH_SIZES = (64, 256, 1024)
+IMPLS = ("tutorial", "compile", "expert", "fastgan", "graph")
+D_HAS_BATCH_NORM = {"mlp": False, "mlp-bn": False, "dcgan": True}
+
+
+class _SigmoidD(nn.Module):
+    """The tutorial's discriminator: logits through a sigmoid, for BCELoss."""
+
+    def __init__(self, D):
+        super().__init__()
+        self.D = D
+
+    def forward(self, x):
+        return torch.sigmoid(self.D(x))
+
+
+def _real_batch(batch_size, device, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(batch_size, 1, 28, 28, generator=gen) * 2 - 1).to(device)
+
+
+def tutorial_step(model, batch_size, device, compile=False, seed=0):
+    torch.manual_seed(seed)
+    G, D = build(model, backend="torch")
+    G, D = G.to(device), _SigmoidD(D).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    if compile:
+        G, D = torch.compile(G), torch.compile(D)
+    criterion = nn.BCELoss()
+    real = _real_batch(batch_size, device, seed)
+    latent = build(model, backend="torch")[0].latent_dim
+
+    def step():
+        ones = torch.ones(batch_size, 1, device=device)
+        zeros = torch.zeros(batch_size, 1, device=device)
+        fake = G(torch.randn(batch_size, latent, device=device))
+        d_loss = criterion(D(real), ones) + criterion(D(fake.detach()), zeros)
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        g_loss = criterion(D(fake), ones)
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+        return d_loss, g_loss
+
+    return step
+
+
+def expert_step(model, batch_size, device, seed=0):
+    torch.manual_seed(seed)
+    G, D = build(model, backend="torch")
+    G, D = G.to(device), D.to(device)
+    kw = dict(lr=2e-4, betas=(0.5, 0.999), fused=True, capturable=True)
+    opt_g, opt_d = torch.optim.Adam(G.parameters(), **kw), torch.optim.Adam(D.parameters(), **kw)
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (max(16 * batch_size, 4096), 1, 28, 28), dtype=torch.uint8, generator=gen)
+    batches = DeviceBatches(images.to(device), torch.zeros(images.shape[0], dtype=torch.int64, device=device),
+                            batch_size, torch.Generator(device=device).manual_seed(seed + 1))
+    noise_gen = torch.Generator(device=device).manual_seed(seed + 2)
+    ones = torch.ones(batch_size, 1, device=device)
+    zeros = torch.zeros(batch_size, 1, device=device)
+    one_pass = not D_HAS_BATCH_NORM[model]
+
+    def step():
+        real, _ = batches.next()
+        fake = G(torch.randn(batch_size, G.latent_dim, generator=noise_gen, device=device))
+        if one_pass:  # no batch norm in D: one pass over both batches is the same math
+            logits_real, logits_fake = D(torch.cat([real, fake.detach()])).split(batch_size)
+        else:
+            logits_real, logits_fake = D(real), D(fake.detach())
+        d_loss = (F.binary_cross_entropy_with_logits(logits_real, ones)
+                  + F.binary_cross_entropy_with_logits(logits_fake, zeros))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        D.requires_grad_(False)
+        g_loss = F.binary_cross_entropy_with_logits(D(fake), ones)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        D.requires_grad_(True)
+        opt_g.step()
+        return torch.stack([d_loss.detach(), g_loss.detach()])
+
+    return GraphedStep(step, generators=(noise_gen,))
+
+
+def make(impl, model, batch_size, device):
+    if impl == "tutorial":
+        return tutorial_step(model, batch_size, device)
+    if impl == "compile":
+        return tutorial_step(model, batch_size, device, compile=True)
+    if impl == "expert":
+        return expert_step(model, batch_size, device)
+    if impl == "fastgan":
+        return make_step(model, batch_size, device, cuda_graph=False)
+    if impl == "graph":
+        return make_step(model, batch_size, device, cuda_graph=True)
+    raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLS}")
+
+
+def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None):
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False  # strict float32, as the issue's baseline
+        torch.backends.cudnn.allow_tf32 = False
+    rows = []
+    for model in models:
+        for bs in batch_sizes:
+            row = {"model": model, "batch_size": bs}
+            for impl in impls:
+                if impl in ("expert", "graph") and not cuda:
+                    continue
+                torch._dynamo.reset()
+                step = make(impl, model, bs, device)
+                for _ in range(5):
+                    step()  # warm-up, graph capture, compilation
+                ms = time_call(step, device, warmup=3, iters=auto_iters(step, device, 300.0), reps=5)
+                row[impl] = ms
+                if log:
+                    print(f"{model} b{bs} {impl}: {ms:.3f} ms/step", file=log, flush=True)
+            rows.append(row)
+    return {"machine": machine_header(device), "rows": rows, "impls": [i for i in impls
+            if cuda or i not in ("expert", "graph")]}
+
+
+def markdown(result):
+    impls = result["impls"]
+    best = "graph" if "graph" in impls else "fastgan"
+    head = "| model | batch | " + " | ".join(f"{i} ms" for i in impls) + f" | {best} img/s | " + \
+        " | ".join(f"{best} vs {i}" for i in impls if i != best and i != "fastgan") + " |"
+    lines = [f"Machine: {result['machine']}", "", head, "|" + "---|" * (head.count("|") - 1)]
+    for r in result["rows"]:
+        cells = [f"{r[i]:.3f}" if i in r else "–" for i in impls]
+        ratios = [f"{r[i] / r[best]:.1f}x" if i in r and best in r else "–" for i in impls
+                  if i != best and i != "fastgan"]
+        ips = f"{r['batch_size'] / (r[best] * 1e-3):,.0f}" if best in r else "–"
+        lines.append(f"| {r['model']} | {r['batch_size']} | " + " | ".join(cells) + f" | {ips} | "
+                     + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="fastgan bench train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--model", action="append", choices=MODELS, help="default: all")
+    p.add_argument("--batch-size", action="append", type=int, help="default: 64, 256, 1024")
+    p.add_argument("--impl", action="append", choices=IMPLS, help="default: all")
+    p.add_argument("--json", help="also write the results as JSON to this file")
+    a = p.parse_args(argv)
+    result = run(a.device, a.model or MODELS, a.batch_size or BATCH_SIZES, a.impl or IMPLS, log=sys.stderr)
+    print(markdown(result))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

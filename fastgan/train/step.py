@@ -1,0 +1,124 @@
+"""One full GAN training step as a callable: what `fastgan bench train` times and what the
+trainer runs, with or without a CUDA graph.
+
+    step = make_step("mlp", batch_size=64)      # fastgan models + fused Adam, graph on CUDA
+    losses = step()                              # one D step and one G step; (2,) tensor
+"""
+import torch
+
+from fastgan.models import CONDITIONAL, build
+from fastgan.train.graph import GraphedStep
+
+PRECISIONS = ("fp32",)
+
+
+class DeviceBatches:
+    """Batches gathered on the device by a device-side step counter, so that the gather can
+    live inside a CUDA graph: perm holds this epoch's order as (steps, batch_size) rows, and
+    each next() takes row `index` and advances index (wrapping at the end of the epoch).
+    """
+
+    def __init__(self, images, labels, batch_size, generator, dtype=torch.float32):
+        self.images = images if images.dim() == 4 else images.unsqueeze(1)
+        self.labels = labels
+        self.batch_size = int(batch_size)
+        self.steps = self.images.shape[0] // self.batch_size
+        if self.steps < 1:
+            raise ValueError(f"batch size {batch_size} is larger than the dataset "
+                             f"({self.images.shape[0]} images)")
+        self.generator = generator
+        self.dtype = dtype
+        device = self.images.device
+        # in dataset order until new_epoch() (constructing draws nothing from the generator)
+        self.perm = torch.arange(self.steps * self.batch_size, device=device).view(self.steps, self.batch_size)
+        self.index = torch.zeros(1, dtype=torch.int64, device=device)
+
+    def new_epoch(self, perm=None):
+        """Starts an epoch in the order `perm` (default: a fresh permutation from the generator)."""
+        if perm is None:
+            perm = torch.randperm(self.images.shape[0], generator=self.generator, device=self.images.device)
+        self.perm.copy_(perm[: self.steps * self.batch_size].view(self.steps, self.batch_size))
+        self.index.zero_()
+
+    def next(self):
+        """(images in [-1, 1], labels) of the next batch; device work only, no host sync."""
+        rows = self.perm.index_select(0, self.index).view(-1)
+        self.index.add_(1).remainder_(self.steps)
+        x = self.images.index_select(0, rows).to(self.dtype).mul_(2.0 / 255.0).sub_(1.0)
+        return x, self.labels.index_select(0, rows)
+
+
+def build_step(G, D, opt_g, opt_d, batches, noise_fn, conditional, grad_clip=None, cuda_graph=False,
+               generators=()):
+    """A callable running one training step on the next batch: train_step wrapped with the
+    batch gather and the noise, captured in a CUDA graph when cuda_graph is True."""
+    from fastgan.train.trainer import train_step
+
+    def step():
+        real, labels = batches.next()
+        z = noise_fn()
+        return train_step(G, D, opt_g, opt_d, real, labels if conditional else None, z, grad_clip)
+
+    return GraphedStep(step, generators=generators) if cuda_graph else step
+
+
+def make_optimizers(G, D, device, kind="adam", lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), cuda_graph=False):
+    """(opt_g, opt_d). Adam is fused on CUDA (one kernel per optimizer step); both kinds are
+    capturable (step counts on the device) when the step runs in a CUDA graph."""
+    cuda = torch.device(device).type == "cuda"
+    if kind == "rmsprop":
+        kw = dict(capturable=True) if cuda_graph else {}
+        return torch.optim.RMSprop(G.parameters(), lr=lr_g, **kw), torch.optim.RMSprop(D.parameters(), lr=lr_d, **kw)
+    kw = dict(betas=betas, fused=True, capturable=cuda_graph) if cuda else dict(betas=betas)
+    return torch.optim.Adam(G.parameters(), lr=lr_g, **kw), torch.optim.Adam(D.parameters(), lr=lr_d, **kw)
+
+
+def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32", backend="fastgan",
+              seed=0, images=None, labels=None):
+    """Builds a model pair with its optimizers on device and returns a callable that runs one
+    full training step (D step then G step) on the next batch of a device-resident dataset.
+
+    images/labels: a uint8 (N, [1,] 28, 28) dataset and its (N,) labels; default, a random
+    synthetic one (the step's cost does not depend on the pixels). cuda_graph: None means
+    "on CUDA, yes". The callable has .G, .D, .opt_g, .opt_d and .batches attributes.
+    """
+    device = torch.device(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if cuda_graph is None:
+        cuda_graph = device.type == "cuda"
+    if cuda_graph and device.type != "cuda":
+        raise ValueError("cuda_graph=True needs a CUDA device")
+    torch.manual_seed(seed)
+    G, D = build(model, backend=backend)
+    G, D = G.to(device).train(), D.to(device).train()
+    opt_g, opt_d = make_optimizers(G, D, device, cuda_graph=cuda_graph)
+    if images is None:
+        gen = torch.Generator().manual_seed(seed)
+        n = max(16 * batch_size, 4096)
+        images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
+        labels = torch.randint(0, 10, (n,), generator=gen)
+    data_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    noise_gen = torch.Generator(device=device).manual_seed(seed + 2)
+    batches = DeviceBatches(images.to(device), labels.to(device), batch_size, data_gen)
+    batches.new_epoch()
+    latent = G.latent_dim
+
+    def noise():
+        return torch.randn(batch_size, latent, generator=noise_gen, device=device)
+
+    step = build_step(G, D, opt_g, opt_d, batches, noise, model in CONDITIONAL, cuda_graph=cuda_graph,
+                      generators=(noise_gen,) if cuda_graph else ())
+    holder = _Step(step, G=G, D=D, opt_g=opt_g, opt_d=opt_d, batches=batches, noise_generator=noise_gen)
+    return holder
+
+
+class _Step:
+    """The step callable plus the objects it trains (for benchmarks and tests)."""
+
+    def __init__(self, fn, **parts):
+        self.fn = fn
+        self.__dict__.update(parts)
+
+    def __call__(self):
+        return self.fn()
