@@ -37,6 +37,28 @@ def test_make_step_trains_on_cpu(model):
     assert int(step.batches.index) == 3
 
 
+def test_one_d_pass_is_the_same_math_as_two():
+    from fastgan.models import build
+    from fastgan.train.trainer import d_pass_mergeable, train_step
+
+    assert d_pass_mergeable(build("mlp")[1]) and not d_pass_mergeable(build("dcgan")[1])
+    assert not d_pass_mergeable(build("mlp", dropout=0.3)[1])
+    results = []
+    for one in (False, True):
+        torch.manual_seed(0)
+        G, D = build("cgan")
+        opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
+        gen = torch.Generator().manual_seed(1)
+        real = torch.rand(8, 1, 28, 28, generator=gen) * 2 - 1
+        labels = torch.randint(0, 10, (8,), generator=gen)
+        z = torch.randn(8, 100, generator=gen)
+        losses = train_step(G, D, opt_g, opt_d, real, labels, z, one_d_pass=one)
+        results.append((losses, [p.detach().clone() for p in (*G.parameters(), *D.parameters())]))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    for a, b in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_make_step_rejects_bad_options():
     with pytest.raises(ValueError, match="precision"):
         make_step("mlp", 8, "cpu", precision="fp8")
@@ -57,6 +79,8 @@ def test_graph_step_matches_eager_steps(model):
     running statistics and losses of N eager steps."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True  # the same convolution algorithms both ways
+    torch.backends.cudnn.benchmark = False
     eager = make_step(model, 32, "cuda", cuda_graph=False)
     graph = make_step(model, 32, "cuda", cuda_graph=True)
     for a, b in zip(_state(eager).values(), _state(graph).values()):

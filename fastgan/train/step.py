@@ -52,12 +52,14 @@ def build_step(G, D, opt_g, opt_d, batches, noise_fn, conditional, grad_clip=Non
                generators=()):
     """A callable running one training step on the next batch: train_step wrapped with the
     batch gather and the noise, captured in a CUDA graph when cuda_graph is True."""
-    from fastgan.train.trainer import train_step
+    from fastgan.train.trainer import d_pass_mergeable, train_step
+
+    one_pass = d_pass_mergeable(D)
 
     def step():
         real, labels = batches.next()
         z = noise_fn()
-        return train_step(G, D, opt_g, opt_d, real, labels if conditional else None, z, grad_clip)
+        return train_step(G, D, opt_g, opt_d, real, labels if conditional else None, z, grad_clip, one_pass)
 
     return GraphedStep(step, generators=generators) if cuda_graph else step
 

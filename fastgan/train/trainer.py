@@ -25,14 +25,23 @@ from fastgan.train.step import DeviceBatches, build_step, make_optimizers
 CHECKPOINT = "checkpoint.pt"
 
 
-def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None):
+def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=False):
     """One D step then one G step (non-saturating loss). Returns the detached losses as a
     (2,) tensor [d_loss, g_loss] without synchronizing. labels: None for unconditional models.
+
+    one_d_pass: run D once on cat(real, fake) instead of twice; the same math where every
+    sample's logit depends on that sample alone (no batch norm, no dropout in D:
+    see d_pass_mergeable), with half the D kernels.
     """
     fake = G(z, labels) if labels is not None else G(z)
     args = (labels,) if labels is not None else ()
     # discriminator: real -> 1, fake -> 0
-    d_loss = ops.gan_d_loss(D(real, *args), D(fake.detach(), *args))
+    if one_d_pass:
+        both = (torch.cat([labels, labels]),) if labels is not None else ()
+        real_logits, fake_logits = D(torch.cat([real, fake.detach()]), *both).split(real.shape[0])
+    else:
+        real_logits, fake_logits = D(real, *args), D(fake.detach(), *args)
+    d_loss = ops.gan_d_loss(real_logits, fake_logits)
     opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
     if grad_clip:
@@ -48,6 +57,14 @@ def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None):
         torch.nn.utils.clip_grad_norm_(G.parameters(), grad_clip, foreach=True)
     opt_g.step()
     return torch.stack([d_loss.detach(), g_loss.detach()])
+
+
+def d_pass_mergeable(D):
+    """True when D treats each sample on its own (no batch norm, no active dropout), so one
+    pass over cat(real, fake) computes exactly what two passes do."""
+    return not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                   or (isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0)
+                   for m in D.modules())
 
 
 def resolve_device(name):
