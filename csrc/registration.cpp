@@ -10,6 +10,20 @@ TORCH_LIBRARY(fastgan, m) {
   m.def(
       "bias_leaky_relu_backward(Tensor grad, Tensor y, float negative_slope, float scale, "
       "bool need_bias_grad) -> (Tensor, Tensor)");
+
+  // batch_norm family: csrc/batch_norm.h
+  // Returns (y, save_mean, save_invstd); the statistics are float32 (float64 for float64 x).
+  // Training updates running_mean / running_var in place (declared mutable: opcheck and
+  // torch.compile functionalize it); eval reads them. negative_slope: a fused LeakyReLU.
+  m.def(
+      "batch_norm(Tensor x, Tensor? weight, Tensor? bias, Tensor(a!)? running_mean, "
+      "Tensor(b!)? running_var, bool training, float momentum, float eps, float? negative_slope) "
+      "-> (Tensor, Tensor, Tensor)");
+  // (grad_x, grad_weight, grad_bias); an output whose output_mask entry is False is empty (0,).
+  m.def(
+      "batch_norm_backward(Tensor grad, Tensor x, Tensor? weight, Tensor? bias, Tensor save_mean, "
+      "Tensor save_invstd, bool training, float? negative_slope, bool[3] output_mask) "
+      "-> (Tensor, Tensor, Tensor)");
 }
 
 // `import fastgan._C` loads this library, which runs the registrations above. The module

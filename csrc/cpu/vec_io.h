@@ -43,5 +43,15 @@ inline Vectorized<T> select_pos(const Vectorized<T>& v, const Vectorized<T>& if_
   return Vectorized<T>::blendv(otherwise, if_pos, v > Vectorized<T>(T(0)));
 }
 
+// The sum of a vector's lanes, in lane order (deterministic).
+template <typename T>
+inline T sum_lanes(const Vectorized<T>& v) {
+  T lanes[Vectorized<T>::size()];
+  v.store(lanes);
+  T s = T(0);
+  for (int64_t l = 0; l < Vectorized<T>::size(); ++l) s += lanes[l];
+  return s;
+}
+
 }  // namespace cpu
 }  // namespace fastgan

@@ -1,12 +1,101 @@
-"""Batch norm, optionally fused with LeakyReLU (issue 4 adds the C++/CUDA kernels).
+"""Batch norm, optionally fused with LeakyReLU: y = act((x - mean) * invstd * weight + bias).
 
-Until the kernels land this runs fastgan.ops.reference.batch_norm.
+Kernels: csrc/batch_norm.h (math), csrc/cpu/batch_norm.cpp, csrc/cuda/batch_norm.cu,
+csrc/autograd/batch_norm.cpp (autograd, double backward).
+
+The op torch.ops.fastgan.batch_norm returns (y, save_mean, save_invstd) and updates the
+running stats in place in training mode; this module's batch_norm returns y only.
 """
-from fastgan.ops import reference
+import torch
+
+from fastgan import _extension
+from fastgan.ops import _checks, reference
+
+OP = "batch_norm"
+
+
+def _acc_dtype(x):
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _param(name, t, x):
+    """weight / bias / running stats: (C,), x's device, x's dtype (or float32 for half x)."""
+    _checks.float_tensor(OP, name, t)
+    channels = x.shape[1]
+    if t.dim() != 1 or t.numel() != channels:
+        raise ValueError(f"{OP}: {name} must have shape ({channels},) (x.shape[1]), got {tuple(t.shape)}")
+    half = x.dtype in (torch.float16, torch.bfloat16)
+    if t.dtype != x.dtype and not (half and t.dtype == torch.float32):
+        extra = " (or torch.float32)" if half else ""
+        raise TypeError(f"{OP}: {name} must have x's dtype {x.dtype}{extra}, got {t.dtype}")
+    if t.device != x.device:
+        raise ValueError(f"{OP}: {name} must be on x's device {x.device}, got {t.device}")
+
+
+def check_args(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope):
+    """The checks csrc/batch_norm.h:check_batch_norm_args makes, with the same messages."""
+    _checks.float_tensor(OP, "x", x)
+    if x.dim() < 2:
+        raise ValueError(f"{OP}: x must have at least 2 dims (N, C, ...), got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{OP}: x must not be empty (an empty batch has no statistics), got shape "
+                         f"{tuple(x.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None:
+            _param(name, t, x)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{OP}: running_mean and running_var must either both be None or neither be None")
+    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+        if t is not None:
+            _param(name, t, x)
+    if not training and running_mean is None:
+        raise ValueError(f"{OP}: running_mean and running_var must be given when training is False")
+    if training and x.numel() // x.shape[1] <= 1:
+        raise ValueError(f"{OP}: Expected more than 1 value per channel when training, got input size "
+                         f"{list(x.shape)}")
+    _checks.number(OP, "momentum", momentum)
+    _checks.number(OP, "eps", eps, minimum=0.0)
+    if negative_slope is not None:
+        _checks.number(OP, "negative_slope", negative_slope)
+
+
+_forward = _extension.op("batch_norm")
+
+if _forward is not None:
+
+    @torch.library.register_fake("fastgan::batch_norm")
+    def _fake_forward(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope):
+        check_args(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope)
+        y = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_checks.out_layout(x))
+        acc = _acc_dtype(x)
+        return y, x.new_empty((x.shape[1],), dtype=acc), x.new_empty((x.shape[1],), dtype=acc)
+
+    @torch.library.register_fake("fastgan::batch_norm_backward")
+    def _fake_backward(grad, x, weight, bias, save_mean, save_invstd, training, negative_slope, output_mask):
+        if output_mask[0]:
+            dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_checks.out_layout(x))
+        else:
+            dx = x.new_empty((0,))
+        acc = _acc_dtype(x)
+        channels = x.shape[1]
+        dw = x.new_empty((channels if output_mask[1] else 0,), dtype=acc if weight is None else weight.dtype)
+        db = x.new_empty((channels if output_mask[2] else 0,), dtype=acc if bias is None else bias.dtype)
+        return dx, dw, db
 
 
 def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5,
                negative_slope=None):
-    """torch.nn.functional.batch_norm semantics; negative_slope not None fuses a LeakyReLU."""
-    return reference.batch_norm(x, weight, bias, running_mean, running_var, training, momentum,
-                                eps, negative_slope)
+    """torch.nn.functional.batch_norm semantics; negative_slope not None fuses a LeakyReLU.
+
+    x: (N, C) or (N, C, *) float tensor, any memory format (channels_last is kept).
+    weight, bias, running_mean, running_var: None or (C,) tensors on x's device, with x's dtype
+    (or float32 for float16/bfloat16 x). training: normalize with the batch's statistics and,
+    when running stats are given, update them in place (momentum convention and unbiased
+    variance as torch); otherwise normalize with the running stats. Differentiable in x,
+    weight and bias, to any order.
+    """
+    if _forward is None:
+        check_args(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope)
+        return reference.batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                                    negative_slope)
+    return _forward(x, weight, bias, running_mean, running_var, bool(training), momentum, eps, negative_slope)[0]

@@ -1,0 +1,176 @@
+// batch_norm (+ LeakyReLU): y = act((x - mean) * invstd * weight + bias), statistics per
+// channel (dim 1) over every other dim.
+// The math here is what both the CPU and the CUDA kernels run (the CPU's vector loops are the
+// same formulas lane by lane), so the CPU tests exercise the GPU's formulas.
+//
+// Statistics are shifted sums: each channel subtracts an estimate of its mean, s = the mean
+// of its first few values (channel_shift), before summing (x - s) and (x - s)^2 in acc_t. The
+// sums merge by adding (chunks, blocks, threads all use the same s), and a channel with mean 1e4 and std 1
+// sums O(1) values, not O(1e4) ones. The forward also normalizes relative to s:
+// y = (x - s) * scale + shift, shift = bias - (mean - s) * scale, so the large mean never
+// enters a float32 product either.
+//
+// Without an activation the kernels run the same code with neg_gain 1: z * 1 is exactly z.
+#pragma once
+
+#include <optional>
+
+#include "common.h"
+
+namespace fastgan {
+namespace bn {
+
+// Per-channel coefficients that the elementwise passes read, in acc_t, laid out [k][C].
+// Forward: y = act((x - kShift) * kScale + kOffset).
+// Backward: z = (x - kMean) * kZScale + kZOffset (the pre-activation, for the mask),
+// dz = dy * gain(z), dx = kK1 * dz + kK2 * (x - kMean) + kK3.
+enum : int { kShift = 0, kScale = 1, kOffset = 2, kForwardCoefs = 3 };
+enum : int { kMean = 0, kZScale = 1, kZOffset = 2, kK1 = 3, kK2 = 4, kK3 = 5, kBackwardCoefs = 6 };
+
+// The shift of channel c's shifted sums: the mean of its first (up to) 8 values in memory
+// order, so that sum(x - s) stays a random walk instead of drifting by (mean - s) per value.
+// Every block and chunk computes the same s, so their sums merge by adding.
+template <typename acc, typename scalar_t>
+FASTGAN_HD acc channel_shift(const scalar_t* x, int64_t c, int64_t outer, int64_t channels, int64_t inner) {
+  const int64_t stride = inner == 1 ? channels : 1;
+  const int64_t avail = inner == 1 ? outer : inner;
+  const int64_t n = avail < 8 ? avail : 8;
+  acc s = acc(0);
+  for (int64_t k = 0; k < n; ++k) s += acc(x[c * inner + k * stride]);
+  return s / acc(n);
+}
+
+// The LeakyReLU's slope at z (1 for z > 0, as torch.nn.functional.leaky_relu: z == 0 takes
+// the negative slope).
+template <typename T>
+FASTGAN_HD T gain(T z, T neg_gain) {
+  return z > T(0) ? T(1) : neg_gain;
+}
+
+template <typename T>
+FASTGAN_HD T act(T z, T neg_gain) {
+  return z * gain(z, neg_gain);
+}
+
+// Forward finalize of one channel from its shifted sums s1 = sum(x - s), s2 = sum((x - s)^2)
+// over m values. Writes the coefficients, the saved mean / invstd, and updates the running
+// stats (torch's convention: running = (1 - momentum) * running + momentum * batch, with the
+// unbiased variance) when rmean / rvar are not null.
+template <typename T>
+FASTGAN_HD void finalize_stats(T s1, T s2, T m, T shift, T w, T b, T eps, T momentum, T* rmean,
+                               T* rvar, T* save_mean, T* save_invstd, T* scale, T* offset) {
+  const T dmean = s1 / m;
+  T var = s2 / m - dmean * dmean;
+  var = var > T(0) ? var : T(0);
+  using std::sqrt;
+  const T invstd = T(1) / sqrt(var + eps);
+  const T mean = shift + dmean;
+  if (rmean) *rmean = (T(1) - momentum) * *rmean + momentum * mean;
+  if (rvar) *rvar = (T(1) - momentum) * *rvar + momentum * (var * m / (m - T(1)));
+  *save_mean = mean;
+  *save_invstd = invstd;
+  *scale = w * invstd;
+  *offset = b - dmean * *scale;
+}
+
+// Eval mode: the running stats are the statistics (shift 0).
+template <typename T>
+FASTGAN_HD void finalize_eval(T rmean, T rvar, T w, T b, T eps, T* save_mean, T* save_invstd,
+                              T* scale, T* offset) {
+  using std::sqrt;
+  const T invstd = T(1) / sqrt(rvar + eps);
+  *save_mean = rmean;
+  *save_invstd = invstd;
+  *scale = w * invstd;
+  *offset = b - rmean * *scale;
+}
+
+// Backward finalize of one channel from sa = sum(dz), sb = sum(dz * (x - mean)) over m
+// values: grad_weight = sum(dz * xhat), grad_bias = sum(dz), and dx's coefficients.
+// Training: dx = w * invstd * (dz - mean(dz) - xhat * mean(dz * xhat)); eval: w * invstd * dz.
+template <typename T>
+FASTGAN_HD void finalize_backward(T sa, T sb, T m, T w, T invstd, bool training, T* gw, T* gb,
+                                  T* k1, T* k2, T* k3) {
+  const T dw = sb * invstd;
+  *gw = dw;
+  *gb = sa;
+  *k1 = w * invstd;
+  *k2 = training ? -*k1 * invstd * dw / m : T(0);
+  *k3 = training ? -*k1 * sa / m : T(0);
+}
+
+}  // namespace bn
+
+// Host-side checks, shared by the CPU and CUDA kernels (fastgan/ops/batch_norm.py:check_args
+// says the same in Python for the fake kernel and the reference fallback).
+//
+// weight, bias, running_mean and running_var: (C,) on x's device, with x's dtype or, for
+// float16/bfloat16 x, float32 (torch's mixed-precision batch norm).
+inline void check_bn_param(const char* op, const char* name, const at::Tensor& t,
+                           const at::Tensor& x) {
+  check_float_tensor(op, name, t);
+  const int64_t channels = x.size(1);
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() == channels, op, ": ", name, " must have shape (",
+                    channels, ",) (x.shape[1]), got ", t.sizes());
+  const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type() || (half && t.scalar_type() == at::kFloat),
+                   op, ": ", name, " must have x's dtype ", x.scalar_type(),
+                   half ? " (or float32)" : "", ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on x's device ",
+                    x.device(), ", got ", t.device());
+}
+
+inline bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+inline void check_batch_norm_args(const at::Tensor& x, const std::optional<at::Tensor>& weight,
+                                  const std::optional<at::Tensor>& bias,
+                                  const std::optional<at::Tensor>& running_mean,
+                                  const std::optional<at::Tensor>& running_var, bool training,
+                                  double momentum, double eps,
+                                  std::optional<double> negative_slope) {
+  constexpr const char* op = "batch_norm";
+  check_float_tensor(op, "x", x);
+  TORCH_CHECK_VALUE(x.dim() >= 2, op, ": x must have at least 2 dims (N, C, ...), got shape ",
+                    x.sizes());
+  TORCH_CHECK_VALUE(x.numel() > 0, op, ": x must not be empty (an empty batch has no statistics), got shape ",
+                    x.sizes());
+  if (present(weight)) check_bn_param(op, "weight", *weight, x);
+  if (present(bias)) check_bn_param(op, "bias", *bias, x);
+  TORCH_CHECK_VALUE(present(running_mean) == present(running_var), op,
+                    ": running_mean and running_var must either both be None or neither be None");
+  if (present(running_mean)) check_bn_param(op, "running_mean", *running_mean, x);
+  if (present(running_var)) check_bn_param(op, "running_var", *running_var, x);
+  TORCH_CHECK_VALUE(training || present(running_mean), op,
+                    ": running_mean and running_var must be given when training is False");
+  TORCH_CHECK_VALUE(!training || x.numel() / x.size(1) > 1, op,
+                    ": Expected more than 1 value per channel when training, got input size ",
+                    x.sizes());
+  check_number(op, "momentum", momentum, -INFINITY, false);
+  check_number(op, "eps", eps, 0.0, false);
+  if (negative_slope.has_value()) check_number(op, "negative_slope", *negative_slope, -INFINITY, false);
+}
+
+inline void check_batch_norm_backward_args(const at::Tensor& grad, const at::Tensor& x,
+                                           const at::Tensor& save_mean, const at::Tensor& save_invstd) {
+  constexpr const char* op = "batch_norm_backward";
+  check_float_tensor(op, "x", x);
+  TORCH_CHECK_VALUE(x.dim() >= 2 && x.numel() > 0, op, ": x must be non-empty with at least 2 dims, got ",
+                    x.sizes());
+  TORCH_CHECK_VALUE(grad.sizes() == x.sizes(), op, ": grad must have x's shape ", x.sizes(), ", got ",
+                    grad.sizes());
+  TORCH_CHECK_TYPE(grad.scalar_type() == x.scalar_type(), op, ": grad must have x's dtype ",
+                   x.scalar_type(), ", got ", grad.scalar_type());
+  TORCH_CHECK_VALUE(grad.device() == x.device(), op, ": grad must be on x's device ", x.device(),
+                    ", got ", grad.device());
+  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"save_mean", save_mean},
+                                {"save_invstd", save_invstd}}) {
+    TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() == x.size(1), op, ": ", name, " must have shape (",
+                      x.size(1), ",), got ", t.sizes());
+    TORCH_CHECK_TYPE(t.scalar_type() == acc, op, ": ", name, " must be ", acc, ", got ", t.scalar_type());
+    TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on x's device ", x.device(),
+                      ", got ", t.device());
+  }
+}
+
+}  // namespace fastgan

@@ -1,0 +1,417 @@
+// batch_norm (+ LeakyReLU) on the CPU.
+// Forward, training: one pass for the shifted sums, one pass that normalizes and activates;
+// eval: the normalizing pass only. Backward: one pass for the two sums (sum dz and
+// sum dz * (x - mean), dz = dy * gain(z)), one pass that writes dx. Channels split into
+// (outer, C) rows (2-D, channels_last) are summed by fixed chunks of rows, vectorized along C;
+// (outer, C, inner) planes run one task per channel that sums, finalizes and applies while
+// the channel is in cache. Math: csrc/batch_norm.h.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "batch_norm.h"
+#include "cpu/vec_io.h"
+
+namespace fastgan {
+namespace {
+
+using cpu::select_pos;
+constexpr int64_t kGrain = 32768;  // elements per parallel task, as ATen's GRAIN_SIZE
+
+// Row chunks for a (rows, C) reduction: kChunkRows rows each, summed into their own partials
+// and added in chunk order. Short float sums (a two-level sum instead of one long running
+// sum) keep float32 statistics accurate, and the result does not depend on the thread count.
+constexpr int64_t kChunkRows = 64;
+inline int64_t row_chunks(int64_t rows) { return std::max<int64_t>(1, (rows + kChunkRows - 1) / kChunkRows); }
+
+// Per-channel parameters the kernels read: weight / bias / running stats as acc_t, null where
+// absent.
+template <typename acc>
+struct Params {
+  const acc* w;
+  const acc* b;
+  acc* rmean;  // running stats: read in eval, updated in training; null when not tracked
+  acc* rvar;
+  acc* save_mean;
+  acc* save_invstd;
+  acc momentum, eps, neg;  // neg: the LeakyReLU's negative slope, 1 without one
+  bool training;
+  acc w_at(int64_t c) const { return w ? w[c] : acc(1); }
+  acc b_at(int64_t c) const { return b ? b[c] : acc(0); }
+};
+
+// y = act((x - shift) * scale + offset) over n elements of one channel (vectorized, constants).
+template <typename scalar_t, typename acc>
+void apply_forward_block(const scalar_t* x, scalar_t* y, int64_t n, acc shift, acc scale, acc offset,
+                         acc neg) {
+  using IO = cpu::VecIO<scalar_t>;
+  using Vec = typename IO::Vec;
+  const Vec vs(shift), va(scale), vo(offset), one(acc(1)), vneg(neg);
+  int64_t j = 0;
+  for (; j + IO::size <= n; j += IO::size) {
+    const Vec z = (IO::load(x + j) - vs) * va + vo;
+    IO::store(y + j, z * select_pos(z, one, vneg));
+  }
+  for (; j < n; ++j) y[j] = bn::act((acc(x[j]) - shift) * scale + offset, neg);
+}
+
+template <typename scalar_t>
+void forward_kernel(const scalar_t* x, scalar_t* y, ChannelGeometry g, const Params<acc_t<scalar_t>>& p) {
+  using IO = cpu::VecIO<scalar_t>;
+  using acc = typename IO::acc;
+  using Vec = typename IO::Vec;
+  const int64_t C = g.channels;
+  const acc m = acc(g.outer * g.inner);
+  std::vector<acc> coef(bn::kForwardCoefs * C);
+  acc* shift = coef.data() + bn::kShift * C;
+  acc* scale = coef.data() + bn::kScale * C;
+  acc* offset = coef.data() + bn::kOffset * C;
+  auto finalize = [&](int64_t c, acc s1, acc s2) {
+    if (p.training) {
+      bn::finalize_stats<acc>(s1, s2, m, shift[c], p.w_at(c), p.b_at(c), p.eps, p.momentum,
+                              p.rmean ? p.rmean + c : nullptr, p.rvar ? p.rvar + c : nullptr,
+                              p.save_mean + c, p.save_invstd + c, scale + c, offset + c);
+    } else {
+      shift[c] = acc(0);
+      bn::finalize_eval<acc>(p.rmean[c], p.rvar[c], p.w_at(c), p.b_at(c), p.eps, p.save_mean + c,
+                             p.save_invstd + c, scale + c, offset + c);
+    }
+  };
+
+  if (g.inner > 1) {  // planes: one task per channel sums, finalizes and normalizes
+    const int64_t inner = g.inner;
+    at::parallel_for(0, C, std::max<int64_t>(1, kGrain / std::max<int64_t>(g.outer * inner, 1)),
+                     [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        acc s1 = 0, s2 = 0;
+        if (p.training) {
+          shift[c] = bn::channel_shift<acc>(x, c, g.outer, C, inner);
+          const Vec vs(shift[c]);
+          Vec v1(acc(0)), v2(acc(0));
+          for (int64_t n = 0; n < g.outer; ++n) {  // per-plane sums, then added (two levels)
+            const scalar_t* xk = x + (n * C + c) * inner;
+            Vec l1(acc(0)), l2(acc(0));
+            int64_t j = 0;
+            for (; j + IO::size <= inner; j += IO::size) {
+              const Vec d = IO::load(xk + j) - vs;
+              l1 = l1 + d;
+              l2 = at::vec::fmadd(d, d, l2);
+            }
+            v1 = v1 + l1;
+            v2 = v2 + l2;
+            for (; j < inner; ++j) {
+              const acc d = acc(xk[j]) - shift[c];
+              s1 += d;
+              s2 += d * d;
+            }
+          }
+          s1 += cpu::sum_lanes(v1);
+          s2 += cpu::sum_lanes(v2);
+        }
+        finalize(c, s1, s2);
+        for (int64_t n = 0; n < g.outer; ++n) {
+          const int64_t off = (n * C + c) * inner;
+          apply_forward_block<scalar_t, acc>(x + off, y + off, inner, shift[c], scale[c], offset[c], p.neg);
+        }
+      }
+    });
+    return;
+  }
+
+  // rows of C channels: partial sums per chunk of rows, added in chunk order
+  const int64_t rows = g.outer;
+  if (p.training) {
+    for (int64_t c = 0; c < C; ++c) shift[c] = bn::channel_shift<acc>(x, c, rows, C, int64_t(1));
+    const int64_t chunks = row_chunks(rows);
+    std::vector<acc> partial(chunks * 2 * C, acc(0));
+    at::parallel_for(0, chunks, std::max<int64_t>(1, kGrain / (kChunkRows * C)), [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        acc* p1 = partial.data() + q * 2 * C;
+        acc* p2 = p1 + C;
+        for (int64_t r = q * kChunkRows; r < std::min(rows, (q + 1) * kChunkRows); ++r) {
+          const scalar_t* xr = x + r * C;
+          int64_t c = 0;
+          for (; c + IO::size <= C; c += IO::size) {
+            const Vec d = IO::load(xr + c) - Vec::loadu(shift + c);
+            (Vec::loadu(p1 + c) + d).store(p1 + c);
+            at::vec::fmadd(d, d, Vec::loadu(p2 + c)).store(p2 + c);
+          }
+          for (; c < C; ++c) {
+            const acc d = acc(xr[c]) - shift[c];
+            p1[c] += d;
+            p2[c] += d * d;
+          }
+        }
+      }
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      acc s1 = 0, s2 = 0;
+      for (int64_t q = 0; q < chunks; ++q) {
+        s1 += partial[q * 2 * C + c];
+        s2 += partial[q * 2 * C + C + c];
+      }
+      finalize(c, s1, s2);
+    }
+  } else {
+    for (int64_t c = 0; c < C; ++c) finalize(c, acc(0), acc(0));
+  }
+  const Vec one(acc(1)), vneg(p.neg);
+  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const scalar_t* xr = x + r * C;
+      scalar_t* yr = y + r * C;
+      int64_t c = 0;
+      for (; c + IO::size <= C; c += IO::size) {
+        const Vec z = (IO::load(xr + c) - Vec::loadu(shift + c)) * Vec::loadu(scale + c) + Vec::loadu(offset + c);
+        IO::store(yr + c, z * select_pos(z, one, vneg));
+      }
+      for (; c < C; ++c) yr[c] = bn::act((acc(xr[c]) - shift[c]) * scale[c] + offset[c], p.neg);
+    }
+  });
+}
+
+// Backward coefficients and outputs, in acc_t.
+template <typename acc>
+struct BackwardParams {
+  const acc* w;
+  const acc* b;
+  const acc* mean;
+  const acc* invstd;
+  acc* gw;  // null where not wanted
+  acc* gb;
+  acc neg;
+  bool training;
+  acc w_at(int64_t c) const { return w ? w[c] : acc(1); }
+  acc b_at(int64_t c) const { return b ? b[c] : acc(0); }
+};
+
+template <typename scalar_t>
+void backward_kernel(const scalar_t* dy, const scalar_t* x, scalar_t* dx, ChannelGeometry g,
+                     const BackwardParams<acc_t<scalar_t>>& p) {
+  using IO = cpu::VecIO<scalar_t>;
+  using acc = typename IO::acc;
+  using Vec = typename IO::Vec;
+  const int64_t C = g.channels;
+  const acc m = acc(g.outer * g.inner);
+  const bool need_sums = p.gw || p.gb || (dx && p.training);
+  std::vector<acc> coef(bn::kBackwardCoefs * C);
+  acc* cmean = coef.data() + bn::kMean * C;
+  acc* zscale = coef.data() + bn::kZScale * C;
+  acc* zoffset = coef.data() + bn::kZOffset * C;
+  acc* k1 = coef.data() + bn::kK1 * C;
+  acc* k2 = coef.data() + bn::kK2 * C;
+  acc* k3 = coef.data() + bn::kK3 * C;
+  for (int64_t c = 0; c < C; ++c) {
+    cmean[c] = p.mean[c];
+    zscale[c] = p.w_at(c) * p.invstd[c];
+    zoffset[c] = p.b_at(c);
+  }
+  auto finalize = [&](int64_t c, acc sa, acc sb) {
+    acc gw, gb;
+    bn::finalize_backward<acc>(sa, sb, m, p.w_at(c), p.invstd[c], p.training, &gw, &gb, k1 + c, k2 + c, k3 + c);
+    if (p.gw) p.gw[c] = gw;
+    if (p.gb) p.gb[c] = gb;
+  };
+  const Vec one(acc(1)), vneg(p.neg);
+
+  if (g.inner > 1) {  // planes: one task per channel
+    const int64_t inner = g.inner;
+    at::parallel_for(0, C, std::max<int64_t>(1, kGrain / std::max<int64_t>(g.outer * inner, 1)),
+                     [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const acc mu = cmean[c], zs = zscale[c], zo = zoffset[c];
+        const Vec vmu(mu), vzs(zs), vzo(zo);
+        acc sa = 0, sb = 0;
+        if (need_sums) {
+          Vec va(acc(0)), vb(acc(0));
+          for (int64_t n = 0; n < g.outer; ++n) {  // per-plane sums, then added (two levels)
+            const int64_t off = (n * C + c) * inner;
+            Vec la(acc(0)), lb(acc(0));
+            int64_t j = 0;
+            for (; j + IO::size <= inner; j += IO::size) {
+              const Vec xm = IO::load(x + off + j) - vmu;
+              const Vec z = xm * vzs + vzo;
+              const Vec dz = IO::load(dy + off + j) * select_pos(z, one, vneg);
+              la = la + dz;
+              lb = at::vec::fmadd(dz, xm, lb);
+            }
+            va = va + la;
+            vb = vb + lb;
+            for (; j < inner; ++j) {
+              const acc xm = acc(x[off + j]) - mu;
+              const acc dz = acc(dy[off + j]) * bn::gain(xm * zs + zo, p.neg);
+              sa += dz;
+              sb += dz * xm;
+            }
+          }
+          sa += cpu::sum_lanes(va);
+          sb += cpu::sum_lanes(vb);
+        }
+        finalize(c, sa, sb);
+        if (!dx) continue;
+        const Vec vk1(k1[c]), vk2(k2[c]), vk3(k3[c]);
+        for (int64_t n = 0; n < g.outer; ++n) {
+          const int64_t off = (n * C + c) * inner;
+          int64_t j = 0;
+          for (; j + IO::size <= inner; j += IO::size) {
+            const Vec xm = IO::load(x + off + j) - vmu;
+            const Vec dz = IO::load(dy + off + j) * select_pos(xm * vzs + vzo, one, vneg);
+            IO::store(dx + off + j, vk1 * dz + vk2 * xm + vk3);
+          }
+          for (; j < inner; ++j) {
+            const acc xm = acc(x[off + j]) - mu;
+            const acc dz = acc(dy[off + j]) * bn::gain(xm * zs + zo, p.neg);
+            dx[off + j] = k1[c] * dz + k2[c] * xm + k3[c];
+          }
+        }
+      }
+    });
+    return;
+  }
+
+  const int64_t rows = g.outer;
+  if (need_sums) {
+    const int64_t chunks = row_chunks(rows);
+    std::vector<acc> partial(chunks * 2 * C, acc(0));
+    at::parallel_for(0, chunks, std::max<int64_t>(1, kGrain / (kChunkRows * C)), [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        acc* pa = partial.data() + q * 2 * C;
+        acc* pb = pa + C;
+        for (int64_t r = q * kChunkRows; r < std::min(rows, (q + 1) * kChunkRows); ++r) {
+          const int64_t off = r * C;
+          int64_t c = 0;
+          for (; c + IO::size <= C; c += IO::size) {
+            const Vec xm = IO::load(x + off + c) - Vec::loadu(cmean + c);
+            const Vec z = xm * Vec::loadu(zscale + c) + Vec::loadu(zoffset + c);
+            const Vec dz = IO::load(dy + off + c) * select_pos(z, one, vneg);
+            (Vec::loadu(pa + c) + dz).store(pa + c);
+            at::vec::fmadd(dz, xm, Vec::loadu(pb + c)).store(pb + c);
+          }
+          for (; c < C; ++c) {
+            const acc xm = acc(x[off + c]) - cmean[c];
+            const acc dz = acc(dy[off + c]) * bn::gain(xm * zscale[c] + zoffset[c], p.neg);
+            pa[c] += dz;
+            pb[c] += dz * xm;
+          }
+        }
+      }
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      acc sa = 0, sb = 0;
+      for (int64_t q = 0; q < chunks; ++q) {
+        sa += partial[q * 2 * C + c];
+        sb += partial[q * 2 * C + C + c];
+      }
+      finalize(c, sa, sb);
+    }
+  } else {
+    for (int64_t c = 0; c < C; ++c) finalize(c, acc(0), acc(0));
+  }
+  if (!dx) return;
+  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t off = r * C;
+      int64_t c = 0;
+      for (; c + IO::size <= C; c += IO::size) {
+        const Vec xm = IO::load(x + off + c) - Vec::loadu(cmean + c);
+        const Vec z = xm * Vec::loadu(zscale + c) + Vec::loadu(zoffset + c);
+        const Vec dz = IO::load(dy + off + c) * select_pos(z, one, vneg);
+        IO::store(dx + off + c, Vec::loadu(k1 + c) * dz + Vec::loadu(k2 + c) * xm + Vec::loadu(k3 + c));
+      }
+      for (; c < C; ++c) {
+        const acc xm = acc(x[off + c]) - cmean[c];
+        const acc dz = acc(dy[off + c]) * bn::gain(xm * zscale[c] + zoffset[c], p.neg);
+        dx[off + c] = k1[c] * dz + k2[c] * xm + k3[c];
+      }
+    }
+  });
+}
+
+// A per-channel tensor as a contiguous acc_t tensor: itself where it already is one (so the
+// kernel can update running stats in place), else a converted copy.
+at::Tensor as_acc(const std::optional<at::Tensor>& t, at::ScalarType acc) {
+  if (!present(t)) return at::Tensor();
+  if (t->scalar_type() == acc && t->is_contiguous()) return *t;
+  return t->to(acc).contiguous();
+}
+
+template <typename T>
+T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cpu(
+    const at::Tensor& x_, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, bool training,
+    double momentum, double eps, std::optional<double> negative_slope) {
+  check_batch_norm_args(x_, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope);
+  const auto layout = out_layout(x_);
+  const at::Tensor x = x_.contiguous(layout);
+  const auto acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const int64_t C = x.size(1);
+  at::Tensor y = at::empty(x.sizes(), x.options().memory_format(layout));
+  at::Tensor save_mean = at::empty({C}, x.options().dtype(acc_type));
+  at::Tensor save_invstd = at::empty({C}, x.options().dtype(acc_type));
+  const at::Tensor w = as_acc(weight, acc_type), b = as_acc(bias, acc_type);
+  at::Tensor rm = as_acc(running_mean, acc_type), rv = as_acc(running_var, acc_type);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "batch_norm_cpu", [&] {
+    using acc = acc_t<scalar_t>;
+    Params<acc> p{w.defined() ? w.const_data_ptr<acc>() : nullptr, b.defined() ? b.const_data_ptr<acc>() : nullptr,
+                  ptr_or_null<acc>(rm), ptr_or_null<acc>(rv), save_mean.mutable_data_ptr<acc>(),
+                  save_invstd.mutable_data_ptr<acc>(), acc(momentum), acc(eps),
+                  acc(negative_slope.has_value() ? *negative_slope : 1.0), training};
+    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), channel_geometry(x), p);
+  });
+  if (training && rm.defined()) {  // running stats kept in another dtype or layout: write back
+    if (!rm.is_same(*running_mean)) running_mean->copy_(rm);
+    if (!rv.is_same(*running_var)) running_var->copy_(rv);
+  }
+  return {y, save_mean, save_invstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward_cpu(
+    const at::Tensor& grad_, const at::Tensor& x_, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const at::Tensor& save_mean_, const at::Tensor& save_invstd_,
+    bool training, std::optional<double> negative_slope, std::array<bool, 3> output_mask) {
+  check_batch_norm_backward_args(grad_, x_, save_mean_, save_invstd_);
+  constexpr const char* op = "batch_norm_backward";
+  if (present(weight)) check_bn_param(op, "weight", *weight, x_);
+  if (present(bias)) check_bn_param(op, "bias", *bias, x_);
+  const auto layout = out_layout(x_);
+  const at::Tensor x = x_.contiguous(layout), grad = grad_.contiguous(layout);
+  const auto acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const int64_t C = x.size(1);
+  const at::Tensor w = as_acc(weight, acc_type), b = as_acc(bias, acc_type);
+  const at::Tensor mean = save_mean_.contiguous(), invstd = save_invstd_.contiguous();
+  // outputs not asked for are returned empty, shape (0,)
+  at::Tensor dx = output_mask[0] ? at::empty(x.sizes(), x.options().memory_format(layout)) : at::empty({0}, x.options());
+  at::Tensor gw = at::empty({output_mask[1] ? C : 0}, x.options().dtype(acc_type));
+  at::Tensor gb = at::empty({output_mask[2] ? C : 0}, x.options().dtype(acc_type));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "batch_norm_backward_cpu", [&] {
+    using acc = acc_t<scalar_t>;
+    BackwardParams<acc> p{w.defined() ? w.const_data_ptr<acc>() : nullptr,
+                          b.defined() ? b.const_data_ptr<acc>() : nullptr,
+                          mean.const_data_ptr<acc>(), invstd.const_data_ptr<acc>(),
+                          output_mask[1] ? gw.mutable_data_ptr<acc>() : nullptr,
+                          output_mask[2] ? gb.mutable_data_ptr<acc>() : nullptr, acc(negative_slope.has_value() ? *negative_slope : 1.0), training};
+    backward_kernel<scalar_t>(grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                              output_mask[0] ? dx.mutable_data_ptr<scalar_t>() : nullptr, channel_geometry(x), p);
+  });
+  // grad_weight / grad_bias in the parameters' dtype (x's, or float32 for mixed precision)
+  if (present(weight) && weight->scalar_type() != acc_type) gw = gw.to(weight->scalar_type());
+  if (present(bias) && bias->scalar_type() != acc_type) gb = gb.to(bias->scalar_type());
+  return {dx, gw, gb};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
+  m.impl("batch_norm", &batch_norm_cpu);
+  m.impl("batch_norm_backward", &batch_norm_backward_cpu);
+}
+
+}  // namespace fastgan
