@@ -296,6 +296,8 @@ X = torch.randn(4, 3)
     (lambda: ops.gan_d_loss(X.int(), X), TypeError, "real_logits must be float32"),
     (lambda: ops.gan_g_loss(torch.randn(0)), ValueError, "fake_logits must not be empty"),
     (lambda: ops.gan_g_loss(X, 1.01), ValueError, r"real_label must be in \[0, 1\]"),
+    (lambda: ops.gan_g_loss(X, "1"), TypeError, "real_label must be a number"),
+    (lambda: ops.gan_d_loss(X, X, 1, None), TypeError, "fake_label must be a number"),
 ])
 def test_bad_input(path, call, exc, match):
     with pytest.raises(exc, match=match):

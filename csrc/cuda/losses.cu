@@ -113,38 +113,40 @@ __global__ void __launch_bounds__(kThreads)
 
 // GRAD = false: out = the weighted loss of each element of s.
 // GRAD = true: out = G * dloss/dx with G = ge[i] where ge is given, else g.
+// vector_at: the VEC elements from i (a multiple of VEC); element_at: element i.
 template <typename scalar_t, bool GRAD, int VEC, typename index_t>
-__device__ __forceinline__ void segment_elementwise(const Segment<scalar_t>& s, scalar_t* __restrict__ out,
-                                                    const scalar_t* __restrict__ ge, acc_t<scalar_t> g,
-                                                    index_t tid, index_t stride) {
+__device__ __forceinline__ void vector_at(const Segment<scalar_t>& s, scalar_t* __restrict__ out,
+                                          const scalar_t* __restrict__ ge, acc_t<scalar_t> g, index_t i) {
   using acc = acc_t<scalar_t>;
   using V = AlignedVec<scalar_t, VEC>;
-  const index_t n = index_t(s.n), nvec = n / VEC;
-  for (index_t v = tid; v < nvec; v += stride) {
-    const index_t i = v * VEC;
-    acc x[VEC], t[VEC], w[VEC], pw[VEC], gv[VEC];
-    load_or<scalar_t, VEC>(s.x, i, acc(0), x);
-    load_or<scalar_t, VEC>(s.t, i, s.tv, t);
-    load_or<scalar_t, VEC>(s.w, i, acc(1), w);
-    load_or<scalar_t, VEC>(s.pw, i, acc(1), pw);
-    if (GRAD) load_or<scalar_t, VEC>(ge, i, g, gv);
-    V o;
+  acc x[VEC], t[VEC], w[VEC], pw[VEC], gv[VEC];
+  load_or<scalar_t, VEC>(s.x, i, acc(0), x);
+  load_or<scalar_t, VEC>(s.t, i, s.tv, t);
+  load_or<scalar_t, VEC>(s.w, i, acc(1), w);
+  load_or<scalar_t, VEC>(s.pw, i, acc(1), pw);
+  if (GRAD) load_or<scalar_t, VEC>(ge, i, g, gv);
+  V o;
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) {
-      o.v[k] = scalar_t(GRAD ? gv[k] * losses::element_grad(x[k], t[k], w[k], pw[k])
-                             : losses::element_loss(x[k], t[k], w[k], pw[k]));
-    }
-    *reinterpret_cast<V*>(out + i) = o;
+  for (int k = 0; k < VEC; ++k) {
+    o.v[k] = scalar_t(GRAD ? gv[k] * losses::element_grad(x[k], t[k], w[k], pw[k])
+                           : losses::element_loss(x[k], t[k], w[k], pw[k]));
   }
-  for (index_t i = nvec * VEC + tid; i < n; i += stride) {
-    const acc x = s.x[i], t = at_or(s.t, i, s.tv), w = at_or(s.w, i, acc(1)), pw = at_or(s.pw, i, acc(1));
-    out[i] = scalar_t(GRAD ? at_or(ge, i, g) * losses::element_grad(x, t, w, pw)
-                           : losses::element_loss(x, t, w, pw));
-  }
+  *reinterpret_cast<V*>(out + i) = o;
 }
 
-// Both segments in one launch. gs (GRAD with a reduced loss): the incoming scalar gradient,
-// times each segment's scale.
+template <typename scalar_t, bool GRAD, typename index_t>
+__device__ __forceinline__ void element_at(const Segment<scalar_t>& s, scalar_t* __restrict__ out,
+                                           const scalar_t* __restrict__ ge, acc_t<scalar_t> g, index_t i) {
+  using acc = acc_t<scalar_t>;
+  const acc x = s.x[i], t = at_or(s.t, i, s.tv), w = at_or(s.w, i, acc(1)), pw = at_or(s.pw, i, acc(1));
+  out[i] = scalar_t(GRAD ? at_or(ge, i, g) * losses::element_grad(x, t, w, pw)
+                         : losses::element_loss(x, t, w, pw));
+}
+
+// Both segments in one launch: a grid-stride loop over their vectors laid end to end, then
+// the n % VEC tail elements of each, one per thread. ge: the elementwise incoming gradient
+// (reduction 'none', segment 0 only); gs: the scalar one (a reduced loss), times each
+// segment's scale.
 template <typename scalar_t, typename grad_t, bool GRAD, int VEC, typename index_t>
 __global__ void __launch_bounds__(kThreads)
     elementwise_kernel(Segment<scalar_t> s0, Segment<scalar_t> s1, scalar_t* __restrict__ out0,
@@ -154,8 +156,15 @@ __global__ void __launch_bounds__(kThreads)
   const index_t tid = index_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const index_t stride = index_t(gridDim.x) * blockDim.x;
   const acc g = gs ? acc(*gs) : acc(0);
-  segment_elementwise<scalar_t, GRAD, VEC, index_t>(s0, out0, ge, g * s0.scale, tid, stride);
-  if (s1.n > 0) segment_elementwise<scalar_t, GRAD, VEC, index_t>(s1, out1, nullptr, g * s1.scale, tid, stride);
+  const acc g0 = g * s0.scale, g1 = g * s1.scale;
+  const index_t nv0 = index_t(s0.n) / VEC, nv1 = index_t(s1.n) / VEC;
+  for (index_t u = tid; u < nv0 + nv1; u += stride) {
+    if (u < nv0) vector_at<scalar_t, GRAD, VEC, index_t>(s0, out0, ge, g0, u * VEC);
+    else vector_at<scalar_t, GRAD, VEC, index_t>(s1, out1, nullptr, g1, (u - nv0) * VEC);
+  }
+  const index_t r0 = index_t(s0.n) - nv0 * VEC, r1 = index_t(s1.n) - nv1 * VEC;  // each < VEC
+  if (tid < r0) element_at<scalar_t, GRAD, index_t>(s0, out0, ge, g0, nv0 * VEC + tid);
+  else if (tid < r0 + r1) element_at<scalar_t, GRAD, index_t>(s1, out1, nullptr, g1, nv1 * VEC + (tid - r0));
 }
 
 template <typename scalar_t>
@@ -187,7 +196,7 @@ void launch_reduce(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1, out
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const int64_t total = s0.n + s1.n;
   const int64_t blocks = std::min<int64_t>(cuda::ceil_div(total, int64_t(kThreads) * kItemsPerThread),
-                                           int64_t(cuda::sm_count()) * 4);
+                                           int64_t(cuda::sm_count()) * 8);  // 2048 threads per SM
   at::Tensor workspace;
   acc* partial = nullptr;
   unsigned* counter = nullptr;

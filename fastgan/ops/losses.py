@@ -30,7 +30,8 @@ def _logits(op, name, x):
 
 def _label(op, name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{op}: {name} must be a Tensor or a number in [0, 1], got {type(value).__name__}")
+        what = "a Tensor or a number" if name == "target" else "a number"
+        raise TypeError(f"{op}: {name} must be {what} in [0, 1], got {type(value).__name__}")
     value = float(value)
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise ValueError(f"{op}: {name} must be in [0, 1], got {value}")
@@ -162,10 +163,13 @@ def gan_d_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0):
     One kernel launch forward and one backward; real and fake may differ in size. Returns a
     0-dim tensor in float32 (float64 for float64 logits), differentiable in both inputs.
     """
+    if type(real_label) is not float or type(fake_label) is not float:  # ints, numpy, bad types
+        real_label = _label("gan_d_loss", "real_label", real_label)
+        fake_label = _label("gan_d_loss", "fake_label", fake_label)
     if _gan_d is None:
         check_gan_d_args(real_logits, fake_logits, real_label, fake_label)
-        return _float_reference(reference.gan_d_loss, real_logits, fake_logits, float(real_label),
-                                float(fake_label), n_tensors=2)
+        return _float_reference(reference.gan_d_loss, real_logits, fake_logits, real_label, fake_label,
+                                n_tensors=2)
     return _gan_d(real_logits, fake_logits, real_label, fake_label)
 
 
@@ -174,7 +178,9 @@ def gan_g_loss(fake_logits, real_label=1.0):
 
     Returns a 0-dim tensor in float32 (float64 for float64 logits).
     """
+    if type(real_label) is not float:
+        real_label = _label("gan_g_loss", "real_label", real_label)
     if _gan_g is None:
         check_gan_g_args(fake_logits, real_label)
-        return _float_reference(reference.gan_g_loss, fake_logits, float(real_label), n_tensors=1)
+        return _float_reference(reference.gan_g_loss, fake_logits, real_label, n_tensors=1)
     return _gan_g(fake_logits, real_label)
