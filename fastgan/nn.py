@@ -79,7 +79,13 @@ class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):
     """
 
     def forward(self, input, target):
-        return ops.bce_with_logits(input, target, self.weight, self.pos_weight, self.reduction)
+        # float32 buffers with half logits (autocast): weight and pos_weight follow the logits
+        weight, pos_weight = self.weight, self.pos_weight
+        if weight is not None and weight.dtype != input.dtype:
+            weight = weight.to(input.dtype)
+        if pos_weight is not None and pos_weight.dtype != input.dtype:
+            pos_weight = pos_weight.to(input.dtype)
+        return ops.bce_with_logits(input, target, weight, pos_weight, self.reduction)
 
 
 __all__ = ["FusedLeakyReLU", "BatchNorm1d", "BatchNorm2d", "BCEWithLogitsLoss"]

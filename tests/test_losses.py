@@ -350,3 +350,7 @@ def test_bce_with_logits_loss_module():
     torch.testing.assert_close(fastgan.nn.BCEWithLogitsLoss()(x, 0.9),
                                torch.nn.BCEWithLogitsLoss()(x, torch.full_like(x, 0.9)))
     assert isinstance(fastgan.nn.BCEWithLogitsLoss(), torch.nn.BCEWithLogitsLoss)
+    # float32 buffers follow bfloat16 logits, as FusedLeakyReLU's bias does
+    xb = x.detach().bfloat16()
+    out = fastgan.nn.BCEWithLogitsLoss(weight=w, pos_weight=pw)(xb, 0.9)
+    assert out.dtype == torch.bfloat16

@@ -146,13 +146,16 @@ def bce_with_logits(logits, target, weight=None, pos_weight=None, reduction="mea
     t, tv = _split_target("bce_with_logits", target)
     if _bce is None:
         check_bce_args(logits, t, tv, weight, pos_weight, reduction)
-        return reference.bce_with_logits(logits, target, weight, pos_weight, reduction)
+        # half types computed in float32, as the kernels do, and returned in logits' dtype
+        out = _float_reference(reference.bce_with_logits, logits, target, weight, pos_weight, reduction,
+                               n_tensors=4)
+        return out.to(logits.dtype)
     return _bce(logits, t, tv, weight, pos_weight, reduction)
 
 
 def _float_reference(fn, *tensors_then_args, n_tensors):
     """fn on half inputs upcast to float32: the reference path returns the kernels' dtype."""
-    ts = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+    ts = [t.float() if torch.is_tensor(t) and t.dtype in (torch.float16, torch.bfloat16) else t
           for t in tensors_then_args[:n_tensors]]
     return fn(*ts, *tensors_then_args[n_tensors:])
 
