@@ -9,7 +9,9 @@ Implementations compared at (64, 1), (1024, 1) and (4194304, 1) logits:
   compiled           torch.compile (inductor) of eager_bce_logits
   fastgan            fastgan.ops.bce_with_logits(x, 1.0) / fastgan.ops.gan_d_loss(real, fake)
 Each timed call runs the forward, the backward (torch.autograd.grad) and, on CUDA, a
-synchronize. Results: benchmarks/RESULTS.md (measured on the GPU machine).
+synchronize. Results: benchmarks/RESULTS.md (measured on the GPU machine). On a small CPU
+machine set TORCHINDUCTOR_COMPILE_THREADS=1, or inductor's compile workers keep running
+beside the timed loops.
 """
 import pytest
 import torch
@@ -56,7 +58,7 @@ FUNCS = {
 
 def step_fn(op, impl, device, shape):
     fn = FUNCS[op][impl]
-    if impl == "compiled":
+    if impl == "compiled":  # one code object per op: 3 shapes x 2 devices stay under dynamo's cache limit
         fn = torch.compile(fn, dynamic=False)
     torch.manual_seed(0)
     inputs = [torch.randn(shape, device=device, requires_grad=True)
