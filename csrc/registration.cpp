@@ -24,6 +24,21 @@ TORCH_LIBRARY(fastgan, m) {
       "batch_norm_backward(Tensor grad, Tensor x, Tensor? weight, Tensor? bias, Tensor save_mean, "
       "Tensor save_invstd, bool training, float? negative_slope, bool[3] output_mask) "
       "-> (Tensor, Tensor, Tensor)");
+
+  // losses family: csrc/losses.h. A null target means the constant label target_value;
+  // reduction is 'none', 'mean' or 'sum'. The GAN losses return float32 for half types.
+  m.def(
+      "bce_with_logits(Tensor logits, Tensor? target, float target_value, Tensor? weight, "
+      "Tensor? pos_weight, str reduction) -> Tensor");
+  m.def(
+      "bce_with_logits_backward(Tensor grad, Tensor logits, Tensor? target, float target_value, "
+      "Tensor? weight, Tensor? pos_weight, str reduction) -> Tensor");
+  m.def("gan_d_loss(Tensor real_logits, Tensor fake_logits, float real_label, float fake_label) -> Tensor");
+  m.def(
+      "gan_d_loss_backward(Tensor grad, Tensor real_logits, Tensor fake_logits, float real_label, "
+      "float fake_label) -> (Tensor, Tensor)");
+  m.def("gan_g_loss(Tensor fake_logits, float real_label) -> Tensor");
+  m.def("gan_g_loss_backward(Tensor grad, Tensor fake_logits, float real_label) -> Tensor");
 }
 
 // `import fastgan._C` loads this library, which runs the registrations above. The module

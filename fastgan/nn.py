@@ -71,17 +71,21 @@ class BatchNorm2d(_FusedBatchNorm):
             raise ValueError(f"BatchNorm2d: x must be 4-D, got {x.dim()}-D")
 
 
-class BCEWithLogitsLoss(nn.Module):
-    """torch.nn.BCEWithLogitsLoss on fastgan's fused op; the target may be a float label."""
+class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):
+    """torch.nn.BCEWithLogitsLoss (same signature, buffers and state_dict) on fastgan's fused op.
 
-    def __init__(self, weight=None, reduction="mean", pos_weight=None):
-        super().__init__()
-        self.register_buffer("weight", weight)
-        self.register_buffer("pos_weight", pos_weight)
-        self.reduction = reduction
+    The target may also be a number in [0, 1], a constant label that is never materialized:
+    `loss(d_real, 1.0)`, or `loss(d_real, 0.9)` for one-sided label smoothing.
+    """
 
-    def forward(self, logits, target):
-        return ops.bce_with_logits(logits, target, self.weight, self.pos_weight, self.reduction)
+    def forward(self, input, target):
+        # float32 buffers with half logits (autocast): weight and pos_weight follow the logits
+        weight, pos_weight = self.weight, self.pos_weight
+        if weight is not None and weight.dtype != input.dtype:
+            weight = weight.to(input.dtype)
+        if pos_weight is not None and pos_weight.dtype != input.dtype:
+            pos_weight = pos_weight.to(input.dtype)
+        return ops.bce_with_logits(input, target, weight, pos_weight, self.reduction)
 
 
 __all__ = ["FusedLeakyReLU", "BatchNorm1d", "BatchNorm2d", "BCEWithLogitsLoss"]

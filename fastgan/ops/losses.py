@@ -1,20 +1,189 @@
-"""BCE-with-logits and the GAN losses (issue 5 adds the C++/CUDA kernels).
+"""BCE with logits and the GAN losses, each one fused, numerically stable pass.
 
-Until the kernels land these run fastgan.ops.reference.
+Kernels: csrc/losses.h (math), csrc/cpu/losses.cpp, csrc/cuda/losses.cu,
+csrc/autograd/losses.cpp (autograd, double backward).
+
+A Python float target (a constant label, e.g. 0.9 for label smoothing) goes to the kernel as
+a number and is never materialized as a tensor. Sums accumulate in float32 (float64 for
+float64 inputs) in a fixed order: the same input gives the same bits every run.
 """
-from fastgan.ops import reference
+import math
+import numbers
+
+import torch
+
+from fastgan import _extension
+from fastgan.ops import _checks, reference
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def _acc_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _logits(op, name, x):
+    _checks.float_tensor(op, name, x)
+    if x.numel() == 0:
+        raise ValueError(f"{op}: {name} must not be empty, got shape {tuple(x.shape)}")
+
+
+def _label(op, name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        what = "a Tensor or a number" if name == "target" else "a number"
+        raise TypeError(f"{op}: {name} must be {what} in [0, 1], got {type(value).__name__}")
+    value = float(value)
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{op}: {name} must be in [0, 1], got {value}")
+    return value
+
+
+def _like(op, name, t, xname, x):
+    _checks.float_tensor(op, name, t)
+    if t.dtype != x.dtype:
+        raise TypeError(f"{op}: {name} must have {xname}' dtype {x.dtype}, got {t.dtype}")
+    if t.device != x.device:
+        raise ValueError(f"{op}: {name} must be on {xname}' device {x.device}, got {t.device}")
+
+
+def _broadcastable(op, name, t, x):
+    ok = t.dim() <= x.dim() and all(s == 1 or s == xs for s, xs in zip(reversed(t.shape), reversed(x.shape)))
+    if not ok:
+        raise ValueError(f"{op}: {name} of shape {tuple(t.shape)} must broadcast to logits' shape "
+                         f"{tuple(x.shape)}")
+
+
+def check_bce_args(logits, target, target_value, weight, pos_weight, reduction, op="bce_with_logits"):
+    """The checks of csrc/losses.h:prepare_bce_args (target None: the label target_value)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+    _logits(op, "logits", logits)
+    if target is not None:
+        _like(op, "target", target, "logits", logits)
+        if target.shape != logits.shape:
+            raise ValueError(f"{op}: target must have logits' shape {tuple(logits.shape)}, "
+                             f"got {tuple(target.shape)}")
+    else:
+        _label(op, "target", target_value)
+    for name, t in (("weight", weight), ("pos_weight", pos_weight)):
+        if t is not None:
+            _like(op, name, t, "logits", logits)
+            _broadcastable(op, name, t, logits)
+
+
+def check_gan_d_args(real_logits, fake_logits, real_label, fake_label):
+    op = "gan_d_loss"
+    _logits(op, "real_logits", real_logits)
+    _logits(op, "fake_logits", fake_logits)
+    _like(op, "fake_logits", fake_logits, "real_logits", real_logits)
+    _label(op, "real_label", real_label)
+    _label(op, "fake_label", fake_label)
+
+
+def check_gan_g_args(fake_logits, real_label):
+    _logits("gan_g_loss", "fake_logits", fake_logits)
+    _label("gan_g_loss", "real_label", real_label)
+
+
+_bce = _extension.op("bce_with_logits")
+_gan_d = _extension.op("gan_d_loss")
+_gan_g = _extension.op("gan_g_loss")
+
+if _bce is not None:
+
+    def _empty(shape, like, dtype=None):
+        return torch.empty(shape, dtype=like.dtype if dtype is None else dtype, device=like.device)
+
+    @torch.library.register_fake("fastgan::bce_with_logits")
+    def _fake_bce(logits, target, target_value, weight, pos_weight, reduction):
+        check_bce_args(logits, target, target_value, weight, pos_weight, reduction)
+        return _empty(logits.shape if reduction == "none" else (), logits)
+
+    @torch.library.register_fake("fastgan::bce_with_logits_backward")
+    def _fake_bce_backward(grad, logits, target, target_value, weight, pos_weight, reduction):
+        check_bce_args(logits, target, target_value, weight, pos_weight, reduction,
+                       op="bce_with_logits_backward")
+        return _empty(logits.shape, logits)
+
+    @torch.library.register_fake("fastgan::gan_d_loss")
+    def _fake_gan_d(real_logits, fake_logits, real_label, fake_label):
+        check_gan_d_args(real_logits, fake_logits, real_label, fake_label)
+        return _empty((), real_logits, _acc_dtype(real_logits.dtype))
+
+    @torch.library.register_fake("fastgan::gan_d_loss_backward")
+    def _fake_gan_d_backward(grad, real_logits, fake_logits, real_label, fake_label):
+        check_gan_d_args(real_logits, fake_logits, real_label, fake_label)
+        return _empty(real_logits.shape, real_logits), _empty(fake_logits.shape, fake_logits)
+
+    @torch.library.register_fake("fastgan::gan_g_loss")
+    def _fake_gan_g(fake_logits, real_label):
+        check_gan_g_args(fake_logits, real_label)
+        return _empty((), fake_logits, _acc_dtype(fake_logits.dtype))
+
+    @torch.library.register_fake("fastgan::gan_g_loss_backward")
+    def _fake_gan_g_backward(grad, fake_logits, real_label):
+        check_gan_g_args(fake_logits, real_label)
+        return _empty(fake_logits.shape, fake_logits)
+
+
+def _split_target(op, target):
+    """(target tensor or None, label number): a number target is a constant label."""
+    if isinstance(target, torch.Tensor):
+        return target, 0.0
+    return None, _label(op, "target", target)
 
 
 def bce_with_logits(logits, target, weight=None, pos_weight=None, reduction="mean"):
-    """binary_cross_entropy_with_logits; target may be a Python float (a constant label)."""
-    return reference.bce_with_logits(logits, target, weight, pos_weight, reduction)
+    """torch.nn.functional.binary_cross_entropy_with_logits in one fused, stable pass.
+
+    logits: a non-empty float tensor. target: a tensor of logits' shape, dtype and device, or
+    a number in [0, 1] (a constant label, never materialized). weight, pos_weight: None or
+    tensors of logits' dtype and device that broadcast to logits' shape. reduction: 'none',
+    'mean' or 'sum'; the result has logits' dtype (sums accumulate in float32 or wider).
+    Differentiable in logits (to any order) and in a tensor target; as in torch, not in
+    weight or pos_weight.
+    """
+    t, tv = _split_target("bce_with_logits", target)
+    if _bce is None:
+        check_bce_args(logits, t, tv, weight, pos_weight, reduction)
+        # half types computed in float32, as the kernels do, and returned in logits' dtype
+        out = _float_reference(reference.bce_with_logits, logits, target, weight, pos_weight, reduction,
+                               n_tensors=4)
+        return out.to(logits.dtype)
+    return _bce(logits, t, tv, weight, pos_weight, reduction)
+
+
+def _float_reference(fn, *tensors_then_args, n_tensors):
+    """fn on half inputs upcast to float32: the reference path returns the kernels' dtype."""
+    ts = [t.float() if torch.is_tensor(t) and t.dtype in (torch.float16, torch.bfloat16) else t
+          for t in tensors_then_args[:n_tensors]]
+    return fn(*ts, *tensors_then_args[n_tensors:])
 
 
 def gan_d_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0):
-    """mean BCE(real, real_label) + mean BCE(fake, fake_label)."""
-    return reference.gan_d_loss(real_logits, fake_logits, real_label, fake_label)
+    """Discriminator loss mean BCE(real_logits, real_label) + mean BCE(fake_logits, fake_label).
+
+    One kernel launch forward and one backward; real and fake may differ in size. Returns a
+    0-dim tensor in float32 (float64 for float64 logits), differentiable in both inputs.
+    """
+    if type(real_label) is not float or type(fake_label) is not float:  # ints, numpy, bad types
+        real_label = _label("gan_d_loss", "real_label", real_label)
+        fake_label = _label("gan_d_loss", "fake_label", fake_label)
+    if _gan_d is None:
+        check_gan_d_args(real_logits, fake_logits, real_label, fake_label)
+        return _float_reference(reference.gan_d_loss, real_logits, fake_logits, real_label, fake_label,
+                                n_tensors=2)
+    return _gan_d(real_logits, fake_logits, real_label, fake_label)
 
 
 def gan_g_loss(fake_logits, real_label=1.0):
-    """Non-saturating generator loss: mean BCE(fake, real_label)."""
-    return reference.gan_g_loss(fake_logits, real_label)
+    """Non-saturating generator loss: mean BCE(fake_logits, real_label) (maximizes log D(G(z))).
+
+    Returns a 0-dim tensor in float32 (float64 for float64 logits).
+    """
+    if type(real_label) is not float:
+        real_label = _label("gan_g_loss", "real_label", real_label)
+    if _gan_g is None:
+        check_gan_g_args(fake_logits, real_label)
+        return _float_reference(reference.gan_g_loss, fake_logits, real_label, n_tensors=1)
+    return _gan_g(fake_logits, real_label)

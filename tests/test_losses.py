@@ -1,0 +1,356 @@
+"""bce_with_logits, gan_d_loss, gan_g_loss: parity with torch (values and gradients) for every
+reduction, dtype, weight/pos_weight combination and shape; saturated logits; determinism;
+gradcheck/gradgradcheck; opcheck; torch.compile; bad input; fastgan.nn.BCEWithLogitsLoss."""
+import inspect
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastgan
+from fastgan import ops
+from fastgan.ops import losses as losses_mod
+from fastgan.ops import reference
+from op_testing import (DEVICES, DTYPES, FORWARD_TOL, GRAD_TOL, HAS_CUDA, assert_close, ref_dtype,
+                        requires_kernels)
+
+SHAPES = [(7, 1), (13,), (5, 10), (1, 1), (1,)]
+REDUCTIONS = ["none", "mean", "sum"]
+WEIGHTS = ["none", "weight", "pos_weight", "both"]
+
+
+def rand(shape, dtype, device, scale=3.0):
+    return (torch.randn(shape, device=device) * scale).to(dtype)
+
+
+def weights_for(shape, which, dtype, device):
+    """weight broadcast along the last dim for 2-D logits (full shape for 1-D); pos_weight (C,)."""
+    w = pw = None
+    if which in ("weight", "both"):
+        wshape = shape[-1:] if len(shape) == 2 else shape
+        w = (torch.rand(wshape, device=device) + 0.5).to(dtype)
+    if which in ("pos_weight", "both"):
+        pw = (torch.rand(shape[-1:], device=device) * 3).to(dtype)
+    return w, pw
+
+
+def torch_bce(x, target, w, pw, reduction, rd):
+    """torch's binary_cross_entropy_with_logits computed in rd, target a tensor or a number."""
+    x = x.detach().to(rd).requires_grad_()
+    if torch.is_tensor(target):
+        t = target.detach().to(rd).requires_grad_(target.requires_grad)
+    else:
+        t = torch.full_like(x, target)
+    out = F.binary_cross_entropy_with_logits(x, t, None if w is None else w.to(rd), reduction=reduction,
+                                             pos_weight=None if pw is None else pw.to(rd))
+    return out, x, t
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("which", WEIGHTS)
+@pytest.mark.parametrize("target_kind", ["tensor", "label"])
+def test_bce_matches_torch(device, dtype, shape, which, target_kind):
+    torch.manual_seed(hash((shape, str(dtype), which, target_kind)) % 2**31)
+    x = rand(shape, dtype, device)
+    target = torch.rand(shape, device=device).to(dtype) if target_kind == "tensor" else 0.9
+    w, pw = weights_for(shape, which, dtype, device)
+    rd = ref_dtype(dtype)
+    for reduction in REDUCTIONS:
+        xg = x.detach().requires_grad_()
+        tg = target.detach().requires_grad_(dtype in (torch.float32, torch.float64)) \
+            if torch.is_tensor(target) else target
+        out = ops.bce_with_logits(xg, tg, w, pw, reduction)
+        ref, xr, tr = torch_bce(xg, tg, w, pw, reduction, rd)
+        assert out.dtype == dtype and out.shape == ref.shape
+        assert_close(out, ref, FORWARD_TOL[dtype], f"{reduction} loss")
+        g = torch.randn(out.shape, device=device).to(dtype)
+        inputs = [xg] + ([tg] if torch.is_tensor(tg) and tg.requires_grad else [])
+        grads = torch.autograd.grad(out, inputs, g)
+        grads_r = torch.autograd.grad(ref, [xr] + ([tr] if len(inputs) == 2 else []), g.to(rd))
+        assert_close(grads[0], grads_r[0], GRAD_TOL[dtype], f"{reduction} grad logits")
+        if len(inputs) == 2:
+            assert_close(grads[1], grads_r[1], GRAD_TOL[dtype], f"{reduction} grad target")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", [((64, 1), (64, 1)), ((1, 1), (1, 1)), ((7,), (13,)), ((100, 1), (3, 1))])
+@pytest.mark.parametrize("labels", [(1.0, 0.0), (0.9, 0.0), (0.9, 0.1)])
+def test_gan_losses_match_reference(device, dtype, sizes, labels):
+    torch.manual_seed(hash((sizes, str(dtype), labels)) % 2**31)
+    real = rand(sizes[0], dtype, device).requires_grad_()
+    fake = rand(sizes[1], dtype, device).requires_grad_()
+    rd = ref_dtype(dtype)
+    real_r = real.detach().to(rd).requires_grad_()
+    fake_r = fake.detach().to(rd).requires_grad_()
+
+    d = ops.gan_d_loss(real, fake, *labels)
+    d_r = reference.gan_d_loss(real_r, fake_r, *labels)
+    assert d.shape == () and d.dtype == rd  # the loss value in float32 or wider
+    assert_close(d, d_r, FORWARD_TOL[torch.float32 if dtype != torch.float64 else dtype], "d loss")
+    gr, gf = torch.autograd.grad(d, (real, fake))
+    gr_r, gf_r = torch.autograd.grad(d_r, (real_r, fake_r))
+    assert_close(gr, gr_r, GRAD_TOL[dtype], "d grad real")
+    assert_close(gf, gf_r, GRAD_TOL[dtype], "d grad fake")
+
+    g = ops.gan_g_loss(fake, labels[0])
+    g_r = reference.gan_g_loss(fake_r, labels[0])
+    assert g.shape == () and g.dtype == rd
+    assert_close(g, g_r, FORWARD_TOL[torch.float32 if dtype != torch.float64 else dtype], "g loss")
+    assert_close(torch.autograd.grad(g, fake)[0], torch.autograd.grad(g_r, fake_r)[0], GRAD_TOL[dtype],
+                 "g grad")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_saturated_logits_are_finite_and_exact(device, dtype):
+    x = torch.tensor([1e4, -1e4, 88.8, -88.8, 30.0, -30.0, 0.0], device=device).to(dtype)
+    for t in (0.0, 1.0, 0.9):
+        xg = x.detach().requires_grad_()
+        loss = ops.bce_with_logits(xg, t, reduction="none")
+        (grad,) = torch.autograd.grad(loss.sum(), xg)
+        assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+        xd = x.double()
+        exact_loss = (1 - t) * xd + torch.log1p(torch.exp(-xd.abs())) + (-xd).clamp_min(0)
+        exact_grad = torch.sigmoid(xd) - t
+        assert_close(loss, exact_loss.to(ref_dtype(dtype)), FORWARD_TOL[dtype], f"loss t={t}")
+        assert_close(grad, exact_grad.to(ref_dtype(dtype)), GRAD_TOL[dtype], f"grad t={t}")
+        if t in (0.0, 1.0):  # the limits exactly: 1 - t at +inf, -t at -inf
+            assert grad[0].item() == 1 - t and grad[1].item() == -t
+        for kind in ("mean", "sum"):
+            r = ops.bce_with_logits(x, t, reduction=kind)
+            assert torch.isfinite(r)
+    d = ops.gan_d_loss(x.detach().requires_grad_(), x.detach().flip(0).requires_grad_())
+    assert torch.isfinite(d)
+    # pos_weight at saturation: the gradient at -inf is -pos_weight * t
+    pw = torch.tensor([3.0], device=device).to(dtype)
+    xg = x.detach().requires_grad_()
+    (grad,) = torch.autograd.grad(ops.bce_with_logits(xg, 1.0, None, pw, "sum"), xg)
+    assert grad[1].item() == -3.0 and grad[0].item() == 0.0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n", [4097, 100_003, 1_000_000])
+def test_large_and_misaligned_inputs(device, n):
+    """Many CPU chunks / CUDA blocks (the last-block reduction), and views whose data is not
+    16-byte aligned (the one-element-at-a-time kernel path)."""
+    torch.manual_seed(n)
+    base = torch.randn(n + 1, device=device) * 4
+    for x in (base[:n], base[1:]):
+        t = torch.rand(n + 1, device=device)[1:]
+        for reduction in ("mean", "sum"):
+            xg = x.detach().requires_grad_()
+            out = ops.bce_with_logits(xg, t, reduction=reduction)
+            ref, xr, _ = torch_bce(xg, t, None, None, reduction, torch.float64)
+            assert_close(out, ref.float(), (1e-5, 1e-6), reduction)
+            (g,) = torch.autograd.grad(out, xg)
+            (g_r,) = torch.autograd.grad(ref, xr)
+            # sigmoid(x) - t cancels: float32's absolute error is about one ulp of 1
+            assert_close(g, g_r.float(), (1e-4, 1e-6 / (n if reduction == "mean" else 1)), f"{reduction} grad")
+        real, fake = x[: n // 3], x[n // 3:]
+        d = ops.gan_d_loss(real, fake, 0.9, 0.1)
+        d_r = reference.gan_d_loss(real.double(), fake.double(), 0.9, 0.1)
+        assert_close(d, d_r.float(), (1e-5, 1e-6), "gan_d_loss")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_deterministic(device, dtype):
+    torch.manual_seed(5)
+    real = (torch.randn(1_500_000, 1, device=device) * 3).to(dtype).requires_grad_()
+    fake = (torch.randn(700_001, 1, device=device) * 3).to(dtype).requires_grad_()
+
+    def run():
+        d = ops.gan_d_loss(real, fake, 0.9, 0.0)
+        b = ops.bce_with_logits(real, 0.9, reduction="sum")
+        return [d, b, *torch.autograd.grad(d + b, (real, fake))]
+
+    first, second = run(), run()
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    if device == "cpu":  # fixed chunks: the bits do not depend on the thread count either
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            third = run()
+        finally:
+            torch.set_num_threads(threads)
+        for a, b in zip(first, third):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_gradcheck_and_gradgradcheck_bce(device, reduction):
+    torch.manual_seed(7)
+    opts = dict(device=device, dtype=torch.float64)
+    x = (torch.randn(4, 3, **opts) * 2).requires_grad_()
+    t = torch.rand(4, 3, **opts).requires_grad_()
+    w = torch.rand(3, **opts) + 0.5
+    pw = torch.rand(4, 1, **opts) * 3
+    for weight, pos_weight in ((None, None), (w, None), (None, pw), (w, pw)):
+        f = lambda x, t: ops.bce_with_logits(x, t, weight, pos_weight, reduction)  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x, t))
+        assert torch.autograd.gradgradcheck(f, (x, t))
+        f = lambda x: ops.bce_with_logits(x, 0.8, weight, pos_weight, reduction)  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x,))
+        assert torch.autograd.gradgradcheck(f, (x,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_and_gradgradcheck_gan(device):
+    torch.manual_seed(8)
+    opts = dict(device=device, dtype=torch.float64, requires_grad=True)
+    real, fake = torch.randn(5, 1, **opts), torch.randn(3, **opts)
+    f = lambda r, f: ops.gan_d_loss(r, f, 0.9, 0.1)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (real, fake))
+    assert torch.autograd.gradgradcheck(f, (real, fake))
+    assert torch.autograd.gradcheck(lambda f: ops.gan_g_loss(f, 0.95), (fake,))
+    assert torch.autograd.gradgradcheck(lambda f: ops.gan_g_loss(f, 0.95), (fake,))
+    # third order through the ATen double backward
+    loss = ops.gan_d_loss(real, fake)
+    (gr,) = torch.autograd.grad(loss, real, create_graph=True)
+    (ggr,) = torch.autograd.grad(gr.pow(2).sum(), real, create_graph=True)
+    assert torch.autograd.grad(ggr.sum(), real)[0].shape == real.shape
+
+
+@requires_kernels
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    x = torch.randn(6, 3, device=device, requires_grad=True)
+    t = torch.rand(6, 3, device=device)
+    w, pw = torch.rand(3, device=device), torch.rand(3, device=device) * 2
+    lib = torch.ops.fastgan
+    for reduction in REDUCTIONS:
+        torch.library.opcheck(lib.bce_with_logits.default, (x, t, 0.0, w, pw, reduction))
+        torch.library.opcheck(lib.bce_with_logits.default, (x, None, 0.9, None, None, reduction))
+        g = torch.randn(6, 3, device=device) if reduction == "none" else torch.tensor(1.5, device=device)
+        torch.library.opcheck(lib.bce_with_logits_backward.default,
+                              (g, x.detach(), t, 0.0, w, pw, reduction))
+    real = torch.randn(8, 1, device=device, requires_grad=True)
+    fake = torch.randn(5, 1, device=device, requires_grad=True)
+    torch.library.opcheck(lib.gan_d_loss.default, (real, fake, 0.9, 0.0))
+    torch.library.opcheck(lib.gan_d_loss_backward.default,
+                          (torch.tensor(1.0, device=device), real.detach(), fake.detach(), 1.0, 0.0))
+    torch.library.opcheck(lib.gan_g_loss.default, (fake, 1.0))
+    torch.library.opcheck(lib.gan_g_loss_backward.default,
+                          (torch.tensor(2.0, device=device), fake.detach(), 1.0))
+
+
+@requires_kernels
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    torch._dynamo.reset()
+    w = torch.randn(1, 8, device=device, requires_grad=True)
+
+    def d_step(x_real, x_fake, t):
+        real, fake = x_real @ w.t(), x_fake @ w.t()
+        return (ops.gan_d_loss(real, fake, 0.9, 0.0) + ops.gan_g_loss(fake)
+                + ops.bce_with_logits(real, t, reduction="sum") + ops.bce_with_logits(fake, 0.0))
+
+    compiled = torch.compile(d_step, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    args = (torch.randn(6, 8, device=device), torch.randn(4, 8, device=device), torch.rand(6, 1, device=device))
+    loss = compiled(*args)
+    (gw,) = torch.autograd.grad(loss, w)
+    loss_e = d_step(*args)
+    (gw_e,) = torch.autograd.grad(loss_e, w)
+    torch.testing.assert_close(loss, loss_e)
+    torch.testing.assert_close(gw, gw_e)
+
+
+# Bad input: the compiled kernels and the reference fallback say the same thing.
+@pytest.fixture(params=["kernels", "reference"])
+def path(request, monkeypatch):
+    if request.param == "kernels":
+        if not fastgan.build_info()["cpu_kernels"]:
+            pytest.skip("fastgan._C is not built")
+    else:
+        for name in ("_bce", "_gan_d", "_gan_g"):
+            monkeypatch.setattr(losses_mod, name, None)
+    return request.param
+
+
+X = torch.randn(4, 3)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: ops.bce_with_logits(X, torch.rand(4, 2)), ValueError, "target must have logits' shape"),
+    (lambda: ops.bce_with_logits(X, torch.rand(3)), ValueError, "target must have logits' shape"),
+    (lambda: ops.bce_with_logits(X.long(), 1.0), TypeError, "logits must be float32"),
+    (lambda: ops.bce_with_logits(X, 1.0, reduction="avg"), ValueError, "reduction must be 'none', 'mean' or 'sum'"),
+    (lambda: ops.bce_with_logits(X, 1.5), ValueError, r"target must be in \[0, 1\]"),
+    (lambda: ops.bce_with_logits(X, float("nan")), ValueError, r"target must be in \[0, 1\]"),
+    (lambda: ops.bce_with_logits(X, "1"), TypeError, "target must be a Tensor or a number"),
+    (lambda: ops.bce_with_logits(X, X.double()), TypeError, "target must have logits' dtype"),
+    (lambda: ops.bce_with_logits(torch.randn(0, 1), 1.0), ValueError, "logits must not be empty"),
+    (lambda: ops.bce_with_logits(X, 1.0, torch.rand(4)), ValueError, "weight of shape .* must broadcast"),
+    (lambda: ops.bce_with_logits(X, 1.0, None, torch.rand(2, 4, 3)), ValueError, "pos_weight of shape"),
+    (lambda: ops.bce_with_logits(X, 1.0, None, torch.rand(3).half()), TypeError, "pos_weight must have logits' dtype"),
+    (lambda: ops.gan_d_loss(X, X, 1.0, -0.1), ValueError, r"fake_label must be in \[0, 1\]"),
+    (lambda: ops.gan_d_loss(X, X, 2.0), ValueError, r"real_label must be in \[0, 1\]"),
+    (lambda: ops.gan_d_loss(torch.randn(0, 1), X), ValueError, "real_logits must not be empty"),
+    (lambda: ops.gan_d_loss(X, torch.randn(0)), ValueError, "fake_logits must not be empty"),
+    (lambda: ops.gan_d_loss(X, X.half()), TypeError, "fake_logits must have real_logits' dtype"),
+    (lambda: ops.gan_d_loss(X.int(), X), TypeError, "real_logits must be float32"),
+    (lambda: ops.gan_g_loss(torch.randn(0)), ValueError, "fake_logits must not be empty"),
+    (lambda: ops.gan_g_loss(X, 1.01), ValueError, r"real_label must be in \[0, 1\]"),
+    (lambda: ops.gan_g_loss(X, "1"), TypeError, "real_label must be a number"),
+    (lambda: ops.gan_d_loss(X, X, 1, None), TypeError, "fake_label must be a number"),
+])
+def test_bad_input(path, call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_weight_is_not_differentiable():
+    if not fastgan.build_info()["cpu_kernels"]:
+        pytest.skip("fastgan._C is not built")
+    w = torch.rand(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="weight must not require grad"):
+        ops.bce_with_logits(X, 1.0, w)
+    with torch.no_grad():
+        ops.bce_with_logits(X, 1.0, w)  # fine without autograd
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and the CUDA kernels")
+def test_target_on_other_device():
+    with pytest.raises(ValueError, match="target must be on logits' device"):
+        ops.bce_with_logits(X.cuda(), torch.rand(4, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_reference_fallback_matches_kernels(monkeypatch, dtype):
+    """The fallback path returns what the kernels return, dtypes included."""
+    real, fake = torch.randn(9, 1).to(dtype), torch.randn(5, 1).to(dtype)
+    kernels = (ops.gan_d_loss(real, fake, 0.9), ops.gan_g_loss(fake), ops.bce_with_logits(real, 0.9))
+    for name in ("_bce", "_gan_d", "_gan_g"):
+        monkeypatch.setattr(losses_mod, name, None)
+    fallback = (ops.gan_d_loss(real, fake, 0.9), ops.gan_g_loss(fake), ops.bce_with_logits(real, 0.9))
+    for a, b in zip(kernels, fallback):
+        assert a.dtype == b.dtype
+        assert_close(a, b, FORWARD_TOL[dtype] if a.dtype == dtype else FORWARD_TOL[torch.float32], "fallback")
+
+
+def test_bce_with_logits_loss_module():
+    assert inspect.signature(fastgan.nn.BCEWithLogitsLoss) == inspect.signature(torch.nn.BCEWithLogitsLoss)
+    torch.manual_seed(9)
+    w, pw = torch.rand(3) + 0.5, torch.rand(3) * 2
+    x, t = torch.randn(4, 3, requires_grad=True), torch.rand(4, 3)
+    for kwargs in (dict(), dict(weight=w), dict(pos_weight=pw, reduction="sum"), dict(weight=w, reduction="none")):
+        ours, theirs = fastgan.nn.BCEWithLogitsLoss(**kwargs), torch.nn.BCEWithLogitsLoss(**kwargs)
+        assert ours.state_dict().keys() == theirs.state_dict().keys()
+        ours.load_state_dict(theirs.state_dict())
+        a, b = ours(x, t), theirs(x, t)
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(torch.autograd.grad(a.sum(), x)[0], torch.autograd.grad(b.sum(), x)[0])
+    # a number target is a constant label
+    torch.testing.assert_close(fastgan.nn.BCEWithLogitsLoss()(x, 0.9),
+                               torch.nn.BCEWithLogitsLoss()(x, torch.full_like(x, 0.9)))
+    assert isinstance(fastgan.nn.BCEWithLogitsLoss(), torch.nn.BCEWithLogitsLoss)
+    # float32 buffers follow bfloat16 logits, as FusedLeakyReLU's bias does
+    xb = x.detach().bfloat16()
+    out = fastgan.nn.BCEWithLogitsLoss(weight=w, pos_weight=pw)(xb, 0.9)
+    assert out.dtype == torch.bfloat16
