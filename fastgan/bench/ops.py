@@ -44,24 +44,80 @@ def bias_leaky_relu_case(shape, layout, dtype, device, impl):
     return step, 5 * x.numel() * x.element_size()
 
 
-CASES = {"bias_leaky_relu": bias_leaky_relu_case}
+def _eager_bn_lrelu(x, w, b, rm, rv):
+    return F.leaky_relu(F.batch_norm(x, rm, rv, w, b, True, 0.1, 1e-5), 0.2)
 
 
-def run(device, op_names=None, shapes=SHAPES, dtypes=("float32", "bfloat16"), impls=("eager", "compile", "fastgan")):
+def _fastgan_bn_lrelu(x, w, b, rm, rv):
+    return ops.batch_norm(x, w, b, rm, rv, True, 0.1, 1e-5, 0.2)
+
+
+def batch_norm_case(shape, layout, dtype, device, impl):
+    """Training-mode batch norm + LeakyReLU (running stats updated), forward + backward;
+    parameters and running stats float32 as under autocast."""
+    x = torch.randn(shape, device=device, dtype=dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    c = shape[1]
+    w = torch.ones(c, device=device, requires_grad=True)
+    b = torch.zeros(c, device=device, requires_grad=True)
+    rm, rv = torch.zeros(c, device=device), torch.ones(c, device=device)
+    g = torch.randn_like(x)
+    fn = {"eager": _eager_bn_lrelu, "fastgan": _fastgan_bn_lrelu,
+          "compile": torch.compile(_eager_bn_lrelu)}[impl]
+
+    def step():
+        return torch.autograd.grad(fn(x, w, b, rm, rv), (x, w, b), g)
+
+    # forward reads x twice (statistics, normalize) and writes y; backward reads x and dy
+    # twice and writes dx
+    return step, 8 * x.numel() * x.element_size()
+
+
+def _eager_d_loss(real, fake):
+    ones, zeros = torch.ones_like(real), torch.zeros_like(fake)
+    return F.binary_cross_entropy_with_logits(real, ones) + F.binary_cross_entropy_with_logits(fake, zeros)
+
+
+def _fastgan_d_loss(real, fake):
+    return ops.gan_d_loss(real, fake)
+
+
+def gan_d_loss_case(shape, layout, dtype, device, impl):
+    """The discriminator loss on a real and a fake batch of logits, forward + backward."""
+    real = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
+    fake = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
+    fn = {"eager": _eager_d_loss, "fastgan": _fastgan_d_loss, "compile": torch.compile(_eager_d_loss)}[impl]
+
+    def step():
+        return torch.autograd.grad(fn(real, fake), (real, fake))
+
+    # forward reads both batches; backward reads them again and writes both gradients
+    return step, 6 * real.numel() * real.element_size()
+
+
+LOSS_SHAPES = [((64, 1), "contiguous"), ((1024, 1), "contiguous"), ((4194304, 1), "contiguous")]
+CASES = {"bias_leaky_relu": (bias_leaky_relu_case, SHAPES), "batch_norm+leaky_relu": (batch_norm_case, SHAPES),
+         "gan_d_loss": (gan_d_loss_case, LOSS_SHAPES)}
+
+
+def run(device, op_names=None, dtypes=("float32", "bfloat16"), impls=("eager", "compile", "fastgan")):
     rows = []
     bw = copy_bandwidth_gbs(device) if torch.device(device).type == "cuda" else None
     for name in op_names or CASES:
+        case, shapes = CASES[name]
         for shape, layout in shapes:
-            if device == "cpu" and torch.Size(shape).numel() > 1 << 22:
-                continue  # the largest shape is for the GPU
+            if device == "cpu" and torch.Size(shape).numel() >= 1 << 22:
+                continue  # the largest shapes are for the GPU
             for dname in dtypes:
                 row = {"op": name, "shape": "x".join(map(str, shape)), "layout": layout, "dtype": dname}
                 for impl in impls:
                     torch._dynamo.reset()
-                    step, nbytes = CASES[name](shape, layout, DTYPES[dname], device, impl)
+                    step, nbytes = case(shape, layout, DTYPES[dname], device, impl)
                     ms = time_call(step, device, warmup=5, iters=auto_iters(step, device))
                     row[impl] = ms
-                    if impl == "fastgan" and bw:
+                    if impl == "fastgan" and bw and torch.Size(shape).numel() >= 1 << 22:
                         row["fastgan_bw_frac"] = nbytes / (ms * 1e-3) / 1e9 / bw
                 rows.append(row)
     return {"machine": machine_header(device), "copy_bandwidth_gbs": bw, "rows": rows}
@@ -84,9 +140,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="fastgan bench ops", description=__doc__)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--op", action="append", choices=sorted(CASES), help="ops to time (default: all)")
+    p.add_argument("--dtype", action="append", choices=sorted(DTYPES), help="default: float32 and bfloat16")
     p.add_argument("--json", help="also write the results as JSON to this file")
     a = p.parse_args(argv)
-    result = run(a.device, a.op)
+    result = run(a.device, a.op, tuple(a.dtype or ("float32", "bfloat16")))
     print(markdown(result))
     if a.json:
         with open(a.json, "w") as f:
