@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: build fastgan, run the CUDA tests, then the op benchmarks.
-# Usage: bash benchmarks/run_gpu.sh [pytest -k expression]   (outputs under $OUT, or ./gpu_out)
+# On a GPU machine: build fastgan, then run the parts named (default: tests ops train).
+#   tests    the CUDA tests (pytest -m cuda)
+#   profile  kernels per training step (fastgan.bench.profile)
+#   ops      python -m fastgan.bench.ops --device cuda
+#   train    python -m fastgan.bench.train (all models, batches and implementations)
+#   trainq   the same without torch.compile (quicker)
+# Outputs under $OUT (or ./gpu_out).
 set -uo pipefail
 out="${OUT:-$PWD/gpu_out}"; mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}"
@@ -9,6 +14,18 @@ t0=$(date +%s)
 python3 -m pip install --no-build-isolation --no-deps -e . > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 python3 -c "import fastgan, json; print(json.dumps(fastgan.build_info()))" | tee "$out/build_info.json"
-python3 -m pytest tests -m cuda -q -x ${1:+-k "$1"} 2>&1 | tee "$out/cuda_tests.log" | tail -25
-python3 -m fastgan.bench.dispatch cuda | tee "$out/dispatch.txt"
-python3 -m fastgan.bench.ops --device cuda --json "$out/ops.json" | tee "$out/ops.md"
+for part in "${@:-tests ops train}"; do
+  for p in $part; do
+    case "$p" in
+      tests) python3 -m pytest tests -m cuda -q -p no:cacheprovider 2>&1 | tee "$out/cuda_tests.log" | tail -30 ;;
+      profile) for m in mlp mlp-bn dcgan; do python3 -m fastgan.bench.profile --model "$m" --top 12; done 2>&1 | tee "$out/profile.txt"
+               python3 -m fastgan.bench.profile --model mlp --impl tutorial --top 5 2>&1 | tee -a "$out/profile.txt" ;;
+      ops) python3 -m fastgan.bench.dispatch cuda | tee "$out/dispatch.txt"
+           python3 -m fastgan.bench.ops --device cuda --json "$out/ops.json" | tee "$out/ops.md" ;;
+      train) python3 -m fastgan.bench.train --json "$out/train.json" | tee "$out/train.md" ;;
+      trainq) python3 -m fastgan.bench.train --impl tutorial --impl expert --impl fastgan --impl graph \
+                --json "$out/train.json" | tee "$out/train.md" ;;
+      *) echo "unknown part $p" ;;
+    esac
+  done
+done
