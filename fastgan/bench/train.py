@@ -140,10 +140,16 @@ def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None):
                 if impl in ("expert", "graph") and not cuda:
                     continue
                 torch._dynamo.reset()
-                step = make(impl, model, bs, device)
-                for _ in range(5):
-                    step()  # warm-up, graph capture, compilation
-                ms = time_call(step, device, warmup=3, iters=auto_iters(step, device, 300.0), reps=5)
+                try:
+                    step = make(impl, model, bs, device)
+                    for _ in range(5):
+                        step()  # warm-up, graph capture, compilation
+                    ms = time_call(step, device, warmup=3, iters=auto_iters(step, device, 300.0), reps=5)
+                except Exception as exc:  # e.g. a torch.compile failure: report it, time the rest
+                    row.setdefault("errors", {})[impl] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                    if log:
+                        print(f"{model} b{bs} {impl}: failed: {row['errors'][impl]}", file=log, flush=True)
+                    continue
                 row[impl] = ms
                 if log:
                     print(f"{model} b{bs} {impl}: {ms:.3f} ms/step", file=log, flush=True)
@@ -159,7 +165,7 @@ def markdown(result):
         " | ".join(f"{best} vs {i}" for i in impls if i != best and i != "fastgan") + " |"
     lines = [f"Machine: {result['machine']}", "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in result["rows"]:
-        cells = [f"{r[i]:.3f}" if i in r else "–" for i in impls]
+        cells = [f"{r[i]:.3f}" if i in r else ("failed" if i in r.get("errors", {}) else "–") for i in impls]
         ratios = [f"{r[i] / r[best]:.1f}x" if i in r and best in r else "–" for i in impls
                   if i != best and i != "fastgan"]
         ips = f"{r['batch_size'] / (r[best] * 1e-3):,.0f}" if best in r else "–"
