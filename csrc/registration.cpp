@@ -39,6 +39,12 @@ TORCH_LIBRARY(fastgan, m) {
       "float fake_label) -> (Tensor, Tensor)");
   m.def("gan_g_loss(Tensor fake_logits, float real_label) -> Tensor");
   m.def("gan_g_loss_backward(Tensor grad, Tensor fake_logits, float real_label) -> Tensor");
+
+  // adam_ family: csrc/adam.h. One Adam step (no amsgrad) for a list of parameters, in place;
+  // step is the step count including this one (a device tensor on CUDA, so graphs can run it).
+  m.def(
+      "adam_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
+      "Tensor step, float lr, float beta1, float beta2, float eps, float weight_decay) -> ()");
 }
 
 // `import fastgan._C` loads this library, which runs the registrations above. The module

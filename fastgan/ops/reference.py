@@ -42,3 +42,17 @@ def gan_d_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0):
 def gan_g_loss(fake_logits, real_label=1.0):
     """Non-saturating generator loss: mean BCE(D(G(z)), real_label)."""
     return bce_with_logits(fake_logits, real_label)
+
+
+@torch.no_grad()
+def adam_(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay):
+    """One Adam step in place, the update torch's fused Adam makes; step counts this step."""
+    s = float(step)
+    step_size = lr / (1 - beta1 ** s)
+    bc2_sqrt = (1 - beta2 ** s) ** 0.5
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+        if weight_decay:
+            g = g + weight_decay * p
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        p.sub_(step_size * m / (v.sqrt() / bc2_sqrt + eps))

@@ -7,6 +7,7 @@ trainer runs, with or without a CUDA graph.
 import torch
 
 from fastgan.models import CONDITIONAL, build
+from fastgan.optim import Adam as FusedAdam
 from fastgan.train.graph import GraphedStep
 
 PRECISIONS = ("fp32",)
@@ -65,14 +66,15 @@ def build_step(G, D, opt_g, opt_d, batches, noise_fn, conditional, grad_clip=Non
 
 
 def make_optimizers(G, D, device, kind="adam", lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), cuda_graph=False):
-    """(opt_g, opt_d). Adam is fused on CUDA (one kernel per optimizer step); both kinds are
-    capturable (step counts on the device) when the step runs in a CUDA graph."""
+    """(opt_g, opt_d). On CUDA, Adam is fastgan.optim.Adam (one launch over all of a network's
+    parameters, step count on the device: capturable); on the CPU torch.optim.Adam. RMSprop is
+    torch's, capturable when the step runs in a CUDA graph."""
     cuda = torch.device(device).type == "cuda"
     if kind == "rmsprop":
         kw = dict(capturable=True) if cuda_graph else {}
         return torch.optim.RMSprop(G.parameters(), lr=lr_g, **kw), torch.optim.RMSprop(D.parameters(), lr=lr_d, **kw)
-    kw = dict(betas=betas, fused=True, capturable=cuda_graph) if cuda else dict(betas=betas)
-    return torch.optim.Adam(G.parameters(), lr=lr_g, **kw), torch.optim.Adam(D.parameters(), lr=lr_d, **kw)
+    cls = FusedAdam if cuda else torch.optim.Adam
+    return cls(G.parameters(), lr=lr_g, betas=betas), cls(D.parameters(), lr=lr_d, betas=betas)
 
 
 def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32", backend="fastgan",

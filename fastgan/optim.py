@@ -1,0 +1,61 @@
+"""fastgan.optim.Adam: torch.optim.Adam's update (no amsgrad) on fastgan's adam_ kernel.
+
+On CUDA every parameter of a param group is updated in one launch that spreads over the
+whole GPU (torch's fused Adam gives each 65536-element chunk one block), and the step count
+stays on the device, so the step can be captured in a CUDA graph. The state (step,
+exp_avg, exp_avg_sq per parameter) has torch.optim.Adam's names and shapes: state_dicts
+load both ways.
+"""
+import torch
+
+from fastgan import ops
+
+
+class Adam(torch.optim.Optimizer):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        if not 0.0 <= lr:
+            raise ValueError(f"Adam: lr must be >= 0, got {lr}")
+        if not 0.0 <= eps:
+            raise ValueError(f"Adam: eps must be >= 0, got {eps}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"Adam: betas must be in [0, 1), got {betas}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Adam: weight_decay must be >= 0, got {weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("fastgan.optim.Adam does not take sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                elif state["step"].device != p.device:  # loaded from a CPU-stepped torch Adam
+                    state["step"] = state["step"].to(p.device, torch.float32)
+                params.append(p)
+                grads.append(p.grad if p.grad.is_contiguous() else p.grad.contiguous())
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+            if not params:
+                continue
+            torch._foreach_add_(steps, 1)
+            beta1, beta2 = group["betas"]
+            # every parameter of a group is stepped together, so their step counts agree
+            ops.adam_(params, grads, exp_avgs, exp_avg_sqs, steps[0], group["lr"], beta1, beta2,
+                      group["eps"], group["weight_decay"])
+        return loss
+
+
+__all__ = ["Adam"]

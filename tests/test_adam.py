@@ -1,0 +1,128 @@
+"""fastgan.optim.Adam / ops.adam_: the update torch.optim.Adam makes, one launch per group."""
+import pytest
+import torch
+
+from fastgan import ops
+from fastgan.ops import reference
+from fastgan.optim import Adam
+from op_testing import DEVICES, HAS_CUDA, requires_kernels
+
+
+def _params(device, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(7, 5), (5,), (1,), (33, 4, 3), (1000,)]
+    return [torch.randn(s, generator=gen, dtype=dtype).to(device).requires_grad_() for s in shapes]
+
+
+def _train(opt_cls, params, steps, **kw):
+    opt = opt_cls(params, **kw)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device)
+        opt.step()
+    return opt
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_matches_torch_adam(device, dtype, weight_decay):
+    kw = dict(lr=1e-2, betas=(0.5, 0.999), eps=1e-8, weight_decay=weight_decay)
+    ours, theirs = _params(device, dtype), _params(device, dtype)
+    opt = _train(Adam, ours, 6, **kw)
+    _train(torch.optim.Adam, theirs, 6, **kw)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, **tol)
+    assert all(float(opt.state[p]["step"]) == 6 for p in ours)
+
+
+def test_state_dict_loads_both_ways():
+    kw = dict(lr=1e-2, betas=(0.5, 0.999))
+    a, b = _params("cpu", torch.float32), _params("cpu", torch.float32)
+    opt_a = _train(Adam, a, 3, **kw)
+    opt_b = _train(torch.optim.Adam, b, 3, **kw)
+    # swap optimizer states, then continue: each keeps matching the other
+    a2, b2 = [p.detach().clone().requires_grad_() for p in a], [p.detach().clone().requires_grad_() for p in b]
+    torch_from_ours = torch.optim.Adam(b2, **kw)
+    torch_from_ours.load_state_dict(opt_a.state_dict())
+    ours_from_torch = Adam(a2, **kw)
+    ours_from_torch.load_state_dict(opt_b.state_dict())
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(2):
+        for p, q in zip(a2, b2):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        ours_from_torch.step()
+        torch_from_ours.step()
+    for p, q in zip(a2, b2):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_kernel_matches_reference_and_skips_params_without_grad():
+    params = _params("cpu", torch.float32)
+    params[1].grad = None
+    opt = _train(Adam, params[:1], 1, lr=0.1)
+    assert params[1].grad is None and params[1] not in opt.state
+    p = [torch.randn(10), torch.randn(3, 3)]
+    g = [torch.randn(10), torch.randn(3, 3)]
+    m = [torch.randn(10), torch.randn(3, 3)]
+    v = [torch.rand(10), torch.rand(3, 3)]
+    step = torch.tensor(3.0)
+    copies = [[t.clone() for t in ts] for ts in (p, m, v)]
+    ops.adam_(p, g, m, v, step, 0.01, 0.9, 0.99, 1e-8, 0.1)
+    reference.adam_(copies[0], g, copies[1], copies[2], step, 0.01, 0.9, 0.99, 1e-8, 0.1)
+    for a, b in zip(p + m + v, copies[0] + copies[1] + copies[2]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("args,match,exc", [
+    (lambda p: ([p], [], [p], [p]), "same length", ValueError),
+    (lambda p: ([p], [p.double()], [p], [p]), r"grads\[0\] must have params\[0\]'s dtype", TypeError),
+    (lambda p: ([p], [p[:2]], [p], [p]), r"grads\[0\] must have params\[0\]'s shape", ValueError),
+    (lambda p: ([p.long()], [p.long()], [p.long()], [p.long()]), "float32 or float64", TypeError),
+])
+def test_bad_arguments(args, match, exc):
+    p = torch.randn(4)
+    with pytest.raises(exc, match=match):
+        ops.adam_(*args(p), torch.tensor(1.0), 1e-3, 0.9, 0.999)
+    with pytest.raises(ValueError, match="beta1 must be in"):
+        ops.adam_([p], [p], [p.clone()], [p.clone()], torch.tensor(1.0), 1e-3, 1.5, 0.999)
+
+
+@requires_kernels
+def test_opcheck():
+    p = [torch.randn(5), torch.randn(2, 3)]
+    args = (p, [torch.randn_like(t) for t in p], [torch.zeros_like(t) for t in p],
+            [torch.zeros_like(t) for t in p], torch.tensor(1.0), 1e-3, 0.9, 0.999, 1e-8, 0.0)
+    torch.library.opcheck(torch.ops.fastgan.adam_.default, args, test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and the CUDA kernels")
+def test_steps_inside_a_cuda_graph():
+    from fastgan.train.graph import GraphedStep
+
+    params = _params("cuda", torch.float32)
+    grads = [torch.randn_like(p) for p in params]
+    opt = Adam(params, lr=1e-2)
+    ref_params = [p.detach().clone().requires_grad_() for p in params]
+    ref = torch.optim.Adam(ref_params, lr=1e-2)
+
+    def step():
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        return params[0]
+
+    graphed = GraphedStep(step, warmup=2)
+    for _ in range(6):
+        graphed()
+        for p, g in zip(ref_params, grads):
+            p.grad = g.clone()
+        ref.step()
+    torch.cuda.synchronize()
+    for a, b in zip(params, ref_params):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert graphed.graph is not None and float(opt.state[params[0]]["step"]) == 6
