@@ -15,6 +15,7 @@ namespace {
 using cuda::AlignedVec;
 constexpr int kThreads = 256;
 constexpr int64_t kSmallWork = 1 << 18;  // below this one block pass per channel tile suffices
+constexpr int kRowLanes = 16;            // threadIdx.y extent of the rows kernel
 
 // ROWS: memory order is (outer, C) (inner == 1): the VEC elements of an access are VEC
 // consecutive channels. Otherwise the VEC elements share channel (i / inner) % C.
@@ -60,7 +61,7 @@ __global__ void backward_elementwise_kernel(const scalar_t* __restrict__ g, cons
   }
 }
 
-// (outer, C) rows. Block (32, 8): threadIdx.x spans 32*VEC columns, threadIdx.y strides the
+// (outer, C) rows. Block (32, kRowLanes): threadIdx.x spans 32*VEC columns, threadIdx.y strides the
 // rows of this block's chunk (blockIdx.y). Each block writes its column sums to
 // partial[blockIdx.y][col], or straight to gb when there is one chunk.
 template <typename scalar_t, int VEC, typename index_t>
@@ -70,7 +71,7 @@ __global__ void backward_rows_kernel(const scalar_t* __restrict__ g, const scala
                                      index_t rows_per_chunk, acc_t<scalar_t> pos, acc_t<scalar_t> neg) {
   using acc = acc_t<scalar_t>;
   using V = AlignedVec<scalar_t, VEC>;
-  __shared__ acc sums[8][32 * VEC];
+  __shared__ acc sums[kRowLanes][32 * VEC];
   const index_t col = (index_t(blockIdx.x) * 32 + threadIdx.x) * VEC;
   const index_t r0 = index_t(blockIdx.y) * rows_per_chunk;
   const index_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
@@ -98,7 +99,7 @@ __global__ void backward_rows_kernel(const scalar_t* __restrict__ g, const scala
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       acc t = acc(0);
-      for (int j = 0; j < 8; ++j) t += sums[j][threadIdx.x * VEC + k];
+      for (int j = 0; j < kRowLanes; ++j) t += sums[j][threadIdx.x * VEC + k];
       if (partial) partial[index_t(blockIdx.y) * C + col + k] = t;
       else gb[col + k] = scalar_t(t);
     }
@@ -209,7 +210,7 @@ void launch_backward(const at::Tensor& g, const at::Tensor& y, at::Tensor& gx, a
   const int vec = cuda::vec_width<scalar_t>({gp, yp, gxp}, rows ? C : geo.inner);
   if (rows) {
     tiles = cuda::ceil_div(C, 32 * vec);
-    if (n > kSmallWork) chunks = std::min(cuda::ceil_div(2 * sms, tiles), cuda::ceil_div(geo.outer, 8));
+    if (n > kSmallWork) chunks = std::min(cuda::ceil_div(2 * sms, tiles), cuda::ceil_div(geo.outer, kRowLanes));
     chunks = std::max<int64_t>(chunks, 1);
     per_chunk = cuda::ceil_div(geo.outer, chunks);
     chunks = cuda::ceil_div(geo.outer, per_chunk);
@@ -228,7 +229,7 @@ void launch_backward(const at::Tensor& g, const at::Tensor& y, at::Tensor& gx, a
   auto go = [&](auto vec_tag) {
     constexpr int V = decltype(vec_tag)::value;
     if (rows) {
-      backward_rows_kernel<scalar_t, V, index_t><<<dim3(unsigned(cuda::ceil_div(C, 32 * V)), unsigned(chunks)), dim3(32, 8), 0, stream>>>(
+      backward_rows_kernel<scalar_t, V, index_t><<<dim3(unsigned(cuda::ceil_div(C, 32 * V)), unsigned(chunks)), dim3(32, kRowLanes), 0, stream>>>(
           gp, yp, gxp, pp, gbp, geo.outer, C, per_chunk, pos, neg);
     } else {
       backward_planes_kernel<scalar_t, V, index_t><<<dim3(unsigned(C), unsigned(chunks)), kThreads, 0, stream>>>(
