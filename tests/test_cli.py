@@ -1,5 +1,6 @@
 """The `fastgan` command through subprocess: train, sample, info, Ctrl-C, and every bad input
 (exit code 2, a message naming the problem, no traceback)."""
+import json
 import os
 import signal
 import subprocess
@@ -67,6 +68,16 @@ def test_info():
     assert result.returncode == 0, result.stderr
     for key in ("version", "torch_version", "cpu_kernels", "cuda_kernels", "num_threads"):
         assert key in result.stdout
+
+
+def test_bench_train_prints_a_table_and_json(tmp_path):
+    out = tmp_path / "train.json"
+    result = fastgan("bench", "train", "--device", "cpu", "--model", "mlp", "--batch-size", 8,
+                     "--impl", "tutorial", "--impl", "fastgan", "--json", out)
+    assert result.returncode == 0, result.stderr
+    assert "| mlp | 8 |" in result.stdout and "fastgan vs tutorial" in result.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[0]["tutorial"] > 0 and rows[0]["fastgan"] > 0
 
 
 def test_conditional_sample_label(tmp_path):
