@@ -122,6 +122,19 @@ inline void check_bn_param(const char* op, const char* name, const at::Tensor& t
 
 inline bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
+// A per-channel tensor as a contiguous acc_t tensor: itself where it already is one (so the
+// kernel can update running stats in place), else a converted copy.
+inline at::Tensor as_acc(const std::optional<at::Tensor>& t, at::ScalarType acc) {
+  if (!present(t)) return at::Tensor();
+  if (t->scalar_type() == acc && t->is_contiguous()) return *t;
+  return t->to(acc).contiguous();
+}
+
+template <typename T>
+T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
+}
+
 inline void check_batch_norm_args(const at::Tensor& x, const std::optional<at::Tensor>& weight,
                                   const std::optional<at::Tensor>& bias,
                                   const std::optional<at::Tensor>& running_mean,

@@ -331,19 +331,6 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, scalar_t* dx, Channe
   });
 }
 
-// A per-channel tensor as a contiguous acc_t tensor: itself where it already is one (so the
-// kernel can update running stats in place), else a converted copy.
-at::Tensor as_acc(const std::optional<at::Tensor>& t, at::ScalarType acc) {
-  if (!present(t)) return at::Tensor();
-  if (t->scalar_type() == acc && t->is_contiguous()) return *t;
-  return t->to(acc).contiguous();
-}
-
-template <typename T>
-T* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cpu(
     const at::Tensor& x_, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, bool training,
