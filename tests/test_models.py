@@ -66,7 +66,10 @@ def test_backends_share_state_dict_and_outputs(name):
             (lt.square().mean()).backward()
             for (k, pf), (_, pt) in zip(list(Gf.named_parameters()) + list(Df.named_parameters()),
                                         list(Gt.named_parameters()) + list(Dt.named_parameters())):
-                torch.testing.assert_close(pf.grad, pt.grad, rtol=1e-4, atol=1e-6, msg=k)
+                # float32 sums in another order (fused kernels, other conv algorithms): 1e-4
+                # relative, or 1e-5 of the gradient's largest entry for entries near zero
+                scale = float(pt.grad.abs().max())
+                torch.testing.assert_close(pf.grad, pt.grad, rtol=1e-4, atol=max(1e-6, 1e-5 * scale), msg=k)
     # batch-norm running statistics were updated identically
     for (k, bf), (_, bt) in zip(Gf.named_buffers(), Gt.named_buffers()):
         torch.testing.assert_close(bf, bt, rtol=1e-5, atol=1e-6, msg=k)
