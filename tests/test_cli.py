@@ -80,6 +80,12 @@ def test_bench_train_prints_a_table_and_json(tmp_path):
     assert rows[0]["tutorial"] > 0 and rows[0]["fastgan"] > 0
 
 
+def test_bench_train_epoch_times_both_loops():
+    result = fastgan("bench", "train", "--device", "cpu", "--epoch", "--epoch-size", 256, "--model", "mlp")
+    assert result.returncode == 0, result.stderr
+    assert "synthetic uint8, 256 images" in result.stdout and "| mlp |" in result.stdout
+
+
 def test_conditional_sample_label(tmp_path):
     out = tmp_path / "c"
     result = fastgan("train", "--model", "cgan", "--g-widths", "16,32", "--d-widths", "32,16",

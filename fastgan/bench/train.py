@@ -181,8 +181,21 @@ def main(argv=None):
     p.add_argument("--model", action="append", choices=MODELS, help="default: all")
     p.add_argument("--batch-size", action="append", type=int, help="default: 64, 256, 1024")
     p.add_argument("--impl", action="append", choices=IMPLS, help="default: all")
+    p.add_argument("--epoch", action="store_true",
+                   help="time one full epoch with data loading instead (tutorial DataLoader vs fastgan)")
+    p.add_argument("--data-dir", help="with --epoch: a folder with MNIST's IDX files (default: synthetic)")
+    p.add_argument("--epoch-size", type=int, default=60000, help="with --epoch and no --data-dir: images")
     p.add_argument("--json", help="also write the results as JSON to this file")
     a = p.parse_args(argv)
+    if a.epoch:
+        from fastgan.bench import epoch
+
+        result = epoch.run(a.device, a.model or ("mlp",), a.data_dir, a.epoch_size)
+        print(epoch.markdown(result))
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(result, f, indent=1)
+        return 0
     result = run(a.device, a.model or MODELS, a.batch_size or BATCH_SIZES, a.impl or IMPLS, log=sys.stderr)
     print(markdown(result))
     if a.json:

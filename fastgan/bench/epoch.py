@@ -1,0 +1,135 @@
+"""One full training epoch, data loading included (`fastgan bench train --epoch`).
+
+tutorial: the tutorial's loop: a DataLoader over the uint8 images with a per-sample
+          transform (to float in [0, 1], then normalize to [-1, 1], as ToTensor + Normalize),
+          batch 64, shuffled, each batch copied to the device, the tutorial's eager step.
+fastgan:  the dataset on the device, a fresh permutation per epoch, the batch gathered and
+          the noise drawn inside fastgan's step (a CUDA graph on CUDA), as `fastgan train`.
+
+The images are real MNIST where `--data-dir` holds it, else a synthetic uint8 set of the
+same size (60,000 images): the time does not depend on the pixels.
+"""
+import time
+
+import torch
+
+from fastgan.bench.timing import machine_header
+from fastgan.train.step import make_step
+
+
+class _TutorialDataset(torch.utils.data.Dataset):
+    """What torchvision's MNIST with ToTensor() + Normalize((0.5,), (0.5,)) returns per item."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        x = self.images[i].to(torch.float32).div(255.0).unsqueeze(0)  # ToTensor
+        return (x - 0.5) / 0.5, int(self.labels[i])                    # Normalize
+
+
+def dataset(data_dir=None, n=60000, seed=0):
+    """(images uint8 (N, 28, 28), labels, source name)."""
+    if data_dir:
+        from fastgan.data import load_dataset
+
+        images, labels = load_dataset("mnist", data_dir)
+        return images, labels, "MNIST train (60,000 images)"
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=gen),
+            torch.randint(0, 10, (n,), generator=gen), f"synthetic uint8, {n:,} images")
+
+
+def tutorial_epoch(model, images, labels, device, batch_size=64):
+    """Seconds for one epoch of the tutorial's loop (after one warm-up batch)."""
+    loader = torch.utils.data.DataLoader(_TutorialDataset(images, labels), batch_size=batch_size,
+                                         shuffle=True, drop_last=True)
+    step = _tutorial_parts(model, batch_size, device)
+    step(next(iter(loader))[0].to(device))  # warm-up: cuBLAS handles, allocator
+    _sync(device)
+    t0 = time.perf_counter()
+    for x, _ in loader:
+        step(x.to(device))
+    _sync(device)
+    return time.perf_counter() - t0, len(loader)
+
+
+def _tutorial_parts(model, batch_size, device):
+    """The tutorial step as a function of the real batch (tutorial_step's body)."""
+    from torch import nn
+
+    from fastgan.bench.train import _SigmoidD
+    from fastgan.models import build
+
+    torch.manual_seed(0)
+    G, D = build(model, backend="torch")
+    G, D = G.to(device), _SigmoidD(D).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    criterion = nn.BCELoss()
+
+    def step(real):
+        b = real.shape[0]
+        ones = torch.ones(b, 1, device=device)
+        zeros = torch.zeros(b, 1, device=device)
+        fake = G(torch.randn(b, G.latent_dim, device=device))
+        d_loss = criterion(D(real), ones) + criterion(D(fake.detach()), zeros)
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        g_loss = criterion(D(fake), ones)
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+
+    return step
+
+
+def fastgan_epoch(model, images, labels, device, batch_size=64):
+    """Seconds for one epoch of fastgan's loop, the dataset already on the device (its one
+    copy to the device is timed separately and returned too)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    step = make_step(model, batch_size, device, images=images, labels=labels)
+    _sync(device)
+    setup = time.perf_counter() - t0
+    for _ in range(5):
+        step()  # warm-up and graph capture
+    _sync(device)
+    steps = step.batches.steps
+    t0 = time.perf_counter()
+    step.batches.new_epoch()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return time.perf_counter() - t0, steps, setup
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run(device, models=("mlp",), data_dir=None, n=60000):
+    images, labels, source = dataset(data_dir, n)
+    rows = []
+    for model in models:
+        t_tut, steps_tut = tutorial_epoch(model, images, labels, device)
+        t_fg, steps_fg, setup = fastgan_epoch(model, images, labels, device)
+        rows.append({"model": model, "tutorial_s": t_tut, "tutorial_steps": steps_tut, "fastgan_s": t_fg,
+                     "fastgan_steps": steps_fg, "fastgan_setup_s": setup})
+    return {"machine": machine_header(device), "data": source, "rows": rows}
+
+
+def markdown(result):
+    lines = [f"Machine: {result['machine']}; data: {result['data']}", "",
+             "| model | tutorial epoch s | fastgan epoch s | speed-up | tutorial 50 epochs | fastgan 50 epochs |",
+             "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['model']} | {r['tutorial_s']:.2f} | {r['fastgan_s']:.2f} | "
+                     f"{r['tutorial_s'] / r['fastgan_s']:.1f}x | {50 * r['tutorial_s']:.0f} s | "
+                     f"{50 * r['fastgan_s'] + r['fastgan_setup_s']:.1f} s |")
+    return "\n".join(lines)
