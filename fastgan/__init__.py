@@ -30,5 +30,6 @@ def build_info():
 
 from fastgan import ops  # noqa: E402
 from fastgan import nn  # noqa: E402
+from fastgan import optim  # noqa: E402
 
-__all__ = ["__version__", "build_info", "ops", "nn"]
+__all__ = ["__version__", "build_info", "ops", "nn", "optim"]
