@@ -1,0 +1,20 @@
+"""Sample quality you can measure offline: a small digit classifier stands in for Inception.
+
+    from fastgan.metrics import evaluate
+    m = evaluate("runs/dcgan-mnist-5k/checkpoint.pt", n=10000)
+    m["fid"], m["inception_score"], m["class_entropy"], m["label_accuracy"]
+
+The classifier (LeNet-like, see classifier.py) is trained on the checkpoint's dataset on
+first use, deterministically on the CPU, and cached under ~/.cache/fastgan ($FASTGAN_CACHE,
+or cache_dir=...), keyed by the dataset's sha256 and the training settings.
+"""
+from fastgan.metrics.classifier import (ClassifierSettings, LeNet, accuracy, cache_dir, dataset_hash,
+                                        get_classifier, split, to_input, train_classifier)
+from fastgan.metrics.evaluate import classify, evaluate, generate, load_generator
+from fastgan.metrics.fid import (class_histogram, entropy_bits, feature_stats, fid_from_features,
+                                 frechet_distance, inception_score, sqrtm_psd)
+
+__all__ = ["ClassifierSettings", "LeNet", "accuracy", "cache_dir", "class_histogram", "classify",
+           "dataset_hash", "entropy_bits", "evaluate", "feature_stats", "fid_from_features",
+           "frechet_distance", "generate", "get_classifier", "inception_score", "load_generator",
+           "split", "sqrtm_psd", "to_input", "train_classifier"]

@@ -1,0 +1,215 @@
+"""A small LeNet-like digit classifier, trained on CPU and cached on disk.
+
+The classifier is the measuring instrument of `fastgan.metrics`: its penultimate-layer
+features give the "classifier FID", its softmax the classifier Inception Score and the class
+histogram. It is trained deterministically (CPU, seeded) on the dataset's training split and
+cached under the cache dir (default ~/.cache/fastgan, or $FASTGAN_CACHE), keyed by the sha256
+of the dataset's uint8 images and labels and by the training settings. Cache files are
+written to a temporary name and renamed, and read with torch.load(weights_only=True); a
+damaged cache file is reported in a warning and retrained.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastgan.data import load_dataset
+from fastgan.train.images import atomic_path
+
+FORMAT = "fastgan-classifier"
+VERSION = 1
+NUM_CLASSES = 10
+HOLDOUT_PER_CLASS = 100   # mnist-5k: the last 100 images of each digit (1,000) are the test split
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """How the classifier is trained; every field is part of the cache key."""
+    seed: int = 0
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 4e-3
+    channels: Tuple[int, int] = (16, 32)
+    features: int = 128           # width of the penultimate layer (the FID features)
+    max_train: int = 0            # use at most this many training images (0: all)
+
+    def key(self):
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class LeNet(nn.Module):
+    """conv5-relu-pool, conv5-relu-pool, linear-relu (features), linear (10 logits)."""
+
+    def __init__(self, channels=(16, 32), features=128, num_classes=NUM_CLASSES):
+        super().__init__()
+        c1, c2 = channels
+        self.conv1 = nn.Conv2d(1, c1, 5, padding=2)    # 28x28 -> pool 14x14
+        self.conv2 = nn.Conv2d(c1, c2, 5)              # 10x10 -> pool 5x5
+        self.fc1 = nn.Linear(c2 * 25, features)
+        self.fc2 = nn.Linear(features, num_classes)
+
+    def features(self, x):
+        """Penultimate-layer features of images x (N, 1, 28, 28) in [-1, 1]."""
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return F.relu(self.fc1(x.flatten(1)))
+
+    def forward(self, x):
+        return self.fc2(self.features(x))
+
+
+def to_input(images):
+    """uint8 (N, 28, 28) or (N, 1, 28, 28) -> float (N, 1, 28, 28) in [-1, 1], as the GANs emit."""
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    return images.float().div(127.5).sub(1.0)
+
+
+def dataset_hash(images, labels):
+    """sha256 of the dataset's uint8 images and int64 labels (shapes included)."""
+    h = hashlib.sha256()
+    for t in (images, labels):
+        t = t.contiguous().cpu()
+        h.update(repr((str(t.dtype), tuple(t.shape))).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def split(name, data_dir=None):
+    """((train_images, train_labels), (test_images, test_labels)) for the classifier.
+
+    mnist / fashion-mnist: the official train and t10k files. mnist-5k has one split only: its
+    last HOLDOUT_PER_CLASS images of each digit are held out as the test split.
+    """
+    if name != "mnist-5k":
+        return load_dataset(name, data_dir, train=True), load_dataset(name, data_dir, train=False)
+    images, labels = load_dataset(name)
+    test = torch.zeros(len(labels), dtype=torch.bool)
+    for c in range(NUM_CLASSES):
+        idx = (labels == c).nonzero().flatten()
+        test[idx[-HOLDOUT_PER_CLASS:]] = True
+    return (images[~test], labels[~test]), (images[test], labels[test])
+
+
+def cache_dir(path=None):
+    """The classifier cache folder: path, else $FASTGAN_CACHE, else ~/.cache/fastgan."""
+    path = path or os.environ.get("FASTGAN_CACHE") or os.path.join("~", ".cache", "fastgan")
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+@torch.no_grad()
+def accuracy(model, images, labels, batch_size=1000):
+    model.eval()
+    correct = 0
+    for i in range(0, len(labels), batch_size):
+        logits = model(to_input(images[i:i + batch_size]))
+        correct += (logits.argmax(1) == labels[i:i + batch_size]).sum().item()
+    return correct / max(1, len(labels))
+
+
+TRAIN_CALLS = 0   # how many classifiers this process has trained (tests check cache hits)
+
+
+def train_classifier(images, labels, settings=ClassifierSettings()):
+    """A LeNet trained on CPU on (images uint8 (N,28,28), labels (N,)), deterministic given
+    settings.seed (and the thread count)."""
+    global TRAIN_CALLS
+    TRAIN_CALLS += 1
+    gen = torch.Generator().manual_seed(settings.seed)
+    if settings.max_train and len(labels) > settings.max_train:
+        keep = torch.randperm(len(labels), generator=gen)[:settings.max_train]
+        images, labels = images[keep], labels[keep]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        model = LeNet(settings.channels, settings.features)
+    x_all = to_input(images)
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    steps = settings.epochs * ((len(labels) + settings.batch_size - 1) // settings.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=max(1, steps))
+    model.train()
+    for _ in range(settings.epochs):
+        perm = torch.randperm(len(labels), generator=gen)
+        for i in range(0, len(labels), settings.batch_size):
+            idx = perm[i:i + settings.batch_size]
+            x = x_all[idx]
+            # light augmentation: random shifts of up to 2 pixels
+            dx, dy = torch.randint(-2, 3, (2,), generator=gen).tolist()
+            x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+            loss = F.cross_entropy(model(x), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    return model
+
+
+def _cache_path(folder, dataset, data_sha, settings):
+    return os.path.join(folder, f"classifier-{dataset}-{data_sha[:16]}-{settings.key()}.pt")
+
+
+def _load_cached(path, settings, data_sha):
+    """The cached LeNet and its record, or None (with a warning) if the file is damaged."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
+            raise ValueError("not a fastgan classifier cache file")
+        if state.get("data_sha256") != data_sha or state.get("settings") != dataclasses.asdict(settings):
+            raise ValueError("it was written for other data or settings")
+        model = LeNet(settings.channels, settings.features)
+        model.load_state_dict(state["state_dict"])
+        float(state["test_accuracy"])
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        warnings.warn(f"fastgan: classifier cache {path} is unreadable ({type(exc).__name__}: {msg}); "
+                      "retraining it", RuntimeWarning, stacklevel=3)
+        return None
+    model.eval()
+    return model, state
+
+
+def get_classifier(dataset="mnist-5k", data_dir=None, cache=None, settings=ClassifierSettings(), data=None):
+    """(model, info) for `dataset`: loaded from the cache, or trained and cached.
+
+    info: dict with path, cached (bool: loaded from disk), test_accuracy, train_seconds,
+    data_sha256, dataset. data: the output of split() if already loaded.
+    """
+    if isinstance(settings, dict):
+        settings = ClassifierSettings(**settings)
+    (train_x, train_y), (test_x, test_y) = data if data is not None else split(dataset, data_dir)
+    data_sha = dataset_hash(train_x, train_y)
+    folder = cache_dir(cache)
+    path = _cache_path(folder, dataset, data_sha, settings)
+    if os.path.exists(path):
+        loaded = _load_cached(path, settings, data_sha)
+        if loaded is not None:
+            model, state = loaded
+            return model, dict(path=path, cached=True, dataset=dataset, data_sha256=data_sha,
+                               test_accuracy=float(state["test_accuracy"]),
+                               train_seconds=float(state.get("train_seconds", 0.0)))
+    t0 = time.perf_counter()
+    model = train_classifier(train_x, train_y, settings)
+    seconds = time.perf_counter() - t0
+    acc = accuracy(model, test_x, test_y)
+    state = dict(format=FORMAT, version=VERSION, dataset=dataset, data_sha256=data_sha,
+                 settings=dataclasses.asdict(settings), state_dict=model.state_dict(),
+                 test_accuracy=acc, train_seconds=seconds)
+    os.makedirs(folder, exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return model, dict(path=path, cached=False, dataset=dataset, data_sha256=data_sha,
+                       test_accuracy=acc, train_seconds=seconds)
