@@ -4,6 +4,7 @@
     fastgan train --model dcgan --dataset fashion-mnist --data-dir ~/data --epochs 20
     fastgan train --out runs/dcgan-mnist-5k --resume  # continue an interrupted run
     fastgan sample --checkpoint runs/dcgan-mnist-5k/checkpoint.pt --n 64 --out grid.png
+    fastgan eval --checkpoint runs/dcgan-mnist-5k/checkpoint.pt --n 10000
     fastgan info
 
 Bad input (unknown names, missing data, impossible options, unreadable checkpoints) prints
@@ -43,7 +44,7 @@ def build_parser():
     from fastgan.train import DEFAULT_EPOCHS
 
     parser = argparse.ArgumentParser(prog="fastgan", description="Train small GANs fast on fused C++/CUDA kernels.")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,info}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,eval,info,bench}")
     sub.required = True
 
     t = sub.add_parser("train", help="train a GAN (default: dcgan on the embedded mnist-5k)",
@@ -101,6 +102,22 @@ def build_parser():
     s.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
 
+    e = sub.add_parser("eval", help="measure sample quality: classifier FID, IS, class entropy",
+                       description="Draws --n images from a checkpoint and measures them with a small "
+                                   "digit classifier (trained on the checkpoint's dataset on first use, "
+                                   "cached in --cache-dir): classifier FID, Inception Score, class "
+                                   "histogram and entropy, and label accuracy for conditional models.")
+    e.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
+    e.add_argument("--n", type=int, default=10000, help="generated images (default 10000, at least 2)")
+    e.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    e.add_argument("--data-dir", default=None, help="IDX files of mnist / fashion-mnist (default: the run's)")
+    e.add_argument("--cache-dir", default=None,
+                   help="classifier cache (default $FASTGAN_CACHE or ~/.cache/fastgan)")
+    e.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    e.add_argument("--classifier-epochs", type=_positive_int, default=None,
+                   help="classifier training epochs (default 8)")
+    e.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+
     sub.add_parser("info", help="what this fastgan installation was built with")
 
     b = sub.add_parser("bench", help="time fastgan against PyTorch eager and torch.compile",
@@ -144,6 +161,40 @@ def cmd_sample(args):
     return 0
 
 
+def cmd_eval(args):
+    import dataclasses
+    import json
+    import os
+
+    from fastgan.metrics import ClassifierSettings, evaluate
+
+    settings = ClassifierSettings()
+    if args.classifier_epochs is not None:
+        settings = dataclasses.replace(settings, epochs=args.classifier_epochs)
+    m = evaluate(args.checkpoint, n=args.n, device=args.device, data_dir=args.data_dir,
+                 cache_dir=args.cache_dir, seed=args.seed, classifier=settings)
+    print(f"fastgan eval: {m['model']} on {m['dataset']}, step {m['step']}, {m['n']} samples")
+    print(f"classifier       {'cached' if m['classifier_cached'] else 'trained'}, test accuracy "
+          f"{100 * m['classifier_accuracy']:.2f}% ({m['classifier_path']})")
+    print(f"fid              {m['fid']:.4f}   (real train vs test: {m['fid_real']:.4f})")
+    print(f"inception_score  {m['inception_score']:.4f}")
+    print(f"class_entropy    {m['class_entropy']:.4f} bits (max 3.3219)")
+    print(f"class_histogram  {' '.join(str(c) for c in m['class_histogram'])}")
+    if m["label_accuracy"] is not None:
+        print(f"label_accuracy   {100 * m['label_accuracy']:.2f}%")
+    if args.json:
+        from fastgan.train.images import atomic_path
+        tmp = atomic_path(args.json)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(m, f, indent=2)
+            os.replace(tmp, args.json)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return 0
+
+
 def cmd_info(args):
     import fastgan
 
@@ -165,7 +216,8 @@ def main(argv=None):
     from fastgan.models import ModelError
     from fastgan.train import CheckpointError, ConfigError
 
-    commands = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "bench": cmd_bench}
+    commands = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "bench": cmd_bench,
+                "eval": cmd_eval}
     try:
         return commands[args.command](args)
     except (ConfigError, CheckpointError, DatasetError, ModelError) as exc:
