@@ -1,0 +1,225 @@
+"""fastgan.metrics: float64 Fréchet distance and matrix square root, the cached classifier
+(hit, miss, corrupt-file recovery), evaluate() and the `fastgan eval` CLI with its bad inputs.
+Tiny classifier settings keep the whole file well under a minute on 2 CPU cores."""
+import os
+import warnings
+
+import pytest
+import torch
+
+from fastgan import metrics
+from fastgan.cli import main as cli_main
+from fastgan.metrics import classifier as clf
+from test_cli import TINY, assert_usage_error, fastgan
+
+TINY_CLF = metrics.ClassifierSettings(epochs=1, batch_size=32, channels=(8, 16), features=32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return metrics.split("mnist-5k")
+
+
+@pytest.fixture(scope="module")
+def tiny(data, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    model, info = metrics.get_classifier("mnist-5k", cache=cache, settings=TINY_CLF, data=data)
+    return model, info, cache
+
+
+def random_spd(d, seed):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(d, d, generator=g, dtype=torch.float64)
+    return a @ a.T + 1e-3 * torch.eye(d, dtype=torch.float64)
+
+
+def test_mnist_5k_split_is_deterministic_and_disjoint(data):
+    (train_x, train_y), (test_x, test_y) = data
+    assert len(train_y) == 4000 and len(test_y) == 1000
+    assert torch.bincount(test_y).tolist() == [100] * 10
+    (train_x2, _), (test_x2, _) = metrics.split("mnist-5k")
+    assert torch.equal(test_x, test_x2) and torch.equal(train_x, train_x2)
+
+
+def test_fid_with_itself_is_zero_and_symmetric():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(500, 16, generator=g) @ torch.randn(16, 16, generator=g)
+    b = torch.randn(400, 16, generator=g) * 1.5 + 0.3
+    assert metrics.fid_from_features(a, a) == pytest.approx(0.0, abs=1e-8)
+    ab, ba = metrics.fid_from_features(a, b), metrics.fid_from_features(b, a)
+    assert ab > 1.0
+    assert ab == pytest.approx(ba, rel=1e-9)
+
+
+def test_fid_of_singular_covariances_is_finite():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(5, 32, generator=g)   # rank 4 < 32
+    b = torch.randn(6, 32, generator=g)
+    d = metrics.fid_from_features(a, b)
+    assert d == d and d < float("inf") and d >= 0
+
+
+def test_fid_grows_with_noise(tiny, data):
+    model = tiny[0]
+    (_, _), (test_x, _) = data
+    x = clf.to_input(test_x)
+    ref, _ = metrics.classify(model, x[::2])
+    g = torch.Generator().manual_seed(0)
+    other = x[1::2]
+    fids = []
+    for sigma in (0.0, 0.3, 0.8):
+        noisy = (other + sigma * torch.randn(other.shape, generator=g)).clamp(-1, 1)
+        fids.append(metrics.fid_from_features(ref, metrics.classify(model, noisy)[0]))
+    assert fids[0] < fids[1] < fids[2], fids
+
+
+def test_sqrtm_matches_scipy():
+    linalg = pytest.importorskip("scipy.linalg")
+    for seed, d in ((0, 3), (1, 16), (2, 64)):
+        a = random_spd(d, seed)
+        r = metrics.sqrtm_psd(a)
+        assert r.dtype == torch.float64
+        expected = torch.from_numpy(linalg.sqrtm(a.numpy()).real)
+        torch.testing.assert_close(r, expected, rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(r @ r, a, rtol=1e-9, atol=1e-9)
+
+
+def test_frechet_distance_matches_scipy_formula():
+    linalg = pytest.importorskip("scipy.linalg")
+    s1, s2 = random_spd(20, 3), random_spd(20, 4)
+    mu1, mu2 = torch.randn(20, dtype=torch.float64), torch.randn(20, dtype=torch.float64)
+    covmean = linalg.sqrtm(s1.numpy() @ s2.numpy()).real
+    expected = ((mu1 - mu2) ** 2).sum().item() + s1.trace().item() + s2.trace().item() - 2 * covmean.trace()
+    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-8)
+
+
+def test_inception_score_and_entropy():
+    confident = torch.eye(10).repeat(5, 1)
+    assert metrics.inception_score(confident) == pytest.approx(10.0, rel=1e-6)
+    assert metrics.inception_score(torch.full((50, 10), 0.1)) == pytest.approx(1.0)
+    assert metrics.inception_score(torch.eye(10)[[3] * 50]) == pytest.approx(1.0)
+    assert metrics.entropy_bits([5] * 10) == pytest.approx(3.321928, abs=1e-6)
+    assert metrics.entropy_bits([0, 0, 7, 0]) == 0.0
+    assert metrics.class_histogram(torch.tensor([1, 1, 9])) == [0, 2, 0, 0, 0, 0, 0, 0, 0, 1]
+
+
+def test_classifier_cache_hit_and_miss(tiny, data):
+    model, info, cache = tiny
+    assert not info["cached"] and os.path.isfile(info["path"])
+    assert 0.8 < info["test_accuracy"] <= 1.0
+    mtime = os.stat(info["path"]).st_mtime_ns
+    calls = clf.TRAIN_CALLS
+    model2, info2 = metrics.get_classifier("mnist-5k", cache=cache, settings=TINY_CLF, data=data)
+    assert info2["cached"] and clf.TRAIN_CALLS == calls and info2["path"] == info["path"]
+    assert os.stat(info["path"]).st_mtime_ns == mtime
+    assert info2["test_accuracy"] == info["test_accuracy"]
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    # another seed is another classifier, in another file
+    other = metrics.ClassifierSettings(**{**TINY_CLF.__dict__, "seed": 1})
+    _, info3 = metrics.get_classifier("mnist-5k", cache=cache, settings=other, data=data)
+    assert not info3["cached"] and clf.TRAIN_CALLS == calls + 1
+    assert info3["path"] != info["path"] and os.path.isfile(info3["path"])
+    assert not [p for p in os.listdir(cache) if ".tmp" in p]
+
+
+def test_classifier_is_deterministic(data):
+    (x, y), _ = data
+    settings = metrics.ClassifierSettings(epochs=1, channels=(2, 4), features=8, max_train=256)
+    a, b = clf.train_classifier(x, y, settings), clf.train_classifier(x, y, settings)
+    for p, q in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(p, q)
+
+
+def test_cache_dir_from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTGAN_CACHE", str(tmp_path / "c"))
+    assert metrics.cache_dir() == str(tmp_path / "c")
+    assert metrics.cache_dir(tmp_path / "d") == str(tmp_path / "d")
+    monkeypatch.delenv("FASTGAN_CACHE")
+    assert metrics.cache_dir() == os.path.expanduser(os.path.join("~", ".cache", "fastgan"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign"])
+def test_corrupt_cache_is_retrained(tiny, data, tmp_path, damage):
+    _, info, cache = tiny
+    path = tmp_path / os.path.basename(info["path"])
+    good = open(info["path"], "rb").read()
+    if damage == "garbage":
+        path.write_bytes(b"not a torch file at all")
+    elif damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    else:
+        torch.save({"format": "something-else"}, path)
+    calls = clf.TRAIN_CALLS
+    with pytest.warns(RuntimeWarning, match="unreadable.*retraining"):
+        _, info2 = metrics.get_classifier("mnist-5k", cache=tmp_path, settings=TINY_CLF, data=data)
+    assert not info2["cached"] and clf.TRAIN_CALLS == calls + 1
+    assert info2["test_accuracy"] == info["test_accuracy"]   # deterministic retraining
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, info3 = metrics.get_classifier("mnist-5k", cache=tmp_path, settings=TINY_CLF, data=data)
+    assert info3["cached"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    result = fastgan("train", *TINY, "--steps", 5, "--out", out / "mlp")   # the real command
+    assert result.returncode == 0, result.stderr
+    cgan = [a if a != "mlp" else "cgan" for a in TINY]
+    assert cli_main(["train", *cgan, "--steps", "5", "--out", str(out / "cgan")]) == 0   # in-process: faster
+    return out
+
+
+def test_evaluate_conditional(runs, tiny):
+    m = metrics.evaluate(str(runs / "cgan" / "checkpoint.pt"), n=60, cache_dir=tiny[2], classifier=TINY_CLF)
+    assert m["model"] == "cgan" and m["step"] == 5 and m["n"] == 60 and m["classifier_cached"]
+    assert 0.0 <= m["label_accuracy"] <= 1.0
+    assert sum(m["class_histogram"]) == 60
+    assert 1.0 <= m["inception_score"] <= 10.0 + 1e-9
+    assert m["fid"] > m["fid_real"] >= 0
+
+
+def test_eval_cli(runs, tmp_path):
+    cache = tmp_path / "cache"
+    out = tmp_path / "m.json"
+    result = fastgan("eval", "--checkpoint", runs / "mlp" / "checkpoint.pt", "--n", 100, "--cache-dir",
+                     cache, "--classifier-epochs", 1, "--json", out)
+    assert result.returncode == 0, result.stderr
+    for word in ("mlp on mnist-5k, step 5, 100 samples", "classifier       trained", "fid ",
+                 "inception_score", "class_entropy", "class_histogram"):
+        assert word in result.stdout, (word, result.stdout)
+    assert "label_accuracy" not in result.stdout
+    import json
+    m = json.loads(out.read_text())
+    assert m["n"] == 100 and m["fid"] > 0 and m["label_accuracy"] is None
+    assert len(os.listdir(cache)) == 1
+
+
+def usage_error(capsys, *args):
+    """Runs `fastgan ARGS` in-process (faster than a subprocess); returns its stderr."""
+    capsys.readouterr()
+    assert cli_main([str(a) for a in args]) == 2
+    return capsys.readouterr().err
+
+
+def test_eval_cli_bad_inputs(runs, tmp_path, capsys):
+    ckpt = runs / "mlp" / "checkpoint.pt"
+    # one through the real command: exit code 2, one line, no traceback
+    assert_usage_error(fastgan("eval", "--checkpoint", tmp_path / "missing.pt"), "does not exist")
+    for n in (1, 0, -3):
+        err = usage_error(capsys, "eval", "--checkpoint", ckpt, "--n", n)
+        assert "--n must be an integer of at least 2" in err, err
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    assert "cannot read checkpoint" in usage_error(capsys, "eval", "--checkpoint", text)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    assert "not a fastgan checkpoint" in usage_error(capsys, "eval", "--checkpoint", other)
+    # the right file format with the wrong model in it
+    state = torch.load(ckpt, weights_only=True)
+    state["config"]["model"] = "dcgan"
+    wrong = tmp_path / "wrong.pt"
+    torch.save(state, wrong)
+    assert "do not fit model dcgan" in usage_error(capsys, "eval", "--checkpoint", wrong)
+    assert "device" in usage_error(capsys, "eval", "--checkpoint", ckpt, "--device", "tpu")
