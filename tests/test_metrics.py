@@ -126,7 +126,15 @@ def test_classifier_cache_hit_and_miss(tiny, data):
 def test_classifier_is_deterministic(data):
     (x, y), _ = data
     settings = metrics.ClassifierSettings(epochs=1, channels=(2, 4), features=8, max_train=256)
-    a, b = clf.train_classifier(x, y, settings), clf.train_classifier(x, y, settings)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = clf.train_classifier(x, y, settings)
+        torch.set_num_threads(2)
+        b = clf.train_classifier(x, y, settings)   # the same weights whatever the caller's threads
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == threads
     for p, q in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(p, q)
 

@@ -40,6 +40,8 @@ class ClassifierSettings:
     channels: Tuple[int, int] = (16, 32)
     features: int = 128           # width of the penultimate layer (the FID features)
     max_train: int = 0            # use at most this many training images (0: all)
+    threads: int = 1              # CPU threads while training: a fixed count makes the weights the
+                                  # same on every machine (0: all of torch's, faster, not portable)
 
     def key(self):
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -121,9 +123,19 @@ TRAIN_CALLS = 0   # how many classifiers this process has trained (tests check c
 
 def train_classifier(images, labels, settings=ClassifierSettings()):
     """A LeNet trained on CPU on (images uint8 (N,28,28), labels (N,)), deterministic given
-    settings.seed (and the thread count)."""
+    settings.seed (with settings.threads fixed, on any machine with the same CPU kernels)."""
     global TRAIN_CALLS
     TRAIN_CALLS += 1
+    threads = torch.get_num_threads()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _train(images, labels, settings)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(images, labels, settings):
     gen = torch.Generator().manual_seed(settings.seed)
     if settings.max_train and len(labels) > settings.max_train:
         keep = torch.randperm(len(labels), generator=gen)[:settings.max_train]
