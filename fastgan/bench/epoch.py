@@ -14,6 +14,7 @@ import time
 import torch
 
 from fastgan.bench.timing import machine_header
+from fastgan.bench.train import tutorial_train_step
 from fastgan.train.step import make_step
 
 
@@ -47,7 +48,7 @@ def tutorial_epoch(model, images, labels, device, batch_size=64):
     """Seconds for one epoch of the tutorial's loop (after one warm-up batch)."""
     loader = torch.utils.data.DataLoader(_TutorialDataset(images, labels), batch_size=batch_size,
                                          shuffle=True, drop_last=True)
-    step = _tutorial_parts(model, batch_size, device)
+    step = tutorial_train_step(model, device)
     step(next(iter(loader))[0].to(device))  # warm-up: cuBLAS handles, allocator
     _sync(device)
     t0 = time.perf_counter()
@@ -55,37 +56,6 @@ def tutorial_epoch(model, images, labels, device, batch_size=64):
         step(x.to(device))
     _sync(device)
     return time.perf_counter() - t0, len(loader)
-
-
-def _tutorial_parts(model, batch_size, device):
-    """The tutorial step as a function of the real batch (tutorial_step's body)."""
-    from torch import nn
-
-    from fastgan.bench.train import _SigmoidD
-    from fastgan.models import build
-
-    torch.manual_seed(0)
-    G, D = build(model, backend="torch")
-    G, D = G.to(device), _SigmoidD(D).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    criterion = nn.BCELoss()
-
-    def step(real):
-        b = real.shape[0]
-        ones = torch.ones(b, 1, device=device)
-        zeros = torch.zeros(b, 1, device=device)
-        fake = G(torch.randn(b, G.latent_dim, device=device))
-        d_loss = criterion(D(real), ones) + criterion(D(fake.detach()), zeros)
-        opt_d.zero_grad()
-        d_loss.backward()
-        opt_d.step()
-        g_loss = criterion(D(fake), ones)
-        opt_g.zero_grad()
-        g_loss.backward()
-        opt_g.step()
-
-    return step
 
 
 def fastgan_epoch(model, images, labels, device, batch_size=64):

@@ -46,22 +46,24 @@ def _real_batch(batch_size, device, seed=0):
     return (torch.rand(batch_size, 1, 28, 28, generator=gen) * 2 - 1).to(device)
 
 
-def tutorial_step(model, batch_size, device, compile=False, seed=0):
+def tutorial_train_step(model, device, compile=False, seed=0):
+    """The tutorial's step as a function of the real batch: fresh ones/zeros and noise each
+    call, sigmoid + BCELoss, torch.optim.Adam, one D step then one G step."""
     torch.manual_seed(seed)
     G, D = build(model, backend="torch")
     G, D = G.to(device), _SigmoidD(D).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    latent = G.latent_dim
     if compile:
         G, D = torch.compile(G), torch.compile(D)
     criterion = nn.BCELoss()
-    real = _real_batch(batch_size, device, seed)
-    latent = build(model, backend="torch")[0].latent_dim
 
-    def step():
-        ones = torch.ones(batch_size, 1, device=device)
-        zeros = torch.zeros(batch_size, 1, device=device)
-        fake = G(torch.randn(batch_size, latent, device=device))
+    def step(real):
+        b = real.shape[0]
+        ones = torch.ones(b, 1, device=device)
+        zeros = torch.zeros(b, 1, device=device)
+        fake = G(torch.randn(b, latent, device=device))
         d_loss = criterion(D(real), ones) + criterion(D(fake.detach()), zeros)
         opt_d.zero_grad()
         d_loss.backward()
@@ -73,6 +75,13 @@ def tutorial_step(model, batch_size, device, compile=False, seed=0):
         return d_loss, g_loss
 
     return step
+
+
+def tutorial_step(model, batch_size, device, compile=False, seed=0):
+    """The tutorial's step on a fixed real batch already on the device."""
+    step = tutorial_train_step(model, device, compile, seed)
+    real = _real_batch(batch_size, device, seed)
+    return lambda: step(real)
 
 
 def expert_step(model, batch_size, device, seed=0):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastgan.data import load_dataset
-from fastgan.train.images import atomic_path
+from fastgan.train.checkpoint import atomic_torch_save
 
 FORMAT = "fastgan-classifier"
 VERSION = 1
@@ -215,13 +215,6 @@ def get_classifier(dataset="mnist-5k", data_dir=None, cache=None, settings=Class
     state = dict(format=FORMAT, version=VERSION, dataset=dataset, data_sha256=data_sha,
                  settings=dataclasses.asdict(settings), state_dict=model.state_dict(),
                  test_accuracy=acc, train_seconds=seconds)
-    os.makedirs(folder, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_torch_save(state, path)
     return model, dict(path=path, cached=False, dataset=dataset, data_sha256=data_sha,
                        test_accuracy=acc, train_seconds=seconds)

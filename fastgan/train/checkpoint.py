@@ -15,18 +15,22 @@ FORMAT = "fastgan-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(state, path):
-    """Writes `state` (a dict) to path atomically."""
-    state = dict(state, format=FORMAT, format_version=VERSION)
+def atomic_torch_save(obj, path):
+    """torch.save to a temporary name beside path, then rename: a reader never sees half a file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = atomic_path(path)
     try:
-        torch.save(state, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def save_checkpoint(state, path):
+    """Writes `state` (a dict) to path atomically."""
+    return atomic_torch_save(dict(state, format=FORMAT, format_version=VERSION), path)
 
 
 def load_checkpoint(path, map_location="cpu"):
