@@ -135,6 +135,16 @@ T* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
 }
 
+// After training: running stats that as_acc had to convert (another dtype or layout) were
+// updated in the copy; copy them back into the caller's tensors.
+inline void write_back_running_stats(const at::Tensor& rm, const at::Tensor& rv,
+                                     const std::optional<at::Tensor>& running_mean,
+                                     const std::optional<at::Tensor>& running_var) {
+  if (!rm.defined()) return;
+  if (!rm.is_same(*running_mean)) running_mean->copy_(rm);
+  if (!rv.is_same(*running_var)) running_var->copy_(rv);
+}
+
 inline void check_batch_norm_args(const at::Tensor& x, const std::optional<at::Tensor>& weight,
                                   const std::optional<at::Tensor>& bias,
                                   const std::optional<at::Tensor>& running_mean,

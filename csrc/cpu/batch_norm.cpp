@@ -28,6 +28,20 @@ constexpr int64_t kGrain = 32768;  // elements per parallel task, as ATen's GRAI
 constexpr int64_t kChunkRows = 64;
 inline int64_t row_chunks(int64_t rows) { return std::max<int64_t>(1, (rows + kChunkRows - 1) / kChunkRows); }
 
+// Adds the chunks' two per-channel partial sums (chunk q holds [sum1(C), sum2(C)]) in chunk
+// order and hands each channel's totals to finalize(c, sum1, sum2).
+template <typename acc, typename F>
+void fold_partials(const std::vector<acc>& partial, int64_t chunks, int64_t C, F&& finalize) {
+  for (int64_t c = 0; c < C; ++c) {
+    acc s1 = 0, s2 = 0;
+    for (int64_t q = 0; q < chunks; ++q) {
+      s1 += partial[q * 2 * C + c];
+      s2 += partial[q * 2 * C + C + c];
+    }
+    finalize(c, s1, s2);
+  }
+}
+
 // Per-channel parameters the kernels read: weight / bias / running stats as acc_t, null where
 // absent.
 template <typename acc>
@@ -148,14 +162,7 @@ void forward_kernel(const scalar_t* x, scalar_t* y, ChannelGeometry g, const Par
         }
       }
     });
-    for (int64_t c = 0; c < C; ++c) {
-      acc s1 = 0, s2 = 0;
-      for (int64_t q = 0; q < chunks; ++q) {
-        s1 += partial[q * 2 * C + c];
-        s2 += partial[q * 2 * C + C + c];
-      }
-      finalize(c, s1, s2);
-    }
+    fold_partials(partial, chunks, C, finalize);
   } else {
     for (int64_t c = 0; c < C; ++c) finalize(c, acc(0), acc(0));
   }
@@ -300,14 +307,7 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, scalar_t* dx, Channe
         }
       }
     });
-    for (int64_t c = 0; c < C; ++c) {
-      acc sa = 0, sb = 0;
-      for (int64_t q = 0; q < chunks; ++q) {
-        sa += partial[q * 2 * C + c];
-        sb += partial[q * 2 * C + C + c];
-      }
-      finalize(c, sa, sb);
-    }
+    fold_partials(partial, chunks, C, finalize);
   } else {
     for (int64_t c = 0; c < C; ++c) finalize(c, acc(0), acc(0));
   }
@@ -353,10 +353,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cpu(
                   acc(negative_slope.has_value() ? *negative_slope : 1.0), training};
     forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), channel_geometry(x), p);
   });
-  if (training && rm.defined()) {  // running stats kept in another dtype or layout: write back
-    if (!rm.is_same(*running_mean)) running_mean->copy_(rm);
-    if (!rv.is_same(*running_var)) running_var->copy_(rv);
-  }
+  if (training) write_back_running_stats(rm, rv, running_mean, running_var);
   return {y, save_mean, save_invstd};
 }
 

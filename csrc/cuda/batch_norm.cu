@@ -443,10 +443,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cuda(
     if (x.numel() <= INT32_MAX / 2) launch<scalar_t, false, int32_t>(a, x, training);
     else launch<scalar_t, false, int64_t>(a, x, training);
   });
-  if (training && rm.defined()) {  // running stats kept in another dtype or layout: write back
-    if (!rm.is_same(*running_mean)) running_mean->copy_(rm);
-    if (!rv.is_same(*running_var)) running_var->copy_(rv);
-  }
+  if (training) write_back_running_stats(rm, rv, running_mean, running_var);
   return {y, save_mean, save_invstd};
 }
 
