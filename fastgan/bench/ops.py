@@ -3,14 +3,13 @@ math, forward + backward, at GAN shapes. `python -m fastgan.bench.ops --device c
 (later `fastgan bench ops`) prints a markdown table; benchmarks/test_ops.py times the same
 cases with pytest-benchmark."""
 import argparse
-import json
 import sys
 
 import torch
 import torch.nn.functional as F
 
 from fastgan import ops
-from fastgan.bench.timing import auto_iters, copy_bandwidth_gbs, machine_header, time_call
+from fastgan.bench.timing import auto_iters, copy_bandwidth_gbs, machine_header, report, time_call
 
 SHAPES = [((64, 1024), "contiguous"), ((1024, 1024), "contiguous"), ((8192, 4096), "contiguous"),
           ((256, 128, 14, 14), "channels_last")]
@@ -161,10 +160,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     impls = tuple(dict.fromkeys((a.impl or ["eager", "compile"]) + ["fastgan"]))
     result = run(a.device, a.op, tuple(a.dtype or ("float32", "bfloat16")), impls, a.graph)
-    print(markdown(result))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=1)
+    report(result, markdown, a.json)
     return 0
 
 

@@ -1,5 +1,7 @@
 """Timing that can be trusted: warm-up first, then the median of repeated timed windows;
 CUDA events on the GPU (no host clock around asynchronous work)."""
+import json
+import os
 import platform
 import statistics
 import time
@@ -60,3 +62,13 @@ def machine_header(device):
             pass
         parts.insert(0, f"CPU {cpu}, {torch.get_num_threads()} threads")
     return ", ".join(parts)
+
+
+def report(result, markdown, json_path=None):
+    """Prints markdown(result); with json_path, also writes result as JSON, atomically."""
+    print(markdown(result))
+    if json_path:
+        tmp = f"{json_path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(tmp, json_path)

@@ -12,14 +12,13 @@ All run the same algorithm: one D step on a real and a fake batch, then one G st
 same fake batch against the updated D, Adam lr 2e-4, betas (0.5, 0.999).
 """
 import argparse
-import json
 import sys
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgan.bench.timing import auto_iters, machine_header, time_call
+from fastgan.bench.timing import auto_iters, machine_header, report, time_call
 from fastgan.models import build
 from fastgan.train.graph import GraphedStep
 from fastgan.train.step import DeviceBatches, make_step
@@ -199,17 +198,10 @@ def main(argv=None):
     if a.epoch:
         from fastgan.bench import epoch
 
-        result = epoch.run(a.device, a.model or ("mlp",), a.data_dir, a.epoch_size)
-        print(epoch.markdown(result))
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(result, f, indent=1)
+        report(epoch.run(a.device, a.model or ("mlp",), a.data_dir, a.epoch_size), epoch.markdown, a.json)
         return 0
-    result = run(a.device, a.model or MODELS, a.batch_size or BATCH_SIZES, a.impl or IMPLS, log=sys.stderr)
-    print(markdown(result))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=1)
+    report(run(a.device, a.model or MODELS, a.batch_size or BATCH_SIZES, a.impl or IMPLS, log=sys.stderr),
+           markdown, a.json)
     return 0
 
 
