@@ -93,6 +93,10 @@ def build_parser():
                    help="also log to OUT/tb for TensorBoard (needs the tensorboard package)")
     t.add_argument("--no-progress", dest="progress", action="store_false", default=S,
                    help="no progress bar")
+    t.add_argument("--eval-every", type=int, default=S,
+                   help="measure sample quality (classifier FID, IS, class entropy) every N steps and "
+                        "at the end, into the log, history.csv and losses.png (default 0: off)")
+    t.add_argument("--eval-n", type=int, default=S, help="images per evaluation (default 2000)")
 
     s = sub.add_parser("sample", help="draw a grid of samples from a checkpoint")
     s.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")

@@ -231,3 +231,51 @@ def test_eval_cli_bad_inputs(runs, tmp_path, capsys):
     torch.save(state, wrong)
     assert "do not fit model dcgan" in usage_error(capsys, "eval", "--checkpoint", wrong)
     assert "device" in usage_error(capsys, "eval", "--checkpoint", ckpt, "--device", "tpu")
+
+
+def test_train_eval_every(tiny, tmp_path):
+    """--eval-every: evaluations at every K steps and at the end, kept in the checkpoint (and on
+    resume), written to history.csv and the plot; the last one is what `fastgan eval` measures on
+    the final checkpoint with the same n and noise seed."""
+    from fastgan.train import Trainer, TrainConfig
+    from fastgan.train.images import EVAL_COLUMNS
+
+    cfg = TrainConfig(model="mlp", g_widths=(16, 32), d_widths=(32, 16), batch_size=32, steps=7,
+                      eval_every=3, eval_n=64, out=str(tmp_path / "run"), progress=False, device="cpu")
+    evaluator = metrics.Evaluator("mnist-5k", cache_dir=tiny[2], classifier=TINY_CLF)
+    log = open(os.devnull, "w")
+    trainer = Trainer(cfg, log=log, evaluator=evaluator)
+    trainer.fit()
+    assert [e["step"] for e in trainer.evals] == [3, 6, 7]
+    seconds = [e["train_seconds"] for e in trainer.evals]
+    assert 0 < seconds[0] < seconds[1] < seconds[2] <= trainer.train_seconds
+    for e in trainer.evals:
+        assert e["fid"] > 0 and 1.0 <= e["inception_score"] <= 10.0 + 1e-9 and e["label_accuracy"] is None
+
+    import csv
+    with open(tmp_path / "run" / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 7 and all(c in rows[0] for c in EVAL_COLUMNS)
+    assert [int(r["step"]) for r in rows if r["fid"]] == [3, 6, 7]
+    assert float(rows[6]["fid"]) == pytest.approx(trainer.evals[-1]["fid"], rel=1e-5)
+    assert (tmp_path / "run" / "losses.png").stat().st_size > 0
+
+    ckpt = str(tmp_path / "run" / "checkpoint.pt")
+    m = metrics.evaluate(ckpt, n=64, cache_dir=tiny[2], classifier=TINY_CLF)
+    assert m["fid"] == pytest.approx(trainer.evals[-1]["fid"], rel=1e-6)
+
+    # resume to step 9: the earlier evaluations stay, one more at the end
+    more = TrainConfig(**{**cfg.to_dict(), "steps": 9, "g_widths": (16, 32), "d_widths": (32, 16)})
+    resumed = Trainer(more, resume=True, explicit={"steps"}, log=log, evaluator=evaluator)
+    assert [e["step"] for e in resumed.evals] == [3, 6, 7]
+    assert resumed.train_seconds == pytest.approx(trainer.train_seconds)
+    resumed.fit()
+    assert [e["step"] for e in resumed.evals] == [3, 6, 7, 9]
+    assert resumed.evals[-1]["train_seconds"] > trainer.train_seconds
+
+
+def test_train_eval_options_are_checked(capsys):
+    err = usage_error(capsys, "train", *TINY, "--steps", 2, "--eval-every", -1)
+    assert "--eval-every must be an integer >= 0" in err, err
+    err = usage_error(capsys, "train", *TINY, "--steps", 2, "--eval-every", 1, "--eval-n", 1)
+    assert "--eval-n must be an integer of at least 2" in err, err

@@ -51,6 +51,62 @@ def generate(G, cfg, n, seed=0, device="cpu", batch_size=1000):
     return torch.cat(out), labels
 
 
+class Evaluator:
+    """The measuring side of evaluate(), set up once and then applied to a generator as often as
+    needed (`fastgan train --eval-every`): the dataset's classifier (cached, see
+    get_classifier) and the statistics of its features on the real test images."""
+
+    def __init__(self, dataset, data_dir=None, device="cpu", cache_dir=None, classifier=None,
+                 batch_size=1000):
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.dataset = dataset
+        self.data = split(dataset, data_dir)
+        settings = classifier if classifier is not None else ClassifierSettings()
+        model, self.classifier_info = get_classifier(dataset, cache=cache_dir, settings=settings, data=self.data)
+        self.model = model.to(self.device)
+        (_, _), (test_x, _) = self.data
+        self.real_features = classify(self.model, to_input(test_x).to(self.device), batch_size)[0]
+        self.real_stats = feature_stats(self.real_features)
+
+    @torch.no_grad()
+    def __call__(self, G, cfg, n=10000, seed=0):
+        """Metrics of generator G (a model of TrainConfig cfg) on n images drawn from noise
+        `seed`: fid, inception_score, class_histogram, class_entropy, label_accuracy (None for
+        unconditional models). G is put in eval mode for the draw and then restored."""
+        check_n(n)
+        was_training = G.training
+        G.eval()
+        try:
+            gen_x, labels = generate(G, cfg, n, seed, self.device, self.batch_size)
+        finally:
+            G.train(was_training)
+        gen_f, gen_p = classify(self.model, gen_x, self.batch_size)
+        predicted = gen_p.argmax(1)
+        hist = class_histogram(predicted, NUM_CLASSES)
+        return {
+            "fid": frechet_distance(*feature_stats(gen_f), *self.real_stats),
+            "inception_score": inception_score(gen_p),
+            "class_histogram": hist,
+            "class_entropy": entropy_bits(hist),
+            "label_accuracy": (predicted == labels).double().mean().item() if labels is not None else None,
+        }
+
+    def fid_real(self, n, seed=0):
+        """The FID of up to max(n, test size) real training images against the test images:
+        the floor a perfect generator reaches."""
+        (train_x, _), (test_x, _) = self.data
+        k = min(len(train_x), max(n, len(test_x)))
+        pick = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))[:k]
+        train_f, _ = classify(self.model, to_input(train_x[pick]).to(self.device), self.batch_size)
+        return fid_from_features(train_f, self.real_features)
+
+
+def check_n(n, option="--n"):
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ConfigError(f"{option} must be an integer of at least 2 (a covariance needs 2 samples), got {n!r}")
+
+
 def evaluate(checkpoint, n=10000, device="cpu", data_dir=None, cache_dir=None, seed=0,
              classifier=None, batch_size=1000):
     """Sample-quality metrics of the generator in `checkpoint` (a fastgan checkpoint.pt).
@@ -73,39 +129,21 @@ def evaluate(checkpoint, n=10000, device="cpu", data_dir=None, cache_dir=None, s
     classifier: ClassifierSettings (or a dict of its fields) to override the default training.
     data_dir: where the IDX files of mnist / fashion-mnist are (default: the checkpoint's).
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ConfigError(f"--n must be an integer of at least 2 (a covariance needs 2 samples), got {n!r}")
+    check_n(n)
     t0 = time.perf_counter()
     device = resolve_device(device)
     G, cfg, state = load_generator(checkpoint, device)
-    dataset = cfg.dataset
-    data = split(dataset, data_dir if data_dir is not None else cfg.data_dir)
-    settings = classifier if classifier is not None else ClassifierSettings()
-    model, info = get_classifier(dataset, cache=cache_dir, settings=settings, data=data)
-    model = model.to(device)
-
-    (train_x, _), (test_x, _) = data
-    real_f, _ = classify(model, to_input(test_x).to(device), batch_size)
-    mu_r, s_r = feature_stats(real_f)
-    gen_x, labels = generate(G, cfg, n, seed, device, batch_size)
-    gen_f, gen_p = classify(model, gen_x, batch_size)
-    k = min(len(train_x), max(n, len(test_x)))
-    pick = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))[:k]
-    train_f, _ = classify(model, to_input(train_x[pick]).to(device), batch_size)
-
-    predicted = gen_p.argmax(1)
-    hist = class_histogram(predicted, NUM_CLASSES)
+    evaluator = Evaluator(cfg.dataset, data_dir if data_dir is not None else cfg.data_dir, device,
+                          cache_dir, classifier, batch_size)
+    metrics = evaluator(G, cfg, n, seed)
+    info = evaluator.classifier_info
     return {
         "model": cfg.model,
-        "dataset": dataset,
+        "dataset": cfg.dataset,
         "step": int(state.get("step", 0)),
         "n": n,
-        "fid": frechet_distance(*feature_stats(gen_f), mu_r, s_r),
-        "fid_real": fid_from_features(train_f, real_f),
-        "inception_score": inception_score(gen_p),
-        "class_histogram": hist,
-        "class_entropy": entropy_bits(hist),
-        "label_accuracy": (predicted == labels).double().mean().item() if labels is not None else None,
+        **metrics,
+        "fid_real": evaluator.fid_real(n, seed),
         "classifier_accuracy": info["test_accuracy"],
         "classifier_cached": info["cached"],
         "classifier_path": info["path"],

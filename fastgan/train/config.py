@@ -52,11 +52,13 @@ class TrainConfig:
     cuda_graph: bool = True               # on CUDA: capture the whole step in one CUDA graph
     compile: bool = False                 # torch.compile the models (for comparison; no graph)
     progress: bool = True
+    eval_every: int = 0                   # steps between sample-quality evaluations (0: never)
+    eval_n: int = 2000                    # generated images per evaluation
     extra: dict = field(default_factory=dict)
 
     # options that may change when a run is resumed; the rest must match the checkpoint
     RESUMABLE = ("epochs", "steps", "device", "data_dir", "download", "checkpoint_every",
-                 "log_every", "tensorboard", "progress", "out", "cuda_graph", "compile")
+                 "log_every", "tensorboard", "progress", "out", "cuda_graph", "compile", "eval_every", "eval_n")
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -106,6 +108,11 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ConfigError(f"--eval-every must be an integer >= 0 (0: off), got {self.eval_every}")
+        if isinstance(self.eval_n, bool) or not isinstance(self.eval_n, int) or self.eval_n < 2:
+            raise ConfigError(f"--eval-n must be an integer of at least 2 (a covariance needs 2 "
+                              f"samples), got {self.eval_n}")
         if self.checkpoint_every < 0:
             raise ConfigError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         for name in ("lr", "lr_d", "lr_g"):

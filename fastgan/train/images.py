@@ -49,15 +49,24 @@ def save_grid(images, path, ncol=8, scale=2):
     return grid
 
 
-def write_history(history, path, steps_per_epoch):
-    """history: (steps, 2) tensor of (d_loss, g_loss) per step -> CSV step,epoch,d_loss,g_loss."""
+EVAL_COLUMNS = ("train_seconds", "fid", "inception_score", "class_entropy", "label_accuracy")
+
+
+def write_history(history, path, steps_per_epoch, evals=()):
+    """history: (steps, 2) tensor of (d_loss, g_loss) per step -> CSV step,epoch,d_loss,g_loss;
+    with evals (Trainer.evals), also the EVAL_COLUMNS, filled on the evaluated steps."""
+    by_step = {e["step"]: e for e in evals}
     tmp = atomic_path(path)
     try:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["step", "epoch", "d_loss", "g_loss"])
+            w.writerow(["step", "epoch", "d_loss", "g_loss"] + (list(EVAL_COLUMNS) if evals else []))
             for i, (d, g) in enumerate(history.tolist(), 1):
-                w.writerow([i, (i - 1) // steps_per_epoch + 1, f"{d:.6g}", f"{g:.6g}"])
+                row = [i, (i - 1) // steps_per_epoch + 1, f"{d:.6g}", f"{g:.6g}"]
+                if evals:
+                    e = by_step.get(i, {})
+                    row += ["" if e.get(c) is None else f"{e[c]:.6g}" for c in EVAL_COLUMNS]
+                w.writerow(row)
         _finish(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -70,15 +79,16 @@ def read_history(path):
     return torch.tensor([[float(r["d_loss"]), float(r["g_loss"])] for r in rows], dtype=torch.float64)
 
 
-def plot_losses(history, path, steps_per_epoch, title=""):
-    """A loss-curve PNG (per step, and smoothed) of the D and G losses."""
+def plot_losses(history, path, steps_per_epoch, title="", evals=()):
+    """A loss-curve PNG (per step, and smoothed) of the D and G losses; with evals
+    (Trainer.evals), a second panel of the classifier FID against the step."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     h = history.numpy() if torch.is_tensor(history) else np.asarray(history)
-    fig = Figure(figsize=(7, 4), dpi=100)
+    fig = Figure(figsize=(7, 7 if evals else 4), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    ax = fig.add_subplot(2 if evals else 1, 1, 1)
     if len(h):
         steps = np.arange(1, len(h) + 1)
         k = max(1, min(len(h) // 20, steps_per_epoch))
@@ -93,6 +103,13 @@ def plot_losses(history, path, steps_per_epoch, title=""):
     ax.grid(alpha=0.3)
     if len(h):
         ax.legend()
+    if evals:
+        q = fig.add_subplot(2, 1, 2, sharex=ax)
+        q.plot([e["step"] for e in evals], [e["fid"] for e in evals], "o-", color="tab:green")
+        q.set_yscale("log")
+        q.set_xlabel("step")
+        q.set_ylabel("classifier FID (lower is better)")
+        q.grid(alpha=0.3, which="both")
     fig.tight_layout()
     tmp = atomic_path(path)
     try:

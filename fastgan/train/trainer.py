@@ -112,9 +112,10 @@ class Trainer:
     """Trains one GAN run in cfg.out: checkpoint.pt, samples/, samples.png, history.csv,
     losses.png, train.log, config.json (and tb/ with tensorboard)."""
 
-    def __init__(self, cfg, resume=False, explicit=None, log=None):
+    def __init__(self, cfg, resume=False, explicit=None, log=None, evaluator=None):
         """explicit: the option names the user set (with resume, only TrainConfig.RESUMABLE
-        ones may differ from the checkpoint's)."""
+        ones may differ from the checkpoint's). evaluator: the fastgan.metrics.Evaluator that
+        --eval-every uses (default: one with the default classifier, made when fit() starts)."""
         self.log_stream = log or sys.stdout
         self.checkpoint_path = os.path.join(cfg.out, CHECKPOINT)
         ckpt = None
@@ -153,6 +154,9 @@ class Trainer:
         self.fixed_z, self.fixed_labels, self.grid_cols = fixed_inputs(cfg, self.device)
         self.step = 0
         self.history = torch.zeros(0, 2, dtype=torch.float64)
+        self.train_seconds = 0.0   # time spent training: steps and loss syncs, not outputs or evals
+        self.evals = []            # one dict per --eval-every evaluation (see _evaluate)
+        self.evaluator = evaluator
         self.epoch_rng = self.loader.generator.get_state()  # shuffle state of the epoch in progress
         self.checkpoint_step = None
         if ckpt is not None:
@@ -199,6 +203,7 @@ class Trainer:
                 "generator": self.G.state_dict(), "discriminator": self.D.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "rng": rng, "history": self.history.clone(),
+                "train_seconds": self.train_seconds, "evals": [dict(e) for e in self.evals],
                 "fastgan_version": _version()}
 
     def save(self):
@@ -216,6 +221,8 @@ class Trainer:
                                   f"{str(exc).splitlines()[0]}") from None
         self.step = int(ckpt["step"])
         self.history = ckpt["history"].to(torch.float64)[: self.step]
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))
+        self.evals = [dict(e) for e in ckpt.get("evals", []) if e["step"] <= self.step]
         rng = ckpt["rng"]
         torch.set_rng_state(rng["torch"])
         if rng.get("device") == self.device.type:
@@ -256,9 +263,9 @@ class Trainer:
         os.makedirs(os.path.join(out, "samples"), exist_ok=True)
         save_grid(images, os.path.join(out, "samples", f"{epoch_label}.png"), ncol=self.grid_cols)
         save_grid(images, os.path.join(out, "samples.png"), ncol=self.grid_cols)
-        write_history(self.history, os.path.join(out, "history.csv"), self.steps_per_epoch)
+        write_history(self.history, os.path.join(out, "history.csv"), self.steps_per_epoch, self.evals)
         plot_losses(self.history, os.path.join(out, "losses.png"), self.steps_per_epoch,
-                    title=f"{self.cfg.model} on {self.cfg.dataset}")
+                    title=f"{self.cfg.model} on {self.cfg.dataset}", evals=self.evals)
         if self.writer is not None:
             grid = torch.from_numpy(make_grid(images, self.grid_cols))[None]
             self.writer.add_image("samples", grid, self.step)
@@ -281,11 +288,20 @@ class Trainer:
         if self.step:
             self._print(f"resuming {cfg.out} at step {self.step} (epoch "
                         f"{self.step // self.steps_per_epoch + 1}) of {self.total_steps}")
+        if cfg.eval_every and self.evaluator is None:
+            self._print(f"evaluating every {cfg.eval_every} steps on {cfg.eval_n} images: loading "
+                        f"(or training, once) the {cfg.dataset} classifier", logfile=False)
+            from fastgan.metrics import Evaluator
+
+            self.evaluator = Evaluator(cfg.dataset, cfg.data_dir, self.device)
+            self._print(f"classifier: {self.evaluator.classifier_info['path']} (test accuracy "
+                        f"{self.evaluator.classifier_info['test_accuracy']:.2%})")
         B = cfg.batch_size
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not cfg.progress,
                    unit="step", dynamic_ncols=True, desc=f"{cfg.model}", file=sys.stderr)
         pending, t_sync, steps_since = [], time.perf_counter(), 0
-        t_epoch = time.perf_counter()
+        t_run = time.perf_counter()           # start of the current stretch of training
+        epoch_start = self.train_seconds      # train_seconds when the epoch in progress began
         self.G.train()
         self.D.train()
         try:
@@ -319,11 +335,18 @@ class Trainer:
                             self.writer.add_scalar("images_per_s", rate, self.step)
                     if end_of_epoch:
                         self.epoch_rng = self.loader.generator.get_state()
-                    if end_of_epoch or last:
-                        self._end_epoch(epoch + 1, time.perf_counter() - t_epoch, final=last)
-                        t_epoch = t_sync = time.perf_counter()
-                    elif cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                        self.save()
+                    evaluate = cfg.eval_every and (self.step % cfg.eval_every == 0 or last)
+                    checkpoint = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
+                    if evaluate or end_of_epoch or last or checkpoint:
+                        self._stop_clock(t_run)  # outputs and evaluations are not training time
+                        if evaluate:
+                            self._evaluate()
+                        if end_of_epoch or last:
+                            self._end_epoch(epoch + 1, self.train_seconds - epoch_start, final=last)
+                            epoch_start = self.train_seconds
+                        elif checkpoint:
+                            self.save()
+                        t_run = t_sync = time.perf_counter()
                     if last:
                         break
         except KeyboardInterrupt:
@@ -340,6 +363,31 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
         return self.history
+
+    def _stop_clock(self, since):
+        """Adds the training time since `since` (perf_counter) to train_seconds, after the
+        device has finished the queued steps."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.train_seconds += time.perf_counter() - since
+
+    def _evaluate(self):
+        """Measures G now (--eval-every): classifier FID, IS and class entropy of eval_n images
+        from fixed noise (seed 0, as `fastgan eval`), logged, kept in self.evals, plotted."""
+        t0 = time.perf_counter()
+        m = self.evaluator(self.G, self.cfg, self.cfg.eval_n, seed=0)
+        row = {"step": self.step, "train_seconds": self.train_seconds, "fid": m["fid"],
+               "inception_score": m["inception_score"], "class_entropy": m["class_entropy"],
+               "label_accuracy": m["label_accuracy"]}
+        self.evals.append(row)
+        extra = f"  label accuracy {m['label_accuracy']:.3f}" if m["label_accuracy"] is not None else ""
+        self._print(f"eval step {self.step}: FID {m['fid']:.2f}  IS {m['inception_score']:.2f}  "
+                    f"class entropy {m['class_entropy']:.2f} bits{extra}  (trained {self.train_seconds:.1f}s, "
+                    f"eval {time.perf_counter() - t0:.1f}s)")
+        if self.writer is not None:
+            for name in ("fid", "inception_score", "class_entropy", "label_accuracy"):
+                if row[name] is not None:
+                    self.writer.add_scalar(f"eval/{name}", row[name], self.step)
 
     def _end_epoch(self, epoch, seconds, final=False):
         spe = self.steps_per_epoch
