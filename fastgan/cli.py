@@ -126,9 +126,11 @@ def build_parser():
 
     b = sub.add_parser("bench", help="time fastgan against PyTorch eager and torch.compile",
                        description="fastgan bench ops [...]: each fused op, forward+backward; "
-                                   "fastgan bench train [...]: whole training steps. "
+                                   "fastgan bench train [...]: whole training steps; "
+                                   "fastgan bench quality [...]: classifier FID against training "
+                                   "time, the tutorial's recipe vs fastgan. "
                                    "`fastgan bench ops --help` lists their options.")
-    b.add_argument("what", choices=["ops", "train"], help="ops or train")
+    b.add_argument("what", choices=["ops", "train", "quality"], help="ops, train or quality")
     b.add_argument("options", nargs=argparse.REMAINDER, help="options of that benchmark")
     return parser
 
@@ -136,6 +138,8 @@ def build_parser():
 def cmd_bench(args):
     if args.what == "ops":
         from fastgan.bench.ops import main as bench_main
+    elif args.what == "quality":
+        from fastgan.bench.quality import main as bench_main
     else:
         from fastgan.bench.train import main as bench_main
     return bench_main(args.options)

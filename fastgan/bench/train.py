@@ -73,6 +73,7 @@ def tutorial_train_step(model, device, compile=False, seed=0):
         opt_g.step()
         return d_loss, g_loss
 
+    step.G, step.D = G, D   # for measuring the generator (fastgan.bench.quality)
     return step
 
 

@@ -1,0 +1,174 @@
+"""Sample quality against training time: the tutorial's recipe vs fastgan (`fastgan bench quality`).
+
+For each model and seed both start from the same initial weights (the seed) and train on the
+same data for the same number of steps at batch 64 (Adam 2e-4, betas (0.5, 0.999)):
+
+  tutorial  the tutorial's loop: a shuffled DataLoader with per-sample ToTensor + Normalize,
+            D ending in a sigmoid, BCELoss against fresh ones/zeros, torch.optim.Adam, eager
+  fastgan   `fastgan train` (fastgan.train.Trainer): the data on the device, fused ops,
+            fastgan's Adam, the whole step in one CUDA graph on CUDA
+
+Every --eval-every steps the generator is measured by one shared fastgan.metrics.Evaluator
+(classifier FID of --eval-n images from fixed noise, the same noise for every run). The clock
+counts training only (steps and data loading), not evaluations or fastgan's per-epoch outputs.
+Data order and noise come from each recipe's own random streams, so the two curves of a seed
+are two different draws of the same algorithm: compare them with the spread over seeds.
+"""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+from fastgan.bench.epoch import _TutorialDataset, _sync
+from fastgan.bench.timing import machine_header, report
+from fastgan.bench.train import tutorial_train_step
+
+MODELS = ("mlp", "dcgan")
+IMPLS = ("tutorial", "fastgan")
+
+
+def tutorial_run(model, seed, steps, eval_every, evaluate, images, labels, device, batch_size=64):
+    """[{step, train_seconds, fid, ...}] of the tutorial's loop, measured every eval_every steps
+    and at the end by evaluate(G)."""
+    step = tutorial_train_step(model, device, seed=seed)
+    loader = torch.utils.data.DataLoader(_TutorialDataset(images, labels), batch_size=batch_size,
+                                         shuffle=True, drop_last=True,
+                                         generator=torch.Generator().manual_seed(seed + 1))
+    evals, done, seconds = [], 0, 0.0
+    t0 = time.perf_counter()
+    while done < steps:
+        for x, _ in loader:
+            step(x.to(device))
+            done += 1
+            if done % eval_every == 0 or done == steps:
+                _sync(device)
+                seconds += time.perf_counter() - t0
+                evals.append({"step": done, "train_seconds": seconds, **evaluate(step.G)})
+                t0 = time.perf_counter()
+            if done == steps:
+                break
+    return evals
+
+
+def fastgan_run(model, seed, steps, eval_every, evaluator, eval_n, device, dataset, data_dir, out):
+    """The same through fastgan's Trainer (--eval-every), in a scratch run folder."""
+    from fastgan.train import Trainer, TrainConfig
+
+    cfg = TrainConfig(model=model, dataset=dataset, data_dir=data_dir, steps=steps, seed=seed,
+                      eval_every=eval_every, eval_n=eval_n, device=str(device), progress=False,
+                      out=os.path.join(out, f"{model}-seed{seed}"))
+    with open(os.devnull, "w") as log:
+        trainer = Trainer(cfg, log=log, evaluator=evaluator)
+        trainer.fit()
+    return trainer.evals
+
+
+def run(device, models=MODELS, seeds=(0, 1, 2), steps=2000, eval_every=500, eval_n=2000,
+        dataset="mnist-5k", data_dir=None, impls=IMPLS, log=None):
+    from fastgan.data import load_dataset
+    from fastgan.metrics import Evaluator
+    from fastgan.train import TrainConfig
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    images, labels = load_dataset(dataset, data_dir)
+    evaluator = Evaluator(dataset, data_dir, device)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="fastgan-quality-") as out:
+        for model in models:
+            cfg = TrainConfig(model=model)
+
+            def measure(G):
+                m = evaluator(G, cfg, eval_n, seed=0)
+                return {k: m[k] for k in ("fid", "inception_score", "class_entropy")}
+
+            for seed in seeds:
+                for impl in impls:
+                    if impl == "tutorial":
+                        evals = tutorial_run(model, seed, steps, eval_every, measure, images, labels, device)
+                    else:
+                        evals = fastgan_run(model, seed, steps, eval_every, evaluator, eval_n, device,
+                                            dataset, data_dir, out)
+                    evals = [{k: e[k] for k in ("step", "train_seconds", "fid", "inception_score",
+                                                "class_entropy")} for e in evals]
+                    runs.append({"model": model, "impl": impl, "seed": seed, "evals": evals})
+                    if log:
+                        last = evals[-1]
+                        print(f"{model} {impl} seed {seed}: step {last['step']} FID {last['fid']:.2f} "
+                              f"in {last['train_seconds']:.1f} s", file=log, flush=True)
+    info = evaluator.classifier_info
+    return {"machine": machine_header(device), "dataset": dataset, "steps": steps, "eval_every": eval_every,
+            "eval_n": eval_n, "seeds": list(seeds), "fid_real": evaluator.fid_real(eval_n),
+            "classifier_accuracy": info["test_accuracy"], "runs": runs}
+
+
+def _mean_sd(values):
+    m = statistics.fmean(values)
+    return (m, statistics.stdev(values)) if len(values) > 1 else (m, 0.0)
+
+
+def summary(result):
+    """{(model, impl): {step: (fid mean, fid sd, seconds mean)}} over seeds."""
+    out = {}
+    for r in result["runs"]:
+        for e in r["evals"]:
+            out.setdefault((r["model"], r["impl"]), {}).setdefault(e["step"], []).append(e)
+    return {key: {step: (*_mean_sd([e["fid"] for e in es]), statistics.fmean(e["train_seconds"] for e in es))
+                  for step, es in sorted(by_step.items())}
+            for key, by_step in out.items()}
+
+
+def markdown(result):
+    s = summary(result)
+    impls = [i for i in IMPLS if any(k[1] == i for k in s)]
+    lines = [f"Machine: {result['machine']}; data: {result['dataset']}; classifier test accuracy "
+             f"{result['classifier_accuracy']:.2%}; classifier FID of {result['eval_n']} generated images, "
+             f"mean ± sd over seeds {', '.join(map(str, result['seeds']))} (real training images: "
+             f"{result['fid_real']:.2f}); seconds: training time to that step, mean over seeds", "",
+             "| model | step | " + " | ".join(f"{i} FID" for i in impls) + " | "
+             + " | ".join(f"{i} s" for i in impls) + (" | speed-up |" if len(impls) == 2 else " |"),
+             "|---|---|" + "---|" * (2 * len(impls) + (len(impls) == 2))]
+    for model in dict.fromkeys(k[0] for k in s):
+        for step in sorted({k for (m, _), by_step in s.items() if m == model for k in by_step}):
+            cells = [s.get((model, i), {}).get(step) for i in impls]
+            fids = [f"{c[0]:.1f} ± {c[1]:.1f}" if c else "–" for c in cells]
+            secs = [f"{c[2]:.1f}" if c else "–" for c in cells]
+            ratio = []
+            if len(impls) == 2:
+                ratio = [f"{cells[0][2] / cells[1][2]:.1f}x" if all(cells) else "–"]
+            lines.append(f"| {model} | {step} | " + " | ".join(fids + secs + ratio) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="fastgan bench quality", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--model", action="append", choices=MODELS, help="default: mlp and dcgan")
+    p.add_argument("--impl", action="append", choices=IMPLS, help="default: both")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
+    p.add_argument("--steps", type=int, default=2000, help="training steps per run (default 2000)")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations (default 500)")
+    p.add_argument("--eval-n", type=int, default=2000, help="images per evaluation (default 2000)")
+    p.add_argument("--dataset", default="mnist-5k", help="mnist-5k (default), mnist or fashion-mnist")
+    p.add_argument("--data-dir", help="IDX files for mnist / fashion-mnist")
+    p.add_argument("--json", help="also write the results as JSON to this file")
+    a = p.parse_args(argv)
+    for name in ("steps", "eval_every"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(a, name)}")
+    if a.eval_n < 2:
+        p.error(f"--eval-n must be at least 2, got {a.eval_n}")
+    report(run(a.device, a.model or MODELS, a.seeds, a.steps, a.eval_every, a.eval_n, a.dataset,
+               a.data_dir, a.impl or IMPLS, log=sys.stderr), markdown, a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
