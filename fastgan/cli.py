@@ -89,6 +89,9 @@ def build_parser():
                    help="on CUDA, run the step op by op instead of replaying one CUDA graph")
     t.add_argument("--compile", action="store_true", default=S,
                    help="torch.compile the models (for comparison; turns the CUDA graph off)")
+    t.add_argument("--precision", choices=["fp32", "bf16"], default=S,
+                   help="fp32 (default), or bf16: forward passes under bfloat16 autocast; weights, "
+                        "optimizer, batch-norm statistics and losses stay float32")
     t.add_argument("--tensorboard", action="store_true", default=S,
                    help="also log to OUT/tb for TensorBoard (needs the tensorboard package)")
     t.add_argument("--no-progress", dest="progress", action="store_false", default=S,

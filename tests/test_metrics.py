@@ -279,3 +279,21 @@ def test_train_eval_options_are_checked(capsys):
     assert "--eval-every must be an integer >= 0" in err, err
     err = usage_error(capsys, "train", *TINY, "--steps", 2, "--eval-every", 1, "--eval-n", 1)
     assert "--eval-n must be an integer of at least 2" in err, err
+
+
+def test_bench_quality_runs_both_recipes(tiny):
+    """fastgan bench quality: every (seed, recipe) is measured at each --eval-every step and at
+    the end, with growing training time, and the table has a row per step."""
+    from fastgan.bench import quality
+
+    evaluator = metrics.Evaluator("mnist-5k", cache_dir=tiny[2], classifier=TINY_CLF)
+    result = quality.run("cpu", models=("mlp",), seeds=(0, 1), steps=5, eval_every=3, eval_n=40,
+                         evaluator=evaluator)
+    assert [(r["impl"], r["seed"]) for r in result["runs"]] == [("tutorial", 0), ("fastgan", 0),
+                                                                ("tutorial", 1), ("fastgan", 1)]
+    for r in result["runs"]:
+        assert [e["step"] for e in r["evals"]] == [3, 5]
+        assert 0 < r["evals"][0]["train_seconds"] < r["evals"][1]["train_seconds"]
+        assert all(e["fid"] > 0 for e in r["evals"])
+    table = quality.markdown(result)
+    assert "| mlp | 3 |" in table and "| mlp | 5 |" in table and "speed-up" in table

@@ -68,7 +68,9 @@ def fastgan_run(model, seed, steps, eval_every, evaluator, eval_n, device, datas
 
 
 def run(device, models=MODELS, seeds=(0, 1, 2), steps=2000, eval_every=500, eval_n=2000,
-        dataset="mnist-5k", data_dir=None, impls=IMPLS, log=None):
+        dataset="mnist-5k", data_dir=None, impls=IMPLS, log=None, evaluator=None):
+    """Trains each (model, seed, impl) and returns the measurements (see markdown()).
+    evaluator: a fastgan.metrics.Evaluator for `dataset` (default: the default classifier's)."""
     from fastgan.data import load_dataset
     from fastgan.metrics import Evaluator
     from fastgan.train import TrainConfig
@@ -78,7 +80,7 @@ def run(device, models=MODELS, seeds=(0, 1, 2), steps=2000, eval_every=500, eval
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     images, labels = load_dataset(dataset, data_dir)
-    evaluator = Evaluator(dataset, data_dir, device)
+    evaluator = evaluator or Evaluator(dataset, data_dir, device)
     runs = []
     with tempfile.TemporaryDirectory(prefix="fastgan-quality-") as out:
         for model in models:

@@ -12,6 +12,7 @@ All run the same algorithm: one D step on a real and a fake batch, then one G st
 same fake batch against the updated D, Adam lr 2e-4, betas (0.5, 0.999).
 """
 import argparse
+import functools
 import sys
 
 import torch
@@ -21,7 +22,8 @@ from torch import nn
 from fastgan.bench.timing import auto_iters, machine_header, report, time_call
 from fastgan.models import build
 from fastgan.train.graph import GraphedStep
-from fastgan.train.step import DeviceBatches, make_step
+from fastgan.train.step import PRECISIONS, DeviceBatches, amp_dtype, make_step
+from fastgan.train.trainer import autocast
 
 MODELS = ("mlp", "mlp-bn", "dcgan")
 BATCH_SIZES = (64, 256, 1024)
@@ -84,7 +86,8 @@ def tutorial_step(model, batch_size, device, compile=False, seed=0):
     return lambda: step(real)
 
 
-def expert_step(model, batch_size, device, seed=0):
+def expert_step(model, batch_size, device, seed=0, precision="fp32"):
+    amp = functools.partial(autocast, torch.device(device).type, amp_dtype(precision))
     torch.manual_seed(seed)
     G, D = build(model, backend="torch")
     G, D = G.to(device), D.to(device)
@@ -101,18 +104,21 @@ def expert_step(model, batch_size, device, seed=0):
 
     def step():
         real, _ = batches.next()
-        fake = G(torch.randn(batch_size, G.latent_dim, generator=noise_gen, device=device))
-        if one_pass:  # no batch norm in D: one pass over both batches is the same math
-            logits_real, logits_fake = D(torch.cat([real, fake.detach()])).split(batch_size)
-        else:
-            logits_real, logits_fake = D(real), D(fake.detach())
-        d_loss = (F.binary_cross_entropy_with_logits(logits_real, ones)
-                  + F.binary_cross_entropy_with_logits(logits_fake, zeros))
+        with amp():
+            fake = G(torch.randn(batch_size, G.latent_dim, generator=noise_gen, device=device))
+            if one_pass:  # no batch norm in D: one pass over both batches is the same math
+                logits_real, logits_fake = D(torch.cat([real, fake.detach()])).split(batch_size)
+            else:
+                logits_real, logits_fake = D(real), D(fake.detach())
+        d_loss = (F.binary_cross_entropy_with_logits(logits_real.float(), ones)
+                  + F.binary_cross_entropy_with_logits(logits_fake.float(), zeros))
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         D.requires_grad_(False)
-        g_loss = F.binary_cross_entropy_with_logits(D(fake), ones)
+        with amp():
+            fake_logits = D(fake)
+        g_loss = F.binary_cross_entropy_with_logits(fake_logits.float(), ones)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         D.requires_grad_(True)
@@ -122,21 +128,22 @@ def expert_step(model, batch_size, device, seed=0):
     return GraphedStep(step, generators=(noise_gen,))
 
 
-def make(impl, model, batch_size, device):
+def make(impl, model, batch_size, device, precision="fp32"):
+    """impl's step; precision applies to expert, fastgan and graph (the tutorial is float32)."""
     if impl == "tutorial":
         return tutorial_step(model, batch_size, device)
     if impl == "compile":
         return tutorial_step(model, batch_size, device, compile=True)
     if impl == "expert":
-        return expert_step(model, batch_size, device)
+        return expert_step(model, batch_size, device, precision=precision)
     if impl == "fastgan":
-        return make_step(model, batch_size, device, cuda_graph=False)
+        return make_step(model, batch_size, device, cuda_graph=False, precision=precision)
     if impl == "graph":
-        return make_step(model, batch_size, device, cuda_graph=True)
+        return make_step(model, batch_size, device, cuda_graph=True, precision=precision)
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLS}")
 
 
-def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None):
+def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, precision="fp32"):
     cuda = torch.device(device).type == "cuda"
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = False  # strict float32, as the issue's baseline
@@ -150,7 +157,7 @@ def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None):
                     continue
                 torch._dynamo.reset()
                 try:
-                    step = make(impl, model, bs, device)
+                    step = make(impl, model, bs, device, precision)
                     for _ in range(5):
                         step()  # warm-up, graph capture, compilation
                     ms = time_call(step, device, warmup=3, iters=auto_iters(step, device, 300.0), reps=5)
@@ -163,8 +170,8 @@ def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None):
                 if log:
                     print(f"{model} b{bs} {impl}: {ms:.3f} ms/step", file=log, flush=True)
             rows.append(row)
-    return {"machine": machine_header(device), "rows": rows, "impls": [i for i in impls
-            if cuda or i not in ("expert", "graph")]}
+    return {"machine": machine_header(device), "rows": rows, "precision": precision,
+            "impls": [i for i in impls if cuda or i not in ("expert", "graph")]}
 
 
 def markdown(result):
@@ -172,7 +179,9 @@ def markdown(result):
     best = "graph" if "graph" in impls else "fastgan"
     head = "| model | batch | " + " | ".join(f"{i} ms" for i in impls) + f" | {best} img/s | " + \
         " | ".join(f"{best} vs {i}" for i in impls if i != best and i != "fastgan") + " |"
-    lines = [f"Machine: {result['machine']}", "", head, "|" + "---|" * (head.count("|") - 1)]
+    precision = result.get("precision", "fp32")
+    note = "" if precision == "fp32" else f"; {precision} autocast for expert, fastgan and graph (tutorial: fp32)"
+    lines = [f"Machine: {result['machine']}{note}", "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in result["rows"]:
         cells = [f"{r[i]:.3f}" if i in r else ("failed" if i in r.get("errors", {}) else "–") for i in impls]
         ratios = [f"{r[i] / r[best]:.1f}x" if i in r and best in r else "–" for i in impls
@@ -190,6 +199,8 @@ def main(argv=None):
     p.add_argument("--model", action="append", choices=MODELS, help="default: all")
     p.add_argument("--batch-size", action="append", type=int, help="default: 64, 256, 1024")
     p.add_argument("--impl", action="append", choices=IMPLS, help="default: all")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default) or bf16 (autocast) for expert, fastgan and graph")
     p.add_argument("--epoch", action="store_true",
                    help="time one full epoch with data loading instead (tutorial DataLoader vs fastgan)")
     p.add_argument("--data-dir", help="with --epoch: a folder with MNIST's IDX files (default: synthetic)")
@@ -201,8 +212,8 @@ def main(argv=None):
 
         report(epoch.run(a.device, a.model or ("mlp",), a.data_dir, a.epoch_size), epoch.markdown, a.json)
         return 0
-    report(run(a.device, a.model or MODELS, a.batch_size or BATCH_SIZES, a.impl or IMPLS, log=sys.stderr),
-           markdown, a.json)
+    report(run(a.device, a.model or MODELS, a.batch_size or BATCH_SIZES, a.impl or IMPLS, log=sys.stderr,
+               precision=a.precision), markdown, a.json)
     return 0
 
 

@@ -23,6 +23,12 @@ def check_backend(backend):
     return backend
 
 
+def _like(bias, y):
+    """The bias in y's dtype: under autocast the product is bfloat16 while the parameter stays
+    float32 (the cast's backward hands the bias a float32 gradient)."""
+    return bias if bias.dtype == y.dtype else bias.to(y.dtype)
+
+
 class LinearLeakyReLU(nn.Linear):
     """nn.Linear followed by LeakyReLU (slope 0: ReLU); bias + activation in one fused kernel."""
 
@@ -31,7 +37,8 @@ class LinearLeakyReLU(nn.Linear):
         self.negative_slope = float(negative_slope)
 
     def forward(self, x):
-        return ops.bias_leaky_relu(F.linear(x, self.weight), self.bias, self.negative_slope)
+        y = F.linear(x, self.weight)
+        return ops.bias_leaky_relu(y, _like(self.bias, y), self.negative_slope)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, negative_slope={self.negative_slope}"
@@ -47,8 +54,8 @@ class Conv2dLeakyReLU(nn.Conv2d):
         self.negative_slope = float(negative_slope)
 
     def forward(self, x):
-        return ops.bias_leaky_relu(self._conv_forward(x, self.weight, None), self.bias,
-                                   self.negative_slope)
+        y = self._conv_forward(x, self.weight, None)
+        return ops.bias_leaky_relu(y, _like(self.bias, y), self.negative_slope)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, negative_slope={self.negative_slope}"

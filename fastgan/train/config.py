@@ -51,6 +51,7 @@ class TrainConfig:
     tensorboard: bool = False
     cuda_graph: bool = True               # on CUDA: capture the whole step in one CUDA graph
     compile: bool = False                 # torch.compile the models (for comparison; no graph)
+    precision: str = "fp32"               # fp32 | bf16 (forward passes under bfloat16 autocast)
     progress: bool = True
     eval_every: int = 0                   # steps between sample-quality evaluations (0: never)
     eval_n: int = 2000                    # generated images per evaluation
@@ -128,7 +129,8 @@ class TrainConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         choices = {"optimizer": ("adam", "rmsprop"), "noise": ("normal", "uniform"),
-                   "g_act": ("relu", "leaky"), "backend": ("fastgan", "torch")}
+                   "g_act": ("relu", "leaky"), "backend": ("fastgan", "torch"),
+                   "precision": ("fp32", "bf16")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "

@@ -10,7 +10,14 @@ from fastgan.models import CONDITIONAL, build
 from fastgan.optim import Adam as FusedAdam
 from fastgan.train.graph import GraphedStep
 
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "bf16")
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}   # the forward passes' autocast dtype
+
+
+def amp_dtype(precision):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return AMP_DTYPES[precision]
 
 
 class DeviceBatches:
@@ -50,9 +57,10 @@ class DeviceBatches:
 
 
 def build_step(G, D, opt_g, opt_d, batches, noise_fn, conditional, grad_clip=None, cuda_graph=False,
-               generators=()):
+               generators=(), precision="fp32"):
     """A callable running one training step on the next batch: train_step wrapped with the
     batch gather and the noise, captured in a CUDA graph when cuda_graph is True."""
+    amp = amp_dtype(precision)
     from fastgan.train.trainer import d_pass_mergeable, train_step
 
     one_pass = d_pass_mergeable(D)
@@ -60,7 +68,8 @@ def build_step(G, D, opt_g, opt_d, batches, noise_fn, conditional, grad_clip=Non
     def step():
         real, labels = batches.next()
         z = noise_fn()
-        return train_step(G, D, opt_g, opt_d, real, labels if conditional else None, z, grad_clip, one_pass)
+        return train_step(G, D, opt_g, opt_d, real, labels if conditional else None, z, grad_clip, one_pass,
+                          amp_dtype=amp)
 
     return GraphedStep(step, generators=generators) if cuda_graph else step
 
@@ -84,11 +93,11 @@ def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32
 
     images/labels: a uint8 (N, [1,] 28, 28) dataset and its (N,) labels; default, a random
     synthetic one (the step's cost does not depend on the pixels). cuda_graph: None means
-    "on CUDA, yes". The callable has .G, .D, .opt_g, .opt_d and .batches attributes.
+    "on CUDA, yes". precision: "fp32", or "bf16" for the forward passes under bfloat16
+    autocast (see train_step). The callable has .G, .D, .opt_g, .opt_d and .batches attributes.
     """
     device = torch.device(device)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    amp_dtype(precision)
     if cuda_graph is None:
         cuda_graph = device.type == "cuda"
     if cuda_graph and device.type != "cuda":
@@ -112,7 +121,7 @@ def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32
         return torch.randn(batch_size, latent, generator=noise_gen, device=device)
 
     step = build_step(G, D, opt_g, opt_d, batches, noise, model in CONDITIONAL, cuda_graph=cuda_graph,
-                      generators=(noise_gen,) if cuda_graph else ())
+                      generators=(noise_gen,) if cuda_graph else (), precision=precision)
     holder = _Step(step, G=G, D=D, opt_g=opt_g, opt_d=opt_d, batches=batches, noise_generator=noise_gen)
     return holder
 

@@ -7,6 +7,8 @@ train_step() is a plain function of (models, optimizers, batch, noise) with no h
 that it can be captured (torch.compile, CUDA graphs); the loop around it syncs the losses
 once per `log_every` steps.
 """
+import contextlib
+import functools
 import math
 import os
 import sys
@@ -25,23 +27,38 @@ from fastgan.train.step import DeviceBatches, build_step, make_optimizers
 CHECKPOINT = "checkpoint.pt"
 
 
-def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=False):
+def autocast(device_type, amp_dtype):
+    """The forward passes' mixed-precision context (amp_dtype None: a no-op). The cast cache is
+    off so that the step can be captured in a CUDA graph."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=amp_dtype, cache_enabled=False)
+
+
+def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=False, amp_dtype=None):
     """One D step then one G step (non-saturating loss). Returns the detached losses as a
     (2,) tensor [d_loss, g_loss] without synchronizing. labels: None for unconditional models.
 
     one_d_pass: run D once on cat(real, fake) instead of twice; the same math where every
     sample's logit depends on that sample alone (no batch norm, no dropout in D:
     see d_pass_mergeable), with half the D kernels.
+    amp_dtype: torch.bfloat16 runs G's and D's forward passes under autocast (matrix products
+    and activations in bfloat16); the parameters, their gradients and the optimizer stay
+    float32, batch-norm statistics are accumulated in float32, and the losses are computed
+    in float32 from the logits.
     """
-    fake = G(z, labels) if labels is not None else G(z)
+    amp = functools.partial(autocast, real.device.type, amp_dtype)
+    with amp():
+        fake = G(z, labels) if labels is not None else G(z)
     args = (labels,) if labels is not None else ()
     # discriminator: real -> 1, fake -> 0
-    if one_d_pass:
-        both = (torch.cat([labels, labels]),) if labels is not None else ()
-        real_logits, fake_logits = D(torch.cat([real, fake.detach()]), *both).split(real.shape[0])
-    else:
-        real_logits, fake_logits = D(real, *args), D(fake.detach(), *args)
-    d_loss = ops.gan_d_loss(real_logits, fake_logits)
+    with amp():
+        if one_d_pass:
+            both = (torch.cat([labels, labels]),) if labels is not None else ()
+            real_logits, fake_logits = D(torch.cat([real, fake.detach()]), *both).split(real.shape[0])
+        else:
+            real_logits, fake_logits = D(real, *args), D(fake.detach(), *args)
+    d_loss = ops.gan_d_loss(real_logits.float(), fake_logits.float())
     opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
     if grad_clip:
@@ -49,7 +66,9 @@ def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=F
     opt_d.step()
     # generator: make the updated D call the fakes real; D's weights need no gradient here
     D.requires_grad_(False)
-    g_loss = ops.gan_g_loss(D(fake, *args))
+    with amp():
+        fake_logits = D(fake, *args)
+    g_loss = ops.gan_g_loss(fake_logits.float())
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     D.requires_grad_(True)
@@ -150,7 +169,8 @@ class Trainer:
         G, D = (torch.compile(self.G), torch.compile(self.D)) if cfg.compile else (self.G, self.D)
         self._step = build_step(G, D, self.opt_g, self.opt_d, self.batches,
                                 lambda: noise(cfg.batch_size, cfg.latent_dim, cfg.noise, self.noise_gen, self.device),
-                                self.conditional, self.grad_clip, self.cuda_graph, generators=(self.noise_gen,))
+                                self.conditional, self.grad_clip, self.cuda_graph, generators=(self.noise_gen,),
+                                precision=cfg.precision)
         self.fixed_z, self.fixed_labels, self.grid_cols = fixed_inputs(cfg, self.device)
         self.step = 0
         self.history = torch.zeros(0, 2, dtype=torch.float64)
