@@ -334,6 +334,37 @@ def test_reference_fallback_matches_kernels(monkeypatch, dtype):
         assert_close(a, b, FORWARD_TOL[dtype] if a.dtype == dtype else FORWARD_TOL[torch.float32], "fallback")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("path", ["kernels", "fallback"])
+def test_losses_run_in_float32_under_autocast(device, path, monkeypatch):
+    """As torch's binary_cross_entropy_with_logits: under autocast, bfloat16/float16 inputs
+    (mixed with float32 ones too) are computed in float32; gradients reach the half inputs in
+    their own dtype; float64 stays float64; outside autocast mixed dtypes are still an error."""
+    if path == "fallback":
+        for name in ("_bce", "_gan_d", "_gan_g"):
+            monkeypatch.setattr(losses_mod, name, None)
+    elif not fastgan.build_info()["cpu_kernels"]:
+        pytest.skip("needs the compiled kernels")
+    torch.manual_seed(5)
+    real = (torch.randn(8, 1, device=device) * 3).bfloat16().requires_grad_()
+    fake = (torch.randn(6, 1, device=device) * 3).requires_grad_()   # float32
+    target = torch.rand(8, 1, device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        d = ops.gan_d_loss(real, fake)
+        g = ops.gan_g_loss(real)
+        b = ops.bce_with_logits(real, target)
+        b64 = ops.bce_with_logits(real.detach().double(), target.double())
+    assert d.dtype == g.dtype == b.dtype == torch.float32 and b64.dtype == torch.float64
+    r32 = real.detach().float()
+    assert_close(d, reference.gan_d_loss(r32, fake.detach()), FORWARD_TOL[torch.float32], "gan_d_loss")
+    assert_close(g, reference.gan_g_loss(r32), FORWARD_TOL[torch.float32], "gan_g_loss")
+    assert_close(b, F.binary_cross_entropy_with_logits(r32, target), FORWARD_TOL[torch.float32], "bce")
+    (d + g + b).backward()
+    assert real.grad.dtype == torch.bfloat16 and fake.grad.dtype == torch.float32
+    with pytest.raises(TypeError, match="fake_logits must have real_logits' dtype"):
+        ops.gan_d_loss(real, fake)
+
+
 def test_bce_with_logits_loss_module():
     assert inspect.signature(fastgan.nn.BCEWithLogitsLoss) == inspect.signature(torch.nn.BCEWithLogitsLoss)
     torch.manual_seed(9)

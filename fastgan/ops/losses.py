@@ -125,6 +125,12 @@ if _bce is not None:
         check_gan_g_args(fake_logits, real_label)
         return _empty(fake_logits.shape, fake_logits)
 
+    # Under autocast the losses run in float32, as torch's binary_cross_entropy_with_logits
+    # does: float16/bfloat16 inputs (logits, target, weights) are cast up, float64 is kept.
+    for _name in ("bce_with_logits", "gan_d_loss", "gan_g_loss"):
+        for _device in ("cpu", "cuda"):
+            torch.library.register_autocast(f"fastgan::{_name}", _device, torch.float32)
+
 
 def _split_target(op, target):
     """(target tensor or None, label number): a number target is a constant label."""
@@ -145,12 +151,22 @@ def bce_with_logits(logits, target, weight=None, pos_weight=None, reduction="mea
     """
     t, tv = _split_target("bce_with_logits", target)
     if _bce is None:
+        logits, target, t, weight, pos_weight = _autocast_inputs(logits, target, t, weight, pos_weight)
         check_bce_args(logits, t, tv, weight, pos_weight, reduction)
         # half types computed in float32, as the kernels do, and returned in logits' dtype
         out = _float_reference(reference.bce_with_logits, logits, target, weight, pos_weight, reduction,
                                n_tensors=4)
         return out.to(logits.dtype)
     return _bce(logits, t, tv, weight, pos_weight, reduction)
+
+
+def _autocast_inputs(*tensors):
+    """The reference path's version of the kernels' autocast rule (float32 under autocast)."""
+    devices = {t.device.type for t in tensors if torch.is_tensor(t)}
+    if not any(torch.is_autocast_enabled(d) for d in devices):
+        return tensors
+    return tuple(t.float() if torch.is_tensor(t) and t.dtype in (torch.float16, torch.bfloat16) else t
+                 for t in tensors)
 
 
 def _float_reference(fn, *tensors_then_args, n_tensors):
@@ -170,6 +186,7 @@ def gan_d_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0):
         real_label = _label("gan_d_loss", "real_label", real_label)
         fake_label = _label("gan_d_loss", "fake_label", fake_label)
     if _gan_d is None:
+        real_logits, fake_logits = _autocast_inputs(real_logits, fake_logits)
         check_gan_d_args(real_logits, fake_logits, real_label, fake_label)
         return _float_reference(reference.gan_d_loss, real_logits, fake_logits, real_label, fake_label,
                                 n_tensors=2)
@@ -184,6 +201,7 @@ def gan_g_loss(fake_logits, real_label=1.0):
     if type(real_label) is not float:
         real_label = _label("gan_g_loss", "real_label", real_label)
     if _gan_g is None:
+        (fake_logits,) = _autocast_inputs(fake_logits)
         check_gan_g_args(fake_logits, real_label)
         return _float_reference(reference.gan_g_loss, fake_logits, real_label, n_tensors=1)
     return _gan_g(fake_logits, real_label)
