@@ -1,10 +1,9 @@
 """28x28 DCGAN (`dcgan`) and its class-conditional version (`cdcgan`)."""
 from collections import OrderedDict
 
-import torch
 from torch import nn
 
-from fastgan.models.layers import bn_act, check_backend, conv_act, dropout, init_dcgan
+from fastgan.models.layers import bn_act, check_backend, conv_act, dropout, init_dcgan, with_labels
 
 
 class DCGANGenerator(nn.Module):
@@ -28,10 +27,7 @@ class DCGANGenerator(nn.Module):
         init_dcgan(self)
 
     def forward(self, z, labels=None):
-        if self.embed is not None:
-            if labels is None:
-                raise ValueError("this generator is conditional: pass labels (N,)")
-            z = torch.cat([z, self.embed(labels)], dim=1)
+        z = with_labels(z, self.embed, labels, "generator")
         return self.net(self.fc(z).view(z.shape[0], self.c0, 7, 7))
 
 
@@ -57,8 +53,4 @@ class DCGANDiscriminator(nn.Module):
         init_dcgan(self)
 
     def forward(self, x, labels=None):
-        if self.embed is not None:
-            if labels is None:
-                raise ValueError("this discriminator is conditional: pass labels (N,)")
-            x = torch.cat([x, self.embed(labels).view(x.shape[0], 1, 28, 28)], dim=1)
-        return self.net(x)
+        return self.net(with_labels(x, self.embed, labels, "discriminator", shape=(1, 28, 28)))

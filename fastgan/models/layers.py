@@ -8,6 +8,7 @@ Each helper returns (name, module) pairs for an OrderedDict Sequential. A parame
 has the same name, class of parameters and shapes in both backends (activations get their own
 parameter-free names in the torch backend), so state_dicts load across backends.
 """
+import torch
 from torch import nn
 from torch.nn import functional as F
 
@@ -94,6 +95,17 @@ def bn_act(name, num_features, slope, backend, dims=1, momentum=0.1):
 
 def dropout(name, p):
     return [(name, nn.Dropout(p))] if p else []
+
+
+def with_labels(x, embed, labels, role, shape=()):
+    """x with the embedding of labels (N,) joined along dim 1 (reshaped to (N, *shape) when a
+    shape is given): the input of a conditional model. x itself where embed is None."""
+    if embed is None:
+        return x
+    if labels is None:
+        raise ValueError(f"this {role} is conditional: pass labels (N,)")
+    e = embed(labels)
+    return torch.cat([x, e.view(x.shape[0], *shape) if shape else e], dim=1)
 
 
 def init_dcgan(module):

@@ -5,7 +5,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from fastgan.models.layers import bn_act, check_backend, dropout, init_dcgan, linear_act
+from fastgan.models.layers import bn_act, check_backend, dropout, init_dcgan, linear_act, with_labels
 
 
 class MLPGenerator(nn.Module):
@@ -36,11 +36,7 @@ class MLPGenerator(nn.Module):
         init_dcgan(self)
 
     def forward(self, z, labels=None):
-        if self.embed is not None:
-            if labels is None:
-                raise ValueError("this generator is conditional: pass labels (N,)")
-            z = torch.cat([z, self.embed(labels)], dim=1)
-        return self.net(z).view(z.shape[0], *self.img_shape)
+        return self.net(with_labels(z, self.embed, labels, "generator")).view(z.shape[0], *self.img_shape)
 
 
 class MLPDiscriminator(nn.Module):
@@ -63,9 +59,4 @@ class MLPDiscriminator(nn.Module):
         init_dcgan(self)
 
     def forward(self, x, labels=None):
-        x = x.reshape(x.shape[0], -1)
-        if self.embed is not None:
-            if labels is None:
-                raise ValueError("this discriminator is conditional: pass labels (N,)")
-            x = torch.cat([x, self.embed(labels)], dim=1)
-        return self.net(x)
+        return self.net(with_labels(x.reshape(x.shape[0], -1), self.embed, labels, "discriminator"))
