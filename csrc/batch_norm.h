@@ -13,7 +13,9 @@
 // Without an activation the kernels run the same code with neg_gain 1: z * 1 is exactly z.
 #pragma once
 
+#include <array>
 #include <optional>
+#include <tuple>
 
 #include "common.h"
 
@@ -135,6 +137,11 @@ T* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
 }
 
+template <typename T>
+const T* const_ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
 // After training: running stats that as_acc had to convert (another dtype or layout) were
 // updated in the copy; copy them back into the caller's tensors.
 inline void write_back_running_stats(const at::Tensor& rm, const at::Tensor& rv,
@@ -194,6 +201,73 @@ inline void check_batch_norm_backward_args(const at::Tensor& grad, const at::Ten
     TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on x's device ", x.device(),
                       ", got ", t.device());
   }
+}
+
+// The tensors of one batch_norm call, checked and prepared alike on the CPU and CUDA: x in its
+// output layout, the outputs, and the parameters and running stats as acc-type tensors.
+struct BatchNormForward {
+  at::Tensor x, y, save_mean, save_invstd, w, b, rm, rv;
+};
+
+inline BatchNormForward prepare_batch_norm(const at::Tensor& x_, const std::optional<at::Tensor>& weight,
+                                           const std::optional<at::Tensor>& bias,
+                                           const std::optional<at::Tensor>& running_mean,
+                                           const std::optional<at::Tensor>& running_var, bool training,
+                                           double momentum, double eps, std::optional<double> negative_slope) {
+  check_batch_norm_args(x_, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope);
+  const auto layout = out_layout(x_);
+  BatchNormForward t;
+  t.x = x_.contiguous(layout);
+  const auto acc = t.x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const int64_t C = t.x.size(1);
+  t.y = at::empty(t.x.sizes(), t.x.options().memory_format(layout));
+  t.save_mean = at::empty({C}, t.x.options().dtype(acc));
+  t.save_invstd = at::empty({C}, t.x.options().dtype(acc));
+  t.w = as_acc(weight, acc);
+  t.b = as_acc(bias, acc);
+  t.rm = as_acc(running_mean, acc);
+  t.rv = as_acc(running_var, acc);
+  return t;
+}
+
+// The same for batch_norm_backward; outputs not asked for in output_mask are empty, shape (0,).
+struct BatchNormBackward {
+  at::Tensor x, grad, w, b, mean, invstd, dx, gw, gb;
+};
+
+inline BatchNormBackward prepare_batch_norm_backward(const at::Tensor& grad_, const at::Tensor& x_,
+                                                     const std::optional<at::Tensor>& weight,
+                                                     const std::optional<at::Tensor>& bias,
+                                                     const at::Tensor& save_mean, const at::Tensor& save_invstd,
+                                                     std::array<bool, 3> output_mask) {
+  check_batch_norm_backward_args(grad_, x_, save_mean, save_invstd);
+  constexpr const char* op = "batch_norm_backward";
+  if (present(weight)) check_bn_param(op, "weight", *weight, x_);
+  if (present(bias)) check_bn_param(op, "bias", *bias, x_);
+  const auto layout = out_layout(x_);
+  BatchNormBackward t;
+  t.x = x_.contiguous(layout);
+  t.grad = grad_.contiguous(layout);
+  const auto acc = t.x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const int64_t C = t.x.size(1);
+  t.w = as_acc(weight, acc);
+  t.b = as_acc(bias, acc);
+  t.mean = save_mean.contiguous();
+  t.invstd = save_invstd.contiguous();
+  t.dx = output_mask[0] ? at::empty(t.x.sizes(), t.x.options().memory_format(layout)) : at::empty({0}, t.x.options());
+  t.gw = at::empty({output_mask[1] ? C : 0}, t.x.options().dtype(acc));
+  t.gb = at::empty({output_mask[2] ? C : 0}, t.x.options().dtype(acc));
+  return t;
+}
+
+// (dx, grad_weight, grad_bias), the parameter gradients in the parameters' dtype (x's, or
+// float32 for mixed precision).
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_batch_norm_backward(
+    const BatchNormBackward& t, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias) {
+  at::Tensor gw = t.gw, gb = t.gb;
+  if (present(weight) && weight->scalar_type() != gw.scalar_type()) gw = gw.to(weight->scalar_type());
+  if (present(bias) && bias->scalar_type() != gb.scalar_type()) gb = gb.to(bias->scalar_type());
+  return {t.dx, gw, gb};
 }
 
 }  // namespace fastgan

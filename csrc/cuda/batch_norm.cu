@@ -407,30 +407,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cuda(
     const at::Tensor& x_, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, bool training,
     double momentum, double eps, std::optional<double> negative_slope) {
-  check_batch_norm_args(x_, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope);
-  const auto layout = out_layout(x_);
-  const at::Tensor x = x_.contiguous(layout);
-  const c10::cuda::CUDAGuard guard(x.device());
-  const auto acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const int64_t C = x.size(1);
-  at::Tensor y = at::empty(x.sizes(), x.options().memory_format(layout));
-  at::Tensor save_mean = at::empty({C}, x.options().dtype(acc_type));
-  at::Tensor save_invstd = at::empty({C}, x.options().dtype(acc_type));
-  const at::Tensor w = as_acc(weight, acc_type), b = as_acc(bias, acc_type);
-  at::Tensor rm = as_acc(running_mean, acc_type), rv = as_acc(running_var, acc_type);
+  const c10::cuda::CUDAGuard guard(x_.device());
+  const BatchNormForward t = prepare_batch_norm(x_, weight, bias, running_mean, running_var, training,
+                                                momentum, eps, negative_slope);
+  const at::Tensor& x = t.x;
   const auto geo = channel_geometry(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "batch_norm_cuda", [&] {
     using acc = acc_t<scalar_t>;
     Args<scalar_t> a{};
     a.x = x.const_data_ptr<scalar_t>();
     a.dy = nullptr;
-    a.out = y.mutable_data_ptr<scalar_t>();
-    a.w = w.defined() ? w.const_data_ptr<acc>() : nullptr;
-    a.b = b.defined() ? b.const_data_ptr<acc>() : nullptr;
-    a.rmean = ptr_or_null<acc>(rm);
-    a.rvar = ptr_or_null<acc>(rv);
-    a.save_mean = save_mean.mutable_data_ptr<acc>();
-    a.save_invstd = save_invstd.mutable_data_ptr<acc>();
+    a.out = t.y.mutable_data_ptr<scalar_t>();
+    a.w = const_ptr_or_null<acc>(t.w);
+    a.b = const_ptr_or_null<acc>(t.b);
+    a.rmean = ptr_or_null<acc>(t.rm);
+    a.rvar = ptr_or_null<acc>(t.rv);
+    a.save_mean = t.save_mean.mutable_data_ptr<acc>();
+    a.save_invstd = t.save_invstd.mutable_data_ptr<acc>();
     a.outer = geo.outer;
     a.C = geo.channels;
     a.inner = geo.inner;
@@ -443,42 +436,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cuda(
     if (x.numel() <= INT32_MAX / 2) launch<scalar_t, false, int32_t>(a, x, training);
     else launch<scalar_t, false, int64_t>(a, x, training);
   });
-  if (training) write_back_running_stats(rm, rv, running_mean, running_var);
-  return {y, save_mean, save_invstd};
+  if (training) write_back_running_stats(t.rm, t.rv, running_mean, running_var);
+  return {t.y, t.save_mean, t.save_invstd};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward_cuda(
     const at::Tensor& grad_, const at::Tensor& x_, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const at::Tensor& save_mean_, const at::Tensor& save_invstd_,
     bool training, std::optional<double> negative_slope, std::array<bool, 3> output_mask) {
-  check_batch_norm_backward_args(grad_, x_, save_mean_, save_invstd_);
-  constexpr const char* op = "batch_norm_backward";
-  if (present(weight)) check_bn_param(op, "weight", *weight, x_);
-  if (present(bias)) check_bn_param(op, "bias", *bias, x_);
-  const auto layout = out_layout(x_);
-  const at::Tensor x = x_.contiguous(layout), grad = grad_.contiguous(layout);
-  const c10::cuda::CUDAGuard guard(x.device());
-  const auto acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const int64_t C = x.size(1);
-  const at::Tensor w = as_acc(weight, acc_type), b = as_acc(bias, acc_type);
-  const at::Tensor mean = save_mean_.contiguous(), invstd = save_invstd_.contiguous();
-  // outputs not asked for are returned empty, shape (0,)
-  at::Tensor dx = output_mask[0] ? at::empty(x.sizes(), x.options().memory_format(layout)) : at::empty({0}, x.options());
-  at::Tensor gw = at::empty({output_mask[1] ? C : 0}, x.options().dtype(acc_type));
-  at::Tensor gb = at::empty({output_mask[2] ? C : 0}, x.options().dtype(acc_type));
+  const c10::cuda::CUDAGuard guard(x_.device());
+  const BatchNormBackward t = prepare_batch_norm_backward(grad_, x_, weight, bias, save_mean_, save_invstd_,
+                                                          output_mask);
+  const at::Tensor& x = t.x;
   const auto geo = channel_geometry(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "batch_norm_backward_cuda", [&] {
     using acc = acc_t<scalar_t>;
     Args<scalar_t> a{};
     a.x = x.const_data_ptr<scalar_t>();
-    a.dy = grad.const_data_ptr<scalar_t>();
-    a.out = output_mask[0] ? dx.mutable_data_ptr<scalar_t>() : nullptr;
-    a.w = w.defined() ? w.const_data_ptr<acc>() : nullptr;
-    a.b = b.defined() ? b.const_data_ptr<acc>() : nullptr;
-    a.save_mean = const_cast<acc*>(mean.const_data_ptr<acc>());  // read only in the backward
-    a.save_invstd = const_cast<acc*>(invstd.const_data_ptr<acc>());
-    a.gw = output_mask[1] ? gw.mutable_data_ptr<acc>() : nullptr;
-    a.gb = output_mask[2] ? gb.mutable_data_ptr<acc>() : nullptr;
+    a.dy = t.grad.const_data_ptr<scalar_t>();
+    a.out = output_mask[0] ? t.dx.mutable_data_ptr<scalar_t>() : nullptr;
+    a.w = const_ptr_or_null<acc>(t.w);
+    a.b = const_ptr_or_null<acc>(t.b);
+    a.save_mean = const_cast<acc*>(t.mean.const_data_ptr<acc>());  // read only in the backward
+    a.save_invstd = const_cast<acc*>(t.invstd.const_data_ptr<acc>());
+    a.gw = output_mask[1] ? t.gw.mutable_data_ptr<acc>() : nullptr;
+    a.gb = output_mask[2] ? t.gb.mutable_data_ptr<acc>() : nullptr;
     a.outer = geo.outer;
     a.C = geo.channels;
     a.inner = geo.inner;
@@ -490,10 +472,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward_cuda(
     if (x.numel() <= INT32_MAX / 2) launch<scalar_t, true, int32_t>(a, x, need_sums);
     else launch<scalar_t, true, int64_t>(a, x, need_sums);
   });
-  // grad_weight / grad_bias in the parameters' dtype (x's, or float32 for mixed precision)
-  if (present(weight) && weight->scalar_type() != acc_type) gw = gw.to(weight->scalar_type());
-  if (present(bias) && bias->scalar_type() != acc_type) gb = gb.to(bias->scalar_type());
-  return {dx, gw, gb};
+  return finish_batch_norm_backward(t, weight, bias);
 }
 
 }  // namespace
