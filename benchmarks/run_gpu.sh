@@ -5,6 +5,10 @@
 #   ops      python -m fastgan.bench.ops --device cuda
 #   train    python -m fastgan.bench.train (all models, batches and implementations)
 #   trainq   the same without torch.compile (quicker)
+#   bf16     the training step under --precision bf16 (expert, fastgan, graph; DCGAN b1024 target)
+#   epoch    one 60,000-image epoch with data loading, tutorial loop vs fastgan
+#   quality  fastgan bench quality: classifier FID vs training time, tutorial recipe vs fastgan,
+#            3 seeds (mnist-5k; MNIST_DIR=folder of IDX files for full MNIST)
 # Outputs under $OUT (or ./gpu_out).
 set -uo pipefail
 out="${OUT:-$PWD/gpu_out}"; mkdir -p "$out"
@@ -25,6 +29,12 @@ for part in "${@:-tests ops train}"; do
       train) python3 -m fastgan.bench.train --json "$out/train.json" | tee "$out/train.md" ;;
       trainq) python3 -m fastgan.bench.train --impl tutorial --impl expert --impl fastgan --impl graph \
                 --json "$out/train.json" | tee "$out/train.md" ;;
+      bf16) python3 -m fastgan.bench.train --impl expert --impl fastgan --impl graph --precision bf16 \
+              --json "$out/train_bf16.json" | tee "$out/train_bf16.md" ;;
+      epoch) python3 -m fastgan.bench.train --epoch --model mlp --model mlp-bn --model dcgan \
+               ${MNIST_DIR:+--data-dir "$MNIST_DIR"} --json "$out/epoch.json" | tee "$out/epoch.md" ;;
+      quality) python3 -m fastgan.bench.quality --steps 10000 --eval-every 1000 \
+                 ${MNIST_DIR:+--dataset mnist --data-dir "$MNIST_DIR"} --json "$out/quality.json" | tee "$out/quality.md" ;;
       *) echo "unknown part $p" ;;
     esac
   done
