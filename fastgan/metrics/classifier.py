@@ -219,23 +219,3 @@ def get_classifier(dataset="mnist-5k", data_dir=None, cache=None, settings=Class
     return model, dict(path=path, cached=False, dataset=dataset, data_sha256=data_sha,
                        test_accuracy=acc, train_seconds=seconds)
 
-
-def main(argv=None):
-    """python -m fastgan.metrics.classifier: train (or load) a dataset's classifier and print
-    its test accuracy."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m fastgan.metrics.classifier", description=main.__doc__)
-    p.add_argument("--dataset", default="mnist-5k", help="mnist-5k (default), mnist or fashion-mnist")
-    p.add_argument("--data-dir", help="IDX files of mnist / fashion-mnist")
-    p.add_argument("--cache-dir", help="classifier cache (default $FASTGAN_CACHE or ~/.cache/fastgan)")
-    a = p.parse_args(argv)
-    _, info = get_classifier(a.dataset, a.data_dir, a.cache_dir)
-    print(f"{a.dataset}: test accuracy {info['test_accuracy']:.2%} "
-          f"({'cached' if info['cached'] else 'trained'}; training took {info['train_seconds']:.0f} s) "
-          f"{info['path']}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
