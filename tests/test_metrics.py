@@ -297,3 +297,13 @@ def test_bench_quality_runs_both_recipes(tiny):
         assert all(e["fid"] > 0 for e in r["evals"])
     table = quality.markdown(result)
     assert "| mlp | 3 |" in table and "| mlp | 5 |" in table and "speed-up" in table
+
+
+def test_python_m_fastgan_metrics_prints_the_accuracy(tiny, monkeypatch, capsys):
+    from fastgan.metrics import __main__ as entry
+
+    monkeypatch.setattr(entry, "get_classifier",
+                        lambda *a: metrics.get_classifier(*a, settings=TINY_CLF))
+    assert entry.main(["--dataset", "mnist-5k", "--cache-dir", str(tiny[2])]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"mnist-5k: test accuracy {tiny[1]['test_accuracy']:.2%} (cached;"), out
