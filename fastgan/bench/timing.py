@@ -60,7 +60,8 @@ def machine_header(device):
                 cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
         except (OSError, StopIteration):
             pass
-        parts.insert(0, f"CPU {cpu}, {torch.get_num_threads()} threads")
+        n = torch.get_num_threads()
+        parts.insert(0, f"CPU {cpu}, {n} thread{'' if n == 1 else 's'}")
     return ", ".join(parts)
 
 
