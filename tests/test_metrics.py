@@ -281,7 +281,7 @@ def test_train_eval_options_are_checked(capsys):
     assert "--eval-n must be an integer of at least 2" in err, err
 
 
-def test_bench_quality_runs_both_recipes(tiny):
+def test_bench_quality_runs_both_recipes(tiny, tmp_path):
     """fastgan bench quality: every (seed, recipe) is measured at each --eval-every step and at
     the end, with growing training time, and the table has a row per step."""
     from fastgan.bench import quality
@@ -297,6 +297,8 @@ def test_bench_quality_runs_both_recipes(tiny):
         assert all(e["fid"] > 0 for e in r["evals"])
     table = quality.markdown(result)
     assert "| mlp | 3 |" in table and "| mlp | 5 |" in table and "speed-up" in table
+    quality.plot(result, str(tmp_path / "q.png"))
+    assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_python_m_fastgan_metrics_prints_the_accuracy(tiny, monkeypatch, capsys):

@@ -15,6 +15,7 @@ Data order and noise come from each recipe's own random streams, so the two curv
 are two different draws of the same algorithm: compare them with the spread over seeds.
 """
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -148,6 +149,46 @@ def markdown(result):
     return "\n".join(lines)
 
 
+def plot(result, path):
+    """A PNG of classifier FID (mean over seeds, ± sd band) against training time, one panel
+    per model, one curve per recipe; written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from fastgan.train.images import atomic_path
+
+    s = summary(result)
+    models = list(dict.fromkeys(k[0] for k in s))
+    fig = Figure(figsize=(5 * len(models), 4), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, model in enumerate(models, 1):
+        ax = fig.add_subplot(1, len(models), i)
+        for impl, color in zip(IMPLS, ("tab:gray", "tab:green")):
+            by_step = s.get((model, impl))
+            if not by_step:
+                continue
+            steps = sorted(by_step)
+            mean = [by_step[k][0] for k in steps]
+            sd = [by_step[k][1] for k in steps]
+            t = [by_step[k][2] for k in steps]
+            ax.plot(t, mean, "o-", color=color, label=impl)
+            ax.fill_between(t, [m - d for m, d in zip(mean, sd)], [m + d for m, d in zip(mean, sd)],
+                            color=color, alpha=0.2)
+        ax.set_title(f"{model} on {result['dataset']} ({len(result['seeds'])} seeds)")
+        ax.set_xlabel("training time, s")
+        ax.set_ylabel("classifier FID (lower is better)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    tmp = atomic_path(path)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="fastgan bench quality", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,14 +202,25 @@ def main(argv=None):
     p.add_argument("--dataset", default="mnist-5k", help="mnist-5k (default), mnist or fashion-mnist")
     p.add_argument("--data-dir", help="IDX files for mnist / fashion-mnist")
     p.add_argument("--json", help="also write the results as JSON to this file")
+    p.add_argument("--plot", help="also draw FID against training time into this PNG")
+    p.add_argument("--from-json", help="print (and --plot) the table of an earlier --json run, "
+                                       "without training")
     a = p.parse_args(argv)
     for name in ("steps", "eval_every"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(a, name)}")
     if a.eval_n < 2:
         p.error(f"--eval-n must be at least 2, got {a.eval_n}")
-    report(run(a.device, a.model or MODELS, a.seeds, a.steps, a.eval_every, a.eval_n, a.dataset,
-               a.data_dir, a.impl or IMPLS, log=sys.stderr), markdown, a.json)
+    if a.from_json:
+        with open(a.from_json) as f:
+            result = json.load(f)
+        print(markdown(result))
+    else:
+        result = run(a.device, a.model or MODELS, a.seeds, a.steps, a.eval_every, a.eval_n, a.dataset,
+                     a.data_dir, a.impl or IMPLS, log=sys.stderr)
+        report(result, markdown, a.json)
+    if a.plot:
+        plot(result, a.plot)
     return 0
 
 
