@@ -22,6 +22,12 @@ def test_device_batches_walk_the_permutation_in_order_and_wrap():
     x, _ = b.next()
     assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
     torch.testing.assert_close(x[:, 0, 0, 0], torch.tensor([6, 5, 4]) * (2 / 255) - 1)
+    x, y = b.next(labels=False)   # unconditional models skip the label gather
+    assert y is None and x.shape == (3, 1, 2, 2)
+    torch.testing.assert_close(b.images[:, 0, 0, 0], torch.arange(10) * (2 / 255) - 1)   # scaled once
+    assert images.dtype == torch.uint8 and images[9, 0, 0, 0] == 9                         # input untouched
+    with pytest.raises(ValueError, match="images must be uint8"):
+        DeviceBatches(images.float(), labels, 3, torch.Generator())
 
 
 def test_device_batches_reject_a_batch_larger_than_the_data():

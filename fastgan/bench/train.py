@@ -103,7 +103,7 @@ def expert_step(model, batch_size, device, seed=0, precision="fp32"):
     one_pass = not D_HAS_BATCH_NORM[model]
 
     def step():
-        real, _ = batches.next()
+        real, _ = batches.next(labels=False)
         with amp():
             fake = G(torch.randn(batch_size, G.latent_dim, generator=noise_gen, device=device))
             if one_pass:  # no batch norm in D: one pass over both batches is the same math

@@ -24,10 +24,17 @@ class DeviceBatches:
     """Batches gathered on the device by a device-side step counter, so that the gather can
     live inside a CUDA graph: perm holds this epoch's order as (steps, batch_size) rows, and
     each next() takes row `index` and advances index (wrapping at the end of the epoch).
+
+    The uint8 images are scaled to [-1, 1] in `dtype` once, here, so that a step's gather is one
+    kernel rather than a gather, a conversion and two arithmetic passes (4x the memory of the
+    uint8 images: 188 MB for 60,000 MNIST images in float32).
     """
 
     def __init__(self, images, labels, batch_size, generator, dtype=torch.float32):
-        self.images = images if images.dim() == 4 else images.unsqueeze(1)
+        if images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8 (0-255), got {images.dtype}")
+        images = images if images.dim() == 4 else images.unsqueeze(1)
+        self.images = images.to(dtype).mul(2.0 / 255.0).sub_(1.0)
         self.labels = labels
         self.batch_size = int(batch_size)
         self.steps = self.images.shape[0] // self.batch_size
@@ -48,12 +55,12 @@ class DeviceBatches:
         self.perm.copy_(perm[: self.steps * self.batch_size].view(self.steps, self.batch_size))
         self.index.zero_()
 
-    def next(self):
-        """(images in [-1, 1], labels) of the next batch; device work only, no host sync."""
+    def next(self, labels=True):
+        """(images in [-1, 1], labels) of the next batch (labels None when not asked for);
+        device work only, no host sync."""
         rows = self.perm.index_select(0, self.index).view(-1)
         self.index.add_(1).remainder_(self.steps)
-        x = self.images.index_select(0, rows).to(self.dtype).mul_(2.0 / 255.0).sub_(1.0)
-        return x, self.labels.index_select(0, rows)
+        return self.images.index_select(0, rows), self.labels.index_select(0, rows) if labels else None
 
 
 def build_step(G, D, opt_g, opt_d, batches, noise_fn, conditional, grad_clip=None, cuda_graph=False,
@@ -66,10 +73,9 @@ def build_step(G, D, opt_g, opt_d, batches, noise_fn, conditional, grad_clip=Non
     one_pass = d_pass_mergeable(D)
 
     def step():
-        real, labels = batches.next()
+        real, labels = batches.next(labels=conditional)
         z = noise_fn()
-        return train_step(G, D, opt_g, opt_d, real, labels if conditional else None, z, grad_clip, one_pass,
-                          amp_dtype=amp)
+        return train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip, one_pass, amp_dtype=amp)
 
     return GraphedStep(step, generators=generators) if cuda_graph else step
 
