@@ -177,18 +177,18 @@ def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, p
 def markdown(result):
     impls = result["impls"]
     best = "graph" if "graph" in impls else "fastgan"
-    head = "| model | batch | " + " | ".join(f"{i} ms" for i in impls) + f" | {best} img/s | " + \
-        " | ".join(f"{best} vs {i}" for i in impls if i != best and i != "fastgan") + " |"
+    others = [i for i in impls if i != best and i != "fastgan"]
+    head = "| model | batch | " + " | ".join(f"{i} ms" for i in impls) + f" | {best} img/s |" + \
+        "".join(f" {best} vs {i} |" for i in others)
     precision = result.get("precision", "fp32")
     note = "" if precision == "fp32" else f"; {precision} autocast for expert, fastgan and graph (tutorial: fp32)"
     lines = [f"Machine: {result['machine']}{note}", "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in result["rows"]:
         cells = [f"{r[i]:.3f}" if i in r else ("failed" if i in r.get("errors", {}) else "–") for i in impls]
-        ratios = [f"{r[i] / r[best]:.1f}x" if i in r and best in r else "–" for i in impls
-                  if i != best and i != "fastgan"]
+        ratios = [f"{r[i] / r[best]:.1f}x" if i in r and best in r else "–" for i in others]
         ips = f"{r['batch_size'] / (r[best] * 1e-3):,.0f}" if best in r else "–"
-        lines.append(f"| {r['model']} | {r['batch_size']} | " + " | ".join(cells) + f" | {ips} | "
-                     + " | ".join(ratios) + " |")
+        lines.append(f"| {r['model']} | {r['batch_size']} | " + " | ".join(cells) + f" | {ips} |"
+                     + "".join(f" {x} |" for x in ratios))
     return "\n".join(lines)
 
 
