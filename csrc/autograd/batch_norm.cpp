@@ -138,20 +138,29 @@ struct BatchNormBackward : public torch::autograd::Function<BatchNormBackward> {
     const auto saved = ctx->get_saved_variables();
     // needs_input_grad counts the tensors given (an absent weight or bias is no input);
     // the returned list has one entry per argument
+    //
+    // The expression is built on aliases of the inputs, not on the inputs themselves: an input
+    // may depend on another (the incoming grad on x, when the loss is a nonlinear function of
+    // this batch norm's output), and autograd::grad over the inputs would then also follow
+    // grad's own graph back to x, counting that path here and again in the outer backward.
+    // An alias is where the inner backward stops; its identity node keeps the result
+    // connected to the inputs for the next order.
+    const bool create_graph = at::GradMode::is_enabled();
+    at::AutoGradMode enable_grad(true);
     std::vector<at::Tensor> inputs;
     std::vector<int> which;
+    std::array<at::Tensor, 4> args = {saved[0], saved[1], saved[2], saved[3]};
     for (int i = 0, edge = 0; i < 4; ++i) {
       if (!saved[i].defined()) continue;
       if (ctx->needs_input_grad(edge++)) {
-        inputs.push_back(saved[i]);
+        args[i] = saved[i].alias();
+        inputs.push_back(args[i]);
         which.push_back(i);
       }
     }
     variable_list out(9);
     if (inputs.empty()) return out;
-    const bool create_graph = at::GradMode::is_enabled();
-    at::AutoGradMode enable_grad(true);
-    const auto ref = reference_backward(saved[0], saved[1], saved[2], saved[3], saved[4], saved[5],
+    const auto ref = reference_backward(args[0], args[1], args[2], args[3], saved[4], saved[5],
                                         ctx->saved_data["training"].toBool(), load_slope(ctx));
     // the vector-Jacobian product with gg as grad_outputs (not folded into a scalar: gg may
     // depend on this very node's output, and the inner backward must not run it again)
