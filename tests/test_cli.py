@@ -80,6 +80,14 @@ def test_bench_train_prints_a_table_and_json(tmp_path):
     assert rows[0]["tutorial"] > 0 and rows[0]["fastgan"] > 0
 
 
+def test_bench_train_bf16_runs_fastgan_under_autocast():
+    from fastgan.bench.train import markdown, run
+
+    result = run("cpu", models=("mlp",), batch_sizes=(8,), impls=("fastgan",), precision="bf16")
+    assert result["precision"] == "bf16" and result["rows"][0]["fastgan"] > 0
+    assert "bf16 autocast for expert, fastgan and graph (tutorial: fp32)" in markdown(result)
+
+
 def test_bench_train_epoch_times_both_loops():
     result = fastgan("bench", "train", "--device", "cpu", "--epoch", "--epoch-size", 256, "--model", "mlp")
     assert result.returncode == 0, result.stderr
