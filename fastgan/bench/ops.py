@@ -43,17 +43,18 @@ def bias_leaky_relu_case(shape, layout, dtype, device, impl):
     return step, 5 * x.numel() * x.element_size()
 
 
-def _eager_bn_lrelu(x, w, b, rm, rv):
-    return F.leaky_relu(F.batch_norm(x, rm, rv, w, b, True, 0.1, 1e-5), 0.2)
+def _eager_batch_norm(x, w, b, rm, rv, slope):
+    y = F.batch_norm(x, rm, rv, w, b, True, 0.1, 1e-5)
+    return y if slope is None else F.leaky_relu(y, slope)
 
 
-def _fastgan_bn_lrelu(x, w, b, rm, rv):
-    return ops.batch_norm(x, w, b, rm, rv, True, 0.1, 1e-5, 0.2)
+def _fastgan_batch_norm(x, w, b, rm, rv, slope):
+    return ops.batch_norm(x, w, b, rm, rv, True, 0.1, 1e-5, slope)
 
 
-def batch_norm_case(shape, layout, dtype, device, impl):
-    """Training-mode batch norm + LeakyReLU (running stats updated), forward + backward;
-    parameters and running stats float32 as under autocast."""
+def batch_norm_case(shape, layout, dtype, device, impl, act=True):
+    """Training-mode batch norm + LeakyReLU 0.2 (act=False: batch norm alone; running stats
+    updated), forward + backward; parameters and running stats float32 as under autocast."""
     x = torch.randn(shape, device=device, dtype=dtype)
     if layout == "channels_last":
         x = x.to(memory_format=torch.channels_last)
@@ -63,11 +64,12 @@ def batch_norm_case(shape, layout, dtype, device, impl):
     b = torch.zeros(c, device=device, requires_grad=True)
     rm, rv = torch.zeros(c, device=device), torch.ones(c, device=device)
     g = torch.randn_like(x)
-    fn = {"eager": _eager_bn_lrelu, "fastgan": _fastgan_bn_lrelu,
-          "compile": torch.compile(_eager_bn_lrelu)}[impl]
+    fn = {"eager": _eager_batch_norm, "fastgan": _fastgan_batch_norm,
+          "compile": torch.compile(_eager_batch_norm)}[impl]
+    slope = 0.2 if act else None
 
     def step():
-        return torch.autograd.grad(fn(x, w, b, rm, rv), (x, w, b), g)
+        return torch.autograd.grad(fn(x, w, b, rm, rv, slope), (x, w, b), g)
 
     # forward reads x twice (statistics, normalize) and writes y; backward reads x and dy
     # twice and writes dx
