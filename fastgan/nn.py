@@ -6,6 +6,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from fastgan import ops
 
 
+def like(t, x):
+    """t (a parameter or buffer, or None) in x's dtype: under autocast x is bfloat16 while the
+    parameters stay float32, and the cast's backward hands them a float32 gradient."""
+    return t if t is None or t.dtype == x.dtype else t.to(x.dtype)
+
+
 class FusedLeakyReLU(nn.Module):
     """leaky_relu(x + bias) * scale with a learnable per-channel bias (dim 1), one kernel.
 
@@ -21,8 +27,7 @@ class FusedLeakyReLU(nn.Module):
         self.bias = nn.Parameter(torch.zeros(self.num_features, device=device, dtype=dtype))
 
     def forward(self, x):
-        bias = self.bias if self.bias.dtype == x.dtype else self.bias.to(x.dtype)
-        return ops.bias_leaky_relu(x, bias, self.negative_slope, self.scale)
+        return ops.bias_leaky_relu(x, like(self.bias, x), self.negative_slope, self.scale)
 
     def extra_repr(self):
         return f"{self.num_features}, negative_slope={self.negative_slope}, scale={self.scale}"
@@ -80,12 +85,8 @@ class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):
 
     def forward(self, input, target):
         # float32 buffers with half logits (autocast): weight and pos_weight follow the logits
-        weight, pos_weight = self.weight, self.pos_weight
-        if weight is not None and weight.dtype != input.dtype:
-            weight = weight.to(input.dtype)
-        if pos_weight is not None and pos_weight.dtype != input.dtype:
-            pos_weight = pos_weight.to(input.dtype)
-        return ops.bce_with_logits(input, target, weight, pos_weight, self.reduction)
+        return ops.bce_with_logits(input, target, like(self.weight, input), like(self.pos_weight, input),
+                                   self.reduction)
 
 
 __all__ = ["FusedLeakyReLU", "BatchNorm1d", "BatchNorm2d", "BCEWithLogitsLoss"]

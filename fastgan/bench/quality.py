@@ -30,6 +30,7 @@ from fastgan.bench.train import tutorial_train_step
 
 MODELS = ("mlp", "dcgan")
 IMPLS = ("tutorial", "fastgan")
+KEPT = ("step", "train_seconds", "fid", "inception_score", "class_entropy")   # per evaluation
 
 
 def tutorial_run(model, seed, steps, eval_every, evaluate, images, labels, device, batch_size=64):
@@ -88,8 +89,7 @@ def run(device, models=MODELS, seeds=(0, 1, 2), steps=2000, eval_every=500, eval
             cfg = TrainConfig(model=model)
 
             def measure(G):
-                m = evaluator(G, cfg, eval_n, seed=0)
-                return {k: m[k] for k in ("fid", "inception_score", "class_entropy")}
+                return evaluator(G, cfg, eval_n, seed=0)
 
             for seed in seeds:
                 for impl in impls:
@@ -98,8 +98,7 @@ def run(device, models=MODELS, seeds=(0, 1, 2), steps=2000, eval_every=500, eval
                     else:
                         evals = fastgan_run(model, seed, steps, eval_every, evaluator, eval_n, device,
                                             dataset, data_dir, out)
-                    evals = [{k: e[k] for k in ("step", "train_seconds", "fid", "inception_score",
-                                                "class_entropy")} for e in evals]
+                    evals = [{k: e[k] for k in KEPT} for e in evals]
                     runs.append({"model": model, "impl": impl, "seed": seed, "evals": evals})
                     if log:
                         last = evals[-1]
@@ -155,7 +154,7 @@ def plot(result, path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from fastgan.train.images import atomic_path
+    from fastgan.train.images import save_figure
 
     s = summary(result)
     models = list(dict.fromkeys(k[0] for k in s))
@@ -180,13 +179,7 @@ def plot(result, path):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = atomic_path(path)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_figure(fig, path)
 
 
 def main(argv=None):

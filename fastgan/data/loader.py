@@ -9,6 +9,11 @@ import torch
 from fastgan.data.idx import DatasetError
 
 
+def scale_images(images, dtype=torch.float32):
+    """uint8 images (0-255) -> a new `dtype` tensor in [-1, 1] (x * 2/255 - 1)."""
+    return images.to(dtype).mul_(2.0 / 255.0).sub_(1.0)
+
+
 class DeviceLoader:
     """Shuffled batches of (images (B,1,28,28) float in [-1,1], labels (B,) int64) on `device`.
 
@@ -50,8 +55,7 @@ class DeviceLoader:
     def batch(self, perm, index):
         """Batch `index` of the epoch ordered by `perm`, scaled to [-1, 1] on the device."""
         idx = perm[index * self.batch_size:(index + 1) * self.batch_size]
-        x = self.images.index_select(0, idx).to(self.dtype).mul_(2.0 / 255.0).sub_(1.0)
-        return x, self.labels.index_select(0, idx)
+        return scale_images(self.images.index_select(0, idx), self.dtype), self.labels.index_select(0, idx)
 
     def epoch(self, start=0):
         """Yields this epoch's batches, from batch `start` on (a resumed epoch skips the rest)."""

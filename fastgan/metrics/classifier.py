@@ -218,4 +218,3 @@ def get_classifier(dataset="mnist-5k", data_dir=None, cache=None, settings=Class
     atomic_torch_save(state, path)
     return model, dict(path=path, cached=False, dataset=dataset, data_sha256=data_sha,
                        test_accuracy=acc, train_seconds=seconds)
-

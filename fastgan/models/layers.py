@@ -24,12 +24,6 @@ def check_backend(backend):
     return backend
 
 
-def _like(bias, y):
-    """The bias in y's dtype: under autocast the product is bfloat16 while the parameter stays
-    float32 (the cast's backward hands the bias a float32 gradient)."""
-    return bias if bias.dtype == y.dtype else bias.to(y.dtype)
-
-
 class LinearLeakyReLU(nn.Linear):
     """nn.Linear followed by LeakyReLU (slope 0: ReLU); bias + activation in one fused kernel."""
 
@@ -39,7 +33,7 @@ class LinearLeakyReLU(nn.Linear):
 
     def forward(self, x):
         y = F.linear(x, self.weight)
-        return ops.bias_leaky_relu(y, _like(self.bias, y), self.negative_slope)
+        return ops.bias_leaky_relu(y, fnn.like(self.bias, y), self.negative_slope)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, negative_slope={self.negative_slope}"
@@ -56,7 +50,7 @@ class Conv2dLeakyReLU(nn.Conv2d):
 
     def forward(self, x):
         y = self._conv_forward(x, self.weight, None)
-        return ops.bias_leaky_relu(y, _like(self.bias, y), self.negative_slope)
+        return ops.bias_leaky_relu(y, fnn.like(self.bias, y), self.negative_slope)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, negative_slope={self.negative_slope}"

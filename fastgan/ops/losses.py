@@ -160,19 +160,22 @@ def bce_with_logits(logits, target, weight=None, pos_weight=None, reduction="mea
     return _bce(logits, t, tv, weight, pos_weight, reduction)
 
 
+def _half_to_float(t):
+    """float16/bfloat16 tensors as float32; anything else (float32/64, numbers, None) as is."""
+    return t.float() if torch.is_tensor(t) and t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _autocast_inputs(*tensors):
     """The reference path's version of the kernels' autocast rule (float32 under autocast)."""
     devices = {t.device.type for t in tensors if torch.is_tensor(t)}
     if not any(torch.is_autocast_enabled(d) for d in devices):
         return tensors
-    return tuple(t.float() if torch.is_tensor(t) and t.dtype in (torch.float16, torch.bfloat16) else t
-                 for t in tensors)
+    return tuple(_half_to_float(t) for t in tensors)
 
 
 def _float_reference(fn, *tensors_then_args, n_tensors):
     """fn on half inputs upcast to float32: the reference path returns the kernels' dtype."""
-    ts = [t.float() if torch.is_tensor(t) and t.dtype in (torch.float16, torch.bfloat16) else t
-          for t in tensors_then_args[:n_tensors]]
+    ts = [_half_to_float(t) for t in tensors_then_args[:n_tensors]]
     return fn(*ts, *tensors_then_args[n_tensors:])
 
 

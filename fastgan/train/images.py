@@ -111,6 +111,11 @@ def plot_losses(history, path, steps_per_epoch, title="", evals=()):
         q.set_ylabel("classifier FID (lower is better)")
         q.grid(alpha=0.3, which="both")
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path):
+    """Writes a matplotlib Figure (with an Agg canvas) as a PNG, atomically."""
     tmp = atomic_path(path)
     try:
         fig.savefig(tmp, format="png")

@@ -6,6 +6,7 @@ trainer runs, with or without a CUDA graph.
 """
 import torch
 
+from fastgan.data.loader import scale_images
 from fastgan.models import CONDITIONAL, build
 from fastgan.optim import Adam as FusedAdam
 from fastgan.train.graph import GraphedStep
@@ -34,7 +35,7 @@ class DeviceBatches:
         if images.dtype != torch.uint8:
             raise ValueError(f"images must be uint8 (0-255), got {images.dtype}")
         images = images if images.dim() == 4 else images.unsqueeze(1)
-        self.images = images.to(dtype).mul(2.0 / 255.0).sub_(1.0)
+        self.images = scale_images(images, dtype)
         self.labels = labels
         self.batch_size = int(batch_size)
         self.steps = self.images.shape[0] // self.batch_size
@@ -42,7 +43,6 @@ class DeviceBatches:
             raise ValueError(f"batch size {batch_size} is larger than the dataset "
                              f"({self.images.shape[0]} images)")
         self.generator = generator
-        self.dtype = dtype
         device = self.images.device
         # in dataset order until new_epoch() (constructing draws nothing from the generator)
         self.perm = torch.arange(self.steps * self.batch_size, device=device).view(self.steps, self.batch_size)
