@@ -32,6 +32,16 @@ FASTGAN_HD void update(T& p, T g, T& m, T& v, T beta1, T beta2, T step_size, T b
 
 }  // namespace adam
 
+// The kernels walk each tensor as one flat array, so a parameter may be in any dense memory
+// format (channels_last convolution weights) as long as its gradient and state lie the same way.
+// Strides of size-1 dimensions do not move any element, so they may differ.
+inline bool same_dense_layout(const at::Tensor& t, const at::Tensor& p) {
+  if (!t.is_non_overlapping_and_dense()) return false;
+  for (int64_t d = 0; d < p.dim(); ++d)
+    if (p.size(d) > 1 && t.stride(d) != p.stride(d)) return false;
+  return true;
+}
+
 inline void check_adam_args(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                             at::TensorList exp_avg_sqs, const at::Tensor& step, double lr, double beta1,
                             double beta2, double eps, double weight_decay) {
@@ -45,6 +55,8 @@ inline void check_adam_args(at::TensorList params, at::TensorList grads, at::Ten
     const auto s = p.scalar_type();
     TORCH_CHECK_TYPE(s == at::kFloat || s == at::kDouble, op, ": params[", i,
                      "] must be float32 or float64, got ", s);
+    TORCH_CHECK_VALUE(p.is_non_overlapping_and_dense(), op, ": params[", i,
+                      "] must be dense (contiguous in some memory format), got strides ", p.strides());
     for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"grads", &grads[i]},
                                   {"exp_avgs", &exp_avgs[i]}, {"exp_avg_sqs", &exp_avg_sqs[i]}}) {
       TORCH_CHECK_VALUE(t->sizes() == p.sizes(), op, ": ", name, "[", i, "] must have params[", i,
@@ -53,9 +65,9 @@ inline void check_adam_args(at::TensorList params, at::TensorList grads, at::Ten
                        "]'s dtype ", s, ", got ", t->scalar_type());
       TORCH_CHECK_VALUE(t->device() == p.device(), op, ": ", name, "[", i, "] must be on params[", i,
                         "]'s device ", p.device(), ", got ", t->device());
-      TORCH_CHECK_VALUE(t->is_contiguous(), op, ": ", name, "[", i, "] must be contiguous");
+      TORCH_CHECK_VALUE(same_dense_layout(*t, p), op, ": ", name, "[", i, "] must have params[", i,
+                        "]'s memory layout (strides ", p.strides(), "), got strides ", t->strides());
     }
-    TORCH_CHECK_VALUE(p.is_contiguous(), op, ": params[", i, "] must be contiguous");
     TORCH_CHECK_VALUE(p.device() == params[0].device(), op, ": params[", i, "] must be on params[0]'s device ",
                       params[0].device(), ", got ", p.device());
     TORCH_CHECK_TYPE(s == params[0].scalar_type(), op, ": params[", i, "] must have params[0]'s dtype");

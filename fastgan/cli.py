@@ -92,6 +92,9 @@ def build_parser():
     t.add_argument("--precision", choices=["fp32", "bf16"], default=S,
                    help="fp32 (default), or bf16: forward passes under bfloat16 autocast; weights, "
                         "optimizer, batch-norm statistics and losses stay float32")
+    t.add_argument("--channels-last", action="store_true", default=S,
+                   help="convolution weights and activations in channels_last (NHWC) memory format, "
+                        "cuDNN's native layout on GPUs (the same math; MLP models are unchanged)")
     t.add_argument("--tensorboard", action="store_true", default=S,
                    help="also log to OUT/tb for TensorBoard (needs the tensorboard package)")
     t.add_argument("--no-progress", dest="progress", action="store_false", default=S,

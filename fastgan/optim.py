@@ -11,6 +11,25 @@ import torch
 from fastgan import ops
 
 
+def _dense(t):
+    """True when t's elements fill one block of memory without gaps or overlaps (contiguous in
+    some order of its dimensions); dimensions of size 1 never move an element."""
+    expected = 1
+    for size, stride in sorted(((n, s) for n, s in zip(t.shape, t.stride()) if n > 1), key=lambda ns: ns[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def laid_out_like(t, p):
+    """t itself if its elements lie in memory as p's do (adam_ walks both as flat arrays), else a
+    copy in p's layout: a parameter may be in any dense format (channels_last conv weights)."""
+    if _dense(t) and all(a == b for a, b, n in zip(t.stride(), p.stride(), p.shape) if n > 1):
+        return t
+    return torch.empty_like(p, memory_format=torch.preserve_format).copy_(t)
+
+
 class Adam(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         if not 0.0 <= lr:
@@ -39,12 +58,14 @@ class Adam(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 elif state["step"].device != p.device:  # loaded from a CPU-stepped torch Adam
                     state["step"] = state["step"].to(p.device, torch.float32)
+                for name in ("exp_avg", "exp_avg_sq"):  # loaded for a parameter laid out otherwise
+                    state[name] = laid_out_like(state[name], p)
                 params.append(p)
-                grads.append(p.grad if p.grad.is_contiguous() else p.grad.contiguous())
+                grads.append(laid_out_like(p.grad, p))
                 exp_avgs.append(state["exp_avg"])
                 exp_avg_sqs.append(state["exp_avg_sq"])
                 steps.append(state["step"])

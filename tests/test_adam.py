@@ -77,6 +77,36 @@ def test_kernel_matches_reference_and_skips_params_without_grad():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_channels_last_params(device):
+    """Convolution weights in channels_last: the kernel walks param, grad and state as flat
+    arrays in the same layout; the state is made in the parameter's layout, and a gradient
+    or loaded state laid out otherwise is copied into it, so the update is torch's."""
+    gen = torch.Generator().manual_seed(0)
+    make = lambda: torch.randn(8, 3, 4, 4, generator=gen).to(device)
+    ours = make().to(memory_format=torch.channels_last).requires_grad_()
+    theirs = ours.detach().clone().contiguous().requires_grad_()
+    opt, ref = Adam([ours], lr=1e-2), torch.optim.Adam([theirs], lr=1e-2)
+    for i in range(4):
+        g = make()
+        ours.grad = g if i % 2 else g.to(memory_format=torch.channels_last)  # contiguous every other step
+        theirs.grad = g.clone()
+        opt.step()
+        ref.step()
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+    for k in ("exp_avg", "exp_avg_sq"):
+        assert opt.state[ours][k].is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(opt.state[ours][k], ref.state[theirs][k], rtol=1e-5, atol=1e-6)
+    # a state saved from NCHW parameters loads into channels_last ones
+    again = ours.detach().clone().contiguous().to(memory_format=torch.channels_last).requires_grad_()
+    opt2 = Adam([again], lr=1e-2)
+    opt2.load_state_dict(ref.state_dict())
+    again.grad = ours.grad.clone()
+    opt2.step()
+    assert opt2.state[again]["exp_avg"].is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("args,match,exc", [
     (lambda p: ([p], [], [p], [p]), "same length", ValueError),
     (lambda p: ([p], [p.double()], [p], [p]), r"grads\[0\] must have params\[0\]'s dtype", TypeError),
@@ -85,6 +115,12 @@ def test_kernel_matches_reference_and_skips_params_without_grad():
 ])
 def test_bad_arguments(args, match, exc):
     p = torch.randn(4)
+    q = torch.randn(2, 3, 2, 2).to(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match=r"grads\[0\] must have params\[0\]'s memory layout"):
+        ops.adam_([q], [q.contiguous()], [q.clone()], [q.clone()], torch.tensor(1.0), 1e-3, 0.9, 0.999)
+    with pytest.raises(ValueError, match=r"params\[0\] must be dense"):
+        r = torch.randn(4, 4)[:, :2]
+        ops.adam_([r], [r], [r], [r], torch.tensor(1.0), 1e-3, 0.9, 0.999)
     with pytest.raises(exc, match=match):
         ops.adam_(*args(p), torch.tensor(1.0), 1e-3, 0.9, 0.999)
     with pytest.raises(ValueError, match="beta1 must be in"):

@@ -88,6 +88,16 @@ def test_bench_train_bf16_runs_fastgan_under_autocast():
     assert "bf16 autocast for expert, fastgan and graph (tutorial: fp32)" in markdown(result)
 
 
+def test_bench_train_channels_last(tmp_path):
+    out = tmp_path / "train.json"
+    result = fastgan("bench", "train", "--device", "cpu", "--model", "dcgan", "--batch-size", 8,
+                     "--impl", "fastgan", "--channels-last", "--json", out)
+    assert result.returncode == 0, result.stderr
+    assert "channels_last weights for expert, fastgan and graph (tutorial: NCHW)" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["channels_last"] is True and data["rows"][0]["fastgan"] > 0
+
+
 def test_bench_train_epoch_times_both_loops():
     result = fastgan("bench", "train", "--device", "cpu", "--epoch", "--epoch-size", 256, "--model", "mlp")
     assert result.returncode == 0, result.stderr

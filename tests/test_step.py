@@ -132,6 +132,67 @@ def test_trainer_bf16_on_cpu(tmp_path):
         TrainConfig(precision="fp16").validate()
 
 
+def _conv_outputs_channels_last(step):
+    """Records, during the next step, whether each convolution's output (more than one
+    channel) is in channels_last memory format."""
+    seen = []
+
+    def hook(module, inputs, out):
+        if out.shape[1] > 1:
+            seen.append(out.is_contiguous(memory_format=torch.channels_last))
+
+    for m in (*step.G.modules(), *step.D.modules()):
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            m.register_forward_hook(hook)
+    return seen
+
+
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan"])
+def test_channels_last_step_is_the_same_math(model):
+    """channels_last changes where the numbers lie in memory, not what they are: the same
+    losses and weights as the NCHW step, with the convolutions' weights, outputs and Adam
+    state in channels_last."""
+    nchw = make_step(model, 16, "cpu")
+    nhwc = make_step(model, 16, "cpu", channels_last=True)
+    seen = _conv_outputs_channels_last(nhwc)
+    le = torch.stack([nchw() for _ in range(3)])
+    lc = torch.stack([nhwc() for _ in range(3)])
+    assert seen and all(seen)
+    torch.testing.assert_close(lc, le, rtol=1e-4, atol=1e-5)
+    for k, a in _state(nhwc).items():
+        # convolutions sum in another order; Adam turns a gradient that is ~0 either way into a
+        # step of about lr (2e-4) whose sign may differ: a few such elements, bounded by lr per
+        # step. A layout mistake would move most elements.
+        b = _state(nchw)[k]
+        if not a.is_floating_point():
+            assert torch.equal(a, b), k
+            continue
+        close = (a - b).abs() <= 1e-5 + 1e-4 * b.abs()
+        assert close.float().mean() > 0.999 and (a - b).abs().max() <= 3 * 2 * 2e-4, k
+    weights = [p for net in (nhwc.G, nhwc.D) for p in net.parameters() if p.dim() == 4]
+    opt_state = [t for opt in (nhwc.opt_g, nhwc.opt_d) for p in weights if p in opt.state
+                 for k, t in opt.state[p].items() if k != "step"]
+    assert len(weights) == 4 and len(opt_state) == 8
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in weights + opt_state)
+    assert all(not t.is_contiguous() for t in weights + opt_state if t.shape[1] > 1)  # NHWC, not NCHW
+
+
+def test_trainer_channels_last_on_cpu(tmp_path):
+    cfg = TrainConfig(model="dcgan", g_widths=(8, 4), d_widths=(4, 8), batch_size=16, steps=2,
+                      channels_last=True, progress=False, device="cpu", out=str(tmp_path / "run"))
+    trainer = Trainer(cfg, log=open(os.devnull, "w"))
+    assert trainer.G.net.deconv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.isfinite(trainer.fit()).all()
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["config"]["channels_last"] is True
+    # the layout is not part of the math: a run may resume in the other one
+    cfg2 = TrainConfig(model="dcgan", g_widths=(8, 4), d_widths=(4, 8), batch_size=16, steps=3,
+                       progress=False, device="cpu", out=str(tmp_path / "run"))
+    resumed = Trainer(cfg2, resume=True, explicit={"steps", "channels_last"}, log=open(os.devnull, "w"))
+    assert not resumed.cfg.channels_last and resumed.G.net.deconv1.weight.is_contiguous()
+    assert torch.isfinite(resumed.fit()).all() and resumed.step == 3
+
+
 def _state(step):
     return {**{f"G.{k}": v for k, v in step.G.state_dict().items()},
             **{f"D.{k}": v for k, v in step.D.state_dict().items()}}
@@ -139,17 +200,19 @@ def _state(step):
 
 @pytest.mark.cuda
 @cuda
-@pytest.mark.parametrize("model,precision", [("mlp", "fp32"), ("mlp-bn", "fp32"), ("dcgan", "fp32"),
-                                             ("cdcgan", "fp32"), ("mlp", "bf16"), ("dcgan", "bf16")])
-def test_graph_step_matches_eager_steps(model, precision):
+@pytest.mark.parametrize("model,precision,channels_last", [
+    ("mlp", "fp32", False), ("mlp-bn", "fp32", False), ("dcgan", "fp32", False), ("cdcgan", "fp32", False),
+    ("mlp", "bf16", False), ("dcgan", "bf16", False), ("dcgan", "fp32", True), ("dcgan", "bf16", True)])
+def test_graph_step_matches_eager_steps(model, precision, channels_last):
     """N graph-captured steps from the same state and seed give the weights, batch-norm
-    running statistics and losses of N eager steps (also under bfloat16 autocast)."""
+    running statistics and losses of N eager steps (also under bfloat16 autocast, and with
+    channels_last weights, whose Adam state fastgan.optim.Adam keeps in the same layout)."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.deterministic = True  # the same convolution algorithms both ways
     torch.backends.cudnn.benchmark = False
-    eager = make_step(model, 32, "cuda", cuda_graph=False, precision=precision)
-    graph = make_step(model, 32, "cuda", cuda_graph=True, precision=precision)
+    eager = make_step(model, 32, "cuda", cuda_graph=False, precision=precision, channels_last=channels_last)
+    graph = make_step(model, 32, "cuda", cuda_graph=True, precision=precision, channels_last=channels_last)
     tol = dict(rtol=1e-4, atol=1e-5) if precision == "fp32" else dict(rtol=1e-3, atol=1e-4)
     for a, b in zip(_state(eager).values(), _state(graph).values()):
         assert torch.equal(a, b)

@@ -22,7 +22,7 @@ from torch import nn
 from fastgan.bench.timing import auto_iters, machine_header, report, time_call
 from fastgan.models import build
 from fastgan.train.graph import GraphedStep
-from fastgan.train.step import PRECISIONS, DeviceBatches, amp_dtype, make_step
+from fastgan.train.step import PRECISIONS, DeviceBatches, amp_dtype, make_step, to_layout
 from fastgan.train.trainer import autocast
 
 MODELS = ("mlp", "mlp-bn", "dcgan")
@@ -86,11 +86,11 @@ def tutorial_step(model, batch_size, device, compile=False, seed=0):
     return lambda: step(real)
 
 
-def expert_step(model, batch_size, device, seed=0, precision="fp32"):
+def expert_step(model, batch_size, device, seed=0, precision="fp32", channels_last=False):
     amp = functools.partial(autocast, torch.device(device).type, amp_dtype(precision))
     torch.manual_seed(seed)
     G, D = build(model, backend="torch")
-    G, D = G.to(device), D.to(device)
+    G, D = to_layout(G.to(device), D.to(device), channels_last)
     kw = dict(lr=2e-4, betas=(0.5, 0.999), fused=True, capturable=True)
     opt_g, opt_d = torch.optim.Adam(G.parameters(), **kw), torch.optim.Adam(D.parameters(), **kw)
     gen = torch.Generator().manual_seed(seed)
@@ -128,22 +128,23 @@ def expert_step(model, batch_size, device, seed=0, precision="fp32"):
     return GraphedStep(step, generators=(noise_gen,))
 
 
-def make(impl, model, batch_size, device, precision="fp32"):
-    """impl's step; precision applies to expert, fastgan and graph (the tutorial is float32)."""
+def make(impl, model, batch_size, device, precision="fp32", channels_last=False):
+    """impl's step; precision and channels_last apply to expert, fastgan and graph (the tutorial
+    is float32 and NCHW, as written)."""
     if impl == "tutorial":
         return tutorial_step(model, batch_size, device)
     if impl == "compile":
         return tutorial_step(model, batch_size, device, compile=True)
     if impl == "expert":
-        return expert_step(model, batch_size, device, precision=precision)
-    if impl == "fastgan":
-        return make_step(model, batch_size, device, cuda_graph=False, precision=precision)
-    if impl == "graph":
-        return make_step(model, batch_size, device, cuda_graph=True, precision=precision)
+        return expert_step(model, batch_size, device, precision=precision, channels_last=channels_last)
+    if impl in ("fastgan", "graph"):
+        return make_step(model, batch_size, device, cuda_graph=impl == "graph", precision=precision,
+                         channels_last=channels_last)
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLS}")
 
 
-def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, precision="fp32"):
+def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, precision="fp32",
+        channels_last=False):
     cuda = torch.device(device).type == "cuda"
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = False  # strict float32, as the issue's baseline
@@ -157,7 +158,7 @@ def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, p
                     continue
                 torch._dynamo.reset()
                 try:
-                    step = make(impl, model, bs, device, precision)
+                    step = make(impl, model, bs, device, precision, channels_last)
                     for _ in range(5):
                         step()  # warm-up, graph capture, compilation
                     ms = time_call(step, device, warmup=3, iters=auto_iters(step, device, 300.0), reps=5)
@@ -171,6 +172,7 @@ def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, p
                     print(f"{model} b{bs} {impl}: {ms:.3f} ms/step", file=log, flush=True)
             rows.append(row)
     return {"machine": machine_header(device), "rows": rows, "precision": precision,
+            "channels_last": channels_last,
             "impls": [i for i in impls if cuda or i not in ("expert", "graph")]}
 
 
@@ -182,6 +184,8 @@ def markdown(result):
         "".join(f" {best} vs {i} |" for i in others)
     precision = result.get("precision", "fp32")
     note = "" if precision == "fp32" else f"; {precision} autocast for expert, fastgan and graph (tutorial: fp32)"
+    if result.get("channels_last"):
+        note += "; channels_last weights for expert, fastgan and graph (tutorial: NCHW)"
     lines = [f"Machine: {result['machine']}{note}", "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in result["rows"]:
         cells = [f"{r[i]:.3f}" if i in r else ("failed" if i in r.get("errors", {}) else "–") for i in impls]
@@ -201,6 +205,8 @@ def main(argv=None):
     p.add_argument("--impl", action="append", choices=IMPLS, help="default: all")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default) or bf16 (autocast) for expert, fastgan and graph")
+    p.add_argument("--channels-last", action="store_true",
+                   help="convolution weights in channels_last for expert, fastgan and graph")
     p.add_argument("--epoch", action="store_true",
                    help="time one full epoch with data loading instead (tutorial DataLoader vs fastgan)")
     p.add_argument("--data-dir", help="with --epoch: a folder with MNIST's IDX files (default: synthetic)")
@@ -213,7 +219,7 @@ def main(argv=None):
         report(epoch.run(a.device, a.model or ("mlp",), a.data_dir, a.epoch_size), epoch.markdown, a.json)
         return 0
     report(run(a.device, a.model or MODELS, a.batch_size or BATCH_SIZES, a.impl or IMPLS, log=sys.stderr,
-               precision=a.precision), markdown, a.json)
+               precision=a.precision, channels_last=a.channels_last), markdown, a.json)
     return 0
 
 

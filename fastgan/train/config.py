@@ -52,6 +52,7 @@ class TrainConfig:
     cuda_graph: bool = True               # on CUDA: capture the whole step in one CUDA graph
     compile: bool = False                 # torch.compile the models (for comparison; no graph)
     precision: str = "fp32"               # fp32 | bf16 (forward passes under bfloat16 autocast)
+    channels_last: bool = False           # convolution weights and activations in NHWC memory format
     progress: bool = True
     eval_every: int = 0                   # steps between sample-quality evaluations (0: never)
     eval_n: int = 2000                    # generated images per evaluation
@@ -59,7 +60,8 @@ class TrainConfig:
 
     # options that may change when a run is resumed; the rest must match the checkpoint
     RESUMABLE = ("epochs", "steps", "device", "data_dir", "download", "checkpoint_every",
-                 "log_every", "tensorboard", "progress", "out", "cuda_graph", "compile", "eval_every", "eval_n")
+                 "log_every", "tensorboard", "progress", "out", "cuda_graph", "compile", "channels_last",
+                 "eval_every", "eval_n")
 
     def to_dict(self):
         d = dataclasses.asdict(self)

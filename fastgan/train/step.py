@@ -80,6 +80,15 @@ def build_step(G, D, opt_g, opt_d, batches, noise_fn, conditional, grad_clip=Non
     return GraphedStep(step, generators=generators) if cuda_graph else step
 
 
+def to_layout(G, D, channels_last):
+    """G and D with their 4-d weights (convolutions) in channels_last when asked: cuDNN then runs
+    its NHWC kernels on them directly instead of transposing every NCHW activation in and out.
+    The math is the same; MLPs have no 4-d weights and are unchanged."""
+    if channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    return G, D
+
+
 def make_optimizers(G, D, device, kind="adam", lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), cuda_graph=False):
     """(opt_g, opt_d). On CUDA, Adam is fastgan.optim.Adam (one launch over all of a network's
     parameters, step count on the device: capturable); on the CPU torch.optim.Adam. RMSprop is
@@ -93,14 +102,15 @@ def make_optimizers(G, D, device, kind="adam", lr_g=2e-4, lr_d=2e-4, betas=(0.5,
 
 
 def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32", backend="fastgan",
-              seed=0, images=None, labels=None):
+              seed=0, images=None, labels=None, channels_last=False):
     """Builds a model pair with its optimizers on device and returns a callable that runs one
     full training step (D step then G step) on the next batch of a device-resident dataset.
 
     images/labels: a uint8 (N, [1,] 28, 28) dataset and its (N,) labels; default, a random
     synthetic one (the step's cost does not depend on the pixels). cuda_graph: None means
     "on CUDA, yes". precision: "fp32", or "bf16" for the forward passes under bfloat16
-    autocast (see train_step). The callable has .G, .D, .opt_g, .opt_d and .batches attributes.
+    autocast (see train_step). channels_last: convolution weights (and so the DCGAN's
+    activations) in channels_last memory format (see to_layout). The callable has .G, .D, .opt_g, .opt_d and .batches attributes.
     """
     device = torch.device(device)
     amp_dtype(precision)
@@ -110,7 +120,7 @@ def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32
         raise ValueError("cuda_graph=True needs a CUDA device")
     torch.manual_seed(seed)
     G, D = build(model, backend=backend)
-    G, D = G.to(device).train(), D.to(device).train()
+    G, D = to_layout(G.to(device).train(), D.to(device).train(), channels_last)
     opt_g, opt_d = make_optimizers(G, D, device, cuda_graph=cuda_graph)
     if images is None:
         gen = torch.Generator().manual_seed(seed)

@@ -22,7 +22,7 @@ from fastgan.models import CONDITIONAL, ModelError, build
 from fastgan.train.checkpoint import load_checkpoint, save_checkpoint
 from fastgan.train.config import DEFAULT_EPOCHS, CheckpointError, ConfigError, TrainConfig
 from fastgan.train.images import atomic_path, make_grid, plot_losses, save_grid, write_history
-from fastgan.train.step import DeviceBatches, build_step, make_optimizers
+from fastgan.train.step import DeviceBatches, build_step, make_optimizers, to_layout
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -150,7 +150,7 @@ class Trainer:
 
         images, labels = load_dataset(cfg.dataset, cfg.data_dir, train=True, download=cfg.download)
         torch.manual_seed(cfg.seed)
-        self.G, self.D = build_models(cfg, self.device)
+        self.G, self.D = to_layout(*build_models(cfg, self.device), cfg.channels_last)
         self.loader = DeviceLoader(images, labels, cfg.batch_size, self.device, seed=cfg.seed + 1)
         self.conditional = cfg.model in CONDITIONAL
         self.steps_per_epoch = self.loader.steps_per_epoch
