@@ -103,25 +103,6 @@ FASTGAN_HD void finalize_backward(T sa, T sb, T m, T w, T invstd, bool training,
 
 }  // namespace bn
 
-// Host-side checks, shared by the CPU and CUDA kernels (fastgan/ops/batch_norm.py:check_args
-// says the same in Python for the fake kernel and the reference fallback).
-//
-// weight, bias, running_mean and running_var: (C,) on x's device, with x's dtype or, for
-// float16/bfloat16 x, float32 (torch's mixed-precision batch norm).
-inline void check_bn_param(const char* op, const char* name, const at::Tensor& t,
-                           const at::Tensor& x) {
-  check_float_tensor(op, name, t);
-  const int64_t channels = x.size(1);
-  TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() == channels, op, ": ", name, " must have shape (",
-                    channels, ",) (x.shape[1]), got ", t.sizes());
-  const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
-  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type() || (half && t.scalar_type() == at::kFloat),
-                   op, ": ", name, " must have x's dtype ", x.scalar_type(),
-                   half ? " (or float32)" : "", ", got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on x's device ",
-                    x.device(), ", got ", t.device());
-}
-
 inline bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
 // A per-channel tensor as a contiguous acc_t tensor: itself where it already is one (so the
@@ -152,6 +133,9 @@ inline void write_back_running_stats(const at::Tensor& rm, const at::Tensor& rv,
   if (!rv.is_same(*running_var)) running_var->copy_(rv);
 }
 
+// Host-side checks, shared by the CPU and CUDA kernels (fastgan/ops/batch_norm.py:check_args
+// says the same in Python for the fake kernel and the reference fallback). The per-channel
+// tensors: common.h's check_channel_vector (x's dtype, or float32 for half x).
 inline void check_batch_norm_args(const at::Tensor& x, const std::optional<at::Tensor>& weight,
                                   const std::optional<at::Tensor>& bias,
                                   const std::optional<at::Tensor>& running_mean,
@@ -164,12 +148,12 @@ inline void check_batch_norm_args(const at::Tensor& x, const std::optional<at::T
                     x.sizes());
   TORCH_CHECK_VALUE(x.numel() > 0, op, ": x must not be empty (an empty batch has no statistics), got shape ",
                     x.sizes());
-  if (present(weight)) check_bn_param(op, "weight", *weight, x);
-  if (present(bias)) check_bn_param(op, "bias", *bias, x);
+  if (present(weight)) check_channel_vector(op, "weight", *weight, x, x.size(1));
+  if (present(bias)) check_channel_vector(op, "bias", *bias, x, x.size(1));
   TORCH_CHECK_VALUE(present(running_mean) == present(running_var), op,
                     ": running_mean and running_var must either both be None or neither be None");
-  if (present(running_mean)) check_bn_param(op, "running_mean", *running_mean, x);
-  if (present(running_var)) check_bn_param(op, "running_var", *running_var, x);
+  if (present(running_mean)) check_channel_vector(op, "running_mean", *running_mean, x, x.size(1));
+  if (present(running_var)) check_channel_vector(op, "running_var", *running_var, x, x.size(1));
   TORCH_CHECK_VALUE(training || present(running_mean), op,
                     ": running_mean and running_var must be given when training is False");
   TORCH_CHECK_VALUE(!training || x.numel() / x.size(1) > 1, op,
@@ -242,8 +226,8 @@ inline BatchNormBackward prepare_batch_norm_backward(const at::Tensor& grad_, co
                                                      std::array<bool, 3> output_mask) {
   check_batch_norm_backward_args(grad_, x_, save_mean, save_invstd);
   constexpr const char* op = "batch_norm_backward";
-  if (present(weight)) check_bn_param(op, "weight", *weight, x_);
-  if (present(bias)) check_bn_param(op, "bias", *bias, x_);
+  if (present(weight)) check_channel_vector(op, "weight", *weight, x_, x_.size(1));
+  if (present(bias)) check_channel_vector(op, "bias", *bias, x_, x_.size(1));
   const auto layout = out_layout(x_);
   BatchNormBackward t;
   t.x = x_.contiguous(layout);

@@ -28,6 +28,17 @@ FASTGAN_HD T backward(T g, T y, T pos_gain, T neg_gain) {
 
 }  // namespace bias_act
 
+// Calls f(static_cast<bias_t*>(nullptr)) with bias_t the C++ type of the bias: scalar_t, or
+// float where a half/bfloat16 x has a float32 bias (a model's parameter under autocast, read
+// as it is rather than cast first: check_channel_vector allows no other mix).
+template <typename scalar_t, typename F>
+void with_bias_type(bool float_bias, const F& f) {
+  if constexpr (!std::is_same_v<scalar_t, float> && !std::is_same_v<scalar_t, double>) {
+    if (float_bias) return f(static_cast<float*>(nullptr));
+  }
+  f(static_cast<scalar_t*>(nullptr));
+}
+
 inline void check_bias_leaky_relu_args(const at::Tensor& x, const std::optional<at::Tensor>& bias,
                                        double negative_slope, double scale) {
   constexpr const char* op = "bias_leaky_relu";
@@ -39,7 +50,9 @@ inline void check_bias_leaky_relu_args(const at::Tensor& x, const std::optional<
   check_number(op, "scale", scale, 0.0, true);
 }
 
-inline void check_bias_leaky_relu_backward_args(const at::Tensor& grad, const at::Tensor& y) {
+// bias_dtype: the dtype of the bias gradient to return (the bias's), or none for no bias gradient.
+inline void check_bias_leaky_relu_backward_args(const at::Tensor& grad, const at::Tensor& y,
+                                                std::optional<at::ScalarType> bias_dtype) {
   constexpr const char* op = "bias_leaky_relu_backward";
   check_float_tensor(op, "y", y);
   TORCH_CHECK_VALUE(y.dim() >= 2, op, ": y must have at least 2 dims, got ", y.sizes());
@@ -49,6 +62,9 @@ inline void check_bias_leaky_relu_backward_args(const at::Tensor& grad, const at
                    y.scalar_type(), ", got ", grad.scalar_type());
   TORCH_CHECK_VALUE(grad.device() == y.device(), op, ": grad must be on y's device ", y.device(),
                     ", got ", grad.device());
+  TORCH_CHECK_TYPE(!bias_dtype || *bias_dtype == y.scalar_type() || (is_half(y) && *bias_dtype == at::kFloat),
+                   op, ": bias_dtype must be y's dtype ", y.scalar_type(), is_half(y) ? " (or float32)" : "",
+                   ", got ", *bias_dtype);
 }
 
 }  // namespace fastgan

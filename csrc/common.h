@@ -27,14 +27,22 @@ inline void check_float_tensor(const char* op, const char* name, const at::Tenso
                    ": ", name, " must be float32, float64, float16 or bfloat16, got ", s);
 }
 
-// A 1-D per-channel tensor with x's dtype and device and `channels` elements.
+inline bool is_half(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
+// A 1-D per-channel tensor (a bias, batch-norm parameters and statistics) with `channels`
+// elements on x's device, in x's dtype or, for float16/bfloat16 x, float32: the parameters of a
+// model under autocast, read as they are (torch's mixed-precision batch norm does the same).
 inline void check_channel_vector(const char* op, const char* name, const at::Tensor& t,
                                  const at::Tensor& x, int64_t channels) {
   check_float_tensor(op, name, t);
   TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() == channels, op, ": ", name, " must have shape (",
                     channels, ",) (x.shape[1]), got ", t.sizes());
-  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ",
-                   x.scalar_type(), ", got ", t.scalar_type());
+  const bool half = is_half(x);
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type() || (half && t.scalar_type() == at::kFloat),
+                   op, ": ", name, " must have x's dtype ", x.scalar_type(),
+                   half ? " (or float32)" : "", ", got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on x's device ",
                     x.device(), ", got ", t.device());
 }

@@ -6,10 +6,12 @@
 
 TORCH_LIBRARY(fastgan, m) {
   // bias_leaky_relu family: csrc/bias_leaky_relu.h
+  // bias: x's dtype, or float32 for half x; the backward returns the bias gradient in
+  // bias_dtype (the bias's), or an empty one for None.
   m.def("bias_leaky_relu(Tensor x, Tensor? bias, float negative_slope, float scale) -> Tensor");
   m.def(
       "bias_leaky_relu_backward(Tensor grad, Tensor y, float negative_slope, float scale, "
-      "bool need_bias_grad) -> (Tensor, Tensor)");
+      "ScalarType? bias_dtype) -> (Tensor, Tensor)");
 
   // batch_norm family: csrc/batch_norm.h
   // Returns (y, save_mean, save_invstd); the statistics are float32 (float64 for float64 x).

@@ -6,10 +6,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from fastgan import ops
 
 
-def like(t, x):
+def like(t, x, float32_ok=False):
     """t (a parameter or buffer, or None) in x's dtype: under autocast x is bfloat16 while the
-    parameters stay float32, and the cast's backward hands them a float32 gradient."""
-    return t if t is None or t.dtype == x.dtype else t.to(x.dtype)
+    parameters stay float32, and the cast's backward hands them a float32 gradient.
+    float32_ok: the op reads a float32 t of a half x as it is (bias_leaky_relu, batch_norm), so
+    that one is passed without a cast kernel either way."""
+    if t is None or t.dtype == x.dtype or (float32_ok and t.dtype == torch.float32
+                                           and x.dtype in (torch.float16, torch.bfloat16)):
+        return t
+    return t.to(x.dtype)
 
 
 class FusedLeakyReLU(nn.Module):
@@ -27,7 +32,7 @@ class FusedLeakyReLU(nn.Module):
         self.bias = nn.Parameter(torch.zeros(self.num_features, device=device, dtype=dtype))
 
     def forward(self, x):
-        return ops.bias_leaky_relu(x, like(self.bias, x), self.negative_slope, self.scale)
+        return ops.bias_leaky_relu(x, like(self.bias, x, float32_ok=True), self.negative_slope, self.scale)
 
     def extra_repr(self):
         return f"{self.num_features}, negative_slope={self.negative_slope}, scale={self.scale}"

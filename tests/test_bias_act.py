@@ -129,7 +129,10 @@ def test_opcheck(device):
                           (x.detach().to(memory_format=torch.channels_last), None, 0.0, 2.0))
     y = torch.randn(8, 5, device=device)
     torch.library.opcheck(torch.ops.fastgan.bias_leaky_relu_backward.default,
-                          (torch.randn(8, 5, device=device), y, 0.2, 1.0, True))
+                          (torch.randn(8, 5, device=device), y, 0.2, 1.0, y.dtype))
+    yh = y.bfloat16()
+    torch.library.opcheck(torch.ops.fastgan.bias_leaky_relu_backward.default,
+                          (torch.randn(8, 5, device=device, dtype=torch.bfloat16), yh, 0.2, 1.0, torch.float32))
 
 
 @requires_kernels
@@ -175,6 +178,95 @@ def test_bad_arguments(kwargs, match, exc):
     x = torch.randn(3, 4)
     with pytest.raises(exc, match=match):
         ops.bias_leaky_relu(x, **kwargs)
+
+
+def test_bad_mixed_dtypes():
+    x = torch.randn(3, 4)
+    with pytest.raises(TypeError, match=r"bias must have x's dtype (torch.float32|Float), got (torch.bfloat16|BFloat16)"):
+        ops.bias_leaky_relu(x, torch.zeros(4, dtype=torch.bfloat16))   # only float32 may mix, only with half x
+    with pytest.raises(TypeError, match=r"bias must have x's dtype \S*(float16|Half) \(or \S*float32\), "
+                                        r"got \S*(float64|Double)"):
+        ops.bias_leaky_relu(x.half(), torch.zeros(4, dtype=torch.float64))
+
+
+@requires_kernels
+def test_backward_op_rejects_a_bias_dtype_it_cannot_return():
+    y = torch.randn(3, 4, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="bias_dtype must be y's dtype"):
+        torch.ops.fastgan.bias_leaky_relu_backward(y, y, 0.2, 1.0, torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape,layout", [((64, 1024), "contiguous"), ((7, 13), "contiguous"),
+                                          ((2, 16, 4, 4), "contiguous"), ((4, 8, 5, 3), "channels_last"),
+                                          ((4096, 64), "contiguous"), ((64, 32, 14, 14), "channels_last"),
+                                          ((64, 32, 14, 14), "contiguous")])
+def test_float32_bias_with_half_x(device, dtype, shape, layout):
+    """A float32 bias (a model's parameter under autocast) with half x is read as it is: y and
+    grad x in x's dtype, within its rounding of the float32 reference; grad bias in float32,
+    accumulated from the unrounded products (float32 tolerance). Large shapes reduce in chunks."""
+    torch.manual_seed(3)
+    x = make(shape, dtype, device, layout).requires_grad_()
+    b = torch.randn(shape[1], device=device, requires_grad=True)
+    y = ops.bias_leaky_relu(x, b, 0.2, 1.5)
+    g = torch.randn_like(y, dtype=torch.float32).to(dtype)
+    gx, gb = torch.autograd.grad(y, (x, b), g)
+    assert y.dtype == gx.dtype == dtype and gb.dtype == torch.float32
+    xr, br = x.detach().float().requires_grad_(), b.detach().clone().requires_grad_()
+    yr = reference.bias_leaky_relu(xr, br, 0.2, 1.5)
+    gxr, gbr = torch.autograd.grad(yr, (xr, br), g.float())
+    assert_close(y, yr, FORWARD_TOL[dtype], "y")
+    assert_close(gx, gxr, GRAD_TOL[dtype], "grad x")
+    n = x.numel() // shape[1]
+    assert_close(gb, gbr, scaled_atol(GRAD_TOL[torch.float32], math.sqrt(n)), "grad bias")
+    assert reference.bias_leaky_relu(x.detach(), b.detach()).dtype == dtype   # the oracle agrees on dtypes
+
+
+def test_float32_bias_with_half_x_double_backward():
+    """Second order through a float32 bias of bfloat16 x (a gradient penalty under autocast):
+    the bias gradient's incoming gradient (float32) folds into x's (bfloat16)."""
+    torch.manual_seed(4)
+    x = torch.randn(16, 6).bfloat16().requires_grad_()
+    b = torch.randn(6, requires_grad=True)
+    results = []
+    for xi, bi, f in ((x, b, ops.bias_leaky_relu), (x.detach().float().requires_grad_(), b.detach().clone().requires_grad_(), reference.bias_leaky_relu)):
+        y = f(xi, bi, 0.2, 1.0)
+        gx, gb = torch.autograd.grad(y.float().square().sum(), (xi, bi), create_graph=True)
+        assert gb.dtype == torch.float32
+        (gx.float().square().sum() + gb.square().sum()).backward()
+        results.append((xi.grad.float(), bi.grad))
+    (ax, ab), (rx, rb) = results
+    torch.testing.assert_close(ax, rx, rtol=5e-2, atol=5e-2)
+    torch.testing.assert_close(ab, rb, rtol=5e-2, atol=5e-2)
+
+
+def test_fused_layers_read_their_float32_bias_under_autocast():
+    """Under bfloat16 autocast the fused layers pass their float32 bias straight to the kernel:
+    no cast of the bias forward, none of its gradient backward, and the gradient is float32."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from fastgan.models import Conv2dLeakyReLU, LinearLeakyReLU
+
+    class Casts(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.shapes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten._to_copy.default, torch.ops.aten.to.dtype, torch.ops.aten.copy_.default):
+                self.shapes.append(tuple(args[0].shape))
+            return func(*args, **(kwargs or {}))
+
+    for layer, x in ((LinearLeakyReLU(8, 16), torch.randn(4, 8)),
+                     (Conv2dLeakyReLU(3, 16, 3, 1, 1), torch.randn(2, 3, 5, 5)),
+                     (fastgan.nn.FusedLeakyReLU(16), torch.randn(4, 16))):
+        with Casts() as casts:
+            with torch.autocast("cpu", torch.bfloat16):
+                y = layer(x.bfloat16() if isinstance(layer, fastgan.nn.FusedLeakyReLU) else x)
+            y.float().sum().backward()
+        assert y.dtype == torch.bfloat16 and layer.bias.grad.dtype == torch.float32
+        assert (16,) not in casts.shapes, casts.shapes
 
 
 def test_bad_x():

@@ -18,8 +18,8 @@ namespace {
 using cpu::select_pos;
 constexpr int64_t kGrain = 32768;  // elements per parallel task, as ATen's GRAIN_SIZE
 
-template <typename scalar_t>
-void forward_kernel(const scalar_t* x, const scalar_t* b, scalar_t* y, ChannelGeometry g,
+template <typename scalar_t, typename bias_t>
+void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeometry g,
                     double slope, double scale) {
   using IO = cpu::VecIO<scalar_t>;
   using acc = typename IO::acc;
@@ -38,7 +38,7 @@ void forward_kernel(const scalar_t* x, const scalar_t* b, scalar_t* y, ChannelGe
         int64_t c = 0;
         for (; c + IO::size <= C; c += IO::size) {
           Vec v = IO::load(xr + c);
-          if (b) v = v + IO::load(b + c);
+          if (b) v = v + cpu::VecIO<bias_t>::load(b + c);  // the same Vec type: checked by the caller
           IO::store(yr + c, v * select_pos(v, vpos, vneg));
         }
         for (; c < C; ++c) yr[c] = bias_act::forward(acc(xr[c]) + bias_at(c), pos, neg);
@@ -66,10 +66,10 @@ void forward_kernel(const scalar_t* x, const scalar_t* b, scalar_t* y, ChannelGe
 }
 
 // grad_x = grad * gain(y); grad_bias[c] = sum of grad_x over every dim but 1, accumulated
-// in acc (float for half types). Partial sums per fixed chunk, added in order: the result
-// depends only on the input and the thread count.
-template <typename scalar_t>
-void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, scalar_t* gb,
+// in acc (float for half types) and stored in the bias's type. Partial sums per fixed chunk,
+// added in order: the result depends only on the input and the thread count.
+template <typename scalar_t, typename bias_t>
+void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t* gb,
                      ChannelGeometry g, double slope, double scale) {
   using IO = cpu::VecIO<scalar_t>;
   using acc = typename IO::acc;
@@ -107,7 +107,7 @@ void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, scalar
       for (int64_t c = 0; c < C; ++c) {
         acc s = 0;
         for (int64_t q = 0; q < chunks; ++q) s += partial[q * C + c];
-        gb[c] = s;
+        gb[c] = bias_t(s);
       }
     }
     return;
@@ -137,7 +137,7 @@ void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, scalar
         acc lanes[IO::size];
         vsum.store(lanes);
         for (int64_t l = 0; l < IO::size; ++l) ssum += lanes[l];
-        gb[c] = ssum;
+        gb[c] = bias_t(ssum);
       }
     }
   });
@@ -153,8 +153,11 @@ at::Tensor bias_leaky_relu_cpu(const at::Tensor& x_, const std::optional<at::Ten
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
   if (x.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bias_leaky_relu_cpu", [&] {
-    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), has_bias ? b.const_data_ptr<scalar_t>() : nullptr,
-                             y.mutable_data_ptr<scalar_t>(), channel_geometry(x), negative_slope, scale);
+    with_bias_type<scalar_t>(has_bias && b.scalar_type() != x.scalar_type(), [&](auto* tag) {
+      using bias_t = std::remove_pointer_t<decltype(tag)>;
+      forward_kernel<scalar_t, bias_t>(x.const_data_ptr<scalar_t>(), has_bias ? b.const_data_ptr<bias_t>() : nullptr,
+                                       y.mutable_data_ptr<scalar_t>(), channel_geometry(x), negative_slope, scale);
+    });
   });
   return y;
 }
@@ -162,18 +165,22 @@ at::Tensor bias_leaky_relu_cpu(const at::Tensor& x_, const std::optional<at::Ten
 std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_backward_cpu(const at::Tensor& grad_,
                                                                 const at::Tensor& y_,
                                                                 double negative_slope, double scale,
-                                                                bool need_bias_grad) {
-  check_bias_leaky_relu_backward_args(grad_, y_);
+                                                                std::optional<at::ScalarType> bias_dtype) {
+  check_bias_leaky_relu_backward_args(grad_, y_, bias_dtype);
+  const bool need_bias_grad = bias_dtype.has_value();
   const auto layout = out_layout(y_);
   const at::Tensor y = y_.contiguous(layout), grad = grad_.contiguous(layout);
   at::Tensor gx = at::empty(y.sizes(), y.options().memory_format(layout));
-  at::Tensor gb = need_bias_grad ? at::zeros({y.size(1)}, y.options()) : at::empty({0}, y.options());
+  at::Tensor gb = need_bias_grad ? at::zeros({y.size(1)}, y.options().dtype(*bias_dtype)) : at::empty({0}, y.options());
   if (y.numel() == 0) return {gx, gb};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "bias_leaky_relu_backward_cpu", [&] {
-    backward_kernel<scalar_t>(grad.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
-                              gx.mutable_data_ptr<scalar_t>(),
-                              need_bias_grad ? gb.mutable_data_ptr<scalar_t>() : nullptr,
-                              channel_geometry(y), negative_slope, scale);
+    with_bias_type<scalar_t>(gb.scalar_type() != y.scalar_type(), [&](auto* tag) {
+      using bias_t = std::remove_pointer_t<decltype(tag)>;
+      backward_kernel<scalar_t, bias_t>(grad.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
+                                        gx.mutable_data_ptr<scalar_t>(),
+                                        need_bias_grad ? gb.mutable_data_ptr<bias_t>() : nullptr,
+                                        channel_geometry(y), negative_slope, scale);
+    });
   });
   return {gx, gb};
 }

@@ -19,8 +19,8 @@ constexpr int kRowLanes = 16;            // threadIdx.y extent of the rows kerne
 
 // ROWS: memory order is (outer, C) (inner == 1): the VEC elements of an access are VEC
 // consecutive channels. Otherwise the VEC elements share channel (i / inner) % C.
-template <typename scalar_t, int VEC, bool ROWS, typename index_t>
-__global__ void forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ b,
+template <typename scalar_t, typename bias_t, int VEC, bool ROWS, typename index_t>
+__global__ void forward_kernel(const scalar_t* __restrict__ x, const bias_t* __restrict__ b,
                                scalar_t* __restrict__ y, index_t nvec, index_t C, index_t inner,
                                acc_t<scalar_t> pos, acc_t<scalar_t> neg) {
   using acc = acc_t<scalar_t>;
@@ -64,10 +64,10 @@ __global__ void backward_elementwise_kernel(const scalar_t* __restrict__ g, cons
 // (outer, C) rows. Block (32, kRowLanes): threadIdx.x spans 32*VEC columns, threadIdx.y strides the
 // rows of this block's chunk (blockIdx.y). Each block writes its column sums to
 // partial[blockIdx.y][col], or straight to gb when there is one chunk.
-template <typename scalar_t, int VEC, typename index_t>
+template <typename scalar_t, typename bias_t, int VEC, typename index_t>
 __global__ void backward_rows_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ y,
                                      scalar_t* __restrict__ gx, acc_t<scalar_t>* __restrict__ partial,
-                                     scalar_t* __restrict__ gb, index_t rows, index_t C,
+                                     bias_t* __restrict__ gb, index_t rows, index_t C,
                                      index_t rows_per_chunk, acc_t<scalar_t> pos, acc_t<scalar_t> neg) {
   using acc = acc_t<scalar_t>;
   using V = AlignedVec<scalar_t, VEC>;
@@ -101,17 +101,17 @@ __global__ void backward_rows_kernel(const scalar_t* __restrict__ g, const scala
       acc t = acc(0);
       for (int j = 0; j < kRowLanes; ++j) t += sums[j][threadIdx.x * VEC + k];
       if (partial) partial[index_t(blockIdx.y) * C + col + k] = t;
-      else gb[col + k] = scalar_t(t);
+      else gb[col + k] = bias_t(t);
     }
   }
 }
 
 // (outer, C, inner) planes: block (c = blockIdx.x, chunk of outer = blockIdx.y) walks its
 // channel's planes with VEC-wide accesses and reduces the sum over the block.
-template <typename scalar_t, int VEC, typename index_t>
+template <typename scalar_t, typename bias_t, int VEC, typename index_t>
 __global__ void backward_planes_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ y,
                                        scalar_t* __restrict__ gx, acc_t<scalar_t>* __restrict__ partial,
-                                       scalar_t* __restrict__ gb, index_t outer, index_t C, index_t inner,
+                                       bias_t* __restrict__ gb, index_t outer, index_t C, index_t inner,
                                        index_t outer_per_chunk, acc_t<scalar_t> pos, acc_t<scalar_t> neg) {
   using acc = acc_t<scalar_t>;
   using V = AlignedVec<scalar_t, VEC>;
@@ -138,23 +138,23 @@ __global__ void backward_planes_kernel(const scalar_t* __restrict__ g, const sca
   s = cuda::block_sum(s, shared);
   if (threadIdx.x == 0) {
     if (partial) partial[index_t(blockIdx.y) * C + c] = s;
-    else gb[c] = scalar_t(s);
+    else gb[c] = bias_t(s);
   }
 }
 
 // gb[c] = sum over chunks of partial[chunk][c], in chunk order (deterministic).
-template <typename scalar_t, typename index_t>
-__global__ void sum_partials_kernel(const acc_t<scalar_t>* __restrict__ partial, scalar_t* __restrict__ gb,
+template <typename scalar_t, typename bias_t, typename index_t>
+__global__ void sum_partials_kernel(const acc_t<scalar_t>* __restrict__ partial, bias_t* __restrict__ gb,
                                     index_t chunks, index_t C) {
   for (index_t c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) {
     acc_t<scalar_t> t = 0;
     for (index_t q = 0; q < chunks; ++q) t += partial[q * C + c];
-    gb[c] = scalar_t(t);
+    gb[c] = bias_t(t);
   }
 }
 
-template <typename scalar_t, typename index_t>
-void launch_forward(const at::Tensor& x, const scalar_t* b, at::Tensor& y, double slope, double scale) {
+template <typename scalar_t, typename bias_t, typename index_t>
+void launch_forward(const at::Tensor& x, const bias_t* b, at::Tensor& y, double slope, double scale) {
   const auto geo = channel_geometry(x);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
@@ -166,7 +166,7 @@ void launch_forward(const at::Tensor& x, const scalar_t* b, at::Tensor& y, doubl
   auto go = [&](auto vec_tag, auto rows_tag) {
     constexpr int V = decltype(vec_tag)::value;
     constexpr bool R = decltype(rows_tag)::value;
-    forward_kernel<scalar_t, V, R, index_t><<<cuda::grid_for(n / V, kThreads), kThreads, 0, stream>>>(
+    forward_kernel<scalar_t, bias_t, V, R, index_t><<<cuda::grid_for(n / V, kThreads), kThreads, 0, stream>>>(
         xp, b, yp, n / V, geo.channels, geo.inner, pos, neg);
   };
   constexpr int W = 16 / sizeof(scalar_t);
@@ -178,7 +178,7 @@ void launch_forward(const at::Tensor& x, const scalar_t* b, at::Tensor& y, doubl
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename scalar_t, typename index_t>
+template <typename scalar_t, typename bias_t, typename index_t>
 void launch_backward(const at::Tensor& g, const at::Tensor& y, at::Tensor& gx, at::Tensor& gb,
                      bool need_bias_grad, double slope, double scale) {
   using acc = acc_t<scalar_t>;
@@ -203,7 +203,7 @@ void launch_backward(const at::Tensor& g, const at::Tensor& y, at::Tensor& gx, a
     return;
   }
 
-  scalar_t* gbp = gb.mutable_data_ptr<scalar_t>();
+  bias_t* gbp = gb.mutable_data_ptr<bias_t>();
   const int sms = cuda::sm_count();
   int64_t chunks = 1, per_chunk = 0, tiles = 0;
   const bool rows = geo.inner == 1;
@@ -229,17 +229,17 @@ void launch_backward(const at::Tensor& g, const at::Tensor& y, at::Tensor& gx, a
   auto go = [&](auto vec_tag) {
     constexpr int V = decltype(vec_tag)::value;
     if (rows) {
-      backward_rows_kernel<scalar_t, V, index_t><<<dim3(unsigned(cuda::ceil_div(C, 32 * V)), unsigned(chunks)), dim3(32, kRowLanes), 0, stream>>>(
+      backward_rows_kernel<scalar_t, bias_t, V, index_t><<<dim3(unsigned(cuda::ceil_div(C, 32 * V)), unsigned(chunks)), dim3(32, kRowLanes), 0, stream>>>(
           gp, yp, gxp, pp, gbp, geo.outer, C, per_chunk, pos, neg);
     } else {
-      backward_planes_kernel<scalar_t, V, index_t><<<dim3(unsigned(C), unsigned(chunks)), kThreads, 0, stream>>>(
+      backward_planes_kernel<scalar_t, bias_t, V, index_t><<<dim3(unsigned(C), unsigned(chunks)), kThreads, 0, stream>>>(
           gp, yp, gxp, pp, gbp, geo.outer, C, geo.inner, per_chunk, pos, neg);
     }
   };
   vec == W ? go(std::integral_constant<int, W>{}) : go(std::integral_constant<int, 1>{});
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (chunks > 1) {
-    sum_partials_kernel<scalar_t, index_t><<<unsigned(cuda::ceil_div(C, kThreads)), kThreads, 0, stream>>>(
+    sum_partials_kernel<scalar_t, bias_t, index_t><<<unsigned(cuda::ceil_div(C, kThreads)), kThreads, 0, stream>>>(
         pp, gbp, chunks, C);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
@@ -256,30 +256,37 @@ at::Tensor bias_leaky_relu_cuda(const at::Tensor& x_, const std::optional<at::Te
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
   if (x.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bias_leaky_relu_cuda", [&] {
-    const scalar_t* bp = has_bias ? b.const_data_ptr<scalar_t>() : nullptr;
-    if (x.numel() <= INT32_MAX) launch_forward<scalar_t, int32_t>(x, bp, y, negative_slope, scale);
-    else launch_forward<scalar_t, int64_t>(x, bp, y, negative_slope, scale);
+    with_bias_type<scalar_t>(has_bias && b.scalar_type() != x.scalar_type(), [&](auto* tag) {
+      using bias_t = std::remove_pointer_t<decltype(tag)>;
+      const bias_t* bp = has_bias ? b.const_data_ptr<bias_t>() : nullptr;
+      if (x.numel() <= INT32_MAX) launch_forward<scalar_t, bias_t, int32_t>(x, bp, y, negative_slope, scale);
+      else launch_forward<scalar_t, bias_t, int64_t>(x, bp, y, negative_slope, scale);
+    });
   });
   return y;
 }
 
 std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_backward_cuda(const at::Tensor& grad_, const at::Tensor& y_,
                                                                  double negative_slope, double scale,
-                                                                 bool need_bias_grad) {
-  check_bias_leaky_relu_backward_args(grad_, y_);
+                                                                 std::optional<at::ScalarType> bias_dtype) {
+  check_bias_leaky_relu_backward_args(grad_, y_, bias_dtype);
+  const bool need_bias_grad = bias_dtype.has_value();
   const auto layout = out_layout(y_);
   const at::Tensor y = y_.contiguous(layout), grad = grad_.contiguous(layout);
   const c10::cuda::CUDAGuard guard(y.device());
   at::Tensor gx = at::empty(y.sizes(), y.options().memory_format(layout));
-  at::Tensor gb = at::empty({need_bias_grad ? y.size(1) : 0}, y.options());
+  at::Tensor gb = at::empty({need_bias_grad ? y.size(1) : 0}, y.options().dtype(bias_dtype.value_or(y.scalar_type())));
   if (y.numel() == 0) {
     if (need_bias_grad) gb.zero_();
     return {gx, gb};
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "bias_leaky_relu_backward_cuda", [&] {
-    // 32-bit indices where (outer * C * inner) and the row offsets fit
-    if (y.numel() <= INT32_MAX / 2) launch_backward<scalar_t, int32_t>(grad, y, gx, gb, need_bias_grad, negative_slope, scale);
-    else launch_backward<scalar_t, int64_t>(grad, y, gx, gb, need_bias_grad, negative_slope, scale);
+    with_bias_type<scalar_t>(gb.scalar_type() != y.scalar_type(), [&](auto* tag) {
+      using bias_t = std::remove_pointer_t<decltype(tag)>;
+      // 32-bit indices where (outer * C * inner) and the row offsets fit
+      if (y.numel() <= INT32_MAX / 2) launch_backward<scalar_t, bias_t, int32_t>(grad, y, gx, gb, need_bias_grad, negative_slope, scale);
+      else launch_backward<scalar_t, bias_t, int64_t>(grad, y, gx, gb, need_bias_grad, negative_slope, scale);
+    });
   });
   return {gx, gb};
 }

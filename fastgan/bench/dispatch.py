@@ -27,11 +27,11 @@ def python_autograd_op():
 
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(output)
-        ctx.slope, ctx.scale = inputs[2], inputs[3]
+        ctx.slope, ctx.scale, ctx.bias_dtype = inputs[2], inputs[3], inputs[1].dtype
 
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
-        gx, gb = torch.ops.fastgan.bias_leaky_relu_backward.default(grad, y, ctx.slope, ctx.scale, True)
+        gx, gb = torch.ops.fastgan.bias_leaky_relu_backward.default(grad, y, ctx.slope, ctx.scale, ctx.bias_dtype)
         return gx, gb, None, None
 
     op.register_autograd(backward, setup_context=setup_context)

@@ -33,7 +33,7 @@ class LinearLeakyReLU(nn.Linear):
 
     def forward(self, x):
         y = F.linear(x, self.weight)
-        return ops.bias_leaky_relu(y, fnn.like(self.bias, y), self.negative_slope)
+        return ops.bias_leaky_relu(y, fnn.like(self.bias, y, float32_ok=True), self.negative_slope)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, negative_slope={self.negative_slope}"
@@ -50,7 +50,7 @@ class Conv2dLeakyReLU(nn.Conv2d):
 
     def forward(self, x):
         y = self._conv_forward(x, self.weight, None)
-        return ops.bias_leaky_relu(y, fnn.like(self.bias, y), self.negative_slope)
+        return ops.bias_leaky_relu(y, fnn.like(self.bias, y, float32_ok=True), self.negative_slope)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, negative_slope={self.negative_slope}"

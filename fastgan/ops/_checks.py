@@ -30,13 +30,20 @@ def float_tensor(op, name, t):
         raise TypeError(f"{op}: {name} must be float32, float64, float16 or bfloat16, got {t.dtype}")
 
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
 def channel_vector(op, name, t, x, channels):
-    """t: a 1-D per-channel tensor with x's dtype and device and `channels` elements."""
+    """t: a 1-D per-channel tensor (a bias, batch-norm parameters and statistics) with `channels`
+    elements on x's device, in x's dtype or, for float16/bfloat16 x, float32 (a model's
+    parameters under autocast, which the kernels read as they are)."""
     float_tensor(op, name, t)
     if t.dim() != 1 or t.numel() != channels:
         raise ValueError(f"{op}: {name} must have shape ({channels},) (x.shape[1]), got {tuple(t.shape)}")
-    if t.dtype != x.dtype:
-        raise TypeError(f"{op}: {name} must have x's dtype {x.dtype}, got {t.dtype}")
+    half = x.dtype in HALF_DTYPES
+    if t.dtype != x.dtype and not (half and t.dtype == torch.float32):
+        extra = " (or torch.float32)" if half else ""
+        raise TypeError(f"{op}: {name} must have x's dtype {x.dtype}{extra}, got {t.dtype}")
     if t.device != x.device:
         raise ValueError(f"{op}: {name} must be on x's device {x.device}, got {t.device}")
 

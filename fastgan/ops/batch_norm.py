@@ -18,20 +18,6 @@ def _acc_dtype(x):
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _param(name, t, x):
-    """weight / bias / running stats: (C,), x's device, x's dtype (or float32 for half x)."""
-    _checks.float_tensor(OP, name, t)
-    channels = x.shape[1]
-    if t.dim() != 1 or t.numel() != channels:
-        raise ValueError(f"{OP}: {name} must have shape ({channels},) (x.shape[1]), got {tuple(t.shape)}")
-    half = x.dtype in (torch.float16, torch.bfloat16)
-    if t.dtype != x.dtype and not (half and t.dtype == torch.float32):
-        extra = " (or torch.float32)" if half else ""
-        raise TypeError(f"{OP}: {name} must have x's dtype {x.dtype}{extra}, got {t.dtype}")
-    if t.device != x.device:
-        raise ValueError(f"{OP}: {name} must be on x's device {x.device}, got {t.device}")
-
-
 def check_args(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope):
     """The checks csrc/batch_norm.h:check_batch_norm_args makes, with the same messages."""
     _checks.float_tensor(OP, "x", x)
@@ -42,12 +28,12 @@ def check_args(x, weight, bias, running_mean, running_var, training, momentum, e
                          f"{tuple(x.shape)}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
-            _param(name, t, x)
+            _checks.channel_vector(OP, name, t, x, x.shape[1])
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{OP}: running_mean and running_var must either both be None or neither be None")
     for name, t in (("running_mean", running_mean), ("running_var", running_var)):
         if t is not None:
-            _param(name, t, x)
+            _checks.channel_vector(OP, name, t, x, x.shape[1])
     if not training and running_mean is None:
         raise ValueError(f"{OP}: running_mean and running_var must be given when training is False")
     if training and x.numel() // x.shape[1] <= 1:

@@ -32,9 +32,9 @@ if _forward is not None:
                            memory_format=_checks.out_layout(x))
 
     @torch.library.register_fake("fastgan::bias_leaky_relu_backward")
-    def _fake_backward(grad, y, negative_slope, scale, need_bias_grad):
+    def _fake_backward(grad, y, negative_slope, scale, bias_dtype):
         gx = torch.empty(y.shape, dtype=y.dtype, device=y.device, memory_format=_checks.out_layout(y))
-        gb = y.new_empty((y.shape[1] if need_bias_grad else 0,))
+        gb = y.new_empty((y.shape[1] if bias_dtype is not None else 0,), dtype=bias_dtype or y.dtype)
         return gx, gb
 
 
@@ -42,7 +42,9 @@ def bias_leaky_relu(x, bias=None, negative_slope=0.2, scale=1.0):
     """leaky_relu(x + bias, negative_slope) * scale in one pass.
 
     x: (N, C) or (N, C, *) float tensor, any memory format (channels_last is kept).
-    bias: None or a (C,) tensor of x's dtype and device, broadcast along dim 1.
+    bias: None or a (C,) tensor on x's device, broadcast along dim 1, of x's dtype or, for a
+    float16/bfloat16 x, float32 (a model's float32 parameter under autocast: read as it is,
+    no cast kernel, and its gradient comes back in float32). y has x's dtype.
     negative_slope >= 0, scale > 0. Differentiable to any order in x and bias.
     """
     if _forward is None:

@@ -14,9 +14,10 @@ def _channel_view(t, ndim):
 
 def bias_leaky_relu(x, bias=None, negative_slope=0.2, scale=1.0):
     """leaky_relu(x + bias, negative_slope) * scale, bias broadcast along dim 1."""
+    dtype = x.dtype
     if bias is not None:
-        x = x + _channel_view(bias, x.dim())
-    return F.leaky_relu(x, negative_slope) * scale
+        x = x + _channel_view(bias, x.dim())   # float32 for a float32 bias of half x
+    return (F.leaky_relu(x, negative_slope) * scale).to(dtype)
 
 
 def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5,
