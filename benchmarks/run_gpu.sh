@@ -6,6 +6,8 @@
 #   train    python -m fastgan.bench.train (all models, batches and implementations)
 #   trainq   the same without torch.compile (quicker)
 #   bf16     the training step under --precision bf16 (expert, fastgan, graph; DCGAN b1024 target)
+#   nhwc     the DCGAN step with --channels-last, float32 and bf16 (expert, fastgan, graph)
+#   shapes   the MLP and DCGAN steps' matrix products and convolutions by input shape (profile --shapes)
 #   epoch    one 60,000-image epoch with data loading, tutorial loop vs fastgan
 #   quality  fastgan bench quality: classifier FID vs training time, tutorial recipe vs fastgan,
 #            3 seeds (mnist-5k; MNIST_DIR=folder of IDX files for full MNIST)
@@ -31,6 +33,12 @@ for part in "${@:-tests ops train}"; do
                 --json "$out/train.json" | tee "$out/train.md" ;;
       bf16) python3 -m fastgan.bench.train --impl expert --impl fastgan --impl graph --precision bf16 \
               --json "$out/train_bf16.json" | tee "$out/train_bf16.md" ;;
+      nhwc) for prec in fp32 bf16; do
+              python3 -m fastgan.bench.train --model dcgan --impl expert --impl fastgan --impl graph \
+                --channels-last --precision "$prec" --json "$out/train_nhwc_$prec.json" | tee "$out/train_nhwc_$prec.md"
+            done ;;
+      shapes) for m in mlp dcgan; do python3 -m fastgan.bench.profile --model "$m" --shapes --top 30; done \
+                2>&1 | tee "$out/profile_shapes.txt" ;;
       epoch) python3 -m fastgan.bench.train --epoch --model mlp --model mlp-bn --model dcgan \
                ${MNIST_DIR:+--data-dir "$MNIST_DIR"} --json "$out/epoch.json" | tee "$out/epoch.md" ;;
       quality) python3 -m fastgan.bench.quality --steps 10000 --eval-every 1000 \

@@ -1,5 +1,7 @@
 """Kernels per training step: what a CUDA graph replays, counted with torch.profiler on the
-op-by-op step. `python -m fastgan.bench.profile --model mlp --batch-size 64`."""
+op-by-op step. `python -m fastgan.bench.profile --model mlp --batch-size 64`; `--shapes` lists
+the step's ops by input shape instead (which matrix product runs which slow kernel).
+Float32 with TF32 off, as `fastgan bench train` times it."""
 import argparse
 import collections
 import sys
@@ -7,16 +9,33 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from fastgan.bench.train import IMPLS, make
+from fastgan.bench.train import IMPLS, make, strict_float32
 
 
-def kernels_per_step(impl, model, batch_size, steps=5):
-    """(kernels per step, {kernel name: (count per step, GPU microseconds per step)})."""
+def _profiled(impl, model, batch_size, steps, **kw):
+    strict_float32()
     step = make(impl, model, batch_size, "cuda")
     for _ in range(5):
         step()
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    return step, profile(**kw)
+
+
+def ops_by_shape(impl, model, batch_size, top=30, steps=5):
+    """torch.profiler's table of the step's ops grouped by input shape, by GPU time."""
+    step, prof = _profiled(impl, model, batch_size, steps, record_shapes=True,
+                           activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+    with prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    return prof.key_averages(group_by_input_shape=True).table(sort_by="cuda_time_total", row_limit=top)
+
+
+def kernels_per_step(impl, model, batch_size, steps=5):
+    """(kernels per step, {kernel name: (count per step, GPU microseconds per step)})."""
+    step, prof = _profiled(impl, model, batch_size, steps, activities=[ProfilerActivity.CUDA])
+    with prof:
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
@@ -36,7 +55,12 @@ def main(argv=None):
     p.add_argument("--impl", default="fastgan", choices=[i for i in IMPLS if i not in ("expert", "graph")],
                    help="an op-by-op step (a graph replays the same kernels as 'fastgan')")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--shapes", action="store_true", help="ops by input shape (profiler table) instead")
     a = p.parse_args(argv)
+    if a.shapes:
+        print(f"{a.impl} {a.model} batch {a.batch_size}, 5 steps:")
+        print(ops_by_shape(a.impl, a.model, a.batch_size, a.top))
+        return 0
     n, table = kernels_per_step(a.impl, a.model, a.batch_size)
     busy = sum(t for _, t in table.values())
     print(f"{a.impl} {a.model} batch {a.batch_size}: {n:.0f} kernels per step, {busy:.0f} us of kernel time")

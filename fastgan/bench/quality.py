@@ -26,7 +26,7 @@ import torch
 
 from fastgan.bench.epoch import _TutorialDataset, _sync
 from fastgan.bench.timing import machine_header, report
-from fastgan.bench.train import tutorial_train_step
+from fastgan.bench.train import strict_float32, tutorial_train_step
 
 MODELS = ("mlp", "dcgan")
 IMPLS = ("tutorial", "fastgan")
@@ -79,8 +79,7 @@ def run(device, models=MODELS, seeds=(0, 1, 2), steps=2000, eval_every=500, eval
 
     device = torch.device(device)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        strict_float32()
     images, labels = load_dataset(dataset, data_dir)
     evaluator = evaluator or Evaluator(dataset, data_dir, device)
     runs = []

@@ -143,12 +143,17 @@ def make(impl, model, batch_size, device, precision="fp32", channels_last=False)
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLS}")
 
 
+def strict_float32():
+    """TF32 off for matrix products and cuDNN (cuDNN allows it by default): the issue's baseline."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, precision="fp32",
         channels_last=False):
     cuda = torch.device(device).type == "cuda"
     if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = False  # strict float32, as the issue's baseline
-        torch.backends.cudnn.allow_tf32 = False
+        strict_float32()
     rows = []
     for model in models:
         for bs in batch_sizes:
