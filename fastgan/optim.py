@@ -9,23 +9,13 @@ load both ways.
 import torch
 
 from fastgan import ops
-
-
-def _dense(t):
-    """True when t's elements fill one block of memory without gaps or overlaps (contiguous in
-    some order of its dimensions); dimensions of size 1 never move an element."""
-    expected = 1
-    for size, stride in sorted(((n, s) for n, s in zip(t.shape, t.stride()) if n > 1), key=lambda ns: ns[1]):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
+from fastgan.ops import _checks
 
 
 def laid_out_like(t, p):
     """t itself if its elements lie in memory as p's do (adam_ walks both as flat arrays), else a
     copy in p's layout: a parameter may be in any dense format (channels_last conv weights)."""
-    if _dense(t) and all(a == b for a, b, n in zip(t.stride(), p.stride(), p.shape) if n > 1):
+    if _checks.same_dense_layout(t, p):
         return t
     return torch.empty_like(p, memory_format=torch.preserve_format).copy_(t)
 

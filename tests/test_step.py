@@ -155,20 +155,24 @@ def test_channels_last_step_is_the_same_math(model):
     nchw = make_step(model, 16, "cpu")
     nhwc = make_step(model, 16, "cpu", channels_last=True)
     seen = _conv_outputs_channels_last(nhwc)
-    le = torch.stack([nchw() for _ in range(3)])
-    lc = torch.stack([nhwc() for _ in range(3)])
+    le, lc = [nchw()], [nhwc()]
     assert seen and all(seen)
-    torch.testing.assert_close(lc, le, rtol=1e-4, atol=1e-5)
+    # the first D step starts from the same weights: the same gradients, to float rounding
+    for a, b in zip(nhwc.D.parameters(), nchw.D.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-6)
+    le += [nchw() for _ in range(2)]
+    lc += [nhwc() for _ in range(2)]
+    torch.testing.assert_close(torch.stack(lc), torch.stack(le), rtol=1e-4, atol=1e-5)
     for k, a in _state(nhwc).items():
         # convolutions sum in another order; Adam turns a gradient that is ~0 either way into a
-        # step of about lr (2e-4) whose sign may differ: a few such elements, bounded by lr per
-        # step. A layout mistake would move most elements.
+        # step of about lr (2e-4) whose size or sign may differ: a few such elements, bounded by
+        # lr per step. A layout mistake would move most elements.
         b = _state(nchw)[k]
         if not a.is_floating_point():
             assert torch.equal(a, b), k
             continue
         close = (a - b).abs() <= 1e-5 + 1e-4 * b.abs()
-        assert close.float().mean() > 0.999 and (a - b).abs().max() <= 3 * 2 * 2e-4, k
+        assert close.float().mean() > 0.98 and (a - b).abs().max() <= 3 * 2 * 2e-4, k
     weights = [p for net in (nhwc.G, nhwc.D) for p in net.parameters() if p.dim() == 4]
     opt_state = [t for opt in (nhwc.opt_g, nhwc.opt_d) for p in weights if p in opt.state
                  for k, t in opt.state[p].items() if k != "step"]

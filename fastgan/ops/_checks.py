@@ -48,6 +48,22 @@ def channel_vector(op, name, t, x, channels):
         raise ValueError(f"{op}: {name} must be on x's device {x.device}, got {t.device}")
 
 
+def dense(t):
+    """True when t's elements fill one block of memory without gaps or overlaps (contiguous in
+    some order of its dimensions, as channels_last is); size-1 dimensions never move an element."""
+    expected = 1
+    for size, stride in sorted(((n, s) for n, s in zip(t.shape, t.stride()) if n > 1), key=lambda ns: ns[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def same_dense_layout(t, p):
+    """t is dense and its elements lie in memory as p's do (a kernel may walk both as flat arrays)."""
+    return dense(t) and all(a == b for a, b, n in zip(t.stride(), p.stride(), p.shape) if n > 1)
+
+
 def out_layout(x):
     """The memory format fastgan's kernels give outputs shaped like x: channels_last is kept."""
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
