@@ -7,6 +7,7 @@
 #   trainq   the same without torch.compile (quicker)
 #   bf16     the training step under --precision bf16 (expert, fastgan, graph; DCGAN b1024 target)
 #   nhwc     the DCGAN step with --channels-last, float32 and bf16 (expert, fastgan, graph)
+#   blas     the MLP steps with every matrix product through cuBLASLt (--blas cublaslt)
 #   shapes   the MLP and DCGAN steps' matrix products and convolutions by input shape (profile --shapes)
 #   epoch    one 60,000-image epoch with data loading, tutorial loop vs fastgan
 #   quality  fastgan bench quality: classifier FID vs training time, tutorial recipe vs fastgan,
@@ -37,6 +38,8 @@ for part in "${@:-tests ops train}"; do
               python3 -m fastgan.bench.train --model dcgan --impl expert --impl fastgan --impl graph \
                 --channels-last --precision "$prec" --json "$out/train_nhwc_$prec.json" | tee "$out/train_nhwc_$prec.md"
             done ;;
+      blas) python3 -m fastgan.bench.train --model mlp --model mlp-bn --impl tutorial --impl expert --impl fastgan \
+              --impl graph --blas cublaslt --json "$out/train_cublaslt.json" | tee "$out/train_cublaslt.md" ;;
       shapes) for m in mlp dcgan; do python3 -m fastgan.bench.profile --model "$m" --shapes --top 30; done \
                 2>&1 | tee "$out/profile_shapes.txt" ;;
       epoch) python3 -m fastgan.bench.train --epoch --model mlp --model mlp-bn --model dcgan \

@@ -98,6 +98,15 @@ def test_bench_train_channels_last(tmp_path):
     assert data["channels_last"] is True and data["rows"][0]["fastgan"] > 0
 
 
+def test_bench_train_rejects_an_unknown_blas_library():
+    from fastgan.bench.train import run
+
+    with pytest.raises(ValueError, match="blas must be one of default, cublas, cublaslt"):
+        run("cpu", models=("mlp",), batch_sizes=(8,), impls=("fastgan",), blas="mkl")
+    result = fastgan("bench", "train", "--device", "cpu", "--blas", "mkl")
+    assert result.returncode == 2 and "--blas: invalid choice" in result.stderr
+
+
 def test_bench_train_epoch_times_both_loops():
     result = fastgan("bench", "train", "--device", "cpu", "--epoch", "--epoch-size", 256, "--model", "mlp")
     assert result.returncode == 0, result.stderr

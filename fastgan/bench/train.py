@@ -149,11 +149,20 @@ def strict_float32():
     torch.backends.cudnn.allow_tf32 = False
 
 
+BLAS = ("default", "cublas", "cublaslt")
+
+
 def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, precision="fp32",
-        channels_last=False):
+        channels_last=False, blas="default"):
+    """blas: torch's BLAS library for every implementation's matrix products on CUDA
+    (torch.backends.cuda.preferred_blas_library); "default" leaves torch's choice (cuBLAS)."""
+    if blas not in BLAS:
+        raise ValueError(f"blas must be one of {', '.join(BLAS)}, got {blas!r}")
     cuda = torch.device(device).type == "cuda"
     if cuda:
         strict_float32()
+        if blas != "default":
+            torch.backends.cuda.preferred_blas_library(blas)
     rows = []
     for model in models:
         for bs in batch_sizes:
@@ -177,7 +186,7 @@ def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, p
                     print(f"{model} b{bs} {impl}: {ms:.3f} ms/step", file=log, flush=True)
             rows.append(row)
     return {"machine": machine_header(device), "rows": rows, "precision": precision,
-            "channels_last": channels_last,
+            "channels_last": channels_last, "blas": blas if cuda else "default",
             "impls": [i for i in impls if cuda or i not in ("expert", "graph")]}
 
 
@@ -189,6 +198,8 @@ def markdown(result):
         "".join(f" {best} vs {i} |" for i in others)
     precision = result.get("precision", "fp32")
     note = "" if precision == "fp32" else f"; {precision} autocast for expert, fastgan and graph (tutorial: fp32)"
+    if result.get("blas", "default") != "default":
+        note += f"; matrix products through {result['blas']} for every implementation"
     if result.get("channels_last"):
         note += "; channels_last weights for expert, fastgan and graph (tutorial: NCHW)"
     lines = [f"Machine: {result['machine']}{note}", "", head, "|" + "---|" * (head.count("|") - 1)]
@@ -212,6 +223,8 @@ def main(argv=None):
                    help="fp32 (default) or bf16 (autocast) for expert, fastgan and graph")
     p.add_argument("--channels-last", action="store_true",
                    help="convolution weights in channels_last for expert, fastgan and graph")
+    p.add_argument("--blas", choices=BLAS, default="default",
+                   help="on CUDA, the BLAS library of every implementation's matrix products (default: torch's)")
     p.add_argument("--epoch", action="store_true",
                    help="time one full epoch with data loading instead (tutorial DataLoader vs fastgan)")
     p.add_argument("--data-dir", help="with --epoch: a folder with MNIST's IDX files (default: synthetic)")
@@ -224,7 +237,7 @@ def main(argv=None):
         report(epoch.run(a.device, a.model or ("mlp",), a.data_dir, a.epoch_size), epoch.markdown, a.json)
         return 0
     report(run(a.device, a.model or MODELS, a.batch_size or BATCH_SIZES, a.impl or IMPLS, log=sys.stderr,
-               precision=a.precision, channels_last=a.channels_last), markdown, a.json)
+               precision=a.precision, channels_last=a.channels_last, blas=a.blas), markdown, a.json)
     return 0
 
 
