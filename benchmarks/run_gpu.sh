@@ -8,6 +8,7 @@
 #   bf16     the training step under --precision bf16 (expert, fastgan, graph; DCGAN b1024 target)
 #   nhwc     the DCGAN step with --channels-last, float32 and bf16 (expert, fastgan, graph)
 #   blas     the MLP steps with every matrix product through cuBLASLt (--blas cublaslt)
+#   gemm     each matrix product of the MLP steps on its own, cuBLAS vs cuBLASLt (fastgan.bench.gemm)
 #   shapes   the MLP and DCGAN steps' matrix products and convolutions by input shape (profile --shapes)
 #   epoch    one 60,000-image epoch with data loading, tutorial loop vs fastgan
 #   quality  fastgan bench quality: classifier FID vs training time, tutorial recipe vs fastgan,
@@ -40,6 +41,7 @@ for part in "${@:-tests ops train}"; do
             done ;;
       blas) python3 -m fastgan.bench.train --model mlp --model mlp-bn --impl tutorial --impl expert --impl fastgan \
               --impl graph --blas cublaslt --json "$out/train_cublaslt.json" | tee "$out/train_cublaslt.md" ;;
+      gemm) python3 -m fastgan.bench.gemm --model mlp --model mlp-bn --json "$out/gemm.json" | tee "$out/gemm.md" ;;
       shapes) for m in mlp dcgan; do python3 -m fastgan.bench.profile --model "$m" --shapes --top 30; done \
                 2>&1 | tee "$out/profile_shapes.txt" ;;
       epoch) python3 -m fastgan.bench.train --epoch --model mlp --model mlp-bn --model dcgan \

@@ -107,6 +107,20 @@ def test_bench_train_rejects_an_unknown_blas_library():
     assert result.returncode == 2 and "--blas: invalid choice" in result.stderr
 
 
+def test_bench_gemm_records_and_times_every_matrix_product_of_a_step():
+    from fastgan.bench.gemm import markdown, run
+
+    result = run("cpu", models=("mlp",), batch_size=8)
+    rows = result["rows"]
+    # G forward 4, D forward on real+fake 4, D backward 7 (no grad for the input), D forward
+    # in the G step 4, D backward there 4 (input grads only), G backward 7
+    assert sum(r["count"] for r in rows) == 30
+    assert all(r["default"] > 0 for r in rows)
+    assert {r["op"] for r in rows} == {"mm", "addmm"} and sum(r["bias"] for r in rows) == 3
+    assert "8x100 @ 100x256^T" in {r["shapes"] for r in rows}   # G's first layer: x @ W.t()
+    assert "mlp: 30 products per step" in markdown(result)
+
+
 def test_bench_train_epoch_times_both_loops():
     result = fastgan("bench", "train", "--device", "cpu", "--epoch", "--epoch-size", 256, "--model", "mlp")
     assert result.returncode == 0, result.stderr

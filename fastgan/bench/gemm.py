@@ -1,0 +1,137 @@
+"""The matrix products of one training step, one by one: `python -m fastgan.bench.gemm`.
+
+At batch 64 the MLP step's 30 matrix products take about 190 of its 347 us of kernel time on
+an H100 (benchmarks/RESULTS.md): small strict-float32 GEMMs that cannot fill the GPU. This
+records the products a fastgan step really runs (op, shapes and strides, so which operand is
+a transposed view), then times each on its own (replayed from a CUDA graph on the GPU, so the
+time is the kernel's) under torch's default BLAS library and under cuBLASLt: where the
+step's GEMM time goes, and which library serves which shape better.
+"""
+import argparse
+import collections
+import sys
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from fastgan.bench.timing import auto_iters, machine_header, report, time_call
+from fastgan.bench.train import strict_float32
+from fastgan.train.step import make_step
+
+PRODUCTS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
+
+
+def _spec(a):
+    if isinstance(a, torch.Tensor):
+        return ("tensor", tuple(a.shape), tuple(a.stride()), a.dtype)
+    return ("value", a)
+
+
+class _Recorder(TorchDispatchMode):
+    """Counts the matrix products dispatched while active, by (op, argument specs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in PRODUCTS:
+            self.calls[(func, tuple(_spec(a) for a in args), tuple(sorted((k, _spec(v)) for k, v in kwargs.items())))] += 1
+        return func(*args, **kwargs)
+
+
+def step_products(model, batch_size, device, precision="fp32"):
+    """{(op, arg specs, kwarg specs): calls per step} of one op-by-op fastgan training step."""
+    step = make_step(model, batch_size, device, cuda_graph=False, precision=precision)
+    step()  # lazy state (optimizer) first
+    with _Recorder() as rec:
+        step()
+    return rec.calls
+
+
+def _make(spec, device):
+    if spec[0] == "value":
+        return spec[1]
+    _, shape, stride, dtype = spec
+    return torch.empty_strided(shape, stride, dtype=dtype, device=device).normal_()
+
+
+def time_product(key, device):
+    """Milliseconds per call of one recorded product on fresh operands of the same layout."""
+    func, args, kwargs = key
+    a = [_make(s, device) for s in args]
+    kw = {k: _make(s, device) for k, s in kwargs}
+    fn = lambda: func(*a, **kw)  # noqa: E731
+    if torch.device(device).type == "cuda":
+        from fastgan.train.graph import GraphedStep
+
+        fn = GraphedStep(fn)
+    return time_call(fn, device, warmup=5, iters=auto_iters(fn, device, 50.0), reps=5)
+
+
+def run(device, models=("mlp",), batch_size=64, precision="fp32"):
+    cuda = torch.device(device).type == "cuda"
+    libraries = ("default", "cublaslt") if cuda else ("default",)
+    if cuda:
+        strict_float32()
+        before = torch.backends.cuda.preferred_blas_library()
+    rows = []
+    try:
+        for model in models:
+            for key, count in step_products(model, batch_size, device, precision).items():
+                func, args, _ = key
+                tensors = [s for s in args if s[0] == "tensor"]
+                row = {"model": model, "op": func.overloadpacket.__name__, "count": count,
+                       "shapes": " @ ".join("x".join(map(str, s[1])) + ("^T" if _transposed(s) else "")
+                                            for s in tensors[-2:]),
+                       "bias": len(tensors) == 3}
+                for lib in libraries:
+                    if cuda:
+                        torch.backends.cuda.preferred_blas_library("cublas" if lib == "default" else lib)
+                    row[lib] = time_product(key, device) * 1e3   # microseconds
+                rows.append(row)
+    finally:
+        if cuda:
+            torch.backends.cuda.preferred_blas_library(before)
+    return {"machine": machine_header(device), "batch_size": batch_size, "precision": precision,
+            "libraries": list(libraries), "rows": rows}
+
+
+def _transposed(spec):
+    """A 2-d operand stored column-major: a transposed view (t()) of a row-major matrix."""
+    _, shape, stride, _ = spec
+    return len(shape) == 2 and shape[0] > 1 and shape[1] > 1 and stride[0] == 1
+
+
+def markdown(result):
+    libs = result["libraries"]
+    note = "each replayed from a CUDA graph (kernel time)" if "cublaslt" in libs else "each called on its own"
+    lines = [f"Machine: {result['machine']}; batch {result['batch_size']}, {result['precision']}; {note}", "",
+             "| model | op | operands (^T: transposed view) | per step | " + " | ".join(f"{l} us" for l in libs) + " |",
+             "|---|---|---|---|" + "---|" * len(libs)]
+    for r in sorted(result["rows"], key=lambda r: (r["model"], -r["default"] * r["count"])):
+        lines.append(f"| {r['model']} | {r['op']}{' + bias' if r['bias'] else ''} | {r['shapes']} | {r['count']} | "
+                     + " | ".join(f"{r[l]:.1f}" for l in libs) + " |")
+    for model in dict.fromkeys(r["model"] for r in result["rows"]):
+        mine = [r for r in result["rows"] if r["model"] == model]
+        totals = ", ".join(f"{l} {sum(r[l] * r['count'] for r in mine):.0f} us" for l in libs)
+        lines.append(f"\n{model}: {sum(r['count'] for r in mine)} products per step; summed one by one: {totals}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m fastgan.bench.gemm", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--model", action="append", choices=("mlp", "mlp-bn", "cgan"), help="default: mlp")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--json", help="also write the results as JSON to this file")
+    a = p.parse_args(argv)
+    report(run(a.device, tuple(a.model or ("mlp",)), a.batch_size, a.precision), markdown, a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
