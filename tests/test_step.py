@@ -67,6 +67,31 @@ def test_one_d_pass_is_the_same_math_as_two():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("model", ["mlp", "mlp-bn", "dcgan", "cgan"])
+def test_step_never_waits_for_the_device(model):
+    """No op of a step reads a value back to the host (.item(), a data-dependent shape): what
+    a CUDA graph cannot capture, and a stall per step without one."""
+    from fastgan.bench.profile import ops_per_step
+
+    ops = ops_per_step(model, 16)
+    assert ops and not [k for k in ops if "_local_scalar_dense" in k or "nonzero" in k], ops
+
+
+def test_mlp_step_kernel_budget():
+    """The MLP step's kernels, counted as the ops it dispatches (on a GPU each is at least one
+    kernel, and in a graph each costs a few microseconds): its 30 matrix products, 9 fused
+    bias+activation passes each way, one launch per loss and per Adam, and 11 others (batch
+    gather, noise, cat, output layers' bias sums and tanh, Adam's step counts, the losses'
+    stack). More ops than this is a regression of the 0.30 ms target's budget."""
+    from fastgan.bench.profile import ops_per_step
+
+    ops = ops_per_step("mlp", 16)
+    assert ops["aten.mm.default"] + ops["aten.addmm.default"] == 30
+    assert ops["fastgan.bias_leaky_relu.default"] == ops["fastgan.bias_leaky_relu_backward.default"] == 9
+    assert ops["fastgan.adam_.default"] == 2 and "aten.ones_like.default" not in ops  # seeds made once
+    assert sum(ops.values()) <= 68, ops
+
+
 def test_make_step_rejects_bad_options():
     with pytest.raises(ValueError, match="precision"):
         make_step("mlp", 8, "cpu", precision="fp8")

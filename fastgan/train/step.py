@@ -71,11 +71,13 @@ def build_step(G, D, opt_g, opt_d, batches, noise_fn, conditional, grad_clip=Non
     from fastgan.train.trainer import d_pass_mergeable, train_step
 
     one_pass = d_pass_mergeable(D)
+    grad_seed = torch.ones((), device=batches.images.device)   # the losses are float32
 
     def step():
         real, labels = batches.next(labels=conditional)
         z = noise_fn()
-        return train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip, one_pass, amp_dtype=amp)
+        return train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip, one_pass, amp_dtype=amp,
+                          grad_seed=grad_seed)
 
     return GraphedStep(step, generators=generators) if cuda_graph else step
 
@@ -89,20 +91,21 @@ def to_layout(G, D, channels_last):
     return G, D
 
 
-def make_optimizers(G, D, device, kind="adam", lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), cuda_graph=False):
+def make_optimizers(G, D, device, kind="adam", lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), cuda_graph=False,
+                    fused_adam=None):
     """(opt_g, opt_d). On CUDA, Adam is fastgan.optim.Adam (one launch over all of a network's
-    parameters, step count on the device: capturable); on the CPU torch.optim.Adam. RMSprop is
-    torch's, capturable when the step runs in a CUDA graph."""
+    parameters, step count on the device: capturable); on the CPU torch.optim.Adam, unless
+    fused_adam says otherwise. RMSprop is torch's, capturable when the step runs in a CUDA graph."""
     cuda = torch.device(device).type == "cuda"
     if kind == "rmsprop":
         kw = dict(capturable=True) if cuda_graph else {}
         return torch.optim.RMSprop(G.parameters(), lr=lr_g, **kw), torch.optim.RMSprop(D.parameters(), lr=lr_d, **kw)
-    cls = FusedAdam if cuda else torch.optim.Adam
+    cls = FusedAdam if (cuda if fused_adam is None else fused_adam) else torch.optim.Adam
     return cls(G.parameters(), lr=lr_g, betas=betas), cls(D.parameters(), lr=lr_d, betas=betas)
 
 
 def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32", backend="fastgan",
-              seed=0, images=None, labels=None, channels_last=False):
+              seed=0, images=None, labels=None, channels_last=False, fused_adam=None):
     """Builds a model pair with its optimizers on device and returns a callable that runs one
     full training step (D step then G step) on the next batch of a device-resident dataset.
 
@@ -110,7 +113,8 @@ def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32
     synthetic one (the step's cost does not depend on the pixels). cuda_graph: None means
     "on CUDA, yes". precision: "fp32", or "bf16" for the forward passes under bfloat16
     autocast (see train_step). channels_last: convolution weights (and so the DCGAN's
-    activations) in channels_last memory format (see to_layout). The callable has .G, .D, .opt_g, .opt_d and .batches attributes.
+    activations) in channels_last memory format (see to_layout). fused_adam: fastgan.optim.Adam
+    (default: on CUDA) or torch.optim.Adam. The callable has .G, .D, .opt_g, .opt_d and .batches attributes.
     """
     device = torch.device(device)
     amp_dtype(precision)
@@ -121,7 +125,7 @@ def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32
     torch.manual_seed(seed)
     G, D = build(model, backend=backend)
     G, D = to_layout(G.to(device).train(), D.to(device).train(), channels_last)
-    opt_g, opt_d = make_optimizers(G, D, device, cuda_graph=cuda_graph)
+    opt_g, opt_d = make_optimizers(G, D, device, cuda_graph=cuda_graph, fused_adam=fused_adam)
     if images is None:
         gen = torch.Generator().manual_seed(seed)
         n = max(16 * batch_size, 4096)

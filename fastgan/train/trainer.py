@@ -35,7 +35,8 @@ def autocast(device_type, amp_dtype):
     return torch.autocast(device_type, dtype=amp_dtype, cache_enabled=False)
 
 
-def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=False, amp_dtype=None):
+def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=False, amp_dtype=None,
+               grad_seed=None):
     """One D step then one G step (non-saturating loss). Returns the detached losses as a
     (2,) tensor [d_loss, g_loss] without synchronizing. labels: None for unconditional models.
 
@@ -46,6 +47,8 @@ def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=F
     and activations in bfloat16); the parameters, their gradients and the optimizer stay
     float32, batch-norm statistics are accumulated in float32, and the losses are computed
     in float32 from the logits.
+    grad_seed: a 0-dim tensor of 1 in the losses' dtype, made once by the caller: each backward
+    pass starts from it instead of from a fresh ones_like (one fill kernel per pass).
     """
     amp = functools.partial(autocast, real.device.type, amp_dtype)
     with amp():
@@ -60,7 +63,7 @@ def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=F
             real_logits, fake_logits = D(real, *args), D(fake.detach(), *args)
     d_loss = ops.gan_d_loss(real_logits.float(), fake_logits.float())
     opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
+    d_loss.backward(grad_seed)
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(D.parameters(), grad_clip, foreach=True)
     opt_d.step()
@@ -70,7 +73,7 @@ def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=F
         fake_logits = D(fake, *args)
     g_loss = ops.gan_g_loss(fake_logits.float())
     opt_g.zero_grad(set_to_none=True)
-    g_loss.backward()
+    g_loss.backward(grad_seed)
     D.requires_grad_(True)
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(G.parameters(), grad_clip, foreach=True)
