@@ -77,6 +77,17 @@ def test_step_never_waits_for_the_device(model):
     assert ops and not [k for k in ops if "_local_scalar_dense" in k or "nonzero" in k], ops
 
 
+@pytest.mark.parametrize("model", ["mlp-bn", "dcgan"])
+def test_batch_norm_backward_fills_no_zero_gradients(model):
+    """Batch norm's saved statistics get no gradient, and autograd is told not to make zero
+    tensors for them (it did: two memset kernels per batch norm call, 10 per DCGAN step)."""
+    from fastgan.bench.profile import ops_per_step
+
+    ops = ops_per_step(model, 16)
+    assert ops["fastgan.batch_norm_backward.default"] > 0
+    assert "aten.zeros.default" not in ops and "aten.zero_.default" not in ops, ops
+
+
 def test_mlp_step_kernel_budget():
     """The MLP step's kernels, counted as the ops it dispatches (on a GPU each is at least one
     kernel, and in a graph each costs a few microseconds): its 30 matrix products, 9 fused

@@ -131,6 +131,7 @@ struct BatchNormBackward : public torch::autograd::Function<BatchNormBackward> {
     ctx->saved_data["training"] = training;
     save_slope(ctx, slope);
     for (int i = 0; i < 3; ++i) ctx->saved_data["mask" + std::to_string(i)] = mask[i];
+    ctx->set_materialize_grads(false);  // backward skips the outputs without a gradient
     return {dx, dw, db};
   }
 
@@ -194,6 +195,9 @@ struct BatchNorm : public torch::autograd::Function<BatchNorm> {
     }
     ctx->save_for_backward({x, weight.value_or(at::Tensor()), bias.value_or(at::Tensor()), mean, invstd});
     ctx->mark_non_differentiable({mean, invstd});
+    // mean and invstd never get a gradient: without this autograd would fill a zero tensor for
+    // each of them on every backward (two memset kernels per batch norm per step)
+    ctx->set_materialize_grads(false);
     ctx->saved_data["training"] = training;
     save_slope(ctx, slope);
     return {y, mean, invstd};
@@ -206,7 +210,7 @@ struct BatchNorm : public torch::autograd::Function<BatchNorm> {
     const std::array<bool, 3> mask = {ctx->needs_input_grad(0), has_w && ctx->needs_input_grad(1),
                                       has_b && ctx->needs_input_grad(has_w ? 2 : 1)};
     variable_list out(9);
-    if (!(mask[0] || mask[1] || mask[2])) return out;
+    if (!grads[0].defined() || !(mask[0] || mask[1] || mask[2])) return out;
     auto r = BatchNormBackward::apply(grads[0], saved[0], opt(saved[1]), opt(saved[2]), saved[3], saved[4],
                                       ctx->saved_data["training"].toBool(), load_slope(ctx), mask);
     for (int i = 0; i < 3; ++i) {
