@@ -71,13 +71,17 @@ def test_info():
 
 
 def test_bench_train_prints_a_table_and_json(tmp_path):
-    out = tmp_path / "train.json"
+    out, md = tmp_path / "train.json", tmp_path / "train.md"
     result = fastgan("bench", "train", "--device", "cpu", "--model", "mlp", "--batch-size", 8,
-                     "--impl", "tutorial", "--impl", "fastgan", "--json", out)
+                     "--impl", "tutorial", "--impl", "fastgan", "--json", out, "--markdown", md)
     assert result.returncode == 0, result.stderr
     assert "| mlp | 8 |" in result.stdout and "fastgan vs tutorial" in result.stdout
     rows = json.loads(out.read_text())["rows"]
     assert rows[0]["tutorial"] > 0 and rows[0]["fastgan"] > 0
+    assert md.read_text().strip() == result.stdout.strip()    # the printed table, written whole
+    # the table again from the JSON alone, without timing anything
+    again = fastgan("bench", "train", "--from-json", out)
+    assert again.returncode == 0 and again.stdout.strip() == result.stdout.strip()
 
 
 def test_bench_train_bf16_runs_fastgan_under_autocast():

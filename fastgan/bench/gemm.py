@@ -14,7 +14,7 @@ import sys
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fastgan.bench.timing import auto_iters, machine_header, report, time_call
+from fastgan.bench.timing import add_output_options, from_json, auto_iters, machine_header, report, time_call
 from fastgan.bench.train import strict_float32
 from fastgan.train.step import make_step
 
@@ -127,9 +127,11 @@ def main(argv=None):
     p.add_argument("--model", action="append", choices=("mlp", "mlp-bn", "cgan"), help="default: mlp")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--json", help="also write the results as JSON to this file")
+    add_output_options(p)
     a = p.parse_args(argv)
-    report(run(a.device, tuple(a.model or ("mlp",)), a.batch_size, a.precision), markdown, a.json)
+    if from_json(a, markdown):
+        return 0
+    report(run(a.device, tuple(a.model or ("mlp",)), a.batch_size, a.precision), markdown, a.json, a.markdown)
     return 0
 
 

@@ -25,7 +25,7 @@ import time
 import torch
 
 from fastgan.bench.epoch import _TutorialDataset, _sync
-from fastgan.bench.timing import machine_header, report
+from fastgan.bench.timing import add_output_options, machine_header, report
 from fastgan.bench.train import strict_float32, tutorial_train_step
 
 MODELS = ("mlp", "dcgan")
@@ -193,10 +193,8 @@ def main(argv=None):
     p.add_argument("--eval-n", type=int, default=2000, help="images per evaluation (default 2000)")
     p.add_argument("--dataset", default="mnist-5k", help="mnist-5k (default), mnist or fashion-mnist")
     p.add_argument("--data-dir", help="IDX files for mnist / fashion-mnist")
-    p.add_argument("--json", help="also write the results as JSON to this file")
+    add_output_options(p)
     p.add_argument("--plot", help="also draw FID against training time into this PNG")
-    p.add_argument("--from-json", help="print (and --plot) the table of an earlier --json run, "
-                                       "without training")
     a = p.parse_args(argv)
     for name in ("steps", "eval_every"):
         if getattr(a, name) < 1:
@@ -206,11 +204,11 @@ def main(argv=None):
     if a.from_json:
         with open(a.from_json) as f:
             result = json.load(f)
-        print(markdown(result))
+        report(result, markdown, markdown_path=a.markdown)
     else:
         result = run(a.device, a.model or MODELS, a.seeds, a.steps, a.eval_every, a.eval_n, a.dataset,
                      a.data_dir, a.impl or IMPLS, log=sys.stderr)
-        report(result, markdown, a.json)
+        report(result, markdown, a.json, a.markdown)
     if a.plot:
         plot(result, a.plot)
     return 0

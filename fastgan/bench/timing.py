@@ -65,11 +65,36 @@ def machine_header(device):
     return ", ".join(parts)
 
 
-def report(result, markdown, json_path=None):
-    """Prints markdown(result); with json_path, also writes result as JSON, atomically."""
-    print(markdown(result))
+def add_output_options(parser):
+    """--json and --markdown, the files a benchmark writes its results to (besides stdout), and
+    --from-json, which prints (and writes) the table of an earlier run's JSON without running."""
+    parser.add_argument("--json", help="also write the results as JSON to this file")
+    parser.add_argument("--markdown", help="also write the printed table (markdown) to this file")
+    parser.add_argument("--from-json", help="the table of an earlier --json run, without running anything")
+
+
+def from_json(args, markdown):
+    """With --from-json: prints (and writes to --markdown) that file's table; True if it did."""
+    if not args.from_json:
+        return False
+    with open(args.from_json) as f:
+        report(json.load(f), markdown, markdown_path=args.markdown)
+    return True
+
+
+def _write_atomic(path, text):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def report(result, markdown, json_path=None, markdown_path=None):
+    """Prints markdown(result); with json_path / markdown_path, also writes the result as JSON /
+    the table as markdown to those files, each atomically (written whole or not at all)."""
+    table = markdown(result)
+    print(table)
     if json_path:
-        tmp = f"{json_path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(tmp, json_path)
+        _write_atomic(json_path, json.dumps(result, indent=1))
+    if markdown_path:
+        _write_atomic(markdown_path, table + "\n")

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgan.bench.timing import auto_iters, machine_header, report, time_call
+from fastgan.bench.timing import add_output_options, from_json, auto_iters, machine_header, report, time_call
 from fastgan.models import build
 from fastgan.train.graph import GraphedStep
 from fastgan.train.step import PRECISIONS, DeviceBatches, amp_dtype, make_step, to_layout
@@ -229,15 +229,18 @@ def main(argv=None):
                    help="time one full epoch with data loading instead (tutorial DataLoader vs fastgan)")
     p.add_argument("--data-dir", help="with --epoch: a folder with MNIST's IDX files (default: synthetic)")
     p.add_argument("--epoch-size", type=int, default=60000, help="with --epoch and no --data-dir: images")
-    p.add_argument("--json", help="also write the results as JSON to this file")
+    add_output_options(p)
     a = p.parse_args(argv)
     if a.epoch:
         from fastgan.bench import epoch
 
-        report(epoch.run(a.device, a.model or ("mlp",), a.data_dir, a.epoch_size), epoch.markdown, a.json)
+        if not from_json(a, epoch.markdown):
+            report(epoch.run(a.device, a.model or ("mlp",), a.data_dir, a.epoch_size), epoch.markdown,
+                   a.json, a.markdown)
         return 0
-    report(run(a.device, a.model or MODELS, a.batch_size or BATCH_SIZES, a.impl or IMPLS, log=sys.stderr,
-               precision=a.precision, channels_last=a.channels_last, blas=a.blas), markdown, a.json)
+    if not from_json(a, markdown):
+        report(run(a.device, a.model or MODELS, a.batch_size or BATCH_SIZES, a.impl or IMPLS, log=sys.stderr,
+                   precision=a.precision, channels_last=a.channels_last, blas=a.blas), markdown, a.json, a.markdown)
     return 0
 
 
