@@ -141,7 +141,8 @@ inline void check_batch_norm_args(const at::Tensor& x, const std::optional<at::T
                                   const std::optional<at::Tensor>& running_mean,
                                   const std::optional<at::Tensor>& running_var, bool training,
                                   double momentum, double eps,
-                                  std::optional<double> negative_slope) {
+                                  std::optional<double> negative_slope,
+                                  const std::optional<at::Tensor>& num_batches_tracked) {
   constexpr const char* op = "batch_norm";
   check_float_tensor(op, "x", x);
   TORCH_CHECK_VALUE(x.dim() >= 2, op, ": x must have at least 2 dims (N, C, ...), got shape ",
@@ -154,6 +155,13 @@ inline void check_batch_norm_args(const at::Tensor& x, const std::optional<at::T
                     ": running_mean and running_var must either both be None or neither be None");
   if (present(running_mean)) check_channel_vector(op, "running_mean", *running_mean, x, x.size(1));
   if (present(running_var)) check_channel_vector(op, "running_var", *running_var, x, x.size(1));
+  if (present(num_batches_tracked)) {
+    const at::Tensor& n = *num_batches_tracked;
+    TORCH_CHECK_TYPE(n.scalar_type() == at::kLong, op, ": num_batches_tracked must be int64, got ", n.scalar_type());
+    TORCH_CHECK_VALUE(n.numel() == 1, op, ": num_batches_tracked must hold one number, got shape ", n.sizes());
+    TORCH_CHECK_VALUE(n.device() == x.device(), op, ": num_batches_tracked must be on x's device ", x.device(),
+                      ", got ", n.device());
+  }
   TORCH_CHECK_VALUE(training || present(running_mean), op,
                     ": running_mean and running_var must be given when training is False");
   TORCH_CHECK_VALUE(!training || x.numel() / x.size(1) > 1, op,
@@ -191,14 +199,17 @@ inline void check_batch_norm_backward_args(const at::Tensor& grad, const at::Ten
 // output layout, the outputs, and the parameters and running stats as acc-type tensors.
 struct BatchNormForward {
   at::Tensor x, y, save_mean, save_invstd, w, b, rm, rv;
+  int64_t* num_batches_tracked;  // null unless training with one given: the kernel adds 1
 };
 
 inline BatchNormForward prepare_batch_norm(const at::Tensor& x_, const std::optional<at::Tensor>& weight,
                                            const std::optional<at::Tensor>& bias,
                                            const std::optional<at::Tensor>& running_mean,
                                            const std::optional<at::Tensor>& running_var, bool training,
-                                           double momentum, double eps, std::optional<double> negative_slope) {
-  check_batch_norm_args(x_, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope);
+                                           double momentum, double eps, std::optional<double> negative_slope,
+                                           const std::optional<at::Tensor>& num_batches_tracked) {
+  check_batch_norm_args(x_, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope,
+                        num_batches_tracked);
   const auto layout = out_layout(x_);
   BatchNormForward t;
   t.x = x_.contiguous(layout);
@@ -211,6 +222,8 @@ inline BatchNormForward prepare_batch_norm(const at::Tensor& x_, const std::opti
   t.b = as_acc(bias, acc);
   t.rm = as_acc(running_mean, acc);
   t.rv = as_acc(running_var, acc);
+  t.num_batches_tracked = training && present(num_batches_tracked) ? num_batches_tracked->mutable_data_ptr<int64_t>()
+                                                                    : nullptr;
   return t;
 }
 

@@ -17,10 +17,12 @@ TORCH_LIBRARY(fastgan, m) {
   // Returns (y, save_mean, save_invstd); the statistics are float32 (float64 for float64 x).
   // Training updates running_mean / running_var in place (declared mutable: opcheck and
   // torch.compile functionalize it); eval reads them. negative_slope: a fused LeakyReLU.
+  // num_batches_tracked (int64, one element): training adds 1 to it inside the kernel, the
+  // counter torch.nn's batch norm keeps, without a launch of its own.
   m.def(
       "batch_norm(Tensor x, Tensor? weight, Tensor? bias, Tensor(a!)? running_mean, "
-      "Tensor(b!)? running_var, bool training, float momentum, float eps, float? negative_slope) "
-      "-> (Tensor, Tensor, Tensor)");
+      "Tensor(b!)? running_var, bool training, float momentum, float eps, float? negative_slope, "
+      "Tensor(c!)? num_batches_tracked=None) -> (Tensor, Tensor, Tensor)");
   // (grad_x, grad_weight, grad_bias); an output whose output_mask entry is False is empty (0,).
   m.def(
       "batch_norm_backward(Tensor grad, Tensor x, Tensor? weight, Tensor? bias, Tensor save_mean, "

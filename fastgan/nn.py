@@ -48,17 +48,23 @@ class _FusedBatchNorm(_BatchNorm):
 
     def forward(self, x):
         self._check_input_dim(x)
-        # The momentum bookkeeping is torch.nn.modules.batchnorm._BatchNorm.forward's.
+        # The momentum bookkeeping is torch.nn.modules.batchnorm._BatchNorm.forward's, except
+        # that the kernel itself counts num_batches_tracked (one launch fewer per call) unless
+        # momentum is None, whose factor 1 / count is needed on the host first.
         factor = 0.0 if self.momentum is None else self.momentum
+        counter = None
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            if self.momentum is None:
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked)
+            else:
+                counter = self.num_batches_tracked
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
         return ops.batch_norm(x, self.weight, self.bias,
                               self.running_mean if track else None,
                               self.running_var if track else None,
-                              use_batch_stats, factor, self.eps, self.negative_slope)
+                              use_batch_stats, factor, self.eps, self.negative_slope, counter)
 
     def extra_repr(self):
         s = super().extra_repr()

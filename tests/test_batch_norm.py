@@ -289,6 +289,9 @@ def test_opcheck(device):
     torch.library.opcheck(op, (x, w, b, rm, rv, True, 0.1, 1e-5, None))
     torch.library.opcheck(op, (x.detach().to(memory_format=torch.channels_last), w, b, rm, rv, False, 0.1, 1e-5, 0.2))
     torch.library.opcheck(op, (torch.randn(8, 5, device=device), None, None, None, None, True, 0.1, 1e-5, 0.2))
+    count = torch.tensor(7, device=device)
+    torch.library.opcheck(op, (x, w, b, rm, rv, True, 0.1, 1e-5, None, count))
+    torch.library.opcheck(op, (x, w, b, rm, rv, False, 0.1, 1e-5, None, count))
     torch.library.opcheck(op, (torch.randn(8, 5, device=device, dtype=torch.bfloat16), torch.rand(5, device=device),
                                None, torch.zeros(5, device=device), torch.ones(5, device=device), True, 0.1, 1e-5, 0.2))
     sm, si = torch.randn(6, device=device), torch.rand(6, device=device) + 0.5
@@ -460,6 +463,42 @@ def test_module_matches_torch_over_steps(cls, torch_cls, shape, kw):
     assert mine.training is False and theirs.training is False
     mine.train()
     assert mine.training
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("shape", [(16, 8), (4, 8, 5, 5), (300, 64)])
+def test_num_batches_tracked_counts_in_the_kernel(device, layout, shape):
+    """Training adds exactly 1 to num_batches_tracked per call (whichever kernel plan the shape
+    takes), eval adds nothing, and a module's counter matches torch.nn's."""
+    x = torch.randn(shape, device=device)
+    if layout == "channels_last":
+        if x.dim() != 4:
+            pytest.skip("channels_last is 4-d")
+        x = x.to(memory_format=torch.channels_last)
+    c = shape[1]
+    rm, rv, count = torch.zeros(c, device=device), torch.ones(c, device=device), torch.tensor(5, device=device)
+    for _ in range(3):
+        ops.batch_norm(x, None, None, rm, rv, True, 0.1, 1e-5, 0.2, count)
+    assert int(count) == 8
+    ops.batch_norm(x, None, None, rm, rv, False, 0.1, 1e-5, 0.2, count)
+    assert int(count) == 8
+    mine = (fastgan.nn.BatchNorm1d if x.dim() == 2 else fastgan.nn.BatchNorm2d)(c).to(device)
+    theirs = (torch.nn.BatchNorm1d if x.dim() == 2 else torch.nn.BatchNorm2d)(c).to(device)
+    for module in (mine, theirs):
+        for _ in range(2):
+            module(x)
+        module.eval()(x)
+    assert int(mine.num_batches_tracked) == int(theirs.num_batches_tracked) == 2
+
+
+@pytest.mark.parametrize("bad,match,exc", [
+    (torch.tensor(1.0), "num_batches_tracked must be int64", TypeError),
+    (torch.tensor([1, 2]), "num_batches_tracked must hold one number", ValueError),
+])
+def test_num_batches_tracked_bad_arguments(bad, match, exc):
+    with pytest.raises(exc, match=match):
+        ops.batch_norm(torch.randn(4, 3), None, None, None, None, True, 0.1, 1e-5, None, bad)
 
 
 def test_module_state_dict_round_trip_both_ways():

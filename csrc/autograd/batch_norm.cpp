@@ -33,14 +33,14 @@ using ForwardOut = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 ForwardOut forward_op(const at::Tensor& x, const std::optional<at::Tensor>& weight,
                       const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
                       const std::optional<at::Tensor>& running_var, bool training, double momentum, double eps,
-                      std::optional<double> slope) {
+                      std::optional<double> slope, const std::optional<at::Tensor>& num_batches_tracked) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastgan::batch_norm", "")
                        .typed<ForwardOut(const at::Tensor&, const std::optional<at::Tensor>&,
                                          const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
                                          const std::optional<at::Tensor>&, bool, double, double,
-                                         std::optional<double>)>();
-  return op.call(x, weight, bias, running_mean, running_var, training, momentum, eps, slope);
+                                         std::optional<double>, const std::optional<at::Tensor>&)>();
+  return op.call(x, weight, bias, running_mean, running_var, training, momentum, eps, slope, num_batches_tracked);
 }
 
 ForwardOut backward_op(const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& weight,
@@ -184,12 +184,13 @@ struct BatchNorm : public torch::autograd::Function<BatchNorm> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const std::optional<at::Tensor>& weight,
                                const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
                                const std::optional<at::Tensor>& running_var, bool training, double momentum,
-                               double eps, std::optional<double> slope) {
+                               double eps, std::optional<double> slope,
+                               const std::optional<at::Tensor>& num_batches_tracked) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [y, mean, invstd] =
-        forward_op(x, weight, bias, running_mean, running_var, training, momentum, eps, slope);
+        forward_op(x, weight, bias, running_mean, running_var, training, momentum, eps, slope, num_batches_tracked);
     if (training) {  // the op wrote the running stats: tell autograd, as torch's batch norm does
-      for (const auto* t : {&running_mean, &running_var}) {
+      for (const auto* t : {&running_mean, &running_var, &num_batches_tracked}) {
         if (t->has_value() && (*t)->defined() && !(*t)->is_inference()) torch::autograd::impl::bump_version(**t);
       }
     }
@@ -209,7 +210,7 @@ struct BatchNorm : public torch::autograd::Function<BatchNorm> {
     const bool has_w = saved[1].defined(), has_b = saved[2].defined();
     const std::array<bool, 3> mask = {ctx->needs_input_grad(0), has_w && ctx->needs_input_grad(1),
                                       has_b && ctx->needs_input_grad(has_w ? 2 : 1)};
-    variable_list out(9);
+    variable_list out(10);  // one per forward argument
     if (!grads[0].defined() || !(mask[0] || mask[1] || mask[2])) return out;
     auto r = BatchNormBackward::apply(grads[0], saved[0], opt(saved[1]), opt(saved[2]), saved[3], saved[4],
                                       ctx->saved_data["training"].toBool(), load_slope(ctx), mask);
@@ -223,9 +224,10 @@ struct BatchNorm : public torch::autograd::Function<BatchNorm> {
 ForwardOut batch_norm_autograd(const at::Tensor& x, const std::optional<at::Tensor>& weight,
                                const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
                                const std::optional<at::Tensor>& running_var, bool training, double momentum,
-                               double eps, std::optional<double> slope) {
+                               double eps, std::optional<double> slope,
+                               const std::optional<at::Tensor>& num_batches_tracked) {
   auto out = BatchNorm::apply(x, opt_defined(weight), opt_defined(bias), running_mean, running_var, training,
-                              momentum, eps, slope);
+                              momentum, eps, slope, num_batches_tracked);
   return {out[0], out[1], out[2]};
 }
 

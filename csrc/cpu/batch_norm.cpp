@@ -334,9 +334,10 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, scalar_t* dx, Channe
 std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cpu(
     const at::Tensor& x_, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, bool training,
-    double momentum, double eps, std::optional<double> negative_slope) {
+    double momentum, double eps, std::optional<double> negative_slope,
+    const std::optional<at::Tensor>& num_batches_tracked) {
   const BatchNormForward t = prepare_batch_norm(x_, weight, bias, running_mean, running_var, training,
-                                                momentum, eps, negative_slope);
+                                                momentum, eps, negative_slope, num_batches_tracked);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "batch_norm_cpu", [&] {
     using acc = acc_t<scalar_t>;
     Params<acc> p{const_ptr_or_null<acc>(t.w), const_ptr_or_null<acc>(t.b), ptr_or_null<acc>(t.rm), ptr_or_null<acc>(t.rv),
@@ -346,6 +347,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cpu(
                              channel_geometry(t.x), p);
   });
   if (training) write_back_running_stats(t.rm, t.rv, running_mean, running_var);
+  if (t.num_batches_tracked) ++*t.num_batches_tracked;
   return {t.y, t.save_mean, t.save_invstd};
 }
 

@@ -41,6 +41,7 @@ struct Args {
   const acc* b;
   acc* rmean;  // forward: updated in training (null: not tracked), read in eval
   acc* rvar;
+  int64_t* num_batches_tracked;  // forward in training: + 1, by channel 0's finalize (null: none)
   acc* save_mean;  // forward writes, backward reads
   acc* save_invstd;
   acc* gw;  // backward outputs; null when not wanted
@@ -85,6 +86,7 @@ __device__ __forceinline__ void channel_finalize(const Args<scalar_t>& a, int64_
     if (a.gw) a.gw[c] = gw;
     if (a.gb) a.gb[c] = gb;
   } else if (a.training) {
+    if (c == 0 && a.num_batches_tracked) ++*a.num_batches_tracked;  // once per call: one finalize per channel
     bn::finalize_stats<acc>(s1, s2, a.m, k[bn::kShift], w, b, a.eps, a.momentum, a.rmean ? a.rmean + c : nullptr,
                             a.rvar ? a.rvar + c : nullptr, a.save_mean + c, a.save_invstd + c, &k[bn::kScale],
                             &k[bn::kOffset]);
@@ -406,10 +408,11 @@ void launch(Args<scalar_t> a, const at::Tensor& like, bool need_sums) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cuda(
     const at::Tensor& x_, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, bool training,
-    double momentum, double eps, std::optional<double> negative_slope) {
+    double momentum, double eps, std::optional<double> negative_slope,
+    const std::optional<at::Tensor>& num_batches_tracked) {
   const c10::cuda::CUDAGuard guard(x_.device());
   const BatchNormForward t = prepare_batch_norm(x_, weight, bias, running_mean, running_var, training,
-                                                momentum, eps, negative_slope);
+                                                momentum, eps, negative_slope, num_batches_tracked);
   const at::Tensor& x = t.x;
   const auto geo = channel_geometry(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "batch_norm_cuda", [&] {
@@ -422,6 +425,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cuda(
     a.b = const_ptr_or_null<acc>(t.b);
     a.rmean = ptr_or_null<acc>(t.rm);
     a.rvar = ptr_or_null<acc>(t.rv);
+    a.num_batches_tracked = t.num_batches_tracked;
     a.save_mean = t.save_mean.mutable_data_ptr<acc>();
     a.save_invstd = t.save_invstd.mutable_data_ptr<acc>();
     a.outer = geo.outer;

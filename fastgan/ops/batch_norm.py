@@ -18,7 +18,8 @@ def _acc_dtype(x):
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def check_args(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope):
+def check_args(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope,
+               num_batches_tracked=None):
     """The checks csrc/batch_norm.h:check_batch_norm_args makes, with the same messages."""
     _checks.float_tensor(OP, "x", x)
     if x.dim() < 2:
@@ -34,6 +35,15 @@ def check_args(x, weight, bias, running_mean, running_var, training, momentum, e
     for name, t in (("running_mean", running_mean), ("running_var", running_var)):
         if t is not None:
             _checks.channel_vector(OP, name, t, x, x.shape[1])
+    if num_batches_tracked is not None:
+        n = num_batches_tracked
+        if not isinstance(n, torch.Tensor) or n.dtype != torch.int64:
+            raise TypeError(f"{OP}: num_batches_tracked must be int64, got "
+                            f"{n.dtype if isinstance(n, torch.Tensor) else type(n).__name__}")
+        if n.numel() != 1:
+            raise ValueError(f"{OP}: num_batches_tracked must hold one number, got shape {tuple(n.shape)}")
+        if n.device != x.device:
+            raise ValueError(f"{OP}: num_batches_tracked must be on x's device {x.device}, got {n.device}")
     if not training and running_mean is None:
         raise ValueError(f"{OP}: running_mean and running_var must be given when training is False")
     if training and x.numel() // x.shape[1] <= 1:
@@ -50,8 +60,10 @@ _forward = _extension.op("batch_norm")
 if _forward is not None:
 
     @torch.library.register_fake("fastgan::batch_norm")
-    def _fake_forward(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope):
-        check_args(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope)
+    def _fake_forward(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope,
+                      num_batches_tracked=None):
+        check_args(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope,
+                   num_batches_tracked)
         y = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_checks.out_layout(x))
         acc = _acc_dtype(x)
         return y, x.new_empty((x.shape[1],), dtype=acc), x.new_empty((x.shape[1],), dtype=acc)
@@ -70,7 +82,7 @@ if _forward is not None:
 
 
 def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5,
-               negative_slope=None):
+               negative_slope=None, num_batches_tracked=None):
     """torch.nn.functional.batch_norm semantics; negative_slope not None fuses a LeakyReLU.
 
     x: (N, C) or (N, C, *) float tensor, any memory format (channels_last is kept).
@@ -78,10 +90,13 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
     (or float32 for float16/bfloat16 x). training: normalize with the batch's statistics and,
     when running stats are given, update them in place (momentum convention and unbiased
     variance as torch); otherwise normalize with the running stats. Differentiable in x,
-    weight and bias, to any order.
+    weight and bias, to any order. num_batches_tracked: None or torch.nn's int64 counter, which
+    training adds 1 to inside the kernel (no launch of its own).
     """
     if _forward is None:
-        check_args(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope)
+        check_args(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope,
+                   num_batches_tracked)
         return reference.batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,
-                                    negative_slope)
-    return _forward(x, weight, bias, running_mean, running_var, bool(training), momentum, eps, negative_slope)[0]
+                                    negative_slope, num_batches_tracked)
+    return _forward(x, weight, bias, running_mean, running_var, bool(training), momentum, eps, negative_slope,
+                    num_batches_tracked)[0]

@@ -21,8 +21,11 @@ def bias_leaky_relu(x, bias=None, negative_slope=0.2, scale=1.0):
 
 
 def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5,
-               negative_slope=None):
-    """torch.nn.functional.batch_norm, followed by leaky_relu when negative_slope is not None."""
+               negative_slope=None, num_batches_tracked=None):
+    """torch.nn.functional.batch_norm, followed by leaky_relu when negative_slope is not None;
+    training adds 1 to num_batches_tracked when given (torch.nn's batch-norm counter)."""
+    if training and num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
     y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
     return y if negative_slope is None else F.leaky_relu(y, negative_slope)
 
