@@ -203,9 +203,13 @@ def test_sample_bad_input(run, tmp_path):
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
 def test_ctrl_c_keeps_checkpoint_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
+    # A test run started as a background job (`pytest &`) ignores SIGINT, and an ignored signal
+    # stays ignored in children, where Python then installs no KeyboardInterrupt handler: give
+    # the child the default disposition, as a user's foreground `fastgan train` has.
     proc = subprocess.Popen([sys.executable, "-m", "fastgan.cli", "train", *TINY, "--steps", "1000000",
                              "--checkpoint-every", "5", "--out", str(out)], cwd=ROOT, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
