@@ -122,6 +122,8 @@ def test_bench_gemm_records_and_times_every_matrix_product_of_a_step():
     assert all(r["default"] > 0 for r in rows)
     assert {r["op"] for r in rows} == {"mm", "addmm"} and sum(r["bias"] for r in rows) == 3
     assert "8x100 @ 100x256^T" in {r["shapes"] for r in rows}   # G's first layer: x @ W.t()
+    assert all(("default as mm" in r) == r["bias"] for r in rows)   # each addmm also timed as mm
+    assert all(r["default as mm"] > 0 for r in rows if r["bias"])
     assert "mlp: 30 products per step" in markdown(result)
 
 

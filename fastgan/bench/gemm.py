@@ -5,7 +5,10 @@ an H100 (benchmarks/RESULTS.md): small strict-float32 GEMMs that cannot fill the
 records the products a fastgan step really runs (op, shapes and strides, so which operand is
 a transposed view), then times each on its own (replayed from a CUDA graph on the GPU, so the
 time is the kernel's) under torch's default BLAS library and under cuBLASLt: where the
-step's GEMM time goes, and which library serves which shape better.
+step's GEMM time goes, and which library serves which shape better. For each addmm (a
+Linear layer with its bias in the product's epilogue) it also times the same product as a
+plain mm, the form fastgan's fused layers use (their bias goes into bias_leaky_relu): cuBLAS
+may pick another kernel for it.
 """
 import argparse
 import collections
@@ -57,6 +60,14 @@ def _make(spec, device):
     return torch.empty_strided(shape, stride, dtype=dtype, device=device).normal_()
 
 
+def _without_bias(key):
+    """An addmm's product as the mm of the same operands (None for anything else)."""
+    func, args, kwargs = key
+    if func is not torch.ops.aten.addmm.default:
+        return None
+    return torch.ops.aten.mm.default, args[1:3], ()
+
+
 def time_product(key, device):
     """Milliseconds per call of one recorded product on fresh operands of the same layout."""
     func, args, kwargs = key
@@ -90,6 +101,9 @@ def run(device, models=("mlp",), batch_size=64, precision="fp32"):
                     if cuda:
                         torch.backends.cuda.preferred_blas_library("cublas" if lib == "default" else lib)
                     row[lib] = time_product(key, device) * 1e3   # microseconds
+                    plain = _without_bias(key)
+                    if plain is not None:
+                        row[f"{lib} as mm"] = time_product(plain, device) * 1e3
                 rows.append(row)
     finally:
         if cuda:
@@ -107,12 +121,14 @@ def _transposed(spec):
 def markdown(result):
     libs = result["libraries"]
     note = "each replayed from a CUDA graph (kernel time)" if "cublaslt" in libs else "each called on its own"
-    lines = [f"Machine: {result['machine']}; batch {result['batch_size']}, {result['precision']}; {note}", "",
-             "| model | op | operands (^T: transposed view) | per step | " + " | ".join(f"{l} us" for l in libs) + " |",
-             "|---|---|---|---|" + "---|" * len(libs)]
+    cols = [c for l in libs for c in (l, f"{l} as mm")]
+    lines = [f"Machine: {result['machine']}; batch {result['batch_size']}, {result['precision']}; {note}; "
+             "'as mm': an addmm's product without its bias", "",
+             "| model | op | operands (^T: transposed view) | per step | " + " | ".join(f"{c} us" for c in cols) + " |",
+             "|---|---|---|---|" + "---|" * len(cols)]
     for r in sorted(result["rows"], key=lambda r: (r["model"], -r["default"] * r["count"])):
         lines.append(f"| {r['model']} | {r['op']}{' + bias' if r['bias'] else ''} | {r['shapes']} | {r['count']} | "
-                     + " | ".join(f"{r[l]:.1f}" for l in libs) + " |")
+                     + " | ".join(f"{r[c]:.1f}" if c in r else "–" for c in cols) + " |")
     for model in dict.fromkeys(r["model"] for r in result["rows"]):
         mine = [r for r in result["rows"] if r["model"] == model]
         totals = ", ".join(f"{l} {sum(r[l] * r['count'] for r in mine):.0f} us" for l in libs)
