@@ -1,5 +1,7 @@
 """Shared by the op tests: the devices to run on, per-dtype tolerances, and comparisons
 against fastgan.ops.reference computed in float32 (float64 for float64 inputs)."""
+import zlib
+
 import pytest
 import torch
 
@@ -8,6 +10,12 @@ import fastgan
 HAS_CUDA = torch.cuda.is_available() and fastgan.build_info()["cuda_kernels"]
 requires_kernels = pytest.mark.skipif(not fastgan.build_info()["cpu_kernels"],
                                       reason="fastgan._C is not built")
+
+
+def seed_for(*case):
+    """Seeds torch's generator from a test case's parameters, the same in every run (Python's
+    hash() of strings changes from process to process, so a failure could not be replayed)."""
+    torch.manual_seed(zlib.crc32(repr(case).encode()))
 
 DEVICES = [
     "cpu",
