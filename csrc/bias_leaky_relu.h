@@ -62,9 +62,8 @@ inline void check_bias_leaky_relu_backward_args(const at::Tensor& grad, const at
                    y.scalar_type(), ", got ", grad.scalar_type());
   TORCH_CHECK_VALUE(grad.device() == y.device(), op, ": grad must be on y's device ", y.device(),
                     ", got ", grad.device());
-  TORCH_CHECK_TYPE(!bias_dtype || *bias_dtype == y.scalar_type() || (is_half(y) && *bias_dtype == at::kFloat),
-                   op, ": bias_dtype must be y's dtype ", y.scalar_type(), is_half(y) ? " (or float32)" : "",
-                   ", got ", *bias_dtype);
+  TORCH_CHECK_TYPE(!bias_dtype || param_dtype_ok(*bias_dtype, y.scalar_type()), op, ": bias_dtype must be y's dtype ",
+                   y.scalar_type(), is_half(y.scalar_type()) ? " (or float32)" : "", ", got ", *bias_dtype);
 }
 
 }  // namespace fastgan

@@ -27,22 +27,22 @@ inline void check_float_tensor(const char* op, const char* name, const at::Tenso
                    ": ", name, " must be float32, float64, float16 or bfloat16, got ", s);
 }
 
-inline bool is_half(const at::Tensor& t) {
-  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
-}
+inline bool is_half(at::ScalarType s) { return s == at::kHalf || s == at::kBFloat16; }
+
+// The dtypes a per-channel parameter (or its gradient) may have for an x of dtype `x`: x's own
+// or, for float16/bfloat16 x, float32, the parameters of a model under autocast, read as they
+// are (torch's mixed-precision batch norm does the same).
+inline bool param_dtype_ok(at::ScalarType t, at::ScalarType x) { return t == x || (is_half(x) && t == at::kFloat); }
 
 // A 1-D per-channel tensor (a bias, batch-norm parameters and statistics) with `channels`
-// elements on x's device, in x's dtype or, for float16/bfloat16 x, float32: the parameters of a
-// model under autocast, read as they are (torch's mixed-precision batch norm does the same).
+// elements on x's device, in a dtype param_dtype_ok allows.
 inline void check_channel_vector(const char* op, const char* name, const at::Tensor& t,
                                  const at::Tensor& x, int64_t channels) {
   check_float_tensor(op, name, t);
   TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() == channels, op, ": ", name, " must have shape (",
                     channels, ",) (x.shape[1]), got ", t.sizes());
-  const bool half = is_half(x);
-  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type() || (half && t.scalar_type() == at::kFloat),
-                   op, ": ", name, " must have x's dtype ", x.scalar_type(),
-                   half ? " (or float32)" : "", ", got ", t.scalar_type());
+  TORCH_CHECK_TYPE(param_dtype_ok(t.scalar_type(), x.scalar_type()), op, ": ", name, " must have x's dtype ",
+                   x.scalar_type(), is_half(x.scalar_type()) ? " (or float32)" : "", ", got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on x's device ",
                     x.device(), ", got ", t.device());
 }

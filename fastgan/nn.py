@@ -4,6 +4,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from fastgan import ops
+from fastgan.ops import _checks
 
 
 def like(t, x, float32_ok=False):
@@ -12,7 +13,7 @@ def like(t, x, float32_ok=False):
     float32_ok: the op reads a float32 t of a half x as it is (bias_leaky_relu, batch_norm), so
     that one is passed without a cast kernel either way."""
     if t is None or t.dtype == x.dtype or (float32_ok and t.dtype == torch.float32
-                                           and x.dtype in (torch.float16, torch.bfloat16)):
+                                           and x.dtype in _checks.HALF_DTYPES):
         return t
     return t.to(x.dtype)
 

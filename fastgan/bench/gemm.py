@@ -11,15 +11,13 @@ plain mm, the form fastgan's fused layers use (their bias goes into bias_leaky_r
 may pick another kernel for it.
 """
 import argparse
-import collections
 import sys
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from fastgan.bench.timing import add_output_options, from_json, auto_iters, machine_header, report, time_call
+from fastgan.bench.profile import count_step
+from fastgan.bench.timing import add_output_options, auto_iters, from_json, machine_header, report, time_call
 from fastgan.bench.train import strict_float32
-from fastgan.train.step import make_step
 
 PRODUCTS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
 
@@ -30,27 +28,15 @@ def _spec(a):
     return ("value", a)
 
 
-class _Recorder(TorchDispatchMode):
-    """Counts the matrix products dispatched while active, by (op, argument specs)."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in PRODUCTS:
-            self.calls[(func, tuple(_spec(a) for a in args), tuple(sorted((k, _spec(v)) for k, v in kwargs.items())))] += 1
-        return func(*args, **kwargs)
+def _product_key(func, args, kwargs):
+    if func not in PRODUCTS:
+        return None
+    return func, tuple(_spec(a) for a in args), tuple(sorted((k, _spec(v)) for k, v in kwargs.items()))
 
 
 def step_products(model, batch_size, device, precision="fp32"):
     """{(op, arg specs, kwarg specs): calls per step} of one op-by-op fastgan training step."""
-    step = make_step(model, batch_size, device, cuda_graph=False, precision=precision)
-    step()  # lazy state (optimizer) first
-    with _Recorder() as rec:
-        step()
-    return rec.calls
+    return count_step(model, batch_size, device, _product_key, precision)
 
 
 def _make(spec, device):
@@ -145,7 +131,7 @@ def main(argv=None):
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     add_output_options(p)
     a = p.parse_args(argv)
-    if from_json(a, markdown):
+    if from_json(a, markdown) is not None:
         return 0
     report(run(a.device, tuple(a.model or ("mlp",)), a.batch_size, a.precision), markdown, a.json, a.markdown)
     return 0

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from fastgan import ops
-from fastgan.bench.timing import add_output_options, from_json, auto_iters, copy_bandwidth_gbs, machine_header, report, time_call
+from fastgan.bench.timing import (add_output_options, auto_iters, copy_bandwidth_gbs, from_json, machine_header,
+                                  report, time_call)
 
 SHAPES = [((64, 1024), "contiguous"), ((1024, 1024), "contiguous"), ((8192, 4096), "contiguous"),
           ((256, 128, 14, 14), "channels_last")]
@@ -160,7 +161,7 @@ def main(argv=None):
                    help="CUDA: time each call replayed from a CUDA graph (kernel time, no host overhead)")
     add_output_options(p)
     a = p.parse_args(argv)
-    if from_json(a, markdown):
+    if from_json(a, markdown) is not None:
         return 0
     impls = tuple(dict.fromkeys((a.impl or ["eager", "compile"]) + ["fastgan"]))
     result = run(a.device, a.op, tuple(a.dtype or ("float32", "bfloat16")), impls, a.graph)

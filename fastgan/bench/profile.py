@@ -8,22 +8,36 @@ import sys
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fastgan.bench.train import IMPLS, make, strict_float32
 from fastgan.train.step import make_step
 
 
-class _OpCounter(TorchDispatchMode):
-    def __init__(self):
+class _Counter(TorchDispatchMode):
+    """Counts the ops dispatched while active by key(func, args, kwargs), skipping None keys."""
+
+    def __init__(self, key):
         super().__init__()
-        self.ops = collections.Counter()
+        self.key = key
+        self.counts = collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if not func.is_view and func not in _NOT_KERNELS:
-            self.ops[str(func)] += 1
-        return func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        k = self.key(func, args, kwargs)
+        if k is not None:
+            self.counts[k] += 1
+        return func(*args, **kwargs)
+
+
+def count_step(model, batch_size, device, key, precision="fp32"):
+    """{key: calls} of one op-by-op fastgan step (after a first step has made the optimizer's
+    lazy state), with fastgan's Adam as on CUDA."""
+    step = make_step(model, batch_size, device, cuda_graph=False, precision=precision, fused_adam=True)
+    step()
+    with _Counter(key) as counter:
+        step()
+    return counter.counts
 
 
 # metadata-only ops and the profiler's own markers (optimizers wrap step() in record_function)
@@ -32,17 +46,14 @@ _NOT_KERNELS = {torch.ops.aten.detach.default, torch.ops.profiler._record_functi
 
 
 def ops_per_step(model, batch_size, device="cpu"):
-    """{op name: calls} of one op-by-op fastgan step, with fastgan's Adam as on CUDA, leaving out
-    views: on a GPU each is (at least) one kernel, so this counts the step's kernels on any
-    device, except the extra ones a library launches inside an op (cuBLAS split-K reductions)."""
-    step = make_step(model, batch_size, device, cuda_graph=False, fused_adam=True)
-    step()
-    with _OpCounter() as counter:
-        step()
-    return counter.ops
+    """{op name: calls} of one fastgan step, leaving out views: on a GPU each is (at least) one
+    kernel, so this counts the step's kernels on any device, except the extra ones a library
+    launches inside an op (cuBLAS split-K reductions)."""
+    return count_step(model, batch_size, device,
+                      lambda func, args, kwargs: None if func.is_view or func in _NOT_KERNELS else str(func))
 
 
-def _profiled(impl, model, batch_size, steps, **kw):
+def _profiled(impl, model, batch_size, **kw):
     strict_float32()
     step = make(impl, model, batch_size, "cuda")
     for _ in range(5):
@@ -53,7 +64,7 @@ def _profiled(impl, model, batch_size, steps, **kw):
 
 def ops_by_shape(impl, model, batch_size, top=30, steps=5):
     """torch.profiler's table of the step's ops grouped by input shape, by GPU time."""
-    step, prof = _profiled(impl, model, batch_size, steps, record_shapes=True,
+    step, prof = _profiled(impl, model, batch_size, record_shapes=True,
                            activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
     with prof:
         for _ in range(steps):
@@ -64,7 +75,7 @@ def ops_by_shape(impl, model, batch_size, top=30, steps=5):
 
 def kernels_per_step(impl, model, batch_size, steps=5):
     """(kernels per step, {kernel name: (count per step, GPU microseconds per step)})."""
-    step, prof = _profiled(impl, model, batch_size, steps, activities=[ProfilerActivity.CUDA])
+    step, prof = _profiled(impl, model, batch_size, activities=[ProfilerActivity.CUDA])
     with prof:
         for _ in range(steps):
             step()

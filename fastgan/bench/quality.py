@@ -15,7 +15,6 @@ Data order and noise come from each recipe's own random streams, so the two curv
 are two different draws of the same algorithm: compare them with the spread over seeds.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -25,7 +24,7 @@ import time
 import torch
 
 from fastgan.bench.epoch import _TutorialDataset, _sync
-from fastgan.bench.timing import add_output_options, machine_header, report
+from fastgan.bench.timing import add_output_options, from_json, machine_header, report
 from fastgan.bench.train import strict_float32, tutorial_train_step
 
 MODELS = ("mlp", "dcgan")
@@ -201,11 +200,8 @@ def main(argv=None):
             p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(a, name)}")
     if a.eval_n < 2:
         p.error(f"--eval-n must be at least 2, got {a.eval_n}")
-    if a.from_json:
-        with open(a.from_json) as f:
-            result = json.load(f)
-        report(result, markdown, markdown_path=a.markdown)
-    else:
+    result = from_json(a, markdown)
+    if result is None:
         result = run(a.device, a.model or MODELS, a.seeds, a.steps, a.eval_every, a.eval_n, a.dataset,
                      a.data_dir, a.impl or IMPLS, log=sys.stderr)
         report(result, markdown, a.json, a.markdown)

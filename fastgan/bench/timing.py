@@ -74,12 +74,14 @@ def add_output_options(parser):
 
 
 def from_json(args, markdown):
-    """With --from-json: prints (and writes to --markdown) that file's table; True if it did."""
+    """With --from-json: prints (and writes to --markdown) that file's table and returns the
+    result it holds; None without --from-json."""
     if not args.from_json:
-        return False
+        return None
     with open(args.from_json) as f:
-        report(json.load(f), markdown, markdown_path=args.markdown)
-    return True
+        result = json.load(f)
+    report(result, markdown, markdown_path=args.markdown)
+    return result
 
 
 def _write_atomic(path, text):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgan.bench.timing import add_output_options, from_json, auto_iters, machine_header, report, time_call
+from fastgan.bench.timing import add_output_options, auto_iters, from_json, machine_header, report, time_call
 from fastgan.models import build
 from fastgan.train.graph import GraphedStep
 from fastgan.train.step import PRECISIONS, DeviceBatches, amp_dtype, make_step, to_layout
@@ -234,11 +234,11 @@ def main(argv=None):
     if a.epoch:
         from fastgan.bench import epoch
 
-        if not from_json(a, epoch.markdown):
+        if from_json(a, epoch.markdown) is None:
             report(epoch.run(a.device, a.model or ("mlp",), a.data_dir, a.epoch_size), epoch.markdown,
                    a.json, a.markdown)
         return 0
-    if not from_json(a, markdown):
+    if from_json(a, markdown) is None:
         report(run(a.device, a.model or MODELS, a.batch_size or BATCH_SIZES, a.impl or IMPLS, log=sys.stderr,
                    precision=a.precision, channels_last=a.channels_last, blas=a.blas), markdown, a.json, a.markdown)
     return 0

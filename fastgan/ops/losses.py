@@ -162,7 +162,7 @@ def bce_with_logits(logits, target, weight=None, pos_weight=None, reduction="mea
 
 def _half_to_float(t):
     """float16/bfloat16 tensors as float32; anything else (float32/64, numbers, None) as is."""
-    return t.float() if torch.is_tensor(t) and t.dtype in (torch.float16, torch.bfloat16) else t
+    return t.float() if torch.is_tensor(t) and t.dtype in _checks.HALF_DTYPES else t
 
 
 def _autocast_inputs(*tensors):
