@@ -5,26 +5,30 @@
 #include <ATen/core/Tensor.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "common.h"
 
 namespace fastgan {
 namespace adam {
 
+// sqrt of a float/double, or of an at::vec::Vectorized (the CPU kernel's vector body).
 template <typename T>
 FASTGAN_HD T root(T v) {
 #ifdef __CUDA_ARCH__
   return sqrt(v);
 #else
-  return std::sqrt(v);
+  if constexpr (std::is_floating_point_v<T>) return std::sqrt(v);
+  else return v.sqrt();
 #endif
 }
 
-// step_size = lr / (1 - beta1^step), bc2_sqrt = sqrt(1 - beta2^step)
+// step_size = lr / (1 - beta1^step), bc2_sqrt = sqrt(1 - beta2^step). T is a float/double or
+// a CPU vector of them; decay (weight_decay != 0) is decided once by the caller, not per lane.
 template <typename T>
 FASTGAN_HD void update(T& p, T g, T& m, T& v, T beta1, T beta2, T step_size, T bc2_sqrt, T eps,
-                       T weight_decay) {
-  if (weight_decay != T(0)) g += weight_decay * p;  // L2 penalty, as torch.optim.Adam
+                       T weight_decay, bool decay) {
+  if (decay) g += weight_decay * p;  // L2 penalty, as torch.optim.Adam
   m = beta1 * m + (T(1) - beta1) * g;
   v = beta2 * v + (T(1) - beta2) * g * g;
   p -= step_size * m / (root(v) / bc2_sqrt + eps);

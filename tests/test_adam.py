@@ -10,7 +10,7 @@ from op_testing import DEVICES, HAS_CUDA, requires_kernels
 
 def _params(device, dtype, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    shapes = [(7, 5), (5,), (1,), (33, 4, 3), (1000,)]
+    shapes = [(7, 5), (5,), (1,), (33, 4, 3), (1000,), (70, 600)]   # vector bodies and tails; CPU: 2+ threads
     return [torch.randn(s, generator=gen, dtype=dtype).to(device).requires_grad_() for s in shapes]
 
 

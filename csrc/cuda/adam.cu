@@ -31,6 +31,7 @@ __global__ void adam_kernel(AdamList<T> L, const float* __restrict__ step, T lr,
   const T s = T(*step);
   const T step_size = lr / (T(1) - pow(beta1, s));
   const T bc2_sqrt = adam::root(T(1) - pow(beta2, s));
+  const bool decay = weight_decay != T(0);
   const int64_t total = L.end[L.n - 1];
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -38,7 +39,7 @@ __global__ void adam_kernel(AdamList<T> L, const float* __restrict__ step, T lr,
     while (i >= L.end[t]) ++t;
     const int64_t j = i - (t ? L.end[t - 1] : 0);
     T p = L.p[t][j], m = L.m[t][j], v = L.v[t][j];
-    adam::update<T>(p, L.g[t][j], m, v, beta1, beta2, step_size, bc2_sqrt, eps, weight_decay);
+    adam::update<T>(p, L.g[t][j], m, v, beta1, beta2, step_size, bc2_sqrt, eps, weight_decay, decay);
     L.p[t][j] = p;
     L.m[t][j] = m;
     L.v[t][j] = v;

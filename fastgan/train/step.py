@@ -6,6 +6,7 @@ trainer runs, with or without a CUDA graph.
 """
 import torch
 
+from fastgan import _extension
 from fastgan.data.loader import scale_images
 from fastgan.models import CONDITIONAL, build
 from fastgan.optim import Adam as FusedAdam
@@ -93,14 +94,16 @@ def to_layout(G, D, channels_last):
 
 def make_optimizers(G, D, device, kind="adam", lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), cuda_graph=False,
                     fused_adam=None):
-    """(opt_g, opt_d). On CUDA, Adam is fastgan.optim.Adam (one launch over all of a network's
-    parameters, step count on the device: capturable); on the CPU torch.optim.Adam, unless
-    fused_adam says otherwise. RMSprop is torch's, capturable when the step runs in a CUDA graph."""
+    """(opt_g, opt_d). Adam is fastgan.optim.Adam (one launch over all of a network's parameters,
+    step count on the device: capturable), except on the CPU without the compiled kernels, where
+    torch.optim.Adam is faster than the reference path; fused_adam=True/False overrides. RMSprop
+    is torch's, capturable when the step runs in a CUDA graph."""
     cuda = torch.device(device).type == "cuda"
     if kind == "rmsprop":
         kw = dict(capturable=True) if cuda_graph else {}
         return torch.optim.RMSprop(G.parameters(), lr=lr_g, **kw), torch.optim.RMSprop(D.parameters(), lr=lr_d, **kw)
-    cls = FusedAdam if (cuda if fused_adam is None else fused_adam) else torch.optim.Adam
+    fused = (cuda or _extension.available) if fused_adam is None else fused_adam
+    cls = FusedAdam if fused else torch.optim.Adam
     return cls(G.parameters(), lr=lr_g, betas=betas), cls(D.parameters(), lr=lr_d, betas=betas)
 
 
@@ -114,7 +117,7 @@ def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32
     "on CUDA, yes". precision: "fp32", or "bf16" for the forward passes under bfloat16
     autocast (see train_step). channels_last: convolution weights (and so the DCGAN's
     activations) in channels_last memory format (see to_layout). fused_adam: fastgan.optim.Adam
-    (default: on CUDA) or torch.optim.Adam. The callable has .G, .D, .opt_g, .opt_d and .batches attributes.
+    or torch.optim.Adam (default: see make_optimizers). The callable has .G, .D, .opt_g, .opt_d and .batches attributes.
     """
     device = torch.device(device)
     amp_dtype(precision)
