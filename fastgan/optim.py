@@ -2,7 +2,8 @@
 
 On CUDA every parameter of a param group is updated in one launch that spreads over the
 whole GPU (torch's fused Adam gives each 65536-element chunk one block), and the step count
-stays on the device, so the step can be captured in a CUDA graph. The state (step,
+stays on the device, so the step can be captured in a CUDA graph. (One launch per distinct
+step count, to be exact: a parameter that missed a step keeps its own count, as in torch.) The state (step,
 exp_avg, exp_avg_sq per parameter) has torch.optim.Adam's names and shapes: state_dicts
 load both ways.
 """
@@ -31,6 +32,16 @@ class Adam(torch.optim.Optimizer):
         if not 0.0 <= weight_decay:
             raise ValueError(f"Adam: weight_decay must be >= 0, got {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        # Each parameter's step count, on the host: adam_ takes one step count per launch, and
+        # a parameter that had no gradient at some step (or was loaded with another count) is
+        # behind the others, as in torch.optim.Adam. Kept here so that grouping the launches by
+        # count never reads the device counters (no sync, capturable); normally one group.
+        self._counts = {}
+        self.register_load_state_dict_post_hook(Adam._count_loaded_steps)
+
+    @staticmethod
+    def _count_loaded_steps(optimizer):
+        optimizer._counts = {p: int(s["step"]) for p, s in optimizer.state.items() if "step" in s}
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -39,7 +50,7 @@ class Adam(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            launches, steps = {}, []   # step count before this step -> adam_'s lists
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -50,22 +61,30 @@ class Adam(torch.optim.Optimizer):
                     state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    self._counts[p] = 0
                 elif state["step"].device != p.device:  # loaded from a CPU-stepped torch Adam
                     state["step"] = state["step"].to(p.device, torch.float32)
                 for name in ("exp_avg", "exp_avg_sq"):  # loaded for a parameter laid out otherwise
                     state[name] = laid_out_like(state[name], p)
+                if p not in self._counts:   # state set by hand: read its count once
+                    self._counts[p] = int(state["step"])
+                params, grads, exp_avgs, exp_avg_sqs, counts = launches.setdefault(self._counts[p],
+                                                                                   ([], [], [], [], []))
                 params.append(p)
                 grads.append(laid_out_like(p.grad, p))
                 exp_avgs.append(state["exp_avg"])
                 exp_avg_sqs.append(state["exp_avg_sq"])
+                counts.append(state["step"])
+                self._counts[p] += 1
                 steps.append(state["step"])
-            if not params:
+            if not steps:
                 continue
             torch._foreach_add_(steps, 1)
             beta1, beta2 = group["betas"]
-            # every parameter of a group is stepped together, so their step counts agree
-            ops.adam_(params, grads, exp_avgs, exp_avg_sqs, steps[0], group["lr"], beta1, beta2,
-                      group["eps"], group["weight_decay"])
+            for params, grads, exp_avgs, exp_avg_sqs, counts in launches.values():
+                # the parameters of one launch share their step count: any of theirs serves
+                ops.adam_(params, grads, exp_avgs, exp_avg_sqs, counts[0], group["lr"], beta1, beta2,
+                          group["eps"], group["weight_decay"])
         return loss
 
 

@@ -1,4 +1,6 @@
 """fastgan.optim.Adam / ops.adam_: the update torch.optim.Adam makes, one launch per group."""
+import copy
+
 import pytest
 import torch
 
@@ -162,3 +164,46 @@ def test_steps_inside_a_cuda_graph():
     for a, b in zip(params, ref_params):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert graphed.graph is not None and float(opt.state[params[0]]["step"]) == 6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_parameter_that_skipped_steps_keeps_its_own_step_count(device):
+    # torch.optim.Adam counts steps per parameter: one without a gradient at some step is behind
+    # the others and gets its own bias correction. fastgan's adam_ takes one count per launch,
+    # so Adam launches once per distinct count (from its host-side counts: no device read).
+    kw = dict(lr=1e-2, betas=(0.5, 0.999))
+    ours, theirs = _params(device, torch.float32), _params(device, torch.float32)
+    opt, ref = Adam(ours, **kw), torch.optim.Adam(theirs, **kw)
+    gen = torch.Generator().manual_seed(3)
+    for step in range(6):
+        for i, (p, q) in enumerate(zip(ours, theirs)):
+            skip = (i == 1 and step < 3) or (i == 4 and step % 2 == 0)
+            p.grad = None if skip else torch.randn(p.shape, generator=gen).to(device)
+            q.grad = None if skip else p.grad.clone()
+        opt.step()
+        ref.step()
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        assert float(opt.state[p]["step"]) == float(ref.state[q]["step"])
+    assert [float(opt.state[p]["step"]) for p in ours][:2] == [6, 3]
+
+
+def test_loaded_step_counts_are_kept_per_parameter():
+    kw = dict(lr=1e-2, betas=(0.5, 0.999))
+    ps = _params("cpu", torch.float32)
+    ref = torch.optim.Adam(ps, **kw)
+    gen = torch.Generator().manual_seed(4)
+    for step in range(3):
+        for i, p in enumerate(ps):
+            p.grad = None if (i == 0 and step == 0) else torch.randn(p.shape, generator=gen)
+        ref.step()
+    ours = [p.detach().clone().requires_grad_() for p in ps]
+    opt = Adam(ours, **kw)
+    opt.load_state_dict(copy.deepcopy(ref.state_dict()))   # counts: 2 for the first parameter, 3 for the rest
+    for p, q in zip(ours, ps):
+        q.grad = torch.randn(q.shape, generator=gen)
+        p.grad = q.grad.clone()
+    opt.step()
+    ref.step()
+    for p, q in zip(ours, ps):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
