@@ -3,7 +3,8 @@
 On CUDA every parameter of a param group is updated in one launch that spreads over the
 whole GPU (torch's fused Adam gives each 65536-element chunk one block), and the step count
 stays on the device, so the step can be captured in a CUDA graph. (One launch per distinct
-step count, to be exact: a parameter that missed a step keeps its own count, as in torch.) The state (step,
+step count, dtype and device, to be exact: a parameter that missed a step keeps its own
+count, as in torch.) The state (step,
 exp_avg, exp_avg_sq per parameter) has torch.optim.Adam's names and shapes: state_dicts
 load both ways.
 """
@@ -50,7 +51,7 @@ class Adam(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            launches, steps = {}, []   # step count before this step -> adam_'s lists
+            launches, steps = {}, []   # (step count before this step, dtype, device) -> adam_'s lists
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -68,8 +69,8 @@ class Adam(torch.optim.Optimizer):
                     state[name] = laid_out_like(state[name], p)
                 if p not in self._counts:   # state set by hand: read its count once
                     self._counts[p] = int(state["step"])
-                params, grads, exp_avgs, exp_avg_sqs, counts = launches.setdefault(self._counts[p],
-                                                                                   ([], [], [], [], []))
+                key = (self._counts[p], p.dtype, p.device)   # what one adam_ launch must share
+                params, grads, exp_avgs, exp_avg_sqs, counts = launches.setdefault(key, ([], [], [], [], []))
                 params.append(p)
                 grads.append(laid_out_like(p.grad, p))
                 exp_avgs.append(state["exp_avg"])

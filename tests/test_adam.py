@@ -207,3 +207,14 @@ def test_loaded_step_counts_are_kept_per_parameter():
     ref.step()
     for p, q in zip(ours, ps):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_a_group_may_mix_float32_and_float64_parameters():
+    kw = dict(lr=1e-2, betas=(0.5, 0.999))
+    ours = [torch.randn(5, 3, requires_grad=True), torch.randn(4, dtype=torch.float64, requires_grad=True)]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    _train(Adam, ours, 3, **kw)
+    _train(torch.optim.Adam, theirs, 3, **kw)
+    for a, b in zip(ours, theirs):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
