@@ -1,8 +1,13 @@
 """The package itself: build_info, and the reference fallback where _C is missing."""
 import json
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
+import tarfile
+
+import pytest
 
 import fastgan
 
@@ -55,3 +60,23 @@ def test_without_extension_warns_once_and_runs_the_reference():
     assert "FASTGAN_NO_EXTENSION" in result["info"]["extension_error"]
     assert result["match"]
     assert "bias must have shape (5,)" in result["bad"]
+
+
+def test_sdist_carries_every_source_the_build_needs(tmp_path):
+    # setuptools packs only the sources setup.py lists (no headers, no .cu on a CPU build);
+    # MANIFEST.in adds the rest, so that a build from the sdist (pip wheel, a release) compiles.
+    root = pathlib.Path(__file__).resolve().parents[1]
+    if not (root / "setup.py").is_file() or not (root / "csrc").is_dir():
+        pytest.skip("not a source checkout")
+    src = tmp_path / "src"
+    shutil.copytree(root, src, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.so", "*.egg-info",
+                                                             "__pycache__", ".venv", "runs", ".benchmarks"))
+    env = dict(os.environ, FASTGAN_CUDA="0")
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")], cwd=src, env=env,
+                   check=True, capture_output=True)
+    (sdist,) = (tmp_path / "dist").glob("fastgan-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        packed = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    needed = [p.relative_to(root).as_posix() for p in (root / "csrc").rglob("*") if p.is_file()]
+    needed += ["tests/op_testing.py", "tests/test_adam.py", "fastgan/data/mnist_5k.csv.gz", "README.md"]
+    assert needed and not [n for n in needed if n not in packed]
