@@ -225,6 +225,8 @@ def test_opcheck(device):
     lib = torch.ops.fastgan
     for reduction in REDUCTIONS:
         torch.library.opcheck(lib.bce_with_logits.default, (x, t, 0.0, w, pw, reduction))
+        t_grad = t.clone().requires_grad_()   # the target's gradient too (a 1/numel for the mean)
+        torch.library.opcheck(lib.bce_with_logits.default, (x, t_grad, 0.0, w, pw, reduction))
         torch.library.opcheck(lib.bce_with_logits.default, (x, None, 0.9, None, None, reduction))
         g = torch.randn(6, 3, device=device) if reduction == "none" else torch.tensor(1.5, device=device)
         torch.library.opcheck(lib.bce_with_logits_backward.default,
@@ -258,6 +260,22 @@ def test_torch_compile_fullgraph(device):
     (gw_e,) = torch.autograd.grad(loss_e, w)
     torch.testing.assert_close(loss, loss_e)
     torch.testing.assert_close(gw, gw_e)
+
+
+@requires_kernels
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_torch_compile_dynamic_shapes_with_a_target_gradient(reduction):
+    # the mean's 1/numel in the target's gradient is symbolic under dynamic shapes (numel() raised)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, t: ops.bce_with_logits(x, t, reduction=reduction).sum(), fullgraph=True,
+                             dynamic=True, backend="aot_eager")
+    for n in (8, 16):
+        x = torch.randn(n, 1, requires_grad=True)
+        t = torch.rand(n, 1, requires_grad=True)
+        gx, gt = torch.autograd.grad(compiled(x, t), (x, t))
+        ex, et = torch.autograd.grad(F.binary_cross_entropy_with_logits(x, t, reduction=reduction).sum(), (x, t))
+        torch.testing.assert_close(gx, ex)
+        torch.testing.assert_close(gt, et)
 
 
 # Bad input: the compiled kernels and the reference fallback say the same thing.

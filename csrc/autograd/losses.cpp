@@ -124,16 +124,20 @@ struct Term {
   }
 };
 
-double mean_scale(losses::Reduction r, const at::Tensor& x) {
-  return r == losses::Reduction::Mean ? 1.0 / double(x.numel()) : 1.0;
+// t / x.numel() for a mean (t itself otherwise). The count stays a SymInt, so that these
+// formulas trace under torch.compile with dynamic shapes, where numel() is symbolic.
+at::Tensor mean_scaled(const at::Tensor& t, losses::Reduction r, const at::Tensor& x) {
+  return r == losses::Reduction::Mean ? t / c10::Scalar(x.sym_numel()) : t;
 }
 
-// d(loss gradient)/d(grad) contracted with gg: gg * dloss elementwise, or its (scaled) sum
-// shaped and typed like grad.
+constexpr auto kMean = losses::Reduction::Mean;  // the GAN losses are means
+
+// d(loss gradient)/d(grad) contracted with gg: gg * dloss elementwise, or its (mean-scaled)
+// sum shaped and typed like grad.
 at::Tensor grad_of_grad(const at::Tensor& gg, const at::Tensor& dloss, const at::Tensor& grad,
-                        bool elementwise, double scale) {
-  if (elementwise) return gg * dloss;
-  return (at::sum(gg * dloss, grad.scalar_type()) * scale).reshape(grad.sizes());
+                        losses::Reduction r, const at::Tensor& x) {
+  if (r == losses::Reduction::None) return gg * dloss;
+  return mean_scaled(at::sum(gg * dloss, grad.scalar_type()), r, x).reshape_symint(grad.sym_sizes());
 }
 
 // (grad, logits, target, ...) -> dloss/dlogits
@@ -158,12 +162,9 @@ struct BceBackward : public torch::autograd::Function<BceBackward> {
     const at::Tensor& gg = ggs[0];
     at::Tensor d_grad, d_x, d_t;
     if (gg.defined()) {
-      const double scale = mean_scale(r, term.x);
       const at::Tensor sn = at::sigmoid(-term.x);
-      const at::Tensor G = r == losses::Reduction::None ? gg * grad : gg * (grad * scale);
-      if (ctx->needs_input_grad(0)) {
-        d_grad = grad_of_grad(gg, term.dloss(sn), grad, r == losses::Reduction::None, scale);
-      }
+      const at::Tensor G = gg * mean_scaled(grad, r, term.x);
+      if (ctx->needs_input_grad(0)) d_grad = grad_of_grad(gg, term.dloss(sn), grad, r, term.x);
       if (ctx->needs_input_grad(1)) d_x = G * term.d2loss(sn);
       if (term.t.defined() && ctx->needs_input_grad(2)) d_t = term.times_d2loss_dt(G, sn);
     }
@@ -198,7 +199,7 @@ struct Bce : public torch::autograd::Function<Bce> {
     if (ctx->needs_input_grad(0)) d_x = BceBackward::apply(grads[0], x, opt(t), tv, opt(w), opt(pw), reduction);
     if (t.defined() && ctx->needs_input_grad(1)) {
       const auto r = parse_reduction("bce_with_logits", reduction);
-      const at::Tensor G = r == losses::Reduction::None ? grads[0] : grads[0] * mean_scale(r, x);
+      const at::Tensor G = mean_scaled(grads[0], r, x);
       d_t = G * Term{x, t, w, pw, tv}.dloss_dt();
     }
     return {d_x, d_t, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
@@ -225,13 +226,14 @@ struct GanDBackward : public torch::autograd::Function<GanDBackward> {
     at::Tensor out[3];
     for (int k = 0; k < 2; ++k) {
       if (!ggs[k].defined()) continue;
-      const double scale = 1.0 / double(terms[k].x.numel());
       const at::Tensor sn = at::sigmoid(-terms[k].x);
       if (ctx->needs_input_grad(0)) {
-        const at::Tensor d = grad_of_grad(ggs[k], terms[k].dloss(sn), grad, false, scale);
+        const at::Tensor d = grad_of_grad(ggs[k], terms[k].dloss(sn), grad, kMean, terms[k].x);
         out[0] = out[0].defined() ? out[0] + d : d;
       }
-      if (ctx->needs_input_grad(1 + k)) out[1 + k] = ggs[k] * (grad * scale) * terms[k].d2loss(sn);
+      if (ctx->needs_input_grad(1 + k)) {
+        out[1 + k] = ggs[k] * mean_scaled(grad, kMean, terms[k].x) * terms[k].d2loss(sn);
+      }
     }
     return {out[0], out[1], out[2], at::Tensor(), at::Tensor()};
   }
@@ -273,10 +275,9 @@ struct GanGBackward : public torch::autograd::Function<GanGBackward> {
     const Term term{saved[1], {}, {}, {}, ctx->saved_data["rl"].toDouble()};
     at::Tensor d_grad, d_x;
     if (ggs[0].defined()) {
-      const double scale = 1.0 / double(term.x.numel());
       const at::Tensor sn = at::sigmoid(-term.x);
-      if (ctx->needs_input_grad(0)) d_grad = grad_of_grad(ggs[0], term.dloss(sn), grad, false, scale);
-      if (ctx->needs_input_grad(1)) d_x = ggs[0] * (grad * scale) * term.d2loss(sn);
+      if (ctx->needs_input_grad(0)) d_grad = grad_of_grad(ggs[0], term.dloss(sn), grad, kMean, term.x);
+      if (ctx->needs_input_grad(1)) d_x = ggs[0] * mean_scaled(grad, kMean, term.x) * term.d2loss(sn);
     }
     return {d_grad, d_x, at::Tensor()};
   }
