@@ -169,6 +169,8 @@ inline void check_batch_norm_args(const at::Tensor& x, const std::optional<at::T
                     x.sizes());
   check_number(op, "momentum", momentum, -INFINITY, false);
   check_number(op, "eps", eps, 0.0, false);
+  TORCH_CHECK_VALUE(!training || eps > 0, op, ": eps must be > 0 when training (a constant channel's ",
+                    "variance is 0), got ", eps);
   if (negative_slope.has_value()) check_number(op, "negative_slope", *negative_slope, -INFINITY, false);
 }
 

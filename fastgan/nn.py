@@ -1,4 +1,6 @@
 """Drop-in modules on fastgan's fused ops."""
+import inspect
+
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -39,12 +41,20 @@ class FusedLeakyReLU(nn.Module):
         return f"{self.num_features}, negative_slope={self.negative_slope}, scale={self.scale}"
 
 
+_TORCH_BN_HAS_BIAS = "bias" in inspect.signature(_BatchNorm.__init__).parameters
+
+
 class _FusedBatchNorm(_BatchNorm):
     """torch's _BatchNorm (same parameters, buffers and state_dict) running fastgan's op."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, negative_slope=None, device=None, dtype=None):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+                 track_running_stats=True, negative_slope=None, device=None, dtype=None, *, bias=True):
+        # bias=False: a weight but no bias (torch's keyword since it added it; before, the same
+        # module and state_dict made here)
+        kw = {} if bias or not _TORCH_BN_HAS_BIAS else dict(bias=False)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, **kw)
+        if not bias and self.bias is not None:
+            self.register_parameter("bias", None)
         self.negative_slope = None if negative_slope is None else float(negative_slope)
 
     def forward(self, x):

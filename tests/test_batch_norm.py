@@ -1,6 +1,7 @@
 """batch_norm (+ LeakyReLU): parity with torch.nn.functional.batch_norm (+ leaky_relu) forward,
 backward and running stats, every dtype and layout; the large-mean case; gradients to second
 order; opcheck; torch.compile; bad input; the BatchNorm1d/2d modules."""
+import inspect
 import math
 
 import pytest
@@ -364,6 +365,9 @@ def test_one_value_per_channel_in_training_raises_like_torch(path):
     # eval mode with one value per channel is fine, as in torch
     y = ops.batch_norm(x, None, None, torch.zeros(4), torch.ones(4), False)
     torch.testing.assert_close(y, F.batch_norm(x, torch.zeros(4), torch.ones(4), training=False))
+    # and so is eps=0 in eval mode (the running variance is the user's), as in torch
+    y = ops.batch_norm(x, None, None, torch.zeros(4), torch.ones(4), False, eps=0.0)
+    torch.testing.assert_close(y, F.batch_norm(x, torch.zeros(4), torch.ones(4), training=False, eps=0.0))
 
 
 @pytest.mark.parametrize("kwargs,match,exc", [
@@ -379,6 +383,7 @@ def test_one_value_per_channel_in_training_raises_like_torch(path):
     (dict(running_mean=torch.zeros(4), running_var=None), "both be None or neither", ValueError),
     (dict(training=False), "running_mean and running_var must be given when training is False", ValueError),
     (dict(eps=-1.0), "eps must be >= 0", ValueError),
+    (dict(eps=0.0), "eps must be > 0 when training", ValueError),   # torch: "eps must be positive"
     (dict(momentum=float("nan")), "momentum must be finite", ValueError),
     (dict(negative_slope=float("inf")), "negative_slope must be finite", ValueError),
 ])
@@ -499,6 +504,23 @@ def test_num_batches_tracked_counts_in_the_kernel(device, layout, shape):
 def test_num_batches_tracked_bad_arguments(bad, match, exc):
     with pytest.raises(exc, match=match):
         ops.batch_norm(torch.randn(4, 3), None, None, None, None, True, 0.1, 1e-5, None, bad)
+
+
+def test_module_with_weight_but_no_bias_like_torch():
+    torch.manual_seed(15)
+    mine = fastgan.nn.BatchNorm2d(4, bias=False)   # torch.nn.BatchNorm2d's keyword
+    assert mine.bias is None and mine.weight is not None and "bias" not in mine.state_dict()
+    with torch.no_grad():
+        mine.weight.uniform_(0.5, 1.5)
+    x = torch.randn(6, 4, 3, 3)
+    rm, rv = torch.zeros(4), torch.ones(4)
+    expected = F.batch_norm(x, rm, rv, mine.weight, None, True, 0.1)
+    torch.testing.assert_close(mine(x), expected)
+    torch.testing.assert_close(mine.running_var, rv)
+    if "bias" in inspect.signature(torch.nn.BatchNorm2d.__init__).parameters:
+        theirs = torch.nn.BatchNorm2d(4, bias=False)
+        theirs.load_state_dict(mine.state_dict())   # strict, both ways
+        mine.load_state_dict(theirs.state_dict())
 
 
 def test_module_state_dict_round_trip_both_ways():

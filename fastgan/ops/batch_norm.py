@@ -51,6 +51,8 @@ def check_args(x, weight, bias, running_mean, running_var, training, momentum, e
                          f"{list(x.shape)}")
     _checks.number(OP, "momentum", momentum)
     _checks.number(OP, "eps", eps, minimum=0.0)
+    if training and eps <= 0:
+        raise ValueError(f"{OP}: eps must be > 0 when training (a constant channel's variance is 0), got {eps}")
     if negative_slope is not None:
         _checks.number(OP, "negative_slope", negative_slope)
 
