@@ -85,6 +85,15 @@ def test_truncated_header(tmp_path):
         read_idx(path, ndim=3)
 
 
+def test_huge_header_dimensions_are_a_dataset_error(tmp_path):
+    # 2^22 * 2^22 * 2^20 = 2^64 bytes: a product in int64 wraps to 0 and the checks passed
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 3]) + np.asarray([1 << 22, 1 << 22, 1 << 20], ">u4").tobytes())
+    with pytest.raises(DatasetError, match="truncated IDX file") as err:
+        read_idx(path, ndim=3)
+    assert str(path) in str(err.value)
+
+
 def test_wrong_magic(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(b"PK\x03\x04" + bytes(100))

@@ -5,6 +5,7 @@ big-endian uint32 per dimension, then the data. Everything is checked; a bad fil
 DatasetError naming the file.
 """
 import gzip
+import math
 import os
 import zlib
 
@@ -55,7 +56,7 @@ def read_idx(path, ndim=None):
     if len(data) < header:
         raise DatasetError(f"{path}: truncated IDX header ({len(data)} bytes, need {header})")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=dims, offset=4))
-    size = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    size = math.prod(shape)   # Python ints: np.prod in int64 wraps for huge (corrupt) headers
     if len(data) - header < size:
         raise DatasetError(f"{path}: truncated IDX file: header says {shape} = {size} bytes of data, "
                            f"found {len(data) - header}")
