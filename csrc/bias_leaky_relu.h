@@ -3,6 +3,8 @@
 // the same formula lane by lane), so the CPU tests exercise the GPU's formulas.
 #pragma once
 
+#include <limits>
+
 #include "common.h"
 
 namespace fastgan {
@@ -14,13 +16,27 @@ FASTGAN_HD T gain(T v, T pos_gain, T neg_gain) {
   return v > T(0) ? pos_gain : neg_gain;
 }
 
-template <typename T>
-FASTGAN_HD T forward(T v, T pos_gain, T neg_gain) {
-  return v * gain(v, pos_gain, neg_gain);
+// The smallest positive value of the output type out_t, in T. A positive v is stored as at
+// least this: v * scale of a tiny v would otherwise round to 0 in half precision (or underflow
+// in float32 with scale < 1), and the backward, which reads the mask from y, would take the
+// slope where torch takes 1. Moving such an output up to the first subnormal is within out_t's
+// rounding.
+template <typename out_t, typename T>
+FASTGAN_HD T tiny() {
+  return T(std::numeric_limits<out_t>::denorm_min());
 }
 
-// dL/dv from dL/dy and the saved output y: with scale > 0 and slope >= 0, y > 0 exactly
-// where v > 0, so y carries the mask (v == 0 takes the slope, as torch's leaky_relu does).
+// y stored as out_t (scalar_t; its acc type T computes it).
+template <typename out_t, typename T>
+FASTGAN_HD T forward(T v, T pos_gain, T neg_gain) {
+  if (!(v > T(0))) return v * neg_gain;
+  const T y = v * pos_gain;
+  return y < tiny<out_t, T>() ? tiny<out_t, T>() : y;
+}
+
+// dL/dv from dL/dy and the saved output y: with scale > 0, slope >= 0 and forward's floor,
+// y > 0 exactly where v > 0, so y carries the mask (v == 0 takes the slope, as torch's
+// leaky_relu does).
 template <typename T>
 FASTGAN_HD T backward(T g, T y, T pos_gain, T neg_gain) {
   return g * gain(y, pos_gain, neg_gain);

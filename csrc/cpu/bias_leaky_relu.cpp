@@ -25,8 +25,11 @@ void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeom
   using acc = typename IO::acc;
   using Vec = typename IO::Vec;
   const acc pos = acc(scale), neg = acc(slope * scale);
-  const Vec vpos(pos), vneg(neg);
+  const Vec vpos(pos), vneg(neg), vtiny(bias_act::tiny<scalar_t, acc>());
   auto bias_at = [&](int64_t c) { return b ? acc(b[c]) : acc(0); };
+  auto act = [&](const Vec& v) {  // bias_act::forward, lane by lane
+    return select_pos(v, at::vec::maximum(v * vpos, vtiny), v * vneg);
+  };
 
   if (g.inner == 1) {  // rows of C channels: the bias varies along the row
     const int64_t C = g.channels;
@@ -39,9 +42,9 @@ void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeom
         for (; c + IO::size <= C; c += IO::size) {
           Vec v = IO::load(xr + c);
           if (b) v = v + cpu::VecIO<bias_t>::load(b + c);  // the same Vec type: checked by the caller
-          IO::store(yr + c, v * select_pos(v, vpos, vneg));
+          IO::store(yr + c, act(v));
         }
-        for (; c < C; ++c) yr[c] = bias_act::forward(acc(xr[c]) + bias_at(c), pos, neg);
+        for (; c < C; ++c) yr[c] = bias_act::forward<scalar_t>(acc(xr[c]) + bias_at(c), pos, neg);
       }
     });
     return;
@@ -58,9 +61,9 @@ void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeom
       int64_t j = 0;
       for (; j + IO::size <= inner; j += IO::size) {
         const Vec v = IO::load(xk + j) + vb;
-        IO::store(yk + j, v * select_pos(v, vpos, vneg));
+        IO::store(yk + j, act(v));
       }
-      for (; j < inner; ++j) yk[j] = bias_act::forward(acc(xk[j]) + bk, pos, neg);
+      for (; j < inner; ++j) yk[j] = bias_act::forward<scalar_t>(acc(xk[j]) + bk, pos, neg);
     }
   });
 }

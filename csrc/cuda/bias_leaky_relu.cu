@@ -34,12 +34,12 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x, const bias_t* __r
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
         const acc t = acc(in.v[k]) + (b ? acc(b[c0 + k]) : acc(0));
-        out.v[k] = scalar_t(bias_act::forward(t, pos, neg));
+        out.v[k] = scalar_t(bias_act::forward<scalar_t>(t, pos, neg));
       }
     } else {
       const acc bc = b ? acc(b[(i / inner) % C]) : acc(0);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) out.v[k] = scalar_t(bias_act::forward(acc(in.v[k]) + bc, pos, neg));
+      for (int k = 0; k < VEC; ++k) out.v[k] = scalar_t(bias_act::forward<scalar_t>(acc(in.v[k]) + bc, pos, neg));
     }
     reinterpret_cast<V*>(y)[v] = out;
   }
