@@ -178,8 +178,8 @@ def cmd_sample(args):
 def cmd_eval(args):
     import dataclasses
     import json
-    import os
 
+    from fastgan._files import atomic_write
     from fastgan.metrics import ClassifierSettings, evaluate
 
     settings = ClassifierSettings()
@@ -197,15 +197,8 @@ def cmd_eval(args):
     if m["label_accuracy"] is not None:
         print(f"label_accuracy   {100 * m['label_accuracy']:.2f}%")
     if args.json:
-        from fastgan.train.images import atomic_path
-        tmp = atomic_path(args.json)
-        try:
-            with open(tmp, "w") as f:
-                json.dump(m, f, indent=2)
-            os.replace(tmp, args.json)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_write(args.json, "w") as f:
+            json.dump(m, f, indent=2)
     return 0
 
 

@@ -85,6 +85,16 @@ def test_truncated_header(tmp_path):
         read_idx(path, ndim=3)
 
 
+def test_write_idx_takes_only_bytes(tmp_path):
+    path = tmp_path / "train-labels-idx1-ubyte"
+    for bad in (np.array([1, 300, 2]), np.array([-1, 2]), np.array([0.7, 0.2])):
+        with pytest.raises(ValueError, match="array must hold integers 0-255"):
+            write_idx(path, bad)
+        assert not os.listdir(tmp_path)   # nothing written, not even a temporary
+    write_idx(path, np.array([0, 9, 255], dtype=np.int64))
+    assert read_idx(path, ndim=1).tolist() == [0, 9, 255]
+
+
 def test_huge_header_dimensions_are_a_dataset_error(tmp_path):
     # 2^22 * 2^22 * 2^20 = 2^64 bytes: a product in int64 wraps to 0 and the checks passed
     path = tmp_path / "train-images-idx3-ubyte"

@@ -104,6 +104,18 @@ def test_checkpoint_round_trip(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
 
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    from fastgan._files import atomic_write
+    path = tmp_path / "result.json"
+    with atomic_write(path, "w") as f:
+        f.write("first")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_write(path, "w") as f:
+            f.write("half of the sec")
+            raise RuntimeError("disk full")
+    assert path.read_text() == "first" and os.listdir(tmp_path) == ["result.json"]
+
+
 def test_bad_checkpoints(tmp_path):
     Trainer(small(tmp_path / "run", steps=3)).fit()
     good = (tmp_path / "run" / "checkpoint.pt").read_bytes()

@@ -1,12 +1,13 @@
 """Timing that can be trusted: warm-up first, then the median of repeated timed windows;
 CUDA events on the GPU (no host clock around asynchronous work)."""
 import json
-import os
 import platform
 import statistics
 import time
 
 import torch
+
+from fastgan._files import atomic_write
 
 
 def time_call(fn, device, warmup=10, iters=50, reps=7):
@@ -85,10 +86,8 @@ def from_json(args, markdown):
 
 
 def _write_atomic(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_write(path, "w") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def report(result, markdown, json_path=None, markdown_path=None):

@@ -11,6 +11,8 @@ import zlib
 
 import numpy as np
 
+from fastgan._files import atomic_write
+
 
 class DatasetError(ValueError):
     """A dataset that cannot be used: missing, truncated, corrupt or of the wrong kind."""
@@ -67,14 +69,19 @@ def read_idx(path, ndim=None):
 
 
 def write_idx(path, array):
-    """Writes a uint8 array as an IDX file (gzip-compressed when path ends in .gz)."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
-    payload = header + array.tobytes()
+    """Writes an array of integers 0-255 as a uint8 IDX file (gzip-compressed when path ends in
+    .gz), atomically."""
+    a = np.asarray(array)
+    if a.dtype != np.uint8 and (a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer)
+                                or (a.size and (a.min() < 0 or a.max() > 255))):
+        raise ValueError(f"write_idx: array must hold integers 0-255 (IDX type uint8), got {a.dtype}"
+                         + (f" values {a.min()}..{a.max()}" if a.size and np.issubdtype(a.dtype, np.number) else ""))
+    a = np.ascontiguousarray(a, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, a.ndim]) + np.asarray(a.shape, dtype=">u4").tobytes()
+    payload = header + a.tobytes()
     path = os.fspath(path)
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(payload)
+    with atomic_write(path) as f:
+        f.write(gzip.compress(payload) if path.endswith(".gz") else payload)
 
 
 def read_images_labels(images_path, labels_path):

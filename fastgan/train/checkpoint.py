@@ -8,8 +8,8 @@ import os
 
 import torch
 
+from fastgan._files import atomic_write
 from fastgan.train.config import CheckpointError, TrainConfig
-from fastgan.train.images import atomic_path
 
 FORMAT = "fastgan-checkpoint"
 VERSION = 1
@@ -18,13 +18,8 @@ VERSION = 1
 def atomic_torch_save(obj, path):
     """torch.save to a temporary name beside path, then rename: a reader never sees half a file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = atomic_path(path)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
     return path
 
 

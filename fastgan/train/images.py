@@ -3,21 +3,11 @@
 PNGs are written with matplotlib's Agg canvas (no pyplot state, no display needed).
 """
 import csv
-import os
 
 import numpy as np
 import torch
 
-
-def atomic_path(path):
-    """A temporary name beside `path`, for write-then-rename."""
-    d, base = os.path.split(os.path.abspath(path))
-    return os.path.join(d, f".{base}.tmp{os.getpid()}")
-
-
-def _finish(tmp, path):
-    os.replace(tmp, path)
-    return path
+from fastgan._files import atomic_write
 
 
 def make_grid(images, ncol=8, pad=2, scale=1):
@@ -39,13 +29,8 @@ def save_grid(images, path, ncol=8, scale=2):
     from matplotlib import image as mpimg
 
     grid = make_grid(images, ncol, scale=scale)
-    tmp = atomic_path(path)
-    try:
-        mpimg.imsave(tmp, grid, cmap="gray", vmin=0.0, vmax=1.0, format="png")
-        _finish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as f:
+        mpimg.imsave(f, grid, cmap="gray", vmin=0.0, vmax=1.0, format="png")
     return grid
 
 
@@ -56,21 +41,15 @@ def write_history(history, path, steps_per_epoch, evals=()):
     """history: (steps, 2) tensor of (d_loss, g_loss) per step -> CSV step,epoch,d_loss,g_loss;
     with evals (Trainer.evals), also the EVAL_COLUMNS, filled on the evaluated steps."""
     by_step = {e["step"]: e for e in evals}
-    tmp = atomic_path(path)
-    try:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["step", "epoch", "d_loss", "g_loss"] + (list(EVAL_COLUMNS) if evals else []))
-            for i, (d, g) in enumerate(history.tolist(), 1):
-                row = [i, (i - 1) // steps_per_epoch + 1, f"{d:.6g}", f"{g:.6g}"]
-                if evals:
-                    e = by_step.get(i, {})
-                    row += ["" if e.get(c) is None else f"{e[c]:.6g}" for c in EVAL_COLUMNS]
-                w.writerow(row)
-        _finish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "epoch", "d_loss", "g_loss"] + (list(EVAL_COLUMNS) if evals else []))
+        for i, (d, g) in enumerate(history.tolist(), 1):
+            row = [i, (i - 1) // steps_per_epoch + 1, f"{d:.6g}", f"{g:.6g}"]
+            if evals:
+                e = by_step.get(i, {})
+                row += ["" if e.get(c) is None else f"{e[c]:.6g}" for c in EVAL_COLUMNS]
+            w.writerow(row)
 
 
 def read_history(path):
@@ -116,10 +95,5 @@ def plot_losses(history, path, steps_per_epoch, title="", evals=()):
 
 def save_figure(fig, path):
     """Writes a matplotlib Figure (with an Agg canvas) as a PNG, atomically."""
-    tmp = atomic_path(path)
-    try:
-        fig.savefig(tmp, format="png")
-        _finish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")

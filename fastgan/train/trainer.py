@@ -17,11 +17,12 @@ import time
 import torch
 
 from fastgan import ops
+from fastgan._files import atomic_write
 from fastgan.data import DeviceLoader, load_dataset
 from fastgan.models import CONDITIONAL, ModelError, build
 from fastgan.train.checkpoint import load_checkpoint, save_checkpoint
 from fastgan.train.config import DEFAULT_EPOCHS, CheckpointError, ConfigError, TrainConfig
-from fastgan.train.images import atomic_path, make_grid, plot_losses, save_grid, write_history
+from fastgan.train.images import make_grid, plot_losses, save_grid, write_history
 from fastgan.train.step import DeviceBatches, build_step, make_optimizers, to_layout
 
 CHECKPOINT = "checkpoint.pt"
@@ -301,10 +302,8 @@ class Trainer:
 
         cfg = self.cfg
         os.makedirs(cfg.out, exist_ok=True)
-        tmp = atomic_path(os.path.join(cfg.out, "config.json"))
-        with open(tmp, "w") as f:
+        with atomic_write(os.path.join(cfg.out, "config.json"), "w") as f:
             f.write(cfg.to_json())
-        os.replace(tmp, os.path.join(cfg.out, "config.json"))
         if self.step >= self.total_steps:
             self._print(f"nothing to do: {cfg.out} is at step {self.step} of {self.total_steps}")
             return self.history
