@@ -158,6 +158,39 @@ def test_resume_is_exact(tmp_path):
     assert torch.equal(straight.samples(), resumed.samples())
 
 
+def test_checkpoints_between_loss_syncs_hold_every_steps_losses(tmp_path, monkeypatch):
+    # log_every 7, checkpoint_every 5: the step-5 and step-10 checkpoints fall between syncs
+    saved, save = [], Trainer.save
+
+    def recording_save(self):
+        save(self)
+        saved.append((self.step, len(load_checkpoint(self.checkpoint_path)["history"])))
+
+    monkeypatch.setattr(Trainer, "save", recording_save)
+    straight = Trainer(small(tmp_path / "a", steps=12, checkpoint_every=5))
+    straight.fit()
+    assert saved[:2] == [(5, 5), (10, 10)]
+    # resuming from the step-10 checkpoint continues the history where it stopped
+    ckpt = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    first = Trainer(small(tmp_path / "b", steps=10, checkpoint_every=5))
+    first.fit()
+    resumed = Trainer(small(tmp_path / "b", steps=12, checkpoint_every=5), resume=True, explicit={"steps"})
+    resumed.fit()
+    assert torch.equal(resumed.history, straight.history) and len(ckpt["history"]) == 12
+
+
+def test_resuming_a_checkpoint_with_missing_losses_keeps_the_step_numbers(tmp_path):
+    Trainer(small(tmp_path, steps=6)).fit()
+    path = tmp_path / "checkpoint.pt"
+    state = load_checkpoint(path)
+    state = dict(state, config=state["config"].to_dict(), history=state["history"][:4])  # as fastgan 0.1.0 could
+    save_checkpoint(state, path)
+    t = Trainer(small(tmp_path, steps=8), resume=True, explicit={"steps"})
+    assert t.history.shape == (6, 2) and torch.isnan(t.history[4:]).all() and not torch.isnan(t.history[:4]).any()
+    t.fit()
+    assert t.history.shape == (8, 2) and not torch.isnan(t.history[6:]).any()
+
+
 def test_resume_extends_epochs(tmp_path):
     Trainer(small(tmp_path, epochs=1)).fit()
     t = Trainer(small(tmp_path, epochs=2), resume=True, explicit={"epochs"})

@@ -244,7 +244,11 @@ class Trainer:
             raise CheckpointError(f"{self.checkpoint_path} does not fit model {self.cfg.model}: "
                                   f"{str(exc).splitlines()[0]}") from None
         self.step = int(ckpt["step"])
-        self.history = ckpt["history"].to(torch.float64)[: self.step]
+        history = ckpt["history"].to(torch.float64)[: self.step]
+        if len(history) < self.step:  # written by fastgan <= 0.1.0 between loss syncs: unknown losses
+            history = torch.cat([history, torch.full((self.step - len(history), 2), math.nan,
+                                                     dtype=torch.float64)])
+        self.history = history
         self.train_seconds = float(ckpt.get("train_seconds", 0.0))
         self.evals = [dict(e) for e in ckpt.get("evals", []) if e["step"] <= self.step]
         rng = ckpt["rng"]
@@ -341,7 +345,9 @@ class Trainer:
                     steps_since += 1
                     last = self.step == self.total_steps
                     end_of_epoch = i == self.steps_per_epoch - 1
-                    if self.step % cfg.log_every == 0 or end_of_epoch or last:
+                    checkpoint = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
+                    # a checkpoint holds every step's losses so far: sync before one is written
+                    if self.step % cfg.log_every == 0 or end_of_epoch or last or checkpoint:
                         values = torch.stack(pending).to("cpu", torch.float64)  # the one sync
                         self.history = torch.cat([self.history, values])
                         pending.clear()
@@ -358,7 +364,6 @@ class Trainer:
                     if end_of_epoch:
                         self.epoch_rng = self.loader.generator.get_state()
                     evaluate = cfg.eval_every and (self.step % cfg.eval_every == 0 or last)
-                    checkpoint = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
                     if evaluate or end_of_epoch or last or checkpoint:
                         self._stop_clock(t_run)  # outputs and evaluations are not training time
                         if evaluate:
