@@ -103,6 +103,15 @@ def test_inception_score_and_entropy():
     assert metrics.class_histogram(torch.tensor([1, 1, 9])) == [0, 2, 0, 0, 0, 0, 0, 0, 0, 1]
 
 
+def test_getting_the_classifier_leaves_the_global_random_stream_alone(tmp_path, data):
+    # fastgan train --eval-every sets it up mid-run: a draw from torch's global generator would
+    # change the training's dropout masks depending on whether the classifier was cached
+    for cached in (False, True):
+        before = torch.get_rng_state()
+        _, info = metrics.get_classifier("mnist-5k", cache=tmp_path, settings=TINY_CLF, data=data)
+        assert info["cached"] == cached and torch.equal(torch.get_rng_state(), before)
+
+
 def test_classifier_cache_hit_and_miss(tiny, data):
     model, info, cache = tiny
     assert not info["cached"] and os.path.isfile(info["path"])

@@ -177,7 +177,8 @@ def _load_cached(path, settings, data_sha):
             raise ValueError("not a fastgan classifier cache file")
         if state.get("data_sha256") != data_sha or state.get("settings") != dataclasses.asdict(settings):
             raise ValueError("it was written for other data or settings")
-        model = LeNet(settings.channels, settings.features)
+        with torch.random.fork_rng(devices=[]):   # its initial weights are overwritten: leave the
+            model = LeNet(settings.channels, settings.features)   # caller's random stream alone
         model.load_state_dict(state["state_dict"])
         float(state["test_accuracy"])
     except Exception as exc:  # torch raises many kinds for a damaged file
