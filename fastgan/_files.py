@@ -11,9 +11,32 @@ def temp_path(path):
     return os.path.join(d, f".{base}.tmp{os.getpid()}")
 
 
+def output_problem(path, folder=False):
+    """Why `path` cannot be written as a file (folder=False) or used as an output folder, or None.
+    Checked before the work that produces it, so that a long run does not fail at its end."""
+    path = os.fspath(path)
+    if not path:
+        return "is empty"
+    if folder:
+        if os.path.exists(path) and not os.path.isdir(path):
+            return f"{path} is a file, not a folder"
+    elif os.path.isdir(path):
+        return f"{path} is a folder, not a file"
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):  # missing folders are made; the first existing one must be one
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{path}: {parent} is a file, not a folder"
+    return None
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="wb", **open_kwargs):
-    """with atomic_write(path, "w") as f: ... -- path appears, complete, only if the block succeeds."""
+    """with atomic_write(path, "w") as f: ... -- path appears, complete, only if the block succeeds.
+    Missing parent folders are made."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(21, "is a folder, not a file", os.fspath(path))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = temp_path(path)
     try:
         with open(tmp, mode, **open_kwargs) as f:

@@ -38,6 +38,32 @@ def _positive_int(text):
     return value
 
 
+def _seed(text):
+    from fastgan.train.config import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
+def _output(suffix=None, folder=False):
+    """An argparse type for a path fastgan will write: checked before the work that fills it."""
+    def check(text):
+        from fastgan._files import output_problem
+
+        if suffix and not text.lower().endswith(suffix):
+            raise argparse.ArgumentTypeError(f"must be a {suffix} file name, got {text!r}")
+        problem = output_problem(text, folder=folder)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return text
+    return check
+
+
 def build_parser():
     from fastgan.data import DATASETS
     from fastgan.models import MODELS
@@ -78,7 +104,7 @@ def build_parser():
     t.add_argument("--backend", choices=["fastgan", "torch"], default=S,
                    help="fastgan's fused ops (default) or plain torch.nn layers")
     t.add_argument("--device", default=S, help="auto (default), cpu, cuda or cuda:N")
-    t.add_argument("--seed", type=int, default=S, help="random seed (default 0)")
+    t.add_argument("--seed", type=_seed, default=S, help="random seed (default 0)")
     t.add_argument("--out", default=S, help="run folder (default: runs/MODEL-DATASET)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--checkpoint-every", type=int, default=S,
@@ -108,8 +134,8 @@ def build_parser():
     s.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
     s.add_argument("--n", type=_positive_int, default=64, help="number of images (default 64)")
     s.add_argument("--label", type=int, default=None, help="digit 0-9 (conditional models)")
-    s.add_argument("--out", default="samples.png", help="PNG to write (default samples.png)")
-    s.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    s.add_argument("--out", type=_output(".png"), default="samples.png", help="PNG to write (default samples.png)")
+    s.add_argument("--seed", type=_seed, default=0, help="noise seed (default 0)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
 
     e = sub.add_parser("eval", help="measure sample quality: classifier FID, IS, class entropy",
@@ -121,12 +147,12 @@ def build_parser():
     e.add_argument("--n", type=int, default=10000, help="generated images (default 10000, at least 2)")
     e.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     e.add_argument("--data-dir", default=None, help="IDX files of mnist / fashion-mnist (default: the run's)")
-    e.add_argument("--cache-dir", default=None,
+    e.add_argument("--cache-dir", type=_output(folder=True), default=None,
                    help="classifier cache (default $FASTGAN_CACHE or ~/.cache/fastgan)")
-    e.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    e.add_argument("--seed", type=_seed, default=0, help="noise seed (default 0)")
     e.add_argument("--classifier-epochs", type=_positive_int, default=None,
                    help="classifier training epochs (default 8)")
-    e.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    e.add_argument("--json", type=_output(), default=None, help="also write the metrics to this JSON file")
 
     sub.add_parser("info", help="what this fastgan installation was built with")
 
@@ -136,8 +162,11 @@ def build_parser():
                                    "fastgan bench quality [...]: classifier FID against training "
                                    "time, the tutorial's recipe vs fastgan. "
                                    "`fastgan bench ops --help` lists their options.")
-    b.add_argument("what", choices=["ops", "train", "quality"], help="ops, train or quality")
+    # `what` optional to argparse only so that a bare `fastgan bench` names it alone (REMAINDER
+    # positionals are always listed as missing); main() requires it
+    b.add_argument("what", nargs="?", choices=["ops", "train", "quality"], help="ops, train or quality")
     b.add_argument("options", nargs=argparse.REMAINDER, help="options of that benchmark")
+    parser.bench_parser = b
     return parser
 
 
@@ -219,6 +248,8 @@ def cmd_info(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "bench" and args.what is None:
+        parser.bench_parser.error("choose a benchmark: ops, train or quality")
     from fastgan.data import DatasetError
     from fastgan.models import ModelError
     from fastgan.train import CheckpointError, ConfigError

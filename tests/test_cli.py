@@ -155,9 +155,32 @@ def test_conditional_sample_label(tmp_path):
     (["--epochs", "2", "--steps", "3"], ["not allowed with argument"]),
     (["--lr", "-1"], ["--lr must be a positive number"]),
     (["--dropout", "1.5"], ["--dropout must be in [0, 1)"]),
+    (["--seed", "99999999999999999999"], ["--seed", "must be from 0 to"]),
+    (["--model", "mlp-bn", "--batch-size", "1"], ["--batch-size must be at least 2 for mlp-bn"]),
+    (["--data-dir", "/tmp"], ["--data-dir /tmp: mnist-5k is embedded"]),
 ])
 def test_train_bad_input(args, fragments, tmp_path):
     assert_usage_error(fastgan("train", *args, "--out", tmp_path / "x", "--no-progress"), *fragments)
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    for out in (afile, afile / "sub"):
+        assert_usage_error(fastgan("train", *TINY, "--steps", 1, "--out", out), "--out", "is a file, not a folder")
+    assert_usage_error(fastgan("train", *TINY, "--steps", 1, "--out", ""), "--out is empty")
+    assert_usage_error(fastgan("sample", "--checkpoint", "x.pt", "--out", tmp_path / "g.jpg"), "--out", ".png")
+    (tmp_path / "grid.png").mkdir()
+    assert_usage_error(fastgan("sample", "--checkpoint", "x.pt", "--out", tmp_path / "grid.png"), "--out",
+                       "is a folder")
+    assert_usage_error(fastgan("eval", "--checkpoint", "x.pt", "--json", tmp_path), "--json", "is a folder")
+    assert_usage_error(fastgan("eval", "--checkpoint", "x.pt", "--cache-dir", afile), "--cache-dir",
+                       "is a file, not a folder")
+    assert afile.read_text() == "keep" and sorted(os.listdir(tmp_path)) == ["afile", "grid.png"]
+
+
+def test_bench_without_a_benchmark_names_it():
+    assert_usage_error(fastgan("bench"), "choose a benchmark: ops, train or quality")
 
 
 def test_train_data_dir_without_files(tmp_path):

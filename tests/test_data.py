@@ -174,6 +174,11 @@ def test_wrong_dataset_in_folder(tmp_path):
 def test_missing_files_and_folders(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         load_dataset("mnist", tmp_path / "nope")
+    (tmp_path / "afile").write_bytes(b"")
+    with pytest.raises(DatasetError, match="afile is a file, not a folder"):
+        load_dataset("mnist", tmp_path / "afile")
+    with pytest.raises(DatasetError, match="mnist-5k is embedded in fastgan and reads no files"):
+        load_dataset("mnist-5k", tmp_path)   # not silently ignored
     with pytest.raises(DatasetError, match="needs a data directory"):
         load_dataset("fashion-mnist")
     images, labels = fake_set()

@@ -199,7 +199,7 @@ def test_evaluate_conditional(runs, tiny):
 
 def test_eval_cli(runs, tmp_path):
     cache = tmp_path / "cache"
-    out = tmp_path / "m.json"
+    out = tmp_path / "results" / "m.json"   # a folder that does not exist yet is made
     result = fastgan("eval", "--checkpoint", runs / "mlp" / "checkpoint.pt", "--n", 100, "--cache-dir",
                      cache, "--classifier-epochs", 1, "--json", out)
     assert result.returncode == 0, result.stderr

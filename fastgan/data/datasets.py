@@ -90,6 +90,8 @@ def find_files(name, data_dir, train=True):
     or .gz files.
     """
     data_dir = os.path.expanduser(os.fspath(data_dir))
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise DatasetError(f"data directory {data_dir} is a file, not a folder")
     if not os.path.isdir(data_dir):
         raise DatasetError(f"data directory {data_dir} does not exist (use --download to fetch "
                            f"{PRETTY[name]}, or --dataset mnist-5k for the embedded set)")
@@ -138,6 +140,9 @@ def load_dataset(name, data_dir=None, train=True, download=False, mirrors=None, 
     """(images (N, 28, 28) uint8, labels (N,) int64) of dataset `name` (see DATASETS)."""
     check_name(name)
     if name == "mnist-5k":
+        if data_dir is not None:   # rather than ignore it: the user may have meant --dataset mnist
+            raise DatasetError(f"--data-dir {data_dir}: mnist-5k is embedded in fastgan and reads no "
+                               "files (leave --data-dir out, or choose --dataset mnist / fashion-mnist)")
         return load_mnist_5k()
     if data_dir is None and download:
         data_dir = "data"

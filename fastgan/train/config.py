@@ -9,6 +9,8 @@ from fastgan.data import DATASETS
 from fastgan.models import MODELS
 
 DEFAULT_EPOCHS = 10  # the default run: dcgan on mnist-5k, a few minutes on a 2-core CPU
+MAX_SEED = 2**63 - 2  # torch takes 64-bit seeds; the data order uses seed + 1
+BATCH_NORM_1D = ("mlp-bn",)  # models whose batch norm sees one value per channel per sample
 
 
 class ConfigError(ValueError):
@@ -116,6 +118,11 @@ class TrainConfig:
         if isinstance(self.eval_n, bool) or not isinstance(self.eval_n, int) or self.eval_n < 2:
             raise ConfigError(f"--eval-n must be an integer of at least 2 (a covariance needs 2 "
                               f"samples), got {self.eval_n}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
+        if self.model in BATCH_NORM_1D and self.batch_size < 2:
+            raise ConfigError(f"--batch-size must be at least 2 for {self.model}: its batch norm needs more "
+                              f"than one value per channel, got {self.batch_size}")
         if self.checkpoint_every < 0:
             raise ConfigError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         for name in ("lr", "lr_d", "lr_g"):

@@ -17,7 +17,7 @@ import time
 import torch
 
 from fastgan import ops
-from fastgan._files import atomic_write
+from fastgan._files import atomic_write, output_problem
 from fastgan.data import DeviceLoader, load_dataset
 from fastgan.models import CONDITIONAL, ModelError, build
 from fastgan.train.checkpoint import load_checkpoint, save_checkpoint
@@ -140,6 +140,9 @@ class Trainer:
         ones may differ from the checkpoint's). evaluator: the fastgan.metrics.Evaluator that
         --eval-every uses (default: one with the default classifier, made when fit() starts)."""
         self.log_stream = log or sys.stdout
+        problem = output_problem(cfg.out, folder=True)
+        if problem:   # before any work: the first output is written after an epoch
+            raise ConfigError(f"--out {problem}")
         self.checkpoint_path = os.path.join(cfg.out, CHECKPOINT)
         ckpt = None
         if resume:
