@@ -238,7 +238,7 @@ def test_eval_cli_bad_inputs(runs, tmp_path, capsys):
     state["config"]["model"] = "dcgan"
     wrong = tmp_path / "wrong.pt"
     torch.save(state, wrong)
-    assert "do not fit model dcgan" in usage_error(capsys, "eval", "--checkpoint", wrong)
+    assert "the dcgan generator weights do not fit this model" in usage_error(capsys, "eval", "--checkpoint", wrong)
     assert "device" in usage_error(capsys, "eval", "--checkpoint", ckpt, "--device", "tpu")
 
 

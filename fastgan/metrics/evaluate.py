@@ -7,7 +7,8 @@ from fastgan.metrics.classifier import NUM_CLASSES, ClassifierSettings, get_clas
 from fastgan.metrics.fid import (class_histogram, entropy_bits, feature_stats, fid_from_features,
                                  frechet_distance, inception_score)
 from fastgan.models import CONDITIONAL
-from fastgan.train import CheckpointError, ConfigError, build_models, load_checkpoint, noise, resolve_device
+from fastgan.train import ConfigError, build_models, load_checkpoint, noise, resolve_device
+from fastgan.train.checkpoint import load_module_state
 
 
 @torch.no_grad()
@@ -27,11 +28,7 @@ def load_generator(checkpoint, device):
     state = load_checkpoint(checkpoint, map_location=device)
     cfg = state["config"]
     G, _ = build_models(cfg, device)
-    try:
-        G.load_state_dict(state["generator"])
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{checkpoint}: generator weights do not fit model {cfg.model}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    load_module_state(G, state["generator"], checkpoint, f"{cfg.model} generator")
     return G.eval(), cfg, state
 
 

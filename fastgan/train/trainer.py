@@ -20,7 +20,7 @@ from fastgan import ops
 from fastgan._files import atomic_write, output_problem
 from fastgan.data import DeviceLoader, load_dataset
 from fastgan.models import CONDITIONAL, ModelError, build
-from fastgan.train.checkpoint import load_checkpoint, save_checkpoint
+from fastgan.train.checkpoint import load_checkpoint, load_module_state, save_checkpoint
 from fastgan.train.config import DEFAULT_EPOCHS, CheckpointError, ConfigError, TrainConfig
 from fastgan.train.images import make_grid, plot_losses, save_grid, write_history
 from fastgan.train.step import DeviceBatches, build_step, make_optimizers, to_layout
@@ -238,9 +238,13 @@ class Trainer:
         self.checkpoint_step = self.step
 
     def _restore(self, ckpt):
+        missing = [k for k in ("opt_g", "opt_d", "rng", "history") if k not in ckpt]
+        if missing:   # load_checkpoint asks only for what sampling needs
+            raise CheckpointError(f"{self.checkpoint_path} cannot be resumed: it holds no "
+                                  f"{', '.join(missing)} (fastgan sample can still read it)")
+        load_module_state(self.G, ckpt["generator"], self.checkpoint_path, f"{self.cfg.model} generator")
+        load_module_state(self.D, ckpt["discriminator"], self.checkpoint_path, f"{self.cfg.model} discriminator")
         try:
-            self.G.load_state_dict(ckpt["generator"])
-            self.D.load_state_dict(ckpt["discriminator"])
             self.opt_g.load_state_dict(ckpt["opt_g"])
             self.opt_d.load_state_dict(ckpt["opt_d"])
         except (RuntimeError, KeyError, ValueError) as exc:
@@ -459,11 +463,7 @@ def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"
         if not 0 <= label <= 9:
             raise ConfigError(f"--label must be a digit 0-9, got {label}")
     G, _ = build_models(cfg, device)
-    try:
-        G.load_state_dict(state["generator"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{checkpoint}: generator weights do not fit model {cfg.model}: "
-                              f"{str(exc).splitlines()[0]}") from None
+    load_module_state(G, state["generator"], checkpoint, f"{cfg.model} generator")
     G.eval()
     gen = torch.Generator().manual_seed(seed)
     z = noise(n, cfg.latent_dim, cfg.noise, gen, "cpu").to(device)
