@@ -7,7 +7,7 @@ as its host overhead, so the front end's cost per call is the number that matter
 """
 import torch
 
-from fastgan.bench.timing import machine_header, time_call
+from fastgan.bench.timing import check_device, machine_header, time_call
 
 _python_op = None
 
@@ -58,11 +58,23 @@ def run(device, shape=(64, 1024)):
     return result
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv=None):
+    import argparse
 
-    dev = sys.argv[1] if len(sys.argv) > 1 else ("cuda" if torch.cuda.is_available() else "cpu")
+    p = argparse.ArgumentParser(prog="python -m fastgan.bench.dispatch", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("device", nargs="?", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda or cuda:N (default: cuda where there is one)")
+    a = p.parse_args(argv)
+    dev = check_device(p, a.device, option="device")
     r = run(dev)
     print(f"{r['machine']}\nbias_leaky_relu {r['shape']} forward+backward, ms per call: "
           f"C++ autograd {r['cpp']:.4f}, Python register_autograd {r['python']:.4f} "
           f"({r['python'] / r['cpp']:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -17,6 +17,8 @@ from fastgan.bench.timing import machine_header
 from fastgan.bench.train import tutorial_train_step
 from fastgan.train.step import make_step
 
+NAME = "fastgan bench train --epoch"
+
 
 class _TutorialDataset(torch.utils.data.Dataset):
     """What torchvision's MNIST with ToTensor() + Normalize((0.5,), (0.5,)) returns per item."""
@@ -91,7 +93,7 @@ def run(device, models=("mlp",), data_dir=None, n=60000):
         t_fg, steps_fg, setup = fastgan_epoch(model, images, labels, device)
         rows.append({"model": model, "tutorial_s": t_tut, "tutorial_steps": steps_tut, "fastgan_s": t_fg,
                      "fastgan_steps": steps_fg, "fastgan_setup_s": setup})
-    return {"machine": machine_header(device), "data": source, "rows": rows}
+    return {"benchmark": NAME, "machine": machine_header(device), "data": source, "rows": rows}
 
 
 def markdown(result):

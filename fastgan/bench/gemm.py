@@ -16,10 +16,12 @@ import sys
 import torch
 
 from fastgan.bench.profile import count_step
-from fastgan.bench.timing import add_output_options, auto_iters, from_json, machine_header, report, time_call
+from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths, from_json,
+                                  machine_header, positive_int, report, time_call)
 from fastgan.bench.train import strict_float32
 
 PRODUCTS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
+NAME = "python -m fastgan.bench.gemm"
 
 
 def _spec(a):
@@ -94,7 +96,7 @@ def run(device, models=("mlp",), batch_size=64, precision="fp32"):
     finally:
         if cuda:
             torch.backends.cuda.preferred_blas_library(before)
-    return {"machine": machine_header(device), "batch_size": batch_size, "precision": precision,
+    return {"benchmark": NAME, "machine": machine_header(device), "batch_size": batch_size, "precision": precision,
             "libraries": list(libraries), "rows": rows}
 
 
@@ -123,17 +125,21 @@ def markdown(result):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m fastgan.bench.gemm", description=__doc__,
+    p = argparse.ArgumentParser(prog=NAME, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model", action="append", choices=("mlp", "mlp-bn", "cgan"), help="default: mlp")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     add_output_options(p)
     a = p.parse_args(argv)
-    if from_json(a, markdown) is not None:
+    check_output_paths(p, a)
+    if from_json(a, markdown, p, keys=("machine", "batch_size", "precision", "libraries", "rows"), rows="rows",
+                 row_keys=("model", "op", "count", "shapes", "bias", "default")) is not None:
         return 0
-    report(run(a.device, tuple(a.model or ("mlp",)), a.batch_size, a.precision), markdown, a.json, a.markdown)
+    device = check_device(p, a.device)
+    report(run(device, tuple(dict.fromkeys(a.model or ("mlp",))), a.batch_size, a.precision), markdown, a.json,
+           a.markdown)
     return 0
 
 

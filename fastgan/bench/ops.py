@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from fastgan import ops
-from fastgan.bench.timing import (add_output_options, auto_iters, copy_bandwidth_gbs, from_json, machine_header,
-                                  report, time_call)
+from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths,
+                                  copy_bandwidth_gbs, from_json, machine_header, report, time_call)
+
+NAME = "fastgan bench ops"
 
 SHAPES = [((64, 1024), "contiguous"), ((1024, 1024), "contiguous"), ((8192, 4096), "contiguous"),
           ((256, 128, 14, 14), "channels_last")]
@@ -113,7 +115,7 @@ def run(device, op_names=None, dtypes=("float32", "bfloat16"), impls=("eager", "
     for name in op_names or CASES:
         case, shapes = CASES[name]
         for shape, layout in shapes:
-            if device == "cpu" and torch.Size(shape).numel() >= 1 << 22:
+            if torch.device(device).type == "cpu" and torch.Size(shape).numel() >= 1 << 22:
                 continue  # the largest shapes are for the GPU
             for dname in dtypes:
                 row = {"op": name, "shape": "x".join(map(str, shape)), "layout": layout, "dtype": dname}
@@ -129,8 +131,8 @@ def run(device, op_names=None, dtypes=("float32", "bfloat16"), impls=("eager", "
                     if impl == "fastgan" and bw and torch.Size(shape).numel() >= 1 << 22:
                         row["fastgan_bw_frac"] = nbytes / (ms * 1e-3) / 1e9 / bw
                 rows.append(row)
-    return {"machine": machine_header(device), "copy_bandwidth_gbs": bw, "rows": rows, "graph": graph,
-            "impls": list(impls)}
+    return {"benchmark": NAME, "machine": machine_header(device), "copy_bandwidth_gbs": bw, "rows": rows,
+            "graph": graph, "impls": list(impls)}
 
 
 def markdown(result):
@@ -151,7 +153,7 @@ def markdown(result):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="fastgan bench ops", description=__doc__)
+    p = argparse.ArgumentParser(prog=NAME, description=__doc__)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--op", action="append", choices=sorted(CASES), help="ops to time (default: all)")
     p.add_argument("--dtype", action="append", choices=sorted(DTYPES), help="default: float32 and bfloat16")
@@ -161,10 +163,16 @@ def main(argv=None):
                    help="CUDA: time each call replayed from a CUDA graph (kernel time, no host overhead)")
     add_output_options(p)
     a = p.parse_args(argv)
-    if from_json(a, markdown) is not None:
+    check_output_paths(p, a)
+    if from_json(a, markdown, p, keys=("machine", "copy_bandwidth_gbs", "rows"), rows="rows",
+                 row_keys=("op", "shape", "layout", "dtype", "fastgan")) is not None:
         return 0
+    device = check_device(p, a.device)
+    if a.graph and torch.device(device).type != "cuda":
+        p.error(f"--graph: needs a CUDA device (CUDA graphs), not --device {a.device}")
     impls = tuple(dict.fromkeys((a.impl or ["eager", "compile"]) + ["fastgan"]))
-    result = run(a.device, a.op, tuple(a.dtype or ("float32", "bfloat16")), impls, a.graph)
+    ops_ = list(dict.fromkeys(a.op)) if a.op else None
+    result = run(device, ops_, tuple(dict.fromkeys(a.dtype or ("float32", "bfloat16"))), impls, a.graph)
     report(result, markdown, a.json, a.markdown)
     return 0
 

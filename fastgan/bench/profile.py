@@ -10,7 +10,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fastgan.bench.train import IMPLS, make, strict_float32
+from fastgan.bench.timing import check_device, positive_int
+from fastgan.bench.train import IMPLS, MODELS, make, strict_float32
+from fastgan.models import MODELS as ALL_MODELS
 from fastgan.train.step import make_step
 
 
@@ -90,17 +92,31 @@ def kernels_per_step(impl, model, batch_size, steps=5):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", default="mlp")
-    p.add_argument("--batch-size", type=int, default=64)
+    p = argparse.ArgumentParser(prog="python -m fastgan.bench.profile", description=__doc__)
+    p.add_argument("--model", default="mlp", choices=sorted(ALL_MODELS),
+                   help="default mlp (tutorial and compile: mlp, mlp-bn or dcgan)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--impl", default="fastgan", choices=[i for i in IMPLS if i not in ("expert", "graph")],
                    help="an op-by-op step (a graph replays the same kernels as 'fastgan')")
-    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--top", type=positive_int, default=25)
     p.add_argument("--shapes", action="store_true", help="ops by input shape (profiler table) instead")
     p.add_argument("--ops", action="store_true",
                    help="count the ops of a fastgan step instead (no GPU needed: --device cpu works)")
-    p.add_argument("--device", default="cuda", help="with --ops: the device to run the step on")
+    p.add_argument("--device", default=None, help="with --ops: the device to run the step on (default cuda)")
     a = p.parse_args(argv)
+    if a.ops:
+        if a.shapes:
+            p.error("--shapes: not with --ops (give one of them)")
+        if a.impl != "fastgan":
+            p.error(f"--impl {a.impl}: not with --ops (it counts the ops of a fastgan step)")
+        a.device = check_device(p, a.device or "cuda")
+    else:
+        if a.device is not None and torch.device(check_device(p, a.device)).type != "cuda":
+            p.error(f"--device {a.device}: the kernel profile runs on CUDA (--ops counts ops on any device)")
+        if not torch.cuda.is_available():
+            p.error("no CUDA GPU is available: the kernel profile needs one (--ops --device cpu counts ops)")
+        if a.impl != "fastgan" and a.model not in MODELS:
+            p.error(f"--model {a.model}: --impl {a.impl} runs only {', '.join(MODELS)}")
     if a.ops:
         ops = ops_per_step(a.model, a.batch_size, a.device)
         print(f"fastgan {a.model} batch {a.batch_size}: {sum(ops.values())} ops per step (views left out)")

@@ -15,6 +15,7 @@ Data order and noise come from each recipe's own random streams, so the two curv
 are two different draws of the same algorithm: compare them with the spread over seeds.
 """
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -24,12 +25,14 @@ import time
 import torch
 
 from fastgan.bench.epoch import _TutorialDataset, _sync
-from fastgan.bench.timing import add_output_options, from_json, machine_header, report
+from fastgan.bench.timing import (add_output_options, check_device, check_output_paths, from_json, machine_header,
+                                  nonnegative_int, positive_int, report)
 from fastgan.bench.train import strict_float32, tutorial_train_step
 
 MODELS = ("mlp", "dcgan")
 IMPLS = ("tutorial", "fastgan")
 KEPT = ("step", "train_seconds", "fid", "inception_score", "class_entropy")   # per evaluation
+NAME = "fastgan bench quality"
 
 
 def tutorial_run(model, seed, steps, eval_every, evaluate, images, labels, device, batch_size=64):
@@ -103,8 +106,8 @@ def run(device, models=MODELS, seeds=(0, 1, 2), steps=2000, eval_every=500, eval
                         print(f"{model} {impl} seed {seed}: step {last['step']} FID {last['fid']:.2f} "
                               f"in {last['train_seconds']:.1f} s", file=log, flush=True)
     info = evaluator.classifier_info
-    return {"machine": machine_header(device), "dataset": dataset, "steps": steps, "eval_every": eval_every,
-            "eval_n": eval_n, "seeds": list(seeds), "fid_real": evaluator.fid_real(eval_n),
+    return {"benchmark": NAME, "machine": machine_header(device), "dataset": dataset, "steps": steps,
+            "eval_every": eval_every, "eval_n": eval_n, "seeds": list(seeds), "fid_real": evaluator.fid_real(eval_n),
             "classifier_accuracy": info["test_accuracy"], "runs": runs}
 
 
@@ -180,30 +183,48 @@ def plot(result, path):
     save_figure(fig, path)
 
 
+def _at_least_2(text):
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (a covariance needs 2 samples), got {value}")
+    return value
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="fastgan bench quality", description=__doc__,
+    from fastgan.data import DATASETS
+
+    p = argparse.ArgumentParser(prog=NAME, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model", action="append", choices=MODELS, help="default: mlp and dcgan")
     p.add_argument("--impl", action="append", choices=IMPLS, help="default: both")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
-    p.add_argument("--steps", type=int, default=2000, help="training steps per run (default 2000)")
-    p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations (default 500)")
-    p.add_argument("--eval-n", type=int, default=2000, help="images per evaluation (default 2000)")
-    p.add_argument("--dataset", default="mnist-5k", help="mnist-5k (default), mnist or fashion-mnist")
+    p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
+    p.add_argument("--steps", type=positive_int, default=2000, help="training steps per run (default 2000)")
+    p.add_argument("--eval-every", type=positive_int, default=500, help="steps between evaluations (default 500)")
+    p.add_argument("--eval-n", type=_at_least_2, default=2000, help="images per evaluation (default 2000)")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist-5k",
+                   help="mnist-5k (default), mnist or fashion-mnist")
     p.add_argument("--data-dir", help="IDX files for mnist / fashion-mnist")
     add_output_options(p)
     p.add_argument("--plot", help="also draw FID against training time into this PNG")
     a = p.parse_args(argv)
-    for name in ("steps", "eval_every"):
-        if getattr(a, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(a, name)}")
-    if a.eval_n < 2:
-        p.error(f"--eval-n must be at least 2, got {a.eval_n}")
-    result = from_json(a, markdown)
+    check_output_paths(p, a, ("--json", "--markdown", "--plot"))
+    if a.plot and importlib.util.find_spec("matplotlib") is None:
+        p.error(f"--plot {a.plot}: needs matplotlib (pip install matplotlib)")
+    result = from_json(a, markdown, p, keys=("machine", "dataset", "eval_n", "seeds", "fid_real",
+                                             "classifier_accuracy", "runs"),
+                       rows="runs", row_keys=("model", "impl", "evals"))
     if result is None:
-        result = run(a.device, a.model or MODELS, a.seeds, a.steps, a.eval_every, a.eval_n, a.dataset,
-                     a.data_dir, a.impl or IMPLS, log=sys.stderr)
+        repeated = [s for i, s in enumerate(a.seeds) if s in a.seeds[:i]]
+        if repeated:
+            p.error(f"--seeds: seed {repeated[0]} given twice")
+        if a.data_dir is not None and not os.path.isdir(a.data_dir):
+            p.error(f"--data-dir {a.data_dir}: no such folder")
+        if a.dataset != "mnist-5k" and a.data_dir is None:
+            p.error(f"--dataset {a.dataset}: needs --data-dir (a folder with its IDX files)")
+        device = check_device(p, a.device)
+        result = run(device, tuple(dict.fromkeys(a.model or MODELS)), a.seeds, a.steps, a.eval_every, a.eval_n,
+                     a.dataset, a.data_dir, tuple(dict.fromkeys(a.impl or IMPLS)), log=sys.stderr)
         report(result, markdown, a.json, a.markdown)
     if a.plot:
         plot(result, a.plot)

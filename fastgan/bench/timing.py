@@ -1,13 +1,15 @@
 """Timing that can be trusted: warm-up first, then the median of repeated timed windows;
 CUDA events on the GPU (no host clock around asynchronous work)."""
+import argparse
 import json
+import os
 import platform
 import statistics
 import time
 
 import torch
 
-from fastgan._files import atomic_write
+from fastgan._files import atomic_write, output_problem
 
 
 def time_call(fn, device, warmup=10, iters=50, reps=7):
@@ -66,6 +68,70 @@ def machine_header(device):
     return ", ".join(parts)
 
 
+def positive_int(text):
+    """argparse type: an integer >= 1 (batch sizes, counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def nonnegative_int(text):
+    """argparse type: an integer >= 0 (seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if not 0 <= value < 2 ** 62:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (and < 2**62), got {value}")
+    return value
+
+
+def check_device(parser, device, option="--device"):
+    """The device a benchmark runs on, checked before anything runs: cpu, cuda or cuda:N, and
+    a CUDA GPU there for cuda. Returns its canonical name; parser.error (exit 2) otherwise."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        parser.error(f"{option} {device}: not a device (cpu, cuda, cuda:N)")
+    if dev.type not in ("cpu", "cuda"):
+        parser.error(f"{option} {device}: not a device this benchmark runs on (cpu, cuda, cuda:N)")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            parser.error(f"{option} {device}: no CUDA GPU is available")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            parser.error(f"{option} {device}: no such GPU ({n} available: cuda:0 to cuda:{n - 1})")
+    return str(dev)
+
+
+def check_output_path(parser, option, path):
+    """A file the benchmark will write, checked before it runs (fastgan._files.output_problem:
+    not a folder, and no file where its folder should be; atomic_write makes missing folders);
+    parser.error (exit 2) naming `option` otherwise."""
+    if path is None:
+        return
+    problem = output_problem(path)
+    if problem:
+        parser.error(f"{option} {problem}")
+
+
+def check_output_paths(parser, args, options=("--json", "--markdown")):
+    """check_output_path for each of `options` given in args, and no two naming one file."""
+    seen = {}
+    for option in options:
+        path = getattr(args, option.lstrip("-").replace("-", "_"), None)
+        check_output_path(parser, option, path)
+        if path:
+            key = os.path.realpath(path)
+            if key in seen:
+                parser.error(f"{option} {path}: the same file as {seen[key]}")
+            seen[key] = option
+
+
 def add_output_options(parser):
     """--json and --markdown, the files a benchmark writes its results to (besides stdout), and
     --from-json, which prints (and writes) the table of an earlier run's JSON without running."""
@@ -74,13 +140,60 @@ def add_output_options(parser):
     parser.add_argument("--from-json", help="the table of an earlier --json run, without running anything")
 
 
-def from_json(args, markdown):
+_TABLE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError)
+
+
+def load_result(parser, path, markdown, name, keys=(), rows=None, row_keys=()):
+    """The result in JSON file `path` (--from-json), checked to be one of benchmark `name`
+    (e.g. "fastgan bench ops"): a JSON object with `keys`, its list `rows` of objects with
+    `row_keys`, and a table markdown() can make. parser.error (exit 2) naming --from-json
+    otherwise: a missing or unreadable file, not JSON, or another benchmark's result."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+    except OSError as exc:
+        parser.error(f"--from-json {path}: cannot read it ({exc.strerror or exc})")
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
+        parser.error(f"--from-json {path}: not JSON ({str(exc).splitlines()[0][:120]})")
+
+    def wrong(why):
+        other = result.get("benchmark") if isinstance(result, dict) else None
+        if isinstance(other, str) and other != name:
+            why += f"; it is a `{other}` result"
+        parser.error(f"--from-json {path}: not a `{name}` result ({why})")
+
+    if not isinstance(result, dict):
+        wrong(f"a JSON {type(result).__name__}, not an object")
+    if result.get("benchmark", name) != name:
+        wrong("another benchmark")
+    missing = [k for k in keys if k not in result]
+    if missing:
+        wrong("no " + ", ".join(map(repr, missing)))
+    if rows is not None:
+        if not isinstance(result[rows], list) or not all(isinstance(r, dict) for r in result[rows]):
+            wrong(f"{rows!r} is not a list of objects")
+        for r in result[rows]:
+            missing = [k for k in row_keys if k not in r]
+            if missing:
+                wrong(f"{rows!r} entries without " + ", ".join(map(repr, missing)))
+    try:
+        markdown(result)
+    except _TABLE_ERRORS as exc:
+        wrong(f"its table cannot be made: {type(exc).__name__} {exc}")
+    return result
+
+
+def from_json(args, markdown, parser=None, name=None, **check):
     """With --from-json: prints (and writes to --markdown) that file's table and returns the
-    result it holds; None without --from-json."""
+    result it holds; None without --from-json. With parser: the file is checked first (see
+    load_result; name defaults to parser.prog)."""
     if not args.from_json:
         return None
-    with open(args.from_json) as f:
-        result = json.load(f)
+    if parser is not None:
+        result = load_result(parser, args.from_json, markdown, name or parser.prog, **check)
+    else:
+        with open(args.from_json) as f:
+            result = json.load(f)
     report(result, markdown, markdown_path=args.markdown)
     return result
 

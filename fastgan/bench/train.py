@@ -13,13 +13,15 @@ same fake batch against the updated D, Adam lr 2e-4, betas (0.5, 0.999).
 """
 import argparse
 import functools
+import os
 import sys
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgan.bench.timing import add_output_options, auto_iters, from_json, machine_header, report, time_call
+from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths, from_json,
+                                  machine_header, positive_int, report, time_call)
 from fastgan.models import build
 from fastgan.train.graph import GraphedStep
 from fastgan.train.step import PRECISIONS, DeviceBatches, amp_dtype, make_step, to_layout
@@ -28,6 +30,8 @@ from fastgan.train.trainer import autocast
 MODELS = ("mlp", "mlp-bn", "dcgan")
 BATCH_SIZES = (64, 256, 1024)
 IMPLS = ("tutorial", "compile", "expert", "fastgan", "graph")
+CUDA_ONLY = ("expert", "graph")   # whole-step CUDA graphs
+NAME = "fastgan bench train"
 D_HAS_BATCH_NORM = {"mlp": False, "mlp-bn": False, "dcgan": True}
 
 
@@ -185,7 +189,7 @@ def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, p
                 if log:
                     print(f"{model} b{bs} {impl}: {ms:.3f} ms/step", file=log, flush=True)
             rows.append(row)
-    return {"machine": machine_header(device), "rows": rows, "precision": precision,
+    return {"benchmark": NAME, "machine": machine_header(device), "rows": rows, "precision": precision,
             "channels_last": channels_last, "blas": blas if cuda else "default",
             "impls": [i for i in impls if cuda or i not in ("expert", "graph")]}
 
@@ -212,13 +216,34 @@ def markdown(result):
     return "\n".join(lines)
 
 
+def _check_epoch_options(p, a):
+    """--epoch times batch 64, tutorial vs fastgan, float32: the step options do not apply."""
+    if not a.epoch:
+        for option, given in (("--data-dir", a.data_dir is not None), ("--epoch-size", a.epoch_size is not None)):
+            if given:
+                p.error(f"{option}: only with --epoch")
+        return
+    for option, given in (("--batch-size", a.batch_size), ("--impl", a.impl), ("--precision", a.precision != "fp32"),
+                          ("--channels-last", a.channels_last), ("--blas", a.blas != "default")):
+        if given:
+            p.error(f"{option}: not with --epoch (it times the tutorial's and fastgan's loops at batch 64, fp32)")
+    if a.data_dir is not None:
+        if a.epoch_size is not None:
+            p.error("--epoch-size: only without --data-dir (the size of the synthetic data set)")
+        if not os.path.isdir(a.data_dir):
+            p.error(f"--data-dir {a.data_dir}: no such folder")
+    if a.epoch_size is not None and a.epoch_size < 64:
+        p.error(f"--epoch-size must be at least 64 (one batch), got {a.epoch_size}")
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="fastgan bench train", description=__doc__,
+    p = argparse.ArgumentParser(prog=NAME, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model", action="append", choices=MODELS, help="default: all")
-    p.add_argument("--batch-size", action="append", type=int, help="default: 64, 256, 1024")
-    p.add_argument("--impl", action="append", choices=IMPLS, help="default: all")
+    p.add_argument("--batch-size", action="append", type=positive_int, help="default: 64, 256, 1024")
+    p.add_argument("--impl", action="append", choices=IMPLS,
+                   help="default: all (expert and graph only on CUDA)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default) or bf16 (autocast) for expert, fastgan and graph")
     p.add_argument("--channels-last", action="store_true",
@@ -228,19 +253,41 @@ def main(argv=None):
     p.add_argument("--epoch", action="store_true",
                    help="time one full epoch with data loading instead (tutorial DataLoader vs fastgan)")
     p.add_argument("--data-dir", help="with --epoch: a folder with MNIST's IDX files (default: synthetic)")
-    p.add_argument("--epoch-size", type=int, default=60000, help="with --epoch and no --data-dir: images")
+    p.add_argument("--epoch-size", type=positive_int, default=None,
+                   help="with --epoch and no --data-dir: images (default 60000, at least 64)")
     add_output_options(p)
     a = p.parse_args(argv)
+    check_output_paths(p, a)
+    _check_epoch_options(p, a)
+    models = tuple(dict.fromkeys(a.model or MODELS))
     if a.epoch:
         from fastgan.bench import epoch
 
-        if from_json(a, epoch.markdown) is None:
-            report(epoch.run(a.device, a.model or ("mlp",), a.data_dir, a.epoch_size), epoch.markdown,
-                   a.json, a.markdown)
+        if from_json(a, epoch.markdown, p, name=epoch.NAME, keys=("machine", "data", "rows"), rows="rows",
+                     row_keys=("model", "tutorial_s", "fastgan_s", "fastgan_setup_s")) is None:
+            device = check_device(p, a.device)
+            report(epoch.run(device, models if a.model else ("mlp",), a.data_dir, a.epoch_size or 60000),
+                   epoch.markdown, a.json, a.markdown)
         return 0
-    if from_json(a, markdown) is None:
-        report(run(a.device, a.model or MODELS, a.batch_size or BATCH_SIZES, a.impl or IMPLS, log=sys.stderr,
-                   precision=a.precision, channels_last=a.channels_last, blas=a.blas), markdown, a.json, a.markdown)
+    if from_json(a, markdown, p, keys=("machine", "rows", "impls"), rows="rows",
+                 row_keys=("model", "batch_size")) is not None:
+        return 0
+    device = check_device(p, a.device)
+    cuda = torch.device(device).type == "cuda"
+    impls = tuple(dict.fromkeys(a.impl or IMPLS))
+    if not cuda:
+        if a.impl:
+            for impl in impls:
+                if impl in CUDA_ONLY:
+                    p.error(f"--impl {impl}: needs a CUDA device (it runs the step as one CUDA graph), "
+                            f"not --device {a.device}")
+        else:
+            impls = tuple(i for i in impls if i not in CUDA_ONLY)
+            print(f"note: {' and '.join(CUDA_ONLY)} need a CUDA device: left out on {device}", file=sys.stderr)
+        if a.blas != "default":
+            p.error(f"--blas {a.blas}: only on a CUDA device, not --device {a.device}")
+    report(run(device, models, tuple(dict.fromkeys(a.batch_size or BATCH_SIZES)), impls, log=sys.stderr,
+               precision=a.precision, channels_last=a.channels_last, blas=a.blas), markdown, a.json, a.markdown)
     return 0
 
 
