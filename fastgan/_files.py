@@ -31,17 +31,23 @@ def output_problem(path, folder=False):
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode="wb", **open_kwargs):
-    """with atomic_write(path, "w") as f: ... -- path appears, complete, only if the block succeeds.
-    Missing parent folders are made."""
+def atomic_target(path):
+    """with atomic_target(path) as tmp: (write the file named tmp) -- for writers that take a file
+    name. path appears, complete, only if the block succeeds; missing parent folders are made."""
     if os.path.isdir(path):
         raise IsADirectoryError(21, "is a folder, not a file", os.fspath(path))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = temp_path(path)
     try:
-        with open(tmp, mode, **open_kwargs) as f:
-            yield f
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb", **open_kwargs):
+    """with atomic_write(path, "w") as f: ... -- the same, for writers that take an open file."""
+    with atomic_target(path) as tmp, open(tmp, mode, **open_kwargs) as f:
+        yield f

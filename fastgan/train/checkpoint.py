@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import torch
 
-from fastgan._files import atomic_write
+from fastgan._files import atomic_target
 from fastgan.train.config import CheckpointError, ConfigError, TrainConfig
 
 FORMAT = "fastgan-checkpoint"
@@ -24,9 +24,10 @@ MAX_DETAIL_LINES = 4  # load_module_state: lines of torch's error kept below the
 
 def atomic_torch_save(obj, path):
     """torch.save to a temporary name beside path, then rename: a reader never sees half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_write(path) as f:
-        torch.save(obj, f)
+    # torch.save given a file name writes from C++; given a Python file, a Ctrl-C can land inside
+    # one of its writes and torch then raises its own error over the KeyboardInterrupt
+    with atomic_target(path) as tmp:
+        torch.save(obj, tmp)
     return path
 
 
