@@ -111,20 +111,22 @@ def build_parser():
                    help="also checkpoint every N steps (default: each epoch only)")
     t.add_argument("--log-every", type=_positive_int, default=S,
                    help="steps between loss updates (default 50)")
-    t.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", default=S,
-                   help="on CUDA, run the step op by op instead of replaying one CUDA graph")
-    t.add_argument("--compile", action="store_true", default=S,
+    # on/off options a resumed run may change have both forms (--x / --no-x)
+    t.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=S,
+                   help="on CUDA, replay the whole step as one CUDA graph (default); --no-cuda-graph "
+                        "runs it op by op")
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=S,
                    help="torch.compile the models (for comparison; turns the CUDA graph off)")
     t.add_argument("--precision", choices=["fp32", "bf16"], default=S,
                    help="fp32 (default), or bf16: forward passes under bfloat16 autocast; weights, "
                         "optimizer, batch-norm statistics and losses stay float32")
-    t.add_argument("--channels-last", action="store_true", default=S,
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S,
                    help="convolution weights and activations in channels_last (NHWC) memory format, "
                         "cuDNN's native layout on GPUs (the same math; MLP models are unchanged)")
-    t.add_argument("--tensorboard", action="store_true", default=S,
+    t.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=S,
                    help="also log to OUT/tb for TensorBoard (needs the tensorboard package)")
-    t.add_argument("--no-progress", dest="progress", action="store_false", default=S,
-                   help="no progress bar")
+    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=S,
+                   help="a progress bar on stderr (default)")
     t.add_argument("--eval-every", type=int, default=S,
                    help="measure sample quality (classifier FID, IS, class entropy) every N steps and "
                         "at the end, into the log, history.csv and losses.png (default 0: off)")

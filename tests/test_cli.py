@@ -179,6 +179,17 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
     assert afile.read_text() == "keep" and sorted(os.listdir(tmp_path)) == ["afile", "grid.png"]
 
 
+def test_on_off_options_a_resumed_run_may_change_have_both_forms():
+    # a run started with --channels-last (or --no-cuda-graph...) can be resumed without it
+    from fastgan.cli import build_parser
+    parse = build_parser().parse_args
+    for name in ("cuda_graph", "compile", "channels_last", "tensorboard", "progress"):
+        flag = "--" + name.replace("_", "-")
+        assert getattr(parse(["train", flag]), name) is True
+        assert getattr(parse(["train", "--no-" + flag[2:]]), name) is False
+        assert not hasattr(parse(["train"]), name)   # not given: the checkpoint's value on --resume
+
+
 def test_bench_without_a_benchmark_names_it():
     assert_usage_error(fastgan("bench"), "choose a benchmark: ops, train or quality")
 
