@@ -114,7 +114,8 @@ def test_a_positive_input_that_rounds_to_zero_keeps_gradient_one(device, dtype, 
         b = -x[0].float() + 1e-8
     x, b = x.to(device).requires_grad_(), b.to(device).requires_grad_()
     y = ops.bias_leaky_relu(x, b, 0.2, scale)
-    assert (y > 0).all()
+    if fastgan.build_info()["cpu_kernels"]:   # the kernels' floor (the reference path is torch's)
+        assert (y > 0).all()
     torch.testing.assert_close(y.float(), (x.float() + b) * scale, rtol=torch.finfo(dtype).eps, atol=tiny)
     gx, gb = torch.autograd.grad(y, (x, b), torch.ones_like(y))
     assert torch.equal(gx, torch.full_like(gx, scale))
