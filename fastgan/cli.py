@@ -13,6 +13,8 @@ one line on stderr and exits with code 2; Ctrl-C exits with 130.
 import argparse
 import sys
 
+from fastgan._argtypes import positive_int, seed
+
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 S = argparse.SUPPRESS
@@ -26,28 +28,6 @@ def _widths(text):
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
     return values
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _seed(text):
-    from fastgan.train.config import MAX_SEED
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {value}")
-    return value
 
 
 def _output(suffix=None, folder=False):
@@ -83,9 +63,9 @@ def build_parser():
     t.add_argument("--download", action="store_true", default=S,
                    help="fetch the IDX files into --data-dir if missing (md5-checked)")
     n = t.add_mutually_exclusive_group()
-    n.add_argument("--epochs", type=_positive_int, default=S, help=f"epochs (default: {DEFAULT_EPOCHS})")
-    n.add_argument("--steps", type=_positive_int, default=S, help="total steps instead of epochs")
-    t.add_argument("--batch-size", type=_positive_int, default=S, help="batch size (default: 64)")
+    n.add_argument("--epochs", type=positive_int, default=S, help=f"epochs (default: {DEFAULT_EPOCHS})")
+    n.add_argument("--steps", type=positive_int, default=S, help="total steps instead of epochs")
+    t.add_argument("--batch-size", type=positive_int, default=S, help="batch size (default: 64)")
     t.add_argument("--lr", type=float, default=S, help="Adam learning rate (default: 2e-4)")
     t.add_argument("--beta1", type=float, default=S, help="Adam beta1 (default: 0.5)")
     t.add_argument("--optimizer", choices=["adam", "rmsprop"], default=S,
@@ -98,18 +78,18 @@ def build_parser():
     t.add_argument("--dropout", type=float, default=S, help="discriminator dropout (default 0)")
     t.add_argument("--g-act", choices=["relu", "leaky"], default=S,
                    help="mlp/cgan generator activation (default relu)")
-    t.add_argument("--latent-dim", type=_positive_int, default=S, help="latent size (default 100)")
+    t.add_argument("--latent-dim", type=positive_int, default=S, help="latent size (default 100)")
     t.add_argument("--g-widths", type=_widths, default=S, help="generator widths, e.g. 256,512,1024")
     t.add_argument("--d-widths", type=_widths, default=S, help="discriminator widths, e.g. 1024,512,256")
     t.add_argument("--backend", choices=["fastgan", "torch"], default=S,
                    help="fastgan's fused ops (default) or plain torch.nn layers")
     t.add_argument("--device", default=S, help="auto (default), cpu, cuda or cuda:N")
-    t.add_argument("--seed", type=_seed, default=S, help="random seed (default 0)")
+    t.add_argument("--seed", type=seed, default=S, help="random seed (default 0)")
     t.add_argument("--out", default=S, help="run folder (default: runs/MODEL-DATASET)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--checkpoint-every", type=int, default=S,
                    help="also checkpoint every N steps (default: each epoch only)")
-    t.add_argument("--log-every", type=_positive_int, default=S,
+    t.add_argument("--log-every", type=positive_int, default=S,
                    help="steps between loss updates (default 50)")
     # on/off options a resumed run may change have both forms (--x / --no-x)
     t.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=S,
@@ -134,10 +114,10 @@ def build_parser():
 
     s = sub.add_parser("sample", help="draw a grid of samples from a checkpoint")
     s.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
-    s.add_argument("--n", type=_positive_int, default=64, help="number of images (default 64)")
+    s.add_argument("--n", type=positive_int, default=64, help="number of images (default 64)")
     s.add_argument("--label", type=int, default=None, help="digit 0-9 (conditional models)")
     s.add_argument("--out", type=_output(".png"), default="samples.png", help="PNG to write (default samples.png)")
-    s.add_argument("--seed", type=_seed, default=0, help="noise seed (default 0)")
+    s.add_argument("--seed", type=seed, default=0, help="noise seed (default 0)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
 
     e = sub.add_parser("eval", help="measure sample quality: classifier FID, IS, class entropy",
@@ -151,8 +131,8 @@ def build_parser():
     e.add_argument("--data-dir", default=None, help="IDX files of mnist / fashion-mnist (default: the run's)")
     e.add_argument("--cache-dir", type=_output(folder=True), default=None,
                    help="classifier cache (default $FASTGAN_CACHE or ~/.cache/fastgan)")
-    e.add_argument("--seed", type=_seed, default=0, help="noise seed (default 0)")
-    e.add_argument("--classifier-epochs", type=_positive_int, default=None,
+    e.add_argument("--seed", type=seed, default=0, help="noise seed (default 0)")
+    e.add_argument("--classifier-epochs", type=positive_int, default=None,
                    help="classifier training epochs (default 8)")
     e.add_argument("--json", type=_output(), default=None, help="also write the metrics to this JSON file")
 

@@ -16,8 +16,9 @@ import sys
 import torch
 
 from fastgan.bench.profile import count_step
-from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths, from_json,
-                                  machine_header, positive_int, report, time_call)
+from fastgan._argtypes import positive_int
+from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths,
+                                  from_json, machine_header, report, time_call)
 from fastgan.bench.train import strict_float32
 
 PRODUCTS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)

@@ -10,7 +10,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fastgan.bench.timing import check_device, positive_int
+from fastgan._argtypes import positive_int
+from fastgan.bench.timing import check_device
 from fastgan.bench.train import IMPLS, MODELS, make, strict_float32
 from fastgan.models import MODELS as ALL_MODELS
 from fastgan.train.step import make_step

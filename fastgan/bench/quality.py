@@ -24,9 +24,11 @@ import time
 
 import torch
 
+from fastgan._argtypes import positive_int
+from fastgan._argtypes import seed as seed_arg
 from fastgan.bench.epoch import _TutorialDataset, _sync
-from fastgan.bench.timing import (add_output_options, check_device, check_output_paths, from_json, machine_header,
-                                  nonnegative_int, positive_int, report)
+from fastgan.bench.timing import (add_output_options, check_device, check_output_paths, from_json,
+                                  machine_header, report)
 from fastgan.bench.train import strict_float32, tutorial_train_step
 
 MODELS = ("mlp", "dcgan")
@@ -198,7 +200,7 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model", action="append", choices=MODELS, help="default: mlp and dcgan")
     p.add_argument("--impl", action="append", choices=IMPLS, help="default: both")
-    p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
+    p.add_argument("--seeds", type=seed_arg, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
     p.add_argument("--steps", type=positive_int, default=2000, help="training steps per run (default 2000)")
     p.add_argument("--eval-every", type=positive_int, default=500, help="steps between evaluations (default 500)")
     p.add_argument("--eval-n", type=_at_least_2, default=2000, help="images per evaluation (default 2000)")

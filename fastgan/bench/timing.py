@@ -1,6 +1,5 @@
 """Timing that can be trusted: warm-up first, then the median of repeated timed windows;
 CUDA events on the GPU (no host clock around asynchronous work)."""
-import argparse
 import json
 import os
 import platform
@@ -66,28 +65,6 @@ def machine_header(device):
         n = torch.get_num_threads()
         parts.insert(0, f"CPU {cpu}, {n} thread{'' if n == 1 else 's'}")
     return ", ".join(parts)
-
-
-def positive_int(text):
-    """argparse type: an integer >= 1 (batch sizes, counts)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def nonnegative_int(text):
-    """argparse type: an integer >= 0 (seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if not 0 <= value < 2 ** 62:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (and < 2**62), got {value}")
-    return value
 
 
 def check_device(parser, device, option="--device"):

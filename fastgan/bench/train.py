@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths, from_json,
-                                  machine_header, positive_int, report, time_call)
+from fastgan._argtypes import positive_int
+from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths,
+                                  from_json, machine_header, report, time_call)
 from fastgan.models import build
 from fastgan.train.graph import GraphedStep
 from fastgan.train.step import PRECISIONS, DeviceBatches, amp_dtype, make_step, to_layout

@@ -5,11 +5,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
+from fastgan._argtypes import MAX_SEED
 from fastgan.data import DATASETS
 from fastgan.models import MODELS
 
 DEFAULT_EPOCHS = 10  # the default run: dcgan on mnist-5k, a few minutes on a 2-core CPU
-MAX_SEED = 2**63 - 2  # torch takes 64-bit seeds; the data order uses seed + 1
 BATCH_NORM_1D = ("mlp-bn",)  # models whose batch norm sees one value per channel per sample
 
 
