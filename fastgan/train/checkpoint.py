@@ -3,23 +3,20 @@
 Written to a temporary name and renamed (an interrupted save never damages the previous
 checkpoint); read with torch.load(weights_only=True): tensors, numbers, strings, lists and
 dicts only, no pickled code. load_checkpoint checks the content too (a valid torch file with
-the wrong things inside is a CheckpointError naming the field, not a traceback later on).
+the wrong things inside is a CheckpointError naming the field, not a traceback later on: see
+checkpoint_checks).
 """
-import dataclasses
 import os
-import re
-import typing
 from collections.abc import Mapping
 
 import torch
 
 from fastgan._files import atomic_target
-from fastgan.train.config import CheckpointError, ConfigError, TrainConfig
+from fastgan.train.checkpoint_checks import check_content, compact_load_error, load_config, read_error
+from fastgan.train.config import CheckpointError
 
 FORMAT = "fastgan-checkpoint"
 VERSION = 1
-
-MAX_DETAIL_LINES = 4  # load_module_state: lines of torch's error kept below the first line
 
 
 def atomic_torch_save(obj, path):
@@ -49,7 +46,7 @@ def load_checkpoint(path, map_location="cpu"):
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many kinds for a damaged file
-        raise CheckpointError(_read_error(path, exc)) from None
+        raise CheckpointError(read_error(path, exc)) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fastgan checkpoint")
     if state.get("format_version") != VERSION:
@@ -58,8 +55,8 @@ def load_checkpoint(path, map_location="cpu"):
     missing = [k for k in ("config", "step", "generator", "discriminator") if k not in state]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint (missing {', '.join(missing)})")
-    state["config"] = _load_config(path, state["config"])
-    _check_content(path, state)
+    state["config"] = load_config(path, state["config"])
+    check_content(path, state)
     return state
 
 
@@ -73,200 +70,7 @@ def load_module_state(module, state_dict, path, what):
     try:
         module.load_state_dict(state_dict)
     except RuntimeError as exc:
-        detail = _compact_load_error(str(exc))
+        detail = compact_load_error(str(exc))
         sep = "" if detail.startswith("\n") else " "
         raise CheckpointError(f"{path}: the {what} weights do not fit this model:{sep}{detail}") from None
     return module
-
-
-# -- reading errors ------------------------------------------------------------------------
-
-def _read_error(path, exc):
-    """One message for an exception of torch.load, without torch's advice to load with
-    weights_only=False (wrong for a damaged file, and against fastgan's rule)."""
-    text = str(exc).strip()
-    head = f"cannot read checkpoint {path}"
-    if "weights_only" in text and ("False" in text or "will likely succeed" in text):
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-        if found:
-            return (f"{head}: it holds a Python object ({found.group(1)}) that fastgan does not "
-                    "load (checkpoints are read with weights_only=True: tensors, numbers, strings, "
-                    "lists and dicts only)")
-        return f"{head}: the file is damaged, truncated or not a torch file"
-    first = text.splitlines()[0] if text else ""
-    detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-    return f"{head} (damaged, truncated or not written by fastgan train): {detail}"
-
-
-# -- content checks ------------------------------------------------------------------------
-
-def _field_types():
-    return {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-
-
-def _type_ok(value, kind):
-    """Whether value fits a TrainConfig annotation (int, float, bool, str, dict, Optional[...],
-    Tuple[int, ...]); an int is a float, a bool is no int."""
-    if typing.get_origin(kind) is typing.Union:
-        return any(_type_ok(value, k) for k in typing.get_args(kind))
-    if kind is type(None):
-        return value is None
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if typing.get_origin(kind) is tuple:
-        return isinstance(value, tuple) and all(_type_ok(v, int) for v in value)
-    if isinstance(kind, type):
-        return isinstance(value, kind)
-    return True
-
-
-def _kind_name(kind):
-    if typing.get_origin(kind) is typing.Union:
-        names = [_kind_name(k) for k in typing.get_args(kind) if k is not type(None)]
-        return " or ".join(names) + " or None"
-    if typing.get_origin(kind) is tuple:
-        return "a list of integers"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-            dict: "a dict"}.get(kind, getattr(kind, "__name__", str(kind)))
-
-
-def _load_config(path, raw):
-    """raw (the checkpoint's config dict) as a validated TrainConfig, else CheckpointError."""
-    def bad(message):
-        # validate() speaks of command-line options (--latent-dim); name the stored fields
-        message = re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), str(message))
-        return CheckpointError(f"{path}: bad config in checkpoint: {message}")
-
-    if not isinstance(raw, dict):
-        raise bad(f"a {type(raw).__name__}, not a dict of training options")
-    for name, kind in _field_types().items():  # from_dict would int() them without naming them
-        if typing.Tuple[int, ...] in typing.get_args(kind) and raw.get(name) is not None:
-            v = raw[name]
-            if not isinstance(v, (list, tuple)) or not all(_type_ok(w, int) for w in v):
-                raise bad(f"{name} must be a list of integers, got {v!r}")
-    try:
-        cfg = TrainConfig.from_dict(raw)
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise bad(exc) from None
-    for name, kind in _field_types().items():
-        value = getattr(cfg, name)
-        if not _type_ok(value, kind):
-            raise bad(f"{name} must be {_kind_name(kind)}, got {value!r}")
-    try:
-        cfg.validate()
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise bad(exc) from None
-    return cfg
-
-
-def _check_content(path, state):
-    """CheckpointError naming the first field of state that is not what the trainer writes."""
-    def bad(name, message):
-        return CheckpointError(f"{path}: bad {name} in checkpoint: {message}")
-
-    step = state["step"]
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise bad("step", f"must be an integer >= 0, got {step!r}")
-    for name in ("generator", "discriminator"):
-        _check_tensor_dict(state[name], lambda message, name=name: bad(name, message))
-    for name in ("opt_g", "opt_d"):
-        if name in state:
-            opt = state[name]
-            if not isinstance(opt, dict):
-                raise bad(name, f"an optimizer state must be a dict, got {type(opt).__name__}")
-            if not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list) \
-                    or not all(isinstance(g, dict) for g in opt["param_groups"]):
-                raise bad(name, "an optimizer state must hold a 'state' dict and a "
-                                "'param_groups' list of dicts")
-    if "history" in state:
-        h = state["history"]
-        if not isinstance(h, torch.Tensor) or h.dim() != 2 or h.shape[1] != 2:
-            got = f"shape {tuple(h.shape)}" if isinstance(h, torch.Tensor) else type(h).__name__
-            raise bad("history", f"must be a tensor of shape (N, 2) (the losses of D and G), got {got}")
-    if "rng" in state:
-        rng = state["rng"]
-        if not isinstance(rng, dict):
-            raise bad("rng", f"the random states must be a dict, got {type(rng).__name__}")
-        for key in ("torch", "noise", "epoch", "cuda"):
-            if key in rng and not (isinstance(rng[key], torch.Tensor) and rng[key].dtype == torch.uint8):
-                raise bad("rng", f"rng[{key!r}] must be a uint8 tensor (a generator state), "
-                                 f"got {_describe(rng[key])}")
-        if "device" in rng and not isinstance(rng["device"], str):
-            raise bad("rng", f"rng['device'] must be a device name, got {rng['device']!r}")
-    if "train_seconds" in state:
-        t = state["train_seconds"]
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t >= 0:
-            raise bad("train_seconds", f"must be a number >= 0, got {t!r}")
-    if "evals" in state:
-        evals = state["evals"]
-        if not isinstance(evals, list) or not all(
-                isinstance(e, dict) and isinstance(e.get("step"), int) and not isinstance(e["step"], bool)
-                for e in evals):
-            raise bad("evals", "must be a list of dicts, each with an integer 'step'")
-
-
-def _check_tensor_dict(value, bad):
-    if not isinstance(value, dict):
-        raise bad(f"the weights must be a dict of tensors, got {_describe(value)}")
-    for key, tensor in value.items():
-        if not isinstance(key, str):
-            raise bad(f"the weights must be named by strings, got the key {key!r}")
-        if not isinstance(tensor, torch.Tensor):
-            raise bad(f"{key!r} must be a tensor, got {_describe(tensor)}")
-
-
-def _describe(value):
-    if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
-
-
-# -- load_module_state's message -----------------------------------------------------------
-
-_SIZE = re.compile(r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[(.*?)\]\) from "
-                   r"checkpoint, the shape in current model is torch\.Size\(\[(.*?)\]\)\.?")
-_KEYS = re.compile(r"(Missing|Unexpected) key\(s\) in state_dict: (.*)")
-
-
-def _short_list(items, keep):
-    more = len(items) - keep
-    return ", ".join(items[:keep]) + (f", ... ({more} more)" if more > 0 else "")
-
-
-def _compact_load_error(text):
-    """torch's load_state_dict error in at most 1 + MAX_DETAIL_LINES lines: its problems
-    (missing keys, unexpected keys, size mismatches) grouped, long lists cut short."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    if lines and lines[0].startswith("Error(s) in loading state_dict for"):
-        head, lines = lines[0].rstrip(":"), lines[1:]
-    else:
-        head = None
-    out, sizes = [], []
-    for line in lines:
-        m = _SIZE.match(line)
-        if m:
-            sizes.append(f"{m.group(1)} [{m.group(2)}] in the file, [{m.group(3)}] in the model")
-            continue
-        m = _KEYS.match(line)
-        if m:
-            keys = [k.strip().strip('"') for k in m.group(2).strip().rstrip(".").split(",") if k.strip()]
-            out.append(f"{m.group(1).lower()} keys: {_short_list(keys, 6)}")
-            continue
-        out.append(line if len(line) <= 200 else line[:197] + "...")
-    if sizes:
-        shown = "; ".join(sizes[:2]) + (f"; ... ({len(sizes) - 2} more)" if len(sizes) > 2 else "")
-        out.append(f"size mismatch for {len(sizes)} tensor{'s' if len(sizes) > 1 else ''}: {shown}")
-    if head and not out:
-        out.append(head)
-    if len(out) > MAX_DETAIL_LINES:
-        out = out[:MAX_DETAIL_LINES - 1] + [f"... ({len(out) - MAX_DETAIL_LINES + 1} more problems)"]
-    if not out:
-        return "(no details from torch)"
-    if len(out) == 1:
-        return out[0]
-    return "\n" + "\n".join("  " + ln for ln in out)
