@@ -12,7 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from fastgan._argtypes import positive_int
 from fastgan.bench.timing import check_device
-from fastgan.bench.train import IMPLS, MODELS, make, strict_float32
+from fastgan.bench.train import CUDA_ONLY, IMPLS, MODELS, make, strict_float32
 from fastgan.models import MODELS as ALL_MODELS
 from fastgan.train.step import make_step
 
@@ -97,7 +97,7 @@ def main(argv=None):
     p.add_argument("--model", default="mlp", choices=sorted(ALL_MODELS),
                    help="default mlp (tutorial and compile: mlp, mlp-bn or dcgan)")
     p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--impl", default="fastgan", choices=[i for i in IMPLS if i not in ("expert", "graph")],
+    p.add_argument("--impl", default="fastgan", choices=[i for i in IMPLS if i not in CUDA_ONLY],
                    help="an op-by-op step (a graph replays the same kernels as 'fastgan')")
     p.add_argument("--top", type=positive_int, default=25)
     p.add_argument("--shapes", action="store_true", help="ops by input shape (profiler table) instead")

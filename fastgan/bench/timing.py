@@ -160,17 +160,13 @@ def load_result(parser, path, markdown, name, keys=(), rows=None, row_keys=()):
     return result
 
 
-def from_json(args, markdown, parser=None, name=None, **check):
+def from_json(args, markdown, parser, name=None, **check):
     """With --from-json: prints (and writes to --markdown) that file's table and returns the
-    result it holds; None without --from-json. With parser: the file is checked first (see
-    load_result; name defaults to parser.prog)."""
+    result it holds, once load_result has checked it (name defaults to parser.prog); None
+    without --from-json."""
     if not args.from_json:
         return None
-    if parser is not None:
-        result = load_result(parser, args.from_json, markdown, name or parser.prog, **check)
-    else:
-        with open(args.from_json) as f:
-            result = json.load(f)
+    result = load_result(parser, args.from_json, markdown, name or parser.prog, **check)
     report(result, markdown, markdown_path=args.markdown)
     return result
 

@@ -164,6 +164,7 @@ def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, p
     if blas not in BLAS:
         raise ValueError(f"blas must be one of {', '.join(BLAS)}, got {blas!r}")
     cuda = torch.device(device).type == "cuda"
+    impls = [i for i in impls if cuda or i not in CUDA_ONLY]
     if cuda:
         strict_float32()
         if blas != "default":
@@ -173,8 +174,6 @@ def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, p
         for bs in batch_sizes:
             row = {"model": model, "batch_size": bs}
             for impl in impls:
-                if impl in ("expert", "graph") and not cuda:
-                    continue
                 torch._dynamo.reset()
                 try:
                     step = make(impl, model, bs, device, precision, channels_last)
@@ -192,7 +191,7 @@ def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, p
             rows.append(row)
     return {"benchmark": NAME, "machine": machine_header(device), "rows": rows, "precision": precision,
             "channels_last": channels_last, "blas": blas if cuda else "default",
-            "impls": [i for i in impls if cuda or i not in ("expert", "graph")]}
+            "impls": impls}
 
 
 def markdown(result):
@@ -282,8 +281,7 @@ def main(argv=None):
                 if impl in CUDA_ONLY:
                     p.error(f"--impl {impl}: needs a CUDA device (it runs the step as one CUDA graph), "
                             f"not --device {a.device}")
-        else:
-            impls = tuple(i for i in impls if i not in CUDA_ONLY)
+        else:   # run() leaves them out
             print(f"note: {' and '.join(CUDA_ONLY)} need a CUDA device: left out on {device}", file=sys.stderr)
         if a.blas != "default":
             p.error(f"--blas {a.blas}: only on a CUDA device, not --device {a.device}")

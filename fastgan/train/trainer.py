@@ -312,8 +312,7 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        os.makedirs(cfg.out, exist_ok=True)
-        with atomic_write(os.path.join(cfg.out, "config.json"), "w") as f:
+        with atomic_write(os.path.join(cfg.out, "config.json"), "w") as f:   # makes cfg.out
             f.write(cfg.to_json())
         if self.step >= self.total_steps:
             self._print(f"nothing to do: {cfg.out} is at step {self.step} of {self.total_steps}")
