@@ -301,11 +301,11 @@ X = torch.randn(4, 3)
     (lambda: ops.bce_with_logits(X, 1.5), ValueError, r"target must be in \[0, 1\]"),
     (lambda: ops.bce_with_logits(X, float("nan")), ValueError, r"target must be in \[0, 1\]"),
     (lambda: ops.bce_with_logits(X, "1"), TypeError, "target must be a Tensor or a number"),
-    (lambda: ops.bce_with_logits(X, X.double()), TypeError, "target must have logits' dtype"),
+    (lambda: ops.bce_with_logits(X, X.long()), TypeError, "target must be float32"),
     (lambda: ops.bce_with_logits(torch.randn(0, 1), 1.0), ValueError, "logits must not be empty"),
     (lambda: ops.bce_with_logits(X, 1.0, torch.rand(4)), ValueError, "weight of shape .* must broadcast"),
     (lambda: ops.bce_with_logits(X, 1.0, None, torch.rand(2, 4, 3)), ValueError, "pos_weight of shape"),
-    (lambda: ops.bce_with_logits(X, 1.0, None, torch.rand(3).half()), TypeError, "pos_weight must have logits' dtype"),
+    (lambda: ops.bce_with_logits(X, 1.0, None, torch.ones(3, dtype=torch.int32)), TypeError, "pos_weight must be float32"),
     (lambda: ops.gan_d_loss(X, X, 1.0, -0.1), ValueError, r"fake_label must be in \[0, 1\]"),
     (lambda: ops.gan_d_loss(X, X, 2.0), ValueError, r"real_label must be in \[0, 1\]"),
     (lambda: ops.gan_d_loss(torch.randn(0, 1), X), ValueError, "real_logits must not be empty"),
@@ -320,6 +320,27 @@ X = torch.randn(4, 3)
 def test_bad_input(path, call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("other", ["target", "weight", "pos_weight"])
+def test_bce_promotes_mixed_dtypes_as_torch(path, other):
+    """A float64 target (from numpy, say), weight or pos_weight with float32 logits gives a float64
+    loss, as torch's does; a float16 one is promoted to the logits' float32. The gradient reaches
+    the logits in their own dtype."""
+    torch.manual_seed(3)
+    x = torch.randn(5, 3, requires_grad=True)
+    args = dict(target=torch.rand(5, 3), weight=torch.rand(3) + 0.5, pos_weight=torch.rand(5, 3) * 2)
+    for dtype, want in ((torch.float64, torch.float64), (torch.float16, torch.float32)):
+        mixed = dict(args, **{other: args[other].to(dtype)})
+        ours = ops.bce_with_logits(x, mixed["target"], mixed["weight"], mixed["pos_weight"])
+        assert ours.dtype == want
+        exact = {k: v.to(want) for k, v in mixed.items()}
+        theirs = F.binary_cross_entropy_with_logits(x.to(want), exact.pop("target"), **exact)
+        assert_close(ours, theirs, FORWARD_TOL[want], "loss")
+        (g,) = torch.autograd.grad(ours, x)
+        (g_ref,) = torch.autograd.grad(theirs, x)
+        assert g.dtype == torch.float32
+        assert_close(g, g_ref, FORWARD_TOL[torch.float32], "grad")
 
 
 def test_weight_is_not_differentiable():

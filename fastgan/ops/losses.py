@@ -142,14 +142,18 @@ def _split_target(op, target):
 def bce_with_logits(logits, target, weight=None, pos_weight=None, reduction="mean"):
     """torch.nn.functional.binary_cross_entropy_with_logits in one fused, stable pass.
 
-    logits: a non-empty float tensor. target: a tensor of logits' shape, dtype and device, or
+    logits: a non-empty float tensor. target: a float tensor of logits' shape and device, or
     a number in [0, 1] (a constant label, never materialized). weight, pos_weight: None or
-    tensors of logits' dtype and device that broadcast to logits' shape. reduction: 'none',
-    'mean' or 'sum'; the result has logits' dtype (sums accumulate in float32 or wider).
+    float tensors on logits' device that broadcast to logits' shape. Tensors of different
+    float dtypes are promoted to their common one (torch.promote_types: a float64 target makes
+    a float64 loss, as in torch). reduction: 'none', 'mean' or 'sum'; the result has that
+    common dtype (sums accumulate in float32 or wider).
     Differentiable in logits (to any order) and in a tensor target; as in torch, not in
     weight or pos_weight.
     """
     t, tv = _split_target("bce_with_logits", target)
+    logits, t, weight, pos_weight = _promote(logits, t, weight, pos_weight)
+    target = target if t is None else t
     if _bce is None:
         logits, target, t, weight, pos_weight = _autocast_inputs(logits, target, t, weight, pos_weight)
         check_bce_args(logits, t, tv, weight, pos_weight, reduction)
@@ -158,6 +162,20 @@ def bce_with_logits(logits, target, weight=None, pos_weight=None, reduction="mea
                                n_tensors=4)
         return out.to(logits.dtype)
     return _bce(logits, t, tv, weight, pos_weight, reduction)
+
+
+def _promote(logits, *others):
+    """logits and the tensors among others in their common dtype (torch.promote_types), as
+    torch's binary_cross_entropy_with_logits promotes a float64 target (from numpy, say);
+    the kernels then see one dtype. Non-float tensors are left for the checks to name."""
+    tensors = (logits,) + others
+    if not all(t is None or (torch.is_tensor(t) and t.dtype in _checks.FLOAT_DTYPES) for t in tensors):
+        return tensors
+    dtype = logits.dtype
+    for t in others:
+        if t is not None:
+            dtype = torch.promote_types(dtype, t.dtype)
+    return tuple(t if t is None or t.dtype == dtype else t.to(dtype) for t in tensors)
 
 
 def _half_to_float(t):
