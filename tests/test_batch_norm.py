@@ -386,6 +386,9 @@ def test_one_value_per_channel_in_training_raises_like_torch(path):
     (dict(eps=0.0), "eps must be > 0 when training", ValueError),   # torch: "eps must be positive"
     (dict(momentum=float("nan")), "momentum must be finite", ValueError),
     (dict(negative_slope=float("inf")), "negative_slope must be finite", ValueError),
+    (dict(momentum=None), "momentum must be a number", TypeError),   # torch: TypeError too
+    (dict(eps="1e-5"), "eps must be a number", TypeError),
+    (dict(negative_slope=True), "negative_slope must be a number", TypeError),
 ])
 def test_bad_arguments(path, kwargs, match, exc):
     args = dict(weight=None, bias=None, running_mean=None, running_var=None, training=True)

@@ -95,9 +95,14 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
     weight and bias, to any order. num_batches_tracked: None or torch.nn's int64 counter, which
     training adds 1 to inside the kernel (no launch of its own).
     """
-    if _forward is None:
+    # exact floats go straight to the kernel; anything else (None, a bool, a string) gets the
+    # Python checks' TypeError naming it instead of the dispatcher's RuntimeError
+    numbers_ok = type(momentum) is float and type(eps) is float and (negative_slope is None
+                                                                     or type(negative_slope) is float)
+    if _forward is None or not numbers_ok:
         check_args(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope,
                    num_batches_tracked)
+    if _forward is None:
         return reference.batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,
                                     negative_slope, num_batches_tracked)
     return _forward(x, weight, bias, running_mean, running_var, bool(training), momentum, eps, negative_slope,

@@ -47,7 +47,10 @@ def bias_leaky_relu(x, bias=None, negative_slope=0.2, scale=1.0):
     no cast kernel, and its gradient comes back in float32). y has x's dtype.
     negative_slope >= 0, scale > 0. Differentiable to any order in x and bias.
     """
-    if _forward is None:
+    # exact floats go straight to the kernel; anything else (None, a bool, a string) gets the
+    # Python checks' TypeError naming it instead of the dispatcher's RuntimeError
+    if _forward is None or type(negative_slope) is not float or type(scale) is not float:
         check_args(x, bias, negative_slope, scale)
+    if _forward is None:
         return reference.bias_leaky_relu(x, bias, negative_slope, scale)
     return _forward(x, bias, negative_slope, scale)
