@@ -103,6 +103,59 @@ def test_inception_score_and_entropy():
     assert metrics.class_histogram(torch.tensor([1, 1, 9])) == [0, 2, 0, 0, 0, 0, 0, 0, 0, 1]
 
 
+def test_running_stats_in_chunks_match_all_at_once():
+    """Chunks of any size (one row, uneven) merge to the two-pass statistics, also far from 0."""
+    g = torch.Generator().manual_seed(2)
+    f = (torch.randn(203, 12, generator=g, dtype=torch.float64) @ torch.randn(12, 12, generator=g,
+                                                                            dtype=torch.float64)) + 1e4
+    mu = f.mean(0)
+    cov = (f - mu).T @ (f - mu) / (len(f) - 1)
+    for sizes in ((203,), (1, 202), (100, 3, 0, 99, 1), (7,) * 29):
+        stats = metrics.RunningStats()
+        for chunk in torch.split(f, list(sizes)):
+            stats.update(chunk)
+        m, c = stats.stats()
+        torch.testing.assert_close(m, mu, rtol=1e-12, atol=1e-8)
+        torch.testing.assert_close(c, cov, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        metrics.RunningStats().stats()
+
+
+def test_class_scores_in_chunks_match_all_at_once():
+    g = torch.Generator().manual_seed(4)
+    p = torch.softmax(torch.randn(97, 10, generator=g, dtype=torch.float64) * 3, 1)
+    labels = torch.randint(0, 10, (97,), generator=g)
+    scores = metrics.ClassScores()
+    for a, b in zip(p.split(20), labels.split(20)):
+        scores.update(a, b)
+    py = p.mean(0)
+    kl = (p * (p.log() - py.log())).sum(1).mean()
+    assert scores.inception_score() == pytest.approx(kl.exp().item(), rel=1e-12)
+    assert scores.histogram() == metrics.class_histogram(p.argmax(1))
+    assert scores.label_accuracy() == pytest.approx((p.argmax(1) == labels).double().mean().item())
+
+
+def test_evaluator_measures_batch_by_batch(runs, tiny, monkeypatch):
+    """Memory does not grow with --eval-n / --n: no more than batch_size images at a time, and
+    the metrics are those of all the images at once."""
+    import importlib
+    ev = importlib.import_module("fastgan.metrics.evaluate")   # the module, not the function
+    G, cfg, _ = metrics.load_generator(str(runs / "cgan" / "checkpoint.pt"), "cpu")
+    evaluator = metrics.Evaluator("mnist-5k", cache_dir=tiny[2], classifier=TINY_CLF, batch_size=16)
+    images, labels = metrics.generate(G, cfg, 70, seed=3, batch_size=70)
+    features, probs = metrics.classify(evaluator.model, images)
+    seen = []
+    real = ev.classify
+    monkeypatch.setattr(ev, "classify", lambda model, x, bs: seen.append(len(x)) or real(model, x, bs))
+    m = evaluator(G, cfg, 70, seed=3)
+    assert max(seen) == 16 and sum(seen) == 70
+    assert m["fid"] == pytest.approx(metrics.frechet_distance(*metrics.feature_stats(features),
+                                                              *evaluator.real_stats), rel=1e-9)
+    assert m["inception_score"] == pytest.approx(metrics.inception_score(probs), rel=1e-12)
+    assert m["class_histogram"] == metrics.class_histogram(probs.argmax(1))
+    assert m["label_accuracy"] == pytest.approx((probs.argmax(1) == labels).double().mean().item())
+
+
 def test_getting_the_classifier_leaves_the_global_random_stream_alone(tmp_path, data):
     # fastgan train --eval-every sets it up mid-run: a draw from torch's global generator would
     # change the training's dropout masks depending on whether the classifier was cached

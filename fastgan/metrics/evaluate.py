@@ -4,8 +4,8 @@ import time
 import torch
 
 from fastgan.metrics.classifier import NUM_CLASSES, ClassifierSettings, get_classifier, split, to_input
-from fastgan.metrics.fid import (class_histogram, entropy_bits, feature_stats, fid_from_features,
-                                 frechet_distance, inception_score)
+from fastgan.metrics.fid import (ClassScores, RunningStats, entropy_bits, feature_stats, fid_from_features,
+                                 frechet_distance)
 from fastgan.models import CONDITIONAL
 from fastgan.train import ConfigError, build_models, load_checkpoint, noise, resolve_device
 from fastgan.train.checkpoint import load_module_state
@@ -32,20 +32,27 @@ def load_generator(checkpoint, device):
     return G.eval(), cfg, state
 
 
-@torch.no_grad()
-def generate(G, cfg, n, seed=0, device="cpu", batch_size=1000):
-    """(images (n, 1, 28, 28) in [-1, 1], requested labels or None): noise drawn on the CPU from
-    `seed` (the same images on every device); conditional models get labels arange(n) % 10."""
+def generate_batches(G, cfg, n, seed=0, device="cpu", batch_size=1000):
+    """Yields (images (k, 1, 28, 28) in [-1, 1], requested labels or None) for n images in
+    batches of up to batch_size: noise drawn on the CPU from `seed`, batch by batch (the same
+    numbers as one draw of all n, and the same images on every device); conditional models get
+    labels arange(n) % 10."""
     conditional = cfg.model in CONDITIONAL
     gen = torch.Generator().manual_seed(seed)
-    z = noise(n, cfg.latent_dim, cfg.noise, gen, "cpu")
-    labels = torch.arange(n) % NUM_CLASSES if conditional else None
-    out = []
     for i in range(0, n, batch_size):
-        zi = z[i:i + batch_size].to(device)
-        x = G(zi, labels[i:i + batch_size].to(device)) if conditional else G(zi)
-        out.append(x.float().reshape(-1, 1, 28, 28))
-    return torch.cat(out), labels
+        k = min(batch_size, n - i)
+        z = noise(k, cfg.latent_dim, cfg.noise, gen, "cpu").to(device)
+        labels = torch.arange(i, i + k) % NUM_CLASSES if conditional else None
+        with torch.no_grad():
+            x = G(z, labels.to(device)) if conditional else G(z)
+        yield x.float().reshape(-1, 1, 28, 28), labels
+
+
+def generate(G, cfg, n, seed=0, device="cpu", batch_size=1000):
+    """(images (n, 1, 28, 28) in [-1, 1], requested labels or None): generate_batches in one
+    tensor (n images in memory; Evaluator measures batch by batch instead)."""
+    images, labels = zip(*generate_batches(G, cfg, n, seed, device, batch_size))
+    return torch.cat(images), (torch.cat(labels) if labels[0] is not None else None)
 
 
 class Evaluator:
@@ -74,19 +81,22 @@ class Evaluator:
         check_n(n)
         was_training = G.training
         G.eval()
+        stats, scores = RunningStats(), ClassScores(NUM_CLASSES)
         try:
-            gen_x, labels = generate(G, cfg, n, seed, self.device, self.batch_size)
+            # batch by batch: memory does not grow with n
+            for images, labels in generate_batches(G, cfg, n, seed, self.device, self.batch_size):
+                features, probs = classify(self.model, images, self.batch_size)
+                stats.update(features)
+                scores.update(probs, labels)
         finally:
             G.train(was_training)
-        gen_f, gen_p = classify(self.model, gen_x, self.batch_size)
-        predicted = gen_p.argmax(1)
-        hist = class_histogram(predicted, NUM_CLASSES)
+        hist = scores.histogram()
         return {
-            "fid": frechet_distance(*feature_stats(gen_f), *self.real_stats),
-            "inception_score": inception_score(gen_p),
+            "fid": frechet_distance(*stats.stats(), *self.real_stats),
+            "inception_score": scores.inception_score(),
             "class_histogram": hist,
             "class_entropy": entropy_bits(hist),
-            "label_accuracy": (predicted == labels).double().mean().item() if labels is not None else None,
+            "label_accuracy": scores.label_accuracy() if cfg.model in CONDITIONAL else None,
         }
 
     def fid_real(self, n, seed=0):

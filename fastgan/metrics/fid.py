@@ -19,14 +19,48 @@ def sqrtm_psd(a):
     return (v * w.clamp(min=0).sqrt()) @ v.T
 
 
+class RunningStats:
+    """Mean and covariance (float64) of feature rows given chunk by chunk, merged pairwise (Chan,
+    Golub and LeVeque): measuring n images takes O(D^2) memory, not O(n D), and gives what
+    feature_stats gives for all the rows at once (to float64 rounding)."""
+
+    def __init__(self):
+        self.n, self.mean, self.scatter = 0, None, None
+
+    def update(self, features):
+        f = _f64(features)
+        if f.dim() != 2:
+            raise ValueError(f"feature statistics need (N, D) features, got {tuple(f.shape)}")
+        k = f.shape[0]
+        if k == 0:
+            return
+        mean = f.mean(0)
+        c = f - mean
+        scatter = c.T @ c
+        if self.n == 0:
+            self.n, self.mean, self.scatter = k, mean, scatter
+            return
+        n = self.n + k
+        d = mean - self.mean
+        self.scatter = self.scatter + scatter + torch.outer(d, d) * (self.n * k / n)
+        self.mean = self.mean + d * (k / n)
+        self.n = n
+
+    def stats(self):
+        """(mean, covariance) of all rows so far, N >= 2."""
+        if self.n < 2:
+            raise ValueError(f"feature statistics need at least 2 rows, got {self.n}")
+        return self.mean, self.scatter / (self.n - 1)
+
+
 def feature_stats(features):
     """(mean, covariance) in float64 of features (N, D), N >= 2."""
     f = _f64(features)
     if f.dim() != 2 or f.shape[0] < 2:
         raise ValueError(f"feature statistics need (N, D) features with N >= 2, got {tuple(f.shape)}")
-    mu = f.mean(0)
-    c = f - mu
-    return mu, (c.T @ c) / (f.shape[0] - 1)
+    stats = RunningStats()
+    stats.update(f)
+    return stats.stats()
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2):
@@ -48,13 +82,50 @@ def fid_from_features(a, b):
     return frechet_distance(*feature_stats(a), *feature_stats(b))
 
 
+class ClassScores:
+    """What the classifier's probabilities (N, C) say of generated images, given chunk by chunk in
+    O(C) memory: the predicted classes' histogram, the Inception Score and, for images drawn
+    for requested labels, the fraction classified as asked."""
+
+    def __init__(self, num_classes=10):
+        self.num_classes = num_classes
+        self.n, self.correct = 0, 0
+        self.counts = torch.zeros(num_classes, dtype=torch.int64)
+        self.sum_p = torch.zeros(num_classes, dtype=torch.float64)
+        self.sum_plogp = 0.0
+
+    def update(self, probs, labels=None):
+        p = _f64(probs)
+        if p.dim() != 2 or p.shape[1] != self.num_classes:
+            raise ValueError(f"class probabilities must be (N, {self.num_classes}), got {tuple(p.shape)}")
+        predicted = p.argmax(1)
+        self.counts += torch.bincount(predicted, minlength=self.num_classes)
+        if labels is not None:
+            self.correct += int((predicted == torch.as_tensor(labels).cpu()).sum())
+        p = p.clamp(min=1e-12)
+        self.sum_p += p.sum(0)
+        self.sum_plogp += (p * p.log()).sum().item()
+        self.n += p.shape[0]
+
+    def inception_score(self):
+        """exp(E_x KL(p(y|x) || p(y))) = exp(E_x sum p log p - sum p(y) log p(y))."""
+        py = self.sum_p / self.n
+        return math.exp(self.sum_plogp / self.n - (py * py.log()).sum().item())
+
+    def histogram(self):
+        return self.counts.tolist()
+
+    def label_accuracy(self):
+        return self.correct / self.n
+
+
 def inception_score(probs):
     """exp(E_x KL(p(y|x) || p(y))) of class probabilities (N, C): 1 (one class, or all
     uncertain) up to C (confident and balanced)."""
-    p = _f64(probs).clamp(min=1e-12)
-    py = p.mean(0, keepdim=True)
-    kl = (p * (p.log() - py.log())).sum(1)
-    return math.exp(kl.mean().item())
+    p = _f64(probs)
+    scores = ClassScores(p.shape[-1])
+    scores.update(p)
+    return scores.inception_score()
 
 
 def class_histogram(predicted, num_classes=10):
