@@ -263,6 +263,20 @@ def test_torch_compile_fullgraph(device):
 
 
 @requires_kernels
+def test_torch_compile_with_changing_number_labels():
+    """A D step calls a loss with 1.0 and then 0.0: torch.compile recompiles with the label as a
+    SymFloat, which the Python-side label check (math.isfinite) could not trace in fullgraph."""
+    torch._dynamo.reset()
+    x, y = torch.randn(8, 1), torch.randn(5, 1)
+    losses = (lambda x, v: ops.bce_with_logits(x, v), lambda x, v: fastgan.nn.BCEWithLogitsLoss()(x, v),
+              lambda x, v: ops.gan_g_loss(x, v), lambda x, v: ops.gan_d_loss(x, y, v, 1.0 - v))
+    for fn in losses:
+        compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+        for label in (1.0, 0.0, 0.9):
+            torch.testing.assert_close(compiled(x, label), fn(x, label))
+
+
+@requires_kernels
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_torch_compile_dynamic_shapes_with_a_target_gradient(reduction):
     # the mean's 1/numel in the target's gradient is symbolic under dynamic shapes (numel() raised)

@@ -136,6 +136,8 @@ def _split_target(op, target):
     """(target tensor or None, label number): a number target is a constant label."""
     if isinstance(target, torch.Tensor):
         return target, 0.0
+    if type(target) is float:   # the kernel checks its range; under torch.compile it may be a SymFloat,
+        return None, target     # which math.isfinite in _label cannot trace (as gan_d_loss/gan_g_loss)
     return None, _label(op, "target", target)
 
 
