@@ -22,7 +22,16 @@ def laid_out_like(t, p):
     return torch.empty_like(p, memory_format=torch.preserve_format).copy_(t)
 
 
+DTYPES = (torch.float32, torch.float64)
+# torch.optim.Adam options that change the update: a state_dict that turns one on cannot load
+UNSUPPORTED = ("amsgrad", "maximize", "decoupled_weight_decay")
+
+
 class Adam(torch.optim.Optimizer):
+    """torch.optim.Adam(params, lr, betas, eps, weight_decay) for dense float32/float64
+    parameters. Step counts are mirrored on the host (see __init__): change them through
+    load_state_dict, not by editing state[p]["step"] in place."""
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         if not 0.0 <= lr:
             raise ValueError(f"Adam: lr must be >= 0, got {lr}")
@@ -38,10 +47,44 @@ class Adam(torch.optim.Optimizer):
         # behind the others, as in torch.optim.Adam. Kept here so that grouping the launches by
         # count never reads the device counters (no sync, capturable); normally one group.
         self._counts = {}
+        self.register_load_state_dict_pre_hook(Adam._check_loaded_groups)
         self.register_load_state_dict_post_hook(Adam._count_loaded_steps)
+
+    def add_param_group(self, param_group):
+        """torch's, plus a check that adam_ can update every parameter (at construction, not at
+        the first step)."""
+        group = len(self.param_groups)
+        params = param_group["params"]
+        if isinstance(params, torch.Tensor):
+            params = [params]
+        elif not isinstance(params, set):   # torch refuses a set (no order) itself
+            params = list(params)
+        for i, p in enumerate(params):
+            where = f"fastgan.optim.Adam: parameter {i} of group {group}"
+            if isinstance(p, torch.Tensor) and p.dtype not in DTYPES:
+                raise TypeError(f"{where} is {p.dtype}; it updates float32 and float64 parameters "
+                                f"(keep float32 master weights, e.g. under autocast, or use torch.optim.Adam)")
+            if isinstance(p, torch.Tensor) and not _checks.dense(p):
+                raise ValueError(f"{where} is not dense (a strided view, shape {tuple(p.shape)}, stride "
+                                 f"{p.stride()}); adam_ walks parameters as flat arrays")
+        super().add_param_group(dict(param_group, params=params))
+
+    @staticmethod
+    def _check_loaded_groups(optimizer, state_dict):
+        """Refuses, before anything is loaded, a torch.optim.Adam state_dict whose update this
+        Adam does not make (it would silently run plain Adam instead)."""
+        for i, group in enumerate(state_dict["param_groups"]):
+            on = [k for k in UNSUPPORTED if group.get(k)]
+            if on:
+                raise ValueError(f"fastgan.optim.Adam cannot continue this state_dict: param group {i} has "
+                                 f"{', '.join(f'{k}=True' for k in on)} (fastgan's Adam has none of "
+                                 f"{', '.join(UNSUPPORTED)}); use torch.optim.Adam for it")
 
     @staticmethod
     def _count_loaded_steps(optimizer):
+        for p, s in optimizer.state.items():   # a number step (torch < 1.12 checkpoints) as a tensor, as torch does
+            if "step" in s and not torch.is_tensor(s["step"]):
+                s["step"] = torch.tensor(float(s["step"]), dtype=torch.float32, device=p.device)
         optimizer._counts = {p: int(s["step"]) for p, s in optimizer.state.items() if "step" in s}
 
     @torch.no_grad()

@@ -218,3 +218,57 @@ def test_a_group_may_mix_float32_and_float64_parameters():
     for a, b in zip(ours, theirs):
         assert a.dtype == b.dtype
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("flag", ["amsgrad", "maximize", "decoupled_weight_decay"])
+def test_a_state_dict_with_an_update_it_does_not_make_is_refused(flag):
+    """A torch.optim.Adam state_dict with amsgrad/maximize/decoupled_weight_decay on would load and
+    then silently run plain Adam; it is refused before anything changes."""
+    p, q = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(5))
+    theirs = torch.optim.Adam([p], lr=0.1, **{flag: True})
+    p.grad = torch.randn(5)
+    theirs.step()
+    ours = Adam([q], lr=0.2)
+    before = copy.deepcopy(ours.state_dict())
+    with pytest.raises(ValueError, match=f"param group 0 has {flag}=True"):
+        ours.load_state_dict(theirs.state_dict())
+    assert ours.state_dict() == before
+    # the same options off load as before
+    Adam([q]).load_state_dict(torch.optim.Adam([p], **{flag: False}).state_dict())
+
+
+def test_a_number_step_in_a_loaded_state_is_made_a_tensor():
+    # torch < 1.12 checkpoints (and hand-written states) hold the step as a Python number
+    p = torch.nn.Parameter(torch.randn(3))
+    ref = torch.optim.Adam([p], lr=0.1)
+    p.grad = torch.ones(3)
+    ref.step()
+    q = torch.nn.Parameter(p.detach().clone())
+    sd = ref.state_dict()
+    sd["state"][0]["step"] = 1
+    ours = Adam([q], lr=0.1)
+    ours.load_state_dict(copy.deepcopy(sd))   # (a loaded state may share the saved tensors)
+    ref.load_state_dict(copy.deepcopy(sd))
+    for opt, t in ((ours, q), (ref, p)):
+        t.grad = torch.full((3,), 0.5)
+        opt.step()
+    torch.testing.assert_close(q, p)
+    assert torch.is_tensor(ours.state[q]["step"]) and int(ours.state[q]["step"]) == 2
+
+
+@pytest.mark.parametrize("bad,exc,match", [
+    (lambda: torch.nn.Parameter(torch.randn(4).half()), TypeError, "parameter 1 of group 0 is torch.float16"),
+    (lambda: torch.nn.Parameter(torch.randn(4, dtype=torch.complex64)), TypeError, "is torch.complex64"),
+    (lambda: torch.randn(4, 4, requires_grad=True)[:, :2], ValueError, "parameter 1 of group 0 is not dense"),
+])
+def test_parameters_adam_cannot_update_are_refused_up_front(bad, exc, match):
+    good = torch.nn.Parameter(torch.randn(3))
+    with pytest.raises(exc, match=match):
+        Adam([good, bad()])
+    opt = Adam([good])
+    with pytest.raises(exc, match=match.replace("parameter 1 of group 0", "parameter 0 of group 1")):
+        opt.add_param_group({"params": [bad()]})
+    assert len(opt.param_groups) == 1
+    # a generator of parameters, as model.parameters() gives, still works in add_param_group
+    opt.add_param_group({"params": (p for p in [torch.nn.Parameter(torch.randn(2))])})
+    assert len(opt.param_groups[1]["params"]) == 1
