@@ -272,6 +272,68 @@ def test_download_from_local_http_server(tmp_path):
         server.server_close()
 
 
+def test_download_replaces_a_damaged_file(tmp_path):
+    # an interrupted download (curl, torchvision) left half a file with the official name
+    mirror, md5 = _mirror(tmp_path)
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    good = (mirror / "train-images-idx3-ubyte.gz").read_bytes()
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(good[: len(good) // 2])
+    for f in md5:
+        if f != "train-images-idx3-ubyte.gz":
+            (raw / f).write_bytes((mirror / f).read_bytes())
+    with pytest.raises(DatasetError, match="train-images-idx3-ubyte"):
+        load_dataset("mnist", tmp_path / "data")     # without --download: the error, nothing fetched
+    x, _ = load_dataset("mnist", tmp_path / "data", download=True, mirrors=[mirror.as_uri()], md5=md5)
+    assert x.shape == (30, 28, 28)
+    assert (raw / "train-images-idx3-ubyte.gz").read_bytes() == good
+
+
+def test_download_errors_that_are_not_url_errors_try_the_next_mirror(tmp_path, monkeypatch):
+    """A reply that is not HTTP (a proxy's page) or a transfer cut short raise http.client's
+    exceptions, which are not URLError/OSError: the next mirror is tried, and the end is a DatasetError."""
+    import http.client
+    import urllib.request
+    mirror, md5 = _mirror(tmp_path)
+    real = urllib.request.urlopen
+    failures = iter([http.client.BadStatusLine("<html>"), http.client.IncompleteRead(b"", 100)] * 8)
+
+    def urlopen(url, timeout=None):
+        if url.startswith("http://broken/"):
+            raise next(failures)
+        return real(url, timeout=timeout)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    fetch("mnist", tmp_path / "a", mirrors=["http://broken/", mirror.as_uri()], md5=md5)
+    assert sorted(os.listdir(tmp_path / "a" / "MNIST" / "raw")) == sorted(md5)
+    with pytest.raises(DatasetError, match="could not download .*BadStatusLine|could not download"):
+        fetch("mnist", tmp_path / "b", mirrors="http://broken/", md5=md5)   # one mirror as a string
+    assert not [f for f in os.listdir(tmp_path / "b" / "MNIST" / "raw") if f.endswith(".part")]
+
+
+def test_a_complete_set_wins_over_a_stray_file(tmp_path):
+    images, labels = fake_set(30)
+    write_set(tmp_path / "MNIST" / "raw", images, labels, gz=True)
+    write_idx(tmp_path / "train-images-idx3-ubyte", images[:5])   # a stray file in data_dir itself
+    x, _ = load_dataset("mnist", tmp_path)
+    assert x.shape == (30, 28, 28)
+
+
+def test_mnist_5k_has_one_split():
+    with pytest.raises(DatasetError, match="mnist-5k has no test split"):
+        load_dataset("mnist-5k", train=False)
+
+
+def test_data_dir_is_resolved_to_an_absolute_path(tmp_path, monkeypatch):
+    from fastgan.data import resolve_data_dir
+    monkeypatch.chdir(tmp_path)
+    assert resolve_data_dir("mnist", "d") == str(tmp_path / "d")
+    assert resolve_data_dir("mnist", None, download=True) == str(tmp_path / "data")
+    assert resolve_data_dir("mnist", None) is None and resolve_data_dir("mnist-5k", None, True) is None
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_data_dir("fashion-mnist", "~/x") == str(tmp_path / "home" / "x")
+
+
 def test_device_loader_batches():
     images, labels = load_mnist_5k()
     loader = DeviceLoader(images, labels, batch_size=64, device="cpu", seed=3)

@@ -7,10 +7,10 @@
         ...
 """
 from fastgan.data.datasets import (DATASETS, MD5, MIRRORS, check_name, fetch, find_files,
-                                   load_dataset, load_idx_dataset, load_mnist_5k)
+                                   load_dataset, load_idx_dataset, load_mnist_5k, resolve_data_dir)
 from fastgan.data.idx import DatasetError, read_idx, read_images_labels, write_idx
 from fastgan.data.loader import DeviceLoader
 
 __all__ = ["DATASETS", "MD5", "MIRRORS", "DatasetError", "DeviceLoader", "check_name", "fetch",
            "find_files", "load_dataset", "load_idx_dataset", "load_mnist_5k", "read_idx",
-           "read_images_labels", "write_idx"]
+           "read_images_labels", "resolve_data_dir", "write_idx"]

@@ -8,6 +8,7 @@ images: (N, 28, 28) uint8 tensor, labels: (N,) int64 tensor (0-9), both on the C
 """
 import gzip
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -97,10 +98,11 @@ def find_files(name, data_dir, train=True):
                            f"{PRETTY[name]}, or --dataset mnist-5k for the embedded set)")
     stems = _split_files(train)
     folders = [data_dir, os.path.join(data_dir, FOLDERS[name], "raw")]
-    for folder in folders:
-        images, labels = _find(folder, stems[0]), _find(folder, stems[1])
+    found = [(folder, _find(folder, stems[0]), _find(folder, stems[1])) for folder in folders]
+    for folder, images, labels in found:   # a complete pair anywhere wins over a stray file
         if images and labels:
             return images, labels
+    for folder, images, labels in found:
         if images or labels:
             missing = stems[1] if images else stems[0]
             raise DatasetError(f"{folder}: found {os.path.basename(images or labels)} but not "
@@ -120,9 +122,13 @@ def load_idx_dataset(name, data_dir, train=True, download=False, mirrors=None, m
         raise DatasetError("mnist-5k is embedded; use load_mnist_5k()")
     if download:
         try:
-            find_files(name, data_dir, train)
-        except DatasetError:
-            fetch(name, data_dir, mirrors=mirrors, md5=md5)
+            return _read_idx_dataset(name, data_dir, train)
+        except DatasetError:   # missing, or damaged (an interrupted download): fetch replaces
+            fetch(name, data_dir, mirrors=mirrors, md5=md5)   # what fails its checksum
+    return _read_idx_dataset(name, data_dir, train)
+
+
+def _read_idx_dataset(name, data_dir, train):
     images_path, labels_path = find_files(name, data_dir, train)
     images, labels = read_images_labels(images_path, labels_path)
     if images.shape[1:] != (28, 28):
@@ -136,16 +142,33 @@ def load_idx_dataset(name, data_dir, train=True, download=False, mirrors=None, m
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
+DOWNLOAD_DIR = "data"   # where download=True without a data_dir puts the files
+
+
+def resolve_data_dir(name, data_dir=None, download=False):
+    """The folder load_dataset reads `name` from, as an absolute path (a run's config keeps it, so
+    that `fastgan eval` finds the files from any folder): data_dir, else DOWNLOAD_DIR when
+    downloading; None for mnist-5k and when there is none."""
+    if name == "mnist-5k":
+        return None
+    if data_dir is None and download:
+        data_dir = DOWNLOAD_DIR
+    return None if data_dir is None else os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+
+
 def load_dataset(name, data_dir=None, train=True, download=False, mirrors=None, md5=None):
-    """(images (N, 28, 28) uint8, labels (N,) int64) of dataset `name` (see DATASETS)."""
+    """(images (N, 28, 28) uint8, labels (N,) int64) of dataset `name` (see DATASETS).
+    mnist-5k has a single split (train=True); fastgan.metrics.split holds part of it out."""
     check_name(name)
     if name == "mnist-5k":
         if data_dir is not None:   # rather than ignore it: the user may have meant --dataset mnist
             raise DatasetError(f"--data-dir {data_dir}: mnist-5k is embedded in fastgan and reads no "
                                "files (leave --data-dir out, or choose --dataset mnist / fashion-mnist)")
+        if not train:
+            raise DatasetError("mnist-5k has no test split (fastgan.metrics.split holds 100 images per "
+                               "digit out of it)")
         return load_mnist_5k()
-    if data_dir is None and download:
-        data_dir = "data"
+    data_dir = resolve_data_dir(name, data_dir, download)
     if data_dir is None:
         raise DatasetError(f"dataset {name} needs a data directory (--data-dir) holding its IDX "
                            "files, or --download; --dataset mnist-5k needs none")
@@ -172,7 +195,7 @@ def fetch(name, root, mirrors=None, md5=None, timeout=60):
     check_name(name)
     if name == "mnist-5k":
         return None
-    mirrors = list(mirrors or MIRRORS[name])
+    mirrors = [mirrors] if isinstance(mirrors, str) else list(mirrors or MIRRORS[name])
     md5 = dict(md5 or MD5[name])
     folder = os.path.join(os.path.expanduser(os.fspath(root)), FOLDERS[name], "raw")
     os.makedirs(folder, exist_ok=True)
@@ -193,7 +216,8 @@ def fetch(name, root, mirrors=None, md5=None, timeout=60):
                     continue
                 os.replace(tmp, target)
                 break
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+                # HTTPException: a reply that is not HTTP (a proxy's page), a transfer cut short
                 errors.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
             finally:
                 if os.path.exists(tmp):

@@ -18,7 +18,7 @@ import torch
 
 from fastgan import ops
 from fastgan._files import atomic_write, output_problem
-from fastgan.data import DeviceLoader, load_dataset
+from fastgan.data import DeviceLoader, load_dataset, resolve_data_dir
 from fastgan.models import CONDITIONAL, ModelError, build
 from fastgan.train.checkpoint import load_checkpoint, load_module_state, save_checkpoint
 from fastgan.train.config import DEFAULT_EPOCHS, CheckpointError, ConfigError, TrainConfig
@@ -156,6 +156,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
 
         images, labels = load_dataset(cfg.dataset, cfg.data_dir, train=True, download=cfg.download)
+        # the folder it read, kept absolute in the checkpoint: eval and --resume find it from anywhere
+        cfg.data_dir = resolve_data_dir(cfg.dataset, cfg.data_dir, cfg.download)
         torch.manual_seed(cfg.seed)
         self.G, self.D = to_layout(*build_models(cfg, self.device), cfg.channels_last)
         self.loader = DeviceLoader(images, labels, cfg.batch_size, self.device, seed=cfg.seed + 1)
@@ -414,6 +416,8 @@ class Trainer:
                "label_accuracy": m["label_accuracy"]}
         self.evals.append(row)
         extra = f"  label accuracy {m['label_accuracy']:.3f}" if m["label_accuracy"] is not None else ""
+        if m["nonfinite_images"]:
+            extra += f"  ({m['nonfinite_images']} images not finite: G diverged)"
         self._print(f"eval step {self.step}: FID {m['fid']:.2f}  IS {m['inception_score']:.2f}  "
                     f"class entropy {m['class_entropy']:.2f} bits{extra}  (trained {self.train_seconds:.1f}s, "
                     f"eval {time.perf_counter() - t0:.1f}s)")
