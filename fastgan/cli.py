@@ -200,7 +200,10 @@ def cmd_eval(args):
                  cache_dir=args.cache_dir, seed=args.seed, classifier=settings)
     print(f"fastgan eval: {m['model']} on {m['dataset']}, step {m['step']}, {m['n']} samples")
     print(f"classifier       {'cached' if m['classifier_cached'] else 'trained'}, test accuracy "
-          f"{100 * m['classifier_accuracy']:.2f}% ({m['classifier_path']})")
+          f"{100 * m['classifier_accuracy']:.2f}% ({m['classifier_path'] or 'not saved'})")
+    if m["nonfinite_images"]:
+        print(f"warning: {m['nonfinite_images']} of the {m['n']} generated images are not finite "
+              "(the generator diverged): no FID", file=sys.stderr)
     print(f"fid              {m['fid']:.4f}   (real train vs test: {m['fid_real']:.4f})")
     print(f"inception_score  {m['inception_score']:.4f}")
     print(f"class_entropy    {m['class_entropy']:.4f} bits (max 3.3219)")

@@ -1,6 +1,8 @@
 """fastgan.metrics: float64 Fréchet distance and matrix square root, the cached classifier
 (hit, miss, corrupt-file recovery), evaluate() and the `fastgan eval` CLI with its bad inputs.
 Tiny classifier settings keep the whole file well under a minute on 2 CPU cores."""
+import dataclasses
+import math
 import os
 import warnings
 
@@ -371,3 +373,92 @@ def test_python_m_fastgan_metrics_prints_the_accuracy(tiny, monkeypatch, capsys)
     assert entry.main(["--dataset", "mnist-5k", "--cache-dir", str(tiny[2])]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"mnist-5k: test accuracy {tiny[1]['test_accuracy']:.2%} (cached;"), out
+
+
+def test_python_m_fastgan_metrics_bad_inputs(tmp_path, capsys):
+    from fastgan.metrics import __main__ as entry
+
+    (tmp_path / "afile").write_text("")
+    for args, words in ((["--dataset", "mnist", "--data-dir", str(tmp_path / "nope")], "does not exist"),
+                        (["--data-dir", str(tmp_path)], "mnist-5k is embedded"),
+                        (["--cache-dir", str(tmp_path / "afile")], "is a file, not a folder")):
+        try:
+            rc = entry.main(args)
+        except SystemExit as exc:   # argparse's usage errors
+            rc = exc.code
+        assert rc == 2, args
+        assert words in capsys.readouterr().err
+
+
+def test_fid_of_non_finite_features_is_nan_not_zero_or_an_error():
+    f = torch.randn(50, 8, dtype=torch.float64)
+    bad = f.clone()
+    bad[3, 2] = float("nan")
+    assert math.isnan(metrics.fid_from_features(bad, f))
+    mu, cov = metrics.feature_stats(f)
+    assert math.isnan(metrics.frechet_distance(mu * float("inf"), cov, mu, cov))   # max(0, nan) was 0.0
+
+
+def test_a_diverged_generator_is_measured_not_fatal(runs, tiny):
+    """A G with NaN weights (lr too high): the evaluation reports nan and how many images were
+    not finite, and --eval-every carries on (linalg.eigh raised before)."""
+    G, cfg, _ = metrics.load_generator(str(runs / "mlp" / "checkpoint.pt"), "cpu")
+    with torch.no_grad():
+        next(G.parameters()).fill_(float("nan"))
+    evaluator = metrics.Evaluator("mnist-5k", cache_dir=tiny[2], classifier=TINY_CLF)
+    m = evaluator(G, cfg, 40)
+    assert math.isnan(m["fid"]) and m["nonfinite_images"] == 40
+    healthy = metrics.load_generator(str(runs / "mlp" / "checkpoint.pt"), "cpu")[0]
+    assert evaluator(healthy, cfg, 40)["nonfinite_images"] == 0
+
+
+def test_a_cache_folder_that_cannot_be_written_warns_and_goes_on(data, tmp_path, monkeypatch):
+    def refuse(obj, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:747] . open file failed")
+
+    monkeypatch.setattr(clf, "atomic_torch_save", refuse)
+    with pytest.warns(UserWarning, match="could not cache the classifier"):
+        model, info = metrics.get_classifier("mnist-5k", cache=tmp_path, settings=TINY_CLF, data=data)
+    assert info["path"] is None and not info["cached"] and info["test_accuracy"] > 0.5
+
+
+def test_classifier_settings_from_a_list_are_the_same_settings(tiny, data):
+    as_list = dict(dataclasses.asdict(TINY_CLF), channels=list(TINY_CLF.channels))
+    _, info = metrics.get_classifier("mnist-5k", cache=tiny[2], settings=as_list, data=data)
+    assert info["cached"] and info["path"] == tiny[1]["path"]
+
+
+def test_fid_real_uses_as_many_real_images_as_it_is_compared_with(tiny, monkeypatch):
+    import importlib
+    ev = importlib.import_module("fastgan.metrics.evaluate")
+    evaluator = metrics.Evaluator("mnist-5k", cache_dir=tiny[2], classifier=TINY_CLF)
+    seen = []
+    real = ev.classify
+    monkeypatch.setattr(ev, "classify", lambda model, x, bs: seen.append(len(x)) or real(model, x, bs))
+    for n, want in ((100, 100), (2000, 2000), (10 ** 6, 4000)):   # mnist-5k: 4,000 training images
+        evaluator.fid_real(n)
+        assert seen.pop() == want
+
+
+def test_a_run_on_files_is_evaluated_from_another_folder(tmp_path, tiny, monkeypatch):
+    """The checkpoint keeps the data folder as an absolute path, so `fastgan eval` finds a relative
+    --data-dir (or --download's default ./data) from anywhere."""
+    import numpy as np
+    from fastgan.data import write_idx
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "work" / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 64), ("t10k", 32)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n, dtype=np.uint8) % 10)
+    monkeypatch.chdir(tmp_path / "work")
+    # --download with the files already there (nothing is fetched) and no --data-dir: ./data
+    args = ["train", *[a if a != "32" else "16" for a in TINY], "--dataset", "mnist", "--download",
+            "--steps", "2", "--out", "run"]
+    assert cli_main(args) == 0
+    ckpt = torch.load("run/checkpoint.pt", weights_only=True)
+    assert ckpt["config"]["data_dir"] == str(tmp_path / "work" / "data")
+    monkeypatch.chdir(tmp_path)
+    m = metrics.evaluate(str(tmp_path / "work" / "run" / "checkpoint.pt"), n=20, cache_dir=tiny[2],
+                         classifier=TINY_CLF)
+    assert m["dataset"] == "mnist" and m["n"] == 20

@@ -43,6 +43,10 @@ class ClassifierSettings:
     threads: int = 1              # CPU threads while training: a fixed count makes the weights the
                                   # same on every machine (0: all of torch's, faster, not portable)
 
+    def __post_init__(self):
+        # a list (from JSON, a dict) is the same settings, and must find the same cache file
+        object.__setattr__(self, "channels", tuple(self.channels))
+
     def key(self):
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -94,7 +98,7 @@ def split(name, data_dir=None):
     """
     if name != "mnist-5k":
         return load_dataset(name, data_dir, train=True), load_dataset(name, data_dir, train=False)
-    images, labels = load_dataset(name)
+    images, labels = load_dataset(name, data_dir)   # (a data_dir is an error there, not ignored)
     test = torch.zeros(len(labels), dtype=torch.bool)
     for c in range(NUM_CLASSES):
         idx = (labels == c).nonzero().flatten()
@@ -216,6 +220,12 @@ def get_classifier(dataset="mnist-5k", data_dir=None, cache=None, settings=Class
     state = dict(format=FORMAT, version=VERSION, dataset=dataset, data_sha256=data_sha,
                  settings=dataclasses.asdict(settings), state_dict=model.state_dict(),
                  test_accuracy=acc, train_seconds=seconds)
-    atomic_torch_save(state, path)
+    try:
+        atomic_torch_save(state, path)
+    except (OSError, RuntimeError) as exc:   # torch.save's own "open file failed" is a RuntimeError
+        warnings.warn(f"fastgan: could not cache the classifier in {folder} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0]}); using it uncached (it is trained again next time; "
+                      "--cache-dir or $FASTGAN_CACHE choose another folder)", stacklevel=2)
+        path = None
     return model, dict(path=path, cached=False, dataset=dataset, data_sha256=data_sha,
                        test_accuracy=acc, train_seconds=seconds)

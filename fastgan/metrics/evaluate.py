@@ -82,9 +82,11 @@ class Evaluator:
         was_training = G.training
         G.eval()
         stats, scores = RunningStats(), ClassScores(NUM_CLASSES)
+        nonfinite = 0
         try:
             # batch by batch: memory does not grow with n
             for images, labels in generate_batches(G, cfg, n, seed, self.device, self.batch_size):
+                nonfinite += int((~torch.isfinite(images)).flatten(1).any(1).sum())
                 features, probs = classify(self.model, images, self.batch_size)
                 stats.update(features)
                 scores.update(probs, labels)
@@ -97,13 +99,15 @@ class Evaluator:
             "class_histogram": hist,
             "class_entropy": entropy_bits(hist),
             "label_accuracy": scores.label_accuracy() if cfg.model in CONDITIONAL else None,
+            "nonfinite_images": nonfinite,   # a diverged G: its fid is nan, not an error
         }
 
     def fid_real(self, n, seed=0):
-        """The FID of up to max(n, test size) real training images against the test images:
-        the floor a perfect generator reaches."""
+        """The FID of n real training images (all of them if there are fewer) against the test
+        images: the floor a perfect generator reaches with n samples (FID grows as n shrinks,
+        so the floor is measured with the generated images' count)."""
         (train_x, _), (test_x, _) = self.data
-        k = min(len(train_x), max(n, len(test_x)))
+        k = min(len(train_x), n)
         pick = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))[:k]
         train_f, _ = classify(self.model, to_input(train_x[pick]).to(self.device), self.batch_size)
         return fid_from_features(train_f, self.real_features)
@@ -123,13 +127,15 @@ def evaluate(checkpoint, n=10000, device="cpu", data_dir=None, cache_dir=None, s
 
       fid               classifier FID: Fréchet distance between the classifier's penultimate
                         features of the n generated images and of the real test images
-      fid_real          the same distance from an equal number of real training images to the
+      fid_real          the same distance from n real training images (all, if fewer) to the
                         test images: the floor a perfect generator reaches
       inception_score   classifier Inception Score (1 to 10)
       class_histogram   predicted digits of the generated images (10 counts)
       class_entropy     entropy of that histogram in bits (max log2 10 = 3.32; low: mode collapse)
       label_accuracy    conditional models: the fraction classified as the requested label
                         (None for unconditional models)
+      nonfinite_images  generated images with a NaN or infinite pixel (a diverged generator;
+                        fid is then nan)
       classifier_accuracy, classifier_cached, classifier_path: the measuring classifier
       model, dataset, step, n, seconds
 
