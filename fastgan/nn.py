@@ -30,9 +30,14 @@ class FusedLeakyReLU(nn.Module):
     def __init__(self, num_features, negative_slope=0.2, scale=1.0, device=None, dtype=None):
         super().__init__()
         self.num_features = int(num_features)
-        self.negative_slope = float(negative_slope)
-        self.scale = float(scale)
-        self.bias = nn.Parameter(torch.zeros(self.num_features, device=device, dtype=dtype))
+        # checked here, not at the first forward
+        self.negative_slope = _checks.number("FusedLeakyReLU", "negative_slope", negative_slope, minimum=0.0)
+        self.scale = _checks.number("FusedLeakyReLU", "scale", scale, minimum=0.0, exclusive=True)
+        self.bias = nn.Parameter(torch.empty(self.num_features, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.zeros_(self.bias)
 
     def forward(self, x):
         return ops.bias_leaky_relu(x, like(self.bias, x, float32_ok=True), self.negative_slope, self.scale)
@@ -106,7 +111,10 @@ class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):
     """
 
     def forward(self, input, target):
-        # float32 buffers with half logits (autocast): weight and pos_weight follow the logits
+        # float32 buffers with half logits follow the logits (a half loss, as torch's), except under
+        # autocast, where the loss runs in float32 and they must not be rounded first
+        if torch.is_autocast_enabled(input.device.type):
+            return ops.bce_with_logits(input, target, self.weight, self.pos_weight, self.reduction)
         return ops.bce_with_logits(input, target, like(self.weight, input), like(self.pos_weight, input),
                                    self.reduction)
 

@@ -341,3 +341,17 @@ def test_expected_kernels_are_loaded():
         pytest.skip("FASTGAN_EXPECT_KERNELS is not set")
     info = fastgan.build_info()
     assert info["cpu_kernels"], info["extension_error"]
+
+
+def test_fused_leaky_relu_module_checks_its_arguments_when_made():
+    with pytest.raises(ValueError, match="FusedLeakyReLU: scale must be > 0"):
+        fastgan.nn.FusedLeakyReLU(4, scale=0)
+    with pytest.raises(ValueError, match="FusedLeakyReLU: negative_slope must be >= 0"):
+        fastgan.nn.FusedLeakyReLU(4, negative_slope=-0.1)
+    with pytest.raises(TypeError, match="FusedLeakyReLU: negative_slope must be a number"):
+        fastgan.nn.FusedLeakyReLU(4, negative_slope=None)
+    layer = fastgan.nn.FusedLeakyReLU(4)
+    with torch.no_grad():
+        layer.bias.fill_(3.0)
+    layer.reset_parameters()   # as torch modules have
+    assert torch.equal(layer.bias, torch.zeros(4))

@@ -418,6 +418,22 @@ def test_losses_run_in_float32_under_autocast(device, path, monkeypatch):
         ops.gan_d_loss(real, fake)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_bce_loss_module_keeps_float32_weights_under_autocast(device):
+    """Under autocast torch computes the loss in float32 with the float32 weight and pos_weight
+    buffers as they are; they were rounded to the logits' bfloat16 first."""
+    if not fastgan.build_info()["cpu_kernels"]:
+        pytest.skip("needs the compiled kernels")
+    torch.manual_seed(2)
+    w, pw = torch.rand(3, device=device) + 0.5001, torch.rand(3, device=device) * 2 + 0.3333
+    x, t = torch.randn(4, 3, device=device).bfloat16(), torch.rand(4, 3, device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        ours = fastgan.nn.BCEWithLogitsLoss(weight=w, pos_weight=pw).to(device)(x, t)
+        theirs = torch.nn.BCEWithLogitsLoss(weight=w, pos_weight=pw).to(device)(x, t)
+    assert ours.dtype == theirs.dtype == torch.float32
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
 def test_bce_with_logits_loss_module():
     assert inspect.signature(fastgan.nn.BCEWithLogitsLoss) == inspect.signature(torch.nn.BCEWithLogitsLoss)
     torch.manual_seed(9)
