@@ -370,6 +370,25 @@ def test_device_loader_bad_input():
         DeviceLoader(images, labels, 0)
     with pytest.raises(DatasetError, match="uint8"):
         DeviceLoader(images.float(), labels, 8)
+    x, y = images[:8], labels[:8]
+    for bad, match in (
+            (dict(labels=y.view(8, 1)), "must match"),                    # (N,) labels only
+            (dict(images=x.unsqueeze(1).expand(8, 3, 28, 28)), "must match"),   # one channel
+            (dict(labels=y.float() + 0.7), "labels must be integers"),    # not truncated silently
+            (dict(batch_size=4.0), "batch size must be an integer"),
+            (dict(batch_size=True), "batch size must be an integer"),
+            (dict(seed=2 ** 70), "seed must fit in 64 bits")):
+        args = dict(dict(images=x, labels=y, batch_size=4), **bad)
+        with pytest.raises(DatasetError, match=match):
+            DeviceLoader(**args)
+    # integers of other kinds are integers
+    import numpy
+    assert len(DeviceLoader(x, y.tolist(), numpy.int64(4), seed=torch.tensor(3))) == 2
+    loader = DeviceLoader(x, y, 4)
+    for start in (-1, 3):
+        with pytest.raises(DatasetError, match="start must be a batch index from 0 to 2"):
+            next(loader.epoch(start))
+    assert list(loader.epoch(2)) == []
 
 
 @pytest.mark.cuda

@@ -4,6 +4,8 @@ The uint8 images (47 MB for MNIST) are copied to the device once. Each epoch dra
 permutation on the device; each batch is one index_select on the device followed by the
 scaling to [-1, 1]: no per-sample Python, no host-to-device copy per step, no sync.
 """
+import operator
+
 import torch
 
 from fastgan.data.idx import DatasetError
@@ -12,6 +14,16 @@ from fastgan.data.idx import DatasetError
 def scale_images(images, dtype=torch.float32):
     """uint8 images (0-255) -> a new `dtype` tensor in [-1, 1] (x * 2/255 - 1)."""
     return images.to(dtype).mul_(2.0 / 255.0).sub_(1.0)
+
+
+def _index(name, value):
+    """An integer (a Python, numpy or 0-dim torch one: operator.index), not a bool or a float."""
+    if isinstance(value, bool):
+        raise DatasetError(f"{name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise DatasetError(f"{name} must be an integer, got {value!r}") from None
 
 
 class DeviceLoader:
@@ -27,12 +39,20 @@ class DeviceLoader:
             raise DatasetError(f"DeviceLoader: images must be uint8, got {images.dtype}")
         if images.dim() == 3:
             images = images.unsqueeze(1)
-        if images.dim() != 4 or images.shape[0] != labels.shape[0]:
+        labels = torch.as_tensor(labels)
+        if (images.dim() != 4 or images.shape[1] != 1 or labels.dim() != 1
+                or images.shape[0] != labels.shape[0]):
             raise DatasetError(f"DeviceLoader: images (N,[1,]H,W) and labels (N,) must match, got "
                                f"{tuple(images.shape)} and {tuple(labels.shape)}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise DatasetError(f"DeviceLoader: labels must be integers, got {labels.dtype}")
         n = images.shape[0]
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        batch_size = _index("batch size", batch_size)
+        if batch_size < 1:
             raise DatasetError(f"batch size must be a positive integer, got {batch_size!r}")
+        seed = _index("seed", seed)
+        if not -2 ** 63 <= seed < 2 ** 64:
+            raise DatasetError(f"seed must fit in 64 bits, got {seed}")
         if batch_size > n:
             raise DatasetError(f"batch size {batch_size} is larger than the dataset ({n} images)")
         self.device = torch.device(device)
@@ -43,7 +63,7 @@ class DeviceLoader:
         self.num_samples = n
         self.steps_per_epoch = n // batch_size
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(seed))
+        self.generator.manual_seed(seed)
 
     def __len__(self):
         return self.steps_per_epoch
@@ -59,6 +79,9 @@ class DeviceLoader:
 
     def epoch(self, start=0):
         """Yields this epoch's batches, from batch `start` on (a resumed epoch skips the rest)."""
+        start = _index("start", start)
+        if not 0 <= start <= self.steps_per_epoch:
+            raise DatasetError(f"start must be a batch index from 0 to {self.steps_per_epoch}, got {start}")
         perm = self.permutation()
         for i in range(start, self.steps_per_epoch):
             yield self.batch(perm, i)
