@@ -147,8 +147,8 @@ inline void check_batch_norm_args(const at::Tensor& x, const std::optional<at::T
   check_float_tensor(op, "x", x);
   TORCH_CHECK_VALUE(x.dim() >= 2, op, ": x must have at least 2 dims (N, C, ...), got shape ",
                     x.sizes());
-  TORCH_CHECK_VALUE(x.numel() > 0, op, ": x must not be empty (an empty batch has no statistics), got shape ",
-                    x.sizes());
+  TORCH_CHECK_VALUE(!training || x.numel() > 0, op,
+                    ": x must not be empty when training (an empty batch has no statistics), got shape ", x.sizes());
   if (present(weight)) check_channel_vector(op, "weight", *weight, x, x.size(1));
   if (present(bias)) check_channel_vector(op, "bias", *bias, x, x.size(1));
   TORCH_CHECK_VALUE(present(running_mean) == present(running_var), op,
@@ -178,8 +178,7 @@ inline void check_batch_norm_backward_args(const at::Tensor& grad, const at::Ten
                                            const at::Tensor& save_mean, const at::Tensor& save_invstd) {
   constexpr const char* op = "batch_norm_backward";
   check_float_tensor(op, "x", x);
-  TORCH_CHECK_VALUE(x.dim() >= 2 && x.numel() > 0, op, ": x must be non-empty with at least 2 dims, got ",
-                    x.sizes());
+  TORCH_CHECK_VALUE(x.dim() >= 2, op, ": x must have at least 2 dims, got ", x.sizes());
   TORCH_CHECK_VALUE(grad.sizes() == x.sizes(), op, ": grad must have x's shape ", x.sizes(), ", got ",
                     grad.sizes());
   TORCH_CHECK_TYPE(grad.scalar_type() == x.scalar_type(), op, ": grad must have x's dtype ",
@@ -229,6 +228,15 @@ inline BatchNormForward prepare_batch_norm(const at::Tensor& x_, const std::opti
   return t;
 }
 
+// An empty batch (eval mode only: training rejects it) runs no kernel (a CUDA grid cannot be
+// empty): the saved statistics are the running ones, as the eval kernels save them. True if so.
+inline bool empty_batch_norm(const BatchNormForward& t, double eps) {
+  if (t.x.numel() != 0) return false;
+  t.save_mean.copy_(t.rm);
+  t.save_invstd.copy_(t.rv).add_(eps).rsqrt_();
+  return true;
+}
+
 // The same for batch_norm_backward; outputs not asked for in output_mask are empty, shape (0,).
 struct BatchNormBackward {
   at::Tensor x, grad, w, b, mean, invstd, dx, gw, gb;
@@ -257,6 +265,15 @@ inline BatchNormBackward prepare_batch_norm_backward(const at::Tensor& grad_, co
   t.gw = at::empty({output_mask[1] ? C : 0}, t.x.options().dtype(acc));
   t.gb = at::empty({output_mask[2] ? C : 0}, t.x.options().dtype(acc));
   return t;
+}
+
+// The backward of an empty batch: dx is empty, the parameters' gradients (sums over no
+// elements) are 0; no kernel runs. True if so.
+inline bool empty_batch_norm_backward(const BatchNormBackward& t) {
+  if (t.x.numel() != 0) return false;
+  t.gw.zero_();
+  t.gb.zero_();
+  return true;
 }
 
 // (dx, grad_weight, grad_bias), the parameter gradients in the parameters' dtype (x's, or

@@ -402,10 +402,29 @@ def test_bad_x(path):
         ops.batch_norm(torch.ones(3, 4, dtype=torch.int64), None, None, None, None, True)
     with pytest.raises(ValueError, match="x must have at least 2 dims"):
         ops.batch_norm(torch.randn(4), None, None, None, None, True)
-    with pytest.raises(ValueError, match="x must not be empty"):
+    with pytest.raises(ValueError, match="x must not be empty when training"):
         ops.batch_norm(torch.randn(0, 4), None, None, None, None, True)
-    with pytest.raises(ValueError, match="x must not be empty"):
-        ops.batch_norm(torch.randn(0, 4, 3, 3), torch.ones(4), None, torch.zeros(4), torch.ones(4), False)
+    with pytest.raises(ValueError, match="x must not be empty when training"):
+        ops.batch_norm(torch.randn(0, 4, 3, 3), torch.ones(4), None, torch.zeros(4), torch.ones(4), True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(0, 4), (0, 4, 3, 3), (2, 4, 0, 3)])
+def test_empty_batch_in_eval_mode(path, device, shape):
+    """Eval mode needs no batch statistics: an empty batch gives an empty output, as torch's, and
+    zero parameter gradients (no kernel runs: a CUDA grid cannot be empty)."""
+    x = torch.randn(shape, device=device, requires_grad=True)
+    w = torch.rand(4, device=device, requires_grad=True)
+    b = torch.rand(4, device=device, requires_grad=True)
+    rm, rv = torch.randn(4, device=device), torch.rand(4, device=device) + 0.5
+    for slope in (None, 0.2):
+        y = ops.batch_norm(x, w, b, rm, rv, False, 0.1, 1e-5, slope)
+        assert y.shape == x.shape and y.device == x.device
+        gx, gw, gb = torch.autograd.grad(y.sum(), (x, w, b))
+        assert gx.shape == x.shape
+        assert torch.equal(gw, torch.zeros_like(w)) and torch.equal(gb, torch.zeros_like(b))
+    m = fastgan.nn.BatchNorm2d(4).to(device).eval() if x.dim() == 4 else fastgan.nn.BatchNorm1d(4).to(device).eval()
+    assert m(x).shape == x.shape
 
 
 def test_fake_kernel_checks_arguments():

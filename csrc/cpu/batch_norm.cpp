@@ -338,6 +338,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cpu(
     const std::optional<at::Tensor>& num_batches_tracked) {
   const BatchNormForward t = prepare_batch_norm(x_, weight, bias, running_mean, running_var, training,
                                                 momentum, eps, negative_slope, num_batches_tracked);
+  if (empty_batch_norm(t, eps)) return {t.y, t.save_mean, t.save_invstd};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "batch_norm_cpu", [&] {
     using acc = acc_t<scalar_t>;
     Params<acc> p{const_ptr_or_null<acc>(t.w), const_ptr_or_null<acc>(t.b), ptr_or_null<acc>(t.rm), ptr_or_null<acc>(t.rv),
@@ -357,6 +358,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward_cpu(
     bool training, std::optional<double> negative_slope, std::array<bool, 3> output_mask) {
   const BatchNormBackward t = prepare_batch_norm_backward(grad_, x_, weight, bias, save_mean_, save_invstd_,
                                                           output_mask);
+  if (empty_batch_norm_backward(t)) return finish_batch_norm_backward(t, weight, bias);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "batch_norm_backward_cpu", [&] {
     using acc = acc_t<scalar_t>;
     BackwardParams<acc> p{const_ptr_or_null<acc>(t.w), const_ptr_or_null<acc>(t.b),

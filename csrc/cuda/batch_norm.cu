@@ -413,6 +413,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cuda(
   const c10::cuda::CUDAGuard guard(x_.device());
   const BatchNormForward t = prepare_batch_norm(x_, weight, bias, running_mean, running_var, training,
                                                 momentum, eps, negative_slope, num_batches_tracked);
+  if (empty_batch_norm(t, eps)) return {t.y, t.save_mean, t.save_invstd};
   const at::Tensor& x = t.x;
   const auto geo = channel_geometry(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "batch_norm_cuda", [&] {
@@ -451,6 +452,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward_cuda(
   const c10::cuda::CUDAGuard guard(x_.device());
   const BatchNormBackward t = prepare_batch_norm_backward(grad_, x_, weight, bias, save_mean_, save_invstd_,
                                                           output_mask);
+  if (empty_batch_norm_backward(t)) return finish_batch_norm_backward(t, weight, bias);
   const at::Tensor& x = t.x;
   const auto geo = channel_geometry(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "batch_norm_backward_cuda", [&] {

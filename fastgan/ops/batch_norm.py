@@ -24,9 +24,9 @@ def check_args(x, weight, bias, running_mean, running_var, training, momentum, e
     _checks.float_tensor(OP, "x", x)
     if x.dim() < 2:
         raise ValueError(f"{OP}: x must have at least 2 dims (N, C, ...), got shape {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError(f"{OP}: x must not be empty (an empty batch has no statistics), got shape "
-                         f"{tuple(x.shape)}")
+    if training and x.numel() == 0:
+        raise ValueError(f"{OP}: x must not be empty when training (an empty batch has no statistics), "
+                         f"got shape {tuple(x.shape)}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
             _checks.channel_vector(OP, name, t, x, x.shape[1])
