@@ -80,6 +80,23 @@ def test_kernel_matches_reference_and_skips_params_without_grad():
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("empty_at", [None, 0, 23, 24])
+def test_more_tensors_than_one_launch_takes_with_empty_ones(device, empty_at):
+    """On CUDA one launch takes up to 24 non-empty tensors: a window that skipped an empty one used
+    to overlap the next launch's, which updated a parameter twice."""
+    gen = torch.Generator().manual_seed(7)
+    shapes = [(0,) if i == empty_at else (3 + i % 4,) for i in range(51)]
+    p, g, m = ([torch.randn(s, generator=gen).to(device) for s in shapes] for _ in range(3))
+    v = [torch.rand(s, generator=gen).to(device) for s in shapes]
+    step = torch.tensor(2.0, device=device)
+    want = [[t.clone() for t in ts] for ts in (p, m, v)]
+    ops.adam_(p, g, m, v, step, 0.01, 0.9, 0.99, 1e-8, 0.0)
+    reference.adam_(want[0], g, want[1], want[2], step, 0.01, 0.9, 0.99, 1e-8, 0.0)
+    for a, b in zip(p + m + v, want[0] + want[1] + want[2]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_channels_last_params(device):
     """Convolution weights in channels_last: the kernel walks param, grad and state as flat
     arrays in the same layout; the state is made in the parameter's layout, and a gradient

@@ -85,7 +85,7 @@ std::array<at::Tensor, 3> reference_backward(const at::Tensor& grad, const at::T
   for (int64_t d = 0; d < x.dim(); ++d) {
     if (d != 1) dims.push_back(d);
   }
-  const double m = double(x.numel() / x.size(1));
+  const double m = x.size(1) ? double(x.numel() / x.size(1)) : 0.0;  // (C = 0: an empty eval batch)
   const at::Tensor xa = x.to(acc), ga = grad.to(acc);
   const at::Tensor w = weight.defined() ? weight.to(acc).view(shape) : at::Tensor();
   const at::Tensor b = bias.defined() ? bias.to(acc).view(shape) : at::Tensor();

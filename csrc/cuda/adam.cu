@@ -56,11 +56,13 @@ void adam_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_a
   const c10::cuda::CUDAGuard guard(params[0].device());
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "adam_cuda", [&] {
-    for (size_t first = 0; first < params.size(); first += kMaxTensors) {
+    // up to kMaxTensors non-empty parameters per launch; i walks the list once (a launch's window
+    // may be longer than kMaxTensors when it skips empty parameters)
+    for (size_t i = 0; i < params.size();) {
       AdamList<scalar_t> L{};
       int64_t total = 0;
       L.n = 0;
-      for (size_t i = first; i < params.size() && L.n < kMaxTensors; ++i) {
+      for (; i < params.size() && L.n < kMaxTensors; ++i) {
         if (params[i].numel() == 0) continue;
         L.p[L.n] = params[i].mutable_data_ptr<scalar_t>();
         L.g[L.n] = grads[i].const_data_ptr<scalar_t>();

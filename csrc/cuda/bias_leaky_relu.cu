@@ -259,7 +259,8 @@ at::Tensor bias_leaky_relu_cuda(const at::Tensor& x_, const std::optional<at::Te
     with_bias_type<scalar_t>(has_bias && b.scalar_type() != x.scalar_type(), [&](auto* tag) {
       using bias_t = std::remove_pointer_t<decltype(tag)>;
       const bias_t* bp = has_bias ? b.const_data_ptr<bias_t>() : nullptr;
-      if (x.numel() <= INT32_MAX) launch_forward<scalar_t, bias_t, int32_t>(x, bp, y, negative_slope, scale);
+      // 32-bit indices where every offset and a grid-stride step past the end fit (as the other kernels)
+      if (x.numel() <= INT32_MAX / 2) launch_forward<scalar_t, bias_t, int32_t>(x, bp, y, negative_slope, scale);
       else launch_forward<scalar_t, bias_t, int64_t>(x, bp, y, negative_slope, scale);
     });
   });
