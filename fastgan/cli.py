@@ -86,7 +86,11 @@ def build_parser():
     t.add_argument("--device", default=S, help="auto (default), cpu, cuda or cuda:N")
     t.add_argument("--seed", type=seed, default=S, help="random seed (default 0)")
     t.add_argument("--out", default=S, help="run folder (default: runs/MODEL-DATASET)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    again = t.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start a new run in an --out that holds one (its outputs are removed); without "
+                            "--resume or --overwrite such a folder is refused")
     t.add_argument("--checkpoint-every", type=int, default=S,
                    help="also checkpoint every N steps (default: each epoch only)")
     t.add_argument("--log-every", type=positive_int, default=S,
@@ -165,11 +169,9 @@ def cmd_bench(args):
 def cmd_train(args):
     from fastgan.train import Trainer, TrainConfig
 
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "resume")}
-    if "out" not in given:
-        given["out"] = f"runs/{given.get('model', 'dcgan')}-{given.get('dataset', 'mnist-5k')}"
-    cfg = TrainConfig(**given)
-    trainer = Trainer(cfg, resume=args.resume, explicit=set(given) - {"out"})
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "overwrite")}
+    cfg = TrainConfig(**given)   # (out default: runs/MODEL-DATASET)
+    trainer = Trainer(cfg, resume=args.resume, explicit=set(given) - {"out"}, overwrite=args.overwrite)
     print(f"fastgan train: {trainer.cfg.model} on {trainer.cfg.dataset} "
           f"({trainer.loader.num_samples} images), {trainer.total_steps} steps of "
           f"{trainer.cfg.batch_size} on {trainer.device}, backend {trainer.cfg.backend}, "

@@ -248,3 +248,70 @@ def test_train_on_cuda(tmp_path):
     t2 = Trainer(small(tmp_path, steps=60, device="cuda"), resume=True, explicit={"steps"})
     assert t2.step == 40
     t2.fit()
+
+
+def test_a_folder_holding_a_run_is_not_overwritten_silently(tmp_path):
+    Trainer(small(tmp_path / "r", steps=3)).fit()
+    before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigError, match="holds a run already .*--resume continues it, --overwrite"):
+        Trainer(small(tmp_path / "r", steps=2, lr=1e-3))
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    again = Trainer(small(tmp_path / "r", steps=2, lr=1e-3), overwrite=True)
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before   # nothing removed before fit()
+    again.fit()
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["step"] == 2
+    assert os.listdir(tmp_path / "r" / "samples") == ["step_0000002.png"]   # the old run's grid is gone
+    assert (tmp_path / "r" / "train.log").read_text().count("done:") == 1
+    assert (tmp_path / "r" / "notes.txt").read_text() == "mine"           # what is not a run's output stays
+
+
+def test_resume_from_python_takes_the_config_it_is_given(tmp_path):
+    """Without `explicit`, the config given is the run's: its resumable options are taken (they
+    were silently replaced by the checkpoint's), and any other change is refused."""
+    cfg = small(tmp_path / "r", steps=4)
+    Trainer(cfg).fit()
+    cfg.steps, cfg.log_every = 8, 3
+    resumed = Trainer(cfg, resume=True)
+    assert resumed.total_steps == 8 and resumed.cfg.log_every == 3 and resumed.step == 4
+    with pytest.raises(CheckpointError, match="from model 'mlp-bn', not 'dcgan'"):
+        Trainer(TrainConfig(model="dcgan", out=str(tmp_path / "r"), steps=8), resume=True)
+    with pytest.raises(CheckpointError, match="--lr 0.001 differs"):
+        Trainer(small(tmp_path / "r", steps=8, lr=1e-3), resume=True)
+    with pytest.raises(ConfigError, match="unknown training options stpes"):
+        Trainer(small(tmp_path / "r", steps=8), resume=True, explicit={"stpes"})
+    # the same widths as a list are the same widths
+    listed = small(tmp_path / "r", steps=8, g_widths=[32, 64, 128], d_widths=[64, 32])
+    assert Trainer(listed, resume=True, explicit={"steps", "g_widths", "d_widths"}).total_steps == 8
+
+
+def test_options_from_numpy_pathlib_and_torch_are_plain_in_the_checkpoint(tmp_path):
+    """A run trained and then wrote a checkpoint it could not read (np.float64 lr: a pickled numpy
+    object under weights_only) or crashed writing config.json (a Path --out)."""
+    np = pytest.importorskip("numpy")
+    import pathlib
+    cfg = small(pathlib.Path(tmp_path / "r"), steps=2, lr=np.float64(3e-4), dropout=np.float32(0.25),
+                seed=torch.tensor(4), device=torch.device("cpu"), g_widths=[np.int64(32), 64, 128])
+    Trainer(cfg).fit()
+    saved = load_checkpoint(tmp_path / "r" / "checkpoint.pt")["config"]
+    assert saved.lr == 3e-4 and type(saved.lr) is float and saved.dropout == 0.25 and saved.seed == 4
+    assert saved.out == str(tmp_path / "r") and saved.device == "cpu" and saved.g_widths == (32, 64, 128)
+    for bad, match in ((dict(checkpoint_every=2.5), "--checkpoint-every must be an integer"),
+                       (dict(checkpoint_every=True), "--checkpoint-every must be an integer"),
+                       (dict(lr="2e-4"), "--lr must be a number")):
+        with pytest.raises(ConfigError, match=match):
+            Trainer(small(tmp_path / "s", **bad))
+
+
+def test_the_g_step_leaves_frozen_d_parameters_frozen():
+    torch.manual_seed(0)
+    G, D = build("mlp", g_widths=(16, 32), d_widths=(32, 16))
+    frozen = next(D.parameters())
+    frozen.requires_grad_(False)
+    before = frozen.detach().clone()
+    opt_g = torch.optim.Adam(G.parameters(), 2e-4)
+    opt_d = torch.optim.Adam([p for p in D.parameters() if p.requires_grad], 2e-4)
+    for _ in range(2):
+        train_step(G, D, opt_g, opt_d, torch.rand(8, 1, 28, 28) * 2 - 1, None, torch.randn(8, 100))
+        assert not frozen.requires_grad and all(p.requires_grad for p in list(D.parameters())[1:])
+    assert torch.equal(frozen, before)

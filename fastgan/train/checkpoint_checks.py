@@ -2,13 +2,12 @@
 not: a torch file with the wrong content is a CheckpointError naming the field (no traceback
 later in sample or --resume), torch's read errors without its weights_only=False advice, and
 load_state_dict's errors compacted to a few lines."""
-import dataclasses
 import re
 import typing
 
 import torch
 
-from fastgan.train.config import CheckpointError, ConfigError, TrainConfig
+from fastgan.train.config import CheckpointError, ConfigError, TrainConfig, field_types, kind_name, type_ok
 
 MAX_DETAIL_LINES = 4  # compact_load_error: lines of torch's error kept below the first line
 
@@ -34,40 +33,6 @@ def read_error(path, exc):
 
 # -- content checks ------------------------------------------------------------------------
 
-def _field_types():
-    return {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-
-
-def _type_ok(value, kind):
-    """Whether value fits a TrainConfig annotation (int, float, bool, str, dict, Optional[...],
-    Tuple[int, ...]); an int is a float, a bool is no int."""
-    if typing.get_origin(kind) is typing.Union:
-        return any(_type_ok(value, k) for k in typing.get_args(kind))
-    if kind is type(None):
-        return value is None
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if typing.get_origin(kind) is tuple:
-        return isinstance(value, tuple) and all(_type_ok(v, int) for v in value)
-    if isinstance(kind, type):
-        return isinstance(value, kind)
-    return True
-
-
-def _kind_name(kind):
-    if typing.get_origin(kind) is typing.Union:
-        names = [_kind_name(k) for k in typing.get_args(kind) if k is not type(None)]
-        return " or ".join(names) + " or None"
-    if typing.get_origin(kind) is tuple:
-        return "a list of integers"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-            dict: "a dict"}.get(kind, getattr(kind, "__name__", str(kind)))
-
-
 def load_config(path, raw):
     """raw (the checkpoint's config dict) as a validated TrainConfig, else CheckpointError."""
     def bad(message):
@@ -77,19 +42,19 @@ def load_config(path, raw):
 
     if not isinstance(raw, dict):
         raise bad(f"a {type(raw).__name__}, not a dict of training options")
-    for name, kind in _field_types().items():  # from_dict would int() them without naming them
+    for name, kind in field_types().items():  # from_dict would int() them without naming them
         if typing.Tuple[int, ...] in typing.get_args(kind) and raw.get(name) is not None:
             v = raw[name]
-            if not isinstance(v, (list, tuple)) or not all(_type_ok(w, int) for w in v):
+            if not isinstance(v, (list, tuple)) or not all(type_ok(w, int) for w in v):
                 raise bad(f"{name} must be a list of integers, got {v!r}")
     try:
         cfg = TrainConfig.from_dict(raw)
     except (ConfigError, TypeError, ValueError) as exc:
         raise bad(exc) from None
-    for name, kind in _field_types().items():
+    for name, kind in field_types().items():
         value = getattr(cfg, name)
-        if not _type_ok(value, kind):
-            raise bad(f"{name} must be {_kind_name(kind)}, got {value!r}")
+        if not type_ok(value, kind):
+            raise bad(f"{name} must be {kind_name(kind)}, got {value!r}")
     try:
         cfg.validate()
     except (ConfigError, TypeError, ValueError) as exc:

@@ -2,6 +2,10 @@
 import dataclasses
 import json
 import math
+import numbers
+import operator
+import os
+import typing
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -11,6 +15,55 @@ from fastgan.models import MODELS
 
 DEFAULT_EPOCHS = 10  # the default run: dcgan on mnist-5k, a few minutes on a 2-core CPU
 BATCH_NORM_1D = ("mlp-bn",)  # models whose batch norm sees one value per channel per sample
+
+
+def field_types():
+    return {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+
+
+def type_ok(value, kind):
+    """Whether value fits a TrainConfig annotation (int, float, bool, str, dict, Optional[...],
+    Tuple[int, ...]); an int is a float, a bool is no int."""
+    if typing.get_origin(kind) is typing.Union:
+        return any(type_ok(value, k) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typing.get_origin(kind) is tuple:
+        return isinstance(value, tuple) and all(type_ok(v, int) for v in value)
+    if isinstance(kind, type):
+        return isinstance(value, kind)
+    return True
+
+
+def kind_name(kind):
+    if typing.get_origin(kind) is typing.Union:
+        names = [kind_name(k) for k in typing.get_args(kind) if k is not type(None)]
+        return " or ".join(names) + " or None"
+    if typing.get_origin(kind) is tuple:
+        return "a list of integers"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            dict: "a dict"}.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _plain(value):
+    """A value from numpy, pathlib or torch as the plain Python value a checkpoint can hold
+    (they are read with weights_only=True): np.float64 -> float, Path -> str, a 0-dim tensor ->
+    its number, torch.device -> str, a list of widths -> a tuple. Anything else as it is."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if type(value).__module__ == "torch" and type(value).__name__ == "device":
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0 and not isinstance(value, (bool, int, float)):
+        return value.item()   # numpy scalars, 0-dim arrays and tensors
+    return value
 
 
 class ConfigError(ValueError):
@@ -46,7 +99,7 @@ class TrainConfig:
     backend: str = "fastgan"              # fastgan | torch
     device: str = "auto"
     seed: int = 0
-    out: str = "runs/dcgan-mnist-5k"
+    out: Optional[str] = None             # default: runs/MODEL-DATASET
     checkpoint_every: int = 0             # steps between extra checkpoints (0: each epoch only)
     log_every: int = 50                   # steps between loss syncs (progress bar, history)
     num_samples: int = 64                 # images in the sample grids (conditional: 100)
@@ -64,6 +117,10 @@ class TrainConfig:
     RESUMABLE = ("epochs", "steps", "device", "data_dir", "download", "checkpoint_every",
                  "log_every", "tensorboard", "progress", "out", "cuda_graph", "compile", "channels_last",
                  "eval_every", "eval_n")
+
+    def __post_init__(self):
+        if self.out is None:
+            self.out = f"runs/{self.model}-{self.dataset}"
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -97,8 +154,26 @@ class TrainConfig:
             return self.grad_clip or None
         return 1.0 if self.optimizer == "rmsprop" else None
 
+    def normalize(self):
+        """Values from numpy, pathlib or torch (np.float64, Path, torch.device, a list of widths)
+        as plain Python ones, in place; then every option must have its field's type (ConfigError
+        naming it), so that the checkpoint written after training reads back."""
+        for name, kind in field_types().items():
+            value = _plain(getattr(self, name))
+            if kind is int or kind == Optional[int]:
+                if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                    value = operator.index(value)
+            elif (kind is float or kind == Optional[float]) and isinstance(value, numbers.Real) \
+                    and not isinstance(value, bool):
+                value = float(value)
+            setattr(self, name, value)
+            if not type_ok(value, kind):
+                raise ConfigError(f"--{name.replace('_', '-')} must be {kind_name(kind)}, got {value!r}")
+        return self
+
     def validate(self):
-        """Raises ConfigError naming the first bad option."""
+        """Raises ConfigError naming the first bad option (after normalize())."""
+        self.normalize()
         if self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.dataset not in DATASETS:

@@ -8,9 +8,11 @@ that it can be captured (torch.compile, CUDA graphs); the loop around it syncs t
 once per `log_every` steps.
 """
 import contextlib
+import dataclasses
 import functools
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -69,13 +71,19 @@ def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=F
         torch.nn.utils.clip_grad_norm_(D.parameters(), grad_clip, foreach=True)
     opt_d.step()
     # generator: make the updated D call the fakes real; D's weights need no gradient here
-    D.requires_grad_(False)
-    with amp():
-        fake_logits = D(fake, *args)
-    g_loss = ops.gan_g_loss(fake_logits.float())
-    opt_g.zero_grad(set_to_none=True)
-    g_loss.backward(grad_seed)
-    D.requires_grad_(True)
+    # (only those that had one get it back: a parameter the user froze stays frozen)
+    trainable = [p for p in D.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        with amp():
+            fake_logits = D(fake, *args)
+        g_loss = ops.gan_g_loss(fake_logits.float())
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward(grad_seed)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(G.parameters(), grad_clip, foreach=True)
     opt_g.step()
@@ -135,22 +143,31 @@ class Trainer:
     """Trains one GAN run in cfg.out: checkpoint.pt, samples/, samples.png, history.csv,
     losses.png, train.log, config.json (and tb/ with tensorboard)."""
 
-    def __init__(self, cfg, resume=False, explicit=None, log=None, evaluator=None):
-        """explicit: the option names the user set (with resume, only TrainConfig.RESUMABLE
-        ones may differ from the checkpoint's). evaluator: the fastgan.metrics.Evaluator that
-        --eval-every uses (default: one with the default classifier, made when fit() starts)."""
+    def __init__(self, cfg, resume=False, explicit=None, log=None, evaluator=None, overwrite=False):
+        """resume: continue the run in cfg.out from its checkpoint, with the options named in
+        `explicit` taken from cfg (only TrainConfig.RESUMABLE ones may differ from the
+        checkpoint's); explicit None: every option (cfg is the run's whole configuration).
+        Without resume, a folder that already holds a run (checkpoint.pt) is refused unless
+        overwrite, which removes that run's outputs when fit() starts. evaluator: the
+        fastgan.metrics.Evaluator that --eval-every uses (default: one with the default
+        classifier, made when fit() starts)."""
         self.log_stream = log or sys.stdout
+        cfg.normalize()
         problem = output_problem(cfg.out, folder=True)
         if problem:   # before any work: the first output is written after an epoch
             raise ConfigError(f"--out {problem}")
         self.checkpoint_path = os.path.join(cfg.out, CHECKPOINT)
+        self.overwrite = bool(overwrite) and not resume
+        if not resume and not overwrite and os.path.exists(self.checkpoint_path):
+            raise ConfigError(f"--out {cfg.out} holds a run already ({self.checkpoint_path}): --resume "
+                              f"continues it, --overwrite starts again there, or choose another --out")
         ckpt = None
         if resume:
             if not os.path.isfile(self.checkpoint_path):
                 raise CheckpointError(f"--resume: no checkpoint in {cfg.out} ({self.checkpoint_path} "
                                       "does not exist)")
             ckpt = load_checkpoint(self.checkpoint_path)
-            cfg = self._merge(ckpt["config"], cfg, explicit)
+            cfg = self._merge(ckpt["config"], cfg, self._explicit(cfg, explicit))
         cfg.validate()
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
@@ -200,10 +217,37 @@ class Trainer:
             self.writer = SummaryWriter(os.path.join(cfg.out, "tb"), purge_step=self.step + 1)
 
     @staticmethod
+    def _explicit(cfg, explicit):
+        """The option names the user set: `explicit`, checked; None: all of them (cfg is the run's
+        configuration: its resumable options are taken, any other that differs from the
+        checkpoint's is refused, as the CLI refuses a changed option)."""
+        names = [f.name for f in dataclasses.fields(TrainConfig)]
+        if explicit is None:
+            return set(names)
+        unknown = set(explicit) - set(names)
+        if unknown:
+            raise ConfigError(f"explicit: unknown training options {', '.join(sorted(unknown))}")
+        return set(explicit)
+
+    def _clear_run(self):
+        """--overwrite: removes the outputs of the run that was in cfg.out (only what a run writes)."""
+        out = self.cfg.out
+        for name in (CHECKPOINT, "config.json", "train.log", "history.csv", "losses.png", "samples.png"):
+            path = os.path.join(out, name)
+            if os.path.isfile(path):
+                os.remove(path)
+        grids = os.path.join(out, "samples")
+        if os.path.isdir(grids):
+            for name in os.listdir(grids):
+                if name.endswith(".png") and name.startswith(("epoch_", "step_")):
+                    os.remove(os.path.join(grids, name))
+        shutil.rmtree(os.path.join(out, "tb"), ignore_errors=True)
+
+    @staticmethod
     def _merge(saved, given, explicit):
         """The checkpoint's config with the options the user may change on resume."""
         explicit = set(explicit or ())
-        for name in sorted(explicit):
+        for name in sorted(explicit, key=lambda n: (n != "model", n)):   # another model: say that first
             new, old = getattr(given, name), getattr(saved, name)
             if name in TrainConfig.RESUMABLE or new == old:
                 continue
@@ -216,9 +260,9 @@ class Trainer:
         for name in TrainConfig.RESUMABLE:
             if name in explicit or name == "out":
                 setattr(saved, name, getattr(given, name))
-        if "epochs" in explicit:
+        if "epochs" in explicit and given.epochs is not None:   # one length replaces the other
             saved.steps = None
-        if "steps" in explicit:
+        if "steps" in explicit and given.steps is not None:
             saved.epochs = None
         return saved
 
@@ -314,6 +358,9 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
+        if self.overwrite and self.step == 0:
+            self._clear_run()
+            self.overwrite = False
         with atomic_write(os.path.join(cfg.out, "config.json"), "w") as f:   # makes cfg.out
             f.write(cfg.to_json())
         if self.step >= self.total_steps:
