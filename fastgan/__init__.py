@@ -33,3 +33,15 @@ from fastgan import nn  # noqa: E402
 from fastgan import optim  # noqa: E402
 
 __all__ = ["__version__", "build_info", "ops", "nn", "optim"]
+
+# The heavier subpackages load on first use: `import fastgan` then fastgan.metrics.evaluate(...)
+# works as in the README, without importing the trainer, models and data for the ops alone.
+_LAZY = ("bench", "data", "metrics", "models", "train")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"fastgan.{name}")
+    raise AttributeError(f"module 'fastgan' has no attribute {name!r}")

@@ -128,6 +128,20 @@ def test_make_step_rejects_bad_options():
         make_step("mlp", 8, "cpu", precision="fp8")
     with pytest.raises(ValueError, match="cuda_graph=True needs a CUDA device"):
         make_step("mlp", 8, "cpu", cuda_graph=True)
+    for bad in (0, 8.0, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            make_step("mlp", bad, "cpu")
+    if not torch.cuda.is_available():   # the default device, on a machine without a GPU
+        with pytest.raises(ValueError, match="needs a CUDA GPU.*pass device='cpu'"):
+            make_step("mlp", 8)
+    with pytest.raises(ValueError, match="cgan is conditional: give labels"):
+        make_step("cgan", 8, "cpu", images=torch.zeros(64, 28, 28, dtype=torch.uint8))
+
+
+def test_make_step_on_images_without_labels():
+    images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
+    losses = make_step("mlp", 16, "cpu", images=images)()
+    assert losses.shape == (2,) and torch.isfinite(losses).all()
 
 
 def _activation_dtypes(step):

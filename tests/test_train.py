@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 
+import fastgan
 from fastgan.data import load_mnist_5k
 from fastgan.models import build
 from fastgan.train import (CheckpointError, ConfigError, TrainConfig, Trainer, load_checkpoint,
@@ -220,9 +221,30 @@ def test_sample(tmp_path):
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ConfigError, match="digit 0-9"):
         sample(tmp_path / "c" / "checkpoint.pt", label=12, out=str(tmp_path / "x.png"))
+    np = pytest.importorskip("numpy")
+    assert sample(tmp_path / "c" / "checkpoint.pt", n=np.int64(4), label=torch.tensor(2),
+                  out=str(tmp_path / "n.png")).shape == (4, 1, 28, 28)
+    for kw, match in ((dict(label=3.5), "--label must be an integer"),   # was drawn as 3
+                      (dict(label="3"), "--label must be an integer"),
+                      (dict(seed=2 ** 70), "--seed must be an integer from 0"),
+                      (dict(out=str(tmp_path / "g.jpg")), "--out must be a .png file name")):
+        with pytest.raises(ConfigError, match=match):
+            sample(tmp_path / "c" / "checkpoint.pt", **dict(dict(out=str(tmp_path / "x.png")), **kw))
+    assert not (tmp_path / "g.jpg").exists()
     Trainer(small(tmp_path / "u", steps=3)).fit()
     with pytest.raises(ConfigError, match="conditional"):
         sample(tmp_path / "u" / "checkpoint.pt", label=3, out=str(tmp_path / "x.png"))
+
+
+def test_subpackages_load_on_first_use():
+    import subprocess
+    import sys
+    code = ("import fastgan, sys; assert 'fastgan.metrics' not in sys.modules; "
+            "print(fastgan.metrics.evaluate.__name__, fastgan.train.Trainer.__name__, fastgan.models.build.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["evaluate", "Trainer", "build"]
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        fastgan.nope
 
 
 def test_config_validation(tmp_path):

@@ -112,8 +112,8 @@ def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32
     """Builds a model pair with its optimizers on device and returns a callable that runs one
     full training step (D step then G step) on the next batch of a device-resident dataset.
 
-    images/labels: a uint8 (N, [1,] 28, 28) dataset and its (N,) labels; default, a random
-    synthetic one (the step's cost does not depend on the pixels). cuda_graph: None means
+    images/labels: a uint8 (N, [1,] 28, 28) dataset and its (N,) labels (labels may be left out
+    for an unconditional model); default, a random synthetic one (the step's cost does not depend on the pixels). cuda_graph: None means
     "on CUDA, yes". precision: "fp32", or "bf16" for the forward passes under bfloat16
     autocast (see train_step). channels_last: convolution weights (and so the DCGAN's
     activations) in channels_last memory format (see to_layout). fused_adam: fastgan.optim.Adam
@@ -121,6 +121,11 @@ def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32
     """
     device = torch.device(device)
     amp_dtype(precision)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"make_step: device {str(device)!r} needs a CUDA GPU, and torch sees none "
+                         "(torch.cuda.is_available() is False); pass device='cpu'")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"make_step: batch_size must be a positive integer, got {batch_size!r}")
     if cuda_graph is None:
         cuda_graph = device.type == "cuda"
     if cuda_graph and device.type != "cuda":
@@ -134,6 +139,10 @@ def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32
         n = max(16 * batch_size, 4096)
         images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
         labels = torch.randint(0, 10, (n,), generator=gen)
+    elif labels is None:
+        if model in CONDITIONAL:
+            raise ValueError(f"make_step: {model} is conditional: give labels with images")
+        labels = torch.zeros(images.shape[0], dtype=torch.int64)   # never read by an unconditional step
     data_gen = torch.Generator(device=device).manual_seed(seed + 1)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 2)
     batches = DeviceBatches(images.to(device), labels.to(device), batch_size, data_gen)

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import operator
 import os
 import shutil
 import sys
@@ -19,6 +20,7 @@ import time
 import torch
 
 from fastgan import ops
+from fastgan._argtypes import MAX_SEED
 from fastgan._files import atomic_write, output_problem
 from fastgan.data import DeviceLoader, load_dataset, resolve_data_dir
 from fastgan.models import CONDITIONAL, ModelError, build
@@ -495,13 +497,31 @@ def _version():
     return fastgan.__version__
 
 
+def _integer(option, value):
+    """An integer of any kind (Python, numpy, a 0-dim tensor: operator.index), else ConfigError."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{option} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ConfigError(f"{option} must be an integer, got {value!r}") from None
+
+
 def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"):
     """Draws n images from a checkpoint's generator and writes them as a PNG grid.
 
     label: a digit 0-9 for conditional models (None: each row 0-9). Returns the images.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    n = _integer("--n", n)
+    if n < 1:
         raise ConfigError(f"--n must be a positive integer, got {n}")
+    if label is not None:
+        label = _integer("--label", label)   # 3.5 was drawn as 3
+    seed = _integer("--seed", seed)
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seed}")
+    if not os.fspath(out).lower().endswith(".png"):
+        raise ConfigError(f"--out must be a .png file name (the grid is written as PNG), got {out!r}")
     device = resolve_device(device)
     state = load_checkpoint(checkpoint, map_location=device)
     cfg = state["config"]
