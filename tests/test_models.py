@@ -143,6 +143,32 @@ def test_bad_names():
         build("mlp", backend="jax")
     with pytest.raises(ModelError, match="dropout"):
         build("mlp", dropout=1.5)
+    for kw, match in ((dict(g_widths=(16, 0)), "g_widths must be a positive integer, got 0"),   # a dead G
+                      (dict(d_widths=()), "d_widths must be a non-empty list"),
+                      (dict(g_act="bogus"), "g_act must be one of relu, leaky"),
+                      (dict(latent_dim=100.5), "latent_dim must be a positive integer")):
+        with pytest.raises(ModelError, match=match):
+            build("mlp-bn", **kw)
+    with pytest.raises(ModelError, match="g_widths: this model takes 2 channel counts, got 3"):
+        build("dcgan", g_widths=(8, 16, 32))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_labels_are_checked(name):
+    """Labels an unconditional model would ignore, and labels of the wrong shape or dtype for a
+    conditional one, are named (they gave embedding/cat errors, or were silently ignored)."""
+    G, D = build(name, g_widths=(8, 16) if "dc" in name else (8, 16, 32), d_widths=(8, 16) if "dc" in name
+                 else (16, 8))
+    z, x = torch.randn(4, 100), torch.randn(4, 1, 28, 28)
+    if name not in CONDITIONAL:
+        with pytest.raises(ValueError, match="not conditional: it takes no labels"):
+            G(z, torch.zeros(4, dtype=torch.long))
+        return
+    for bad in (torch.zeros(4), torch.zeros(4, 1, dtype=torch.long), torch.zeros(3, dtype=torch.long), [0, 1, 2, 3]):
+        with pytest.raises(ValueError, match=r"labels must be an int64 tensor of shape \(4,\)"):
+            G(z, bad)
+        with pytest.raises(ValueError, match=r"labels must be an int64 tensor of shape \(4,\)"):
+            D(x, bad)
 
 
 @pytest.mark.cuda

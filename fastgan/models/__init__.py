@@ -10,6 +10,8 @@ Names: mlp, mlp-bn, dcgan, cgan, cdcgan (see MODELS). Options (all models unless
 latent_dim=100, dropout=0.0 (discriminator), g_widths / d_widths (MLP layer widths or DCGAN
 channels), g_act="relu"|"leaky" (mlp, cgan), num_classes=10 (cgan, cdcgan), embed_dim=10.
 """
+import numbers
+
 from fastgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from fastgan.models.layers import BACKENDS, Conv2dLeakyReLU, LinearLeakyReLU, init_dcgan
 from fastgan.models.mlp import MLPDiscriminator, MLPGenerator
@@ -34,6 +36,27 @@ def check_name(name):
     return name
 
 
+G_ACTS = ("relu", "leaky")
+
+
+def _positive_int(option, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ModelError(f"{option} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _widths(option, widths, count=None):
+    """widths as a tuple of positive ints (None: the model's default); count: how many it takes."""
+    if widths is None:
+        return None
+    widths = tuple(_positive_int(option, w) for w in widths) if isinstance(widths, (list, tuple)) else widths
+    if not isinstance(widths, tuple) or not widths:
+        raise ModelError(f"{option} must be a non-empty list of positive integers, got {widths!r}")
+    if count is not None and len(widths) != count:
+        raise ModelError(f"{option}: this model takes {count} channel counts, got {len(widths)}")
+    return widths
+
+
 def build(name, backend="fastgan", latent_dim=100, dropout=0.0, g_widths=None, d_widths=None,
           g_act="relu", num_classes=10, embed_dim=10):
     """(generator, discriminator) of model `name`, initialised N(0, 0.02) (DCGAN).
@@ -46,8 +69,11 @@ def build(name, backend="fastgan", latent_dim=100, dropout=0.0, g_widths=None, d
         raise ModelError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if not 0.0 <= float(dropout) < 1.0:
         raise ModelError(f"dropout must be in [0, 1), got {dropout}")
-    if int(latent_dim) < 1:
-        raise ModelError(f"latent_dim must be positive, got {latent_dim}")
+    latent_dim = _positive_int("latent_dim", latent_dim)
+    count = 2 if name in ("dcgan", "cdcgan") else None   # a DCGAN's two channel counts
+    g_widths, d_widths = _widths("g_widths", g_widths, count), _widths("d_widths", d_widths, count)
+    if g_act not in G_ACTS:
+        raise ModelError(f"g_act must be one of {', '.join(G_ACTS)}, got {g_act!r}")
     classes = num_classes if name in CONDITIONAL else 0
     if name in ("mlp", "cgan"):
         G = MLPGenerator(latent_dim, tuple(g_widths or (256, 512, 1024)), act=g_act,

@@ -95,9 +95,19 @@ def with_labels(x, embed, labels, role, shape=()):
     """x with the embedding of labels (N,) joined along dim 1 (reshaped to (N, *shape) when a
     shape is given): the input of a conditional model. x itself where embed is None."""
     if embed is None:
+        if labels is not None:   # rather than ignore them
+            raise ValueError(f"this {role} is not conditional: it takes no labels")
         return x
     if labels is None:
         raise ValueError(f"this {role} is conditional: pass labels (N,)")
+    # shape and dtype only: a range check (0 <= label < num_classes) would read the labels back
+    # from the GPU every step; an out-of-range label fails in the embedding instead
+    if (not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32)
+            or labels.shape != (x.shape[0],)):
+        got = (f"{labels.dtype} of shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor)
+               else type(labels).__name__)
+        raise ValueError(f"this {role}'s labels must be an int64 tensor of shape ({x.shape[0]},) "
+                         f"(one class per sample), got {got}")
     e = embed(labels)
     return torch.cat([x, e.view(x.shape[0], *shape) if shape else e], dim=1)
 
