@@ -34,22 +34,32 @@ def save_grid(images, path, ncol=8, scale=2):
     return grid
 
 
+PLOT_POINTS = 2000   # points per curve in losses.png
 EVAL_COLUMNS = ("train_seconds", "fid", "inception_score", "class_entropy", "label_accuracy")
 
 
-def write_history(history, path, steps_per_epoch, evals=()):
+def write_history(history, path, steps_per_epoch, evals=(), first_row=0):
     """history: (steps, 2) tensor of (d_loss, g_loss) per step -> CSV step,epoch,d_loss,g_loss;
-    with evals (Trainer.evals), also the EVAL_COLUMNS, filled on the evaluated steps."""
+    with evals (Trainer.evals), also the EVAL_COLUMNS, filled on the evaluated steps.
+    first_row > 0: the file holds rows 1..first_row already, with these columns: only the rows
+    after them are appended (a long run's epoch end then costs its own rows, not the whole run)."""
     by_step = {e["step"]: e for e in evals}
-    with atomic_write(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step", "epoch", "d_loss", "g_loss"] + (list(EVAL_COLUMNS) if evals else []))
-        for i, (d, g) in enumerate(history.tolist(), 1):
-            row = [i, (i - 1) // steps_per_epoch + 1, f"{d:.6g}", f"{g:.6g}"]
+
+    def lines(start):
+        for i, (d, g) in enumerate(history[start:].tolist(), start + 1):
+            row = f"{i},{(i - 1) // steps_per_epoch + 1},{d:.6g},{g:.6g}"
             if evals:
                 e = by_step.get(i, {})
-                row += ["" if e.get(c) is None else f"{e[c]:.6g}" for c in EVAL_COLUMNS]
-            w.writerow(row)
+                row += "," + ",".join("" if e.get(c) is None else f"{e[c]:.6g}" for c in EVAL_COLUMNS)
+            yield row + "\n"
+
+    if first_row:
+        with open(path, "a", newline="") as f:
+            f.writelines(lines(first_row))
+        return
+    with atomic_write(path, "w", newline="") as f:
+        f.write(",".join(["step", "epoch", "d_loss", "g_loss"] + (list(EVAL_COLUMNS) if evals else [])) + "\n")
+        f.writelines(lines(0))
 
 
 def read_history(path):
@@ -71,11 +81,20 @@ def plot_losses(history, path, steps_per_epoch, title="", evals=()):
     if len(h):
         steps = np.arange(1, len(h) + 1)
         k = max(1, min(len(h) // 20, steps_per_epoch))
+        # at most PLOT_POINTS per curve (50 epochs are 46,900 steps: drawing each took seconds an
+        # epoch): the per-step losses as the band of each bin's min and max, the mean line thinned
+        b = -(-len(h) // PLOT_POINTS)
         for col, name, color in ((0, "D loss", "tab:blue"), (1, "G loss", "tab:orange")):
-            ax.plot(steps, h[:, col], color=color, alpha=0.25, linewidth=0.6)
+            if b == 1:
+                ax.plot(steps, h[:, col], color=color, alpha=0.25, linewidth=0.6)
+            else:
+                n = len(h) // b * b
+                bins = h[:n, col].reshape(-1, b)
+                ax.fill_between(steps[b - 1:n:b], bins.min(1), bins.max(1), color=color, alpha=0.2, linewidth=0)
             if len(h) >= k:
-                smooth = np.convolve(h[:, col], np.ones(k) / k, mode="valid")
-                ax.plot(steps[k - 1:], smooth, color=color, label=f"{name} (mean of {k})")
+                c = np.concatenate([[0.0], np.cumsum(h[:, col], dtype=np.float64)])
+                smooth = (c[k:] - c[:-k]) / k      # the running mean of k, in O(steps)
+                ax.plot(steps[k - 1:][::b], smooth[::b], color=color, label=f"{name} (mean of {k})")
     ax.set_xlabel("step")
     ax.set_ylabel("BCE loss")
     ax.set_title(title)

@@ -30,6 +30,7 @@ from fastgan.train.images import make_grid, plot_losses, save_grid, write_histor
 from fastgan.train.step import DeviceBatches, build_step, make_optimizers, to_layout
 
 CHECKPOINT = "checkpoint.pt"
+PLOT_EVERY_S = 10.0   # losses.png is redrawn at most this often (and at the end of a run)
 
 
 def autocast(device_type, amp_dtype):
@@ -207,6 +208,8 @@ class Trainer:
         self.evaluator = evaluator
         self.epoch_rng = self.loader.generator.get_state()  # shuffle state of the epoch in progress
         self.checkpoint_step = None
+        self._csv_written = (0, 0)   # (rows, evaluations) history.csv holds from this process
+        self._plotted = None         # when losses.png was last drawn (perf_counter)
         if ckpt is not None:
             self._restore(ckpt)
         self.writer = None
@@ -340,15 +343,29 @@ class Trainer:
         finally:
             self.G.train(was_training)
 
-    def write_outputs(self, epoch_label):
+    def write_outputs(self, epoch_label, final=False):
+        """The epoch's sample grid (also as samples.png), history.csv and, at most every
+        PLOT_EVERY_S seconds and at the end, losses.png: a short epoch (the MLP GAN's takes 0.4 s
+        on a GPU) must not spend as long again redrawing its curves."""
         out = self.cfg.out
         images = self.samples()
         os.makedirs(os.path.join(out, "samples"), exist_ok=True)
-        save_grid(images, os.path.join(out, "samples", f"{epoch_label}.png"), ncol=self.grid_cols)
-        save_grid(images, os.path.join(out, "samples.png"), ncol=self.grid_cols)
-        write_history(self.history, os.path.join(out, "history.csv"), self.steps_per_epoch, self.evals)
-        plot_losses(self.history, os.path.join(out, "losses.png"), self.steps_per_epoch,
-                    title=f"{self.cfg.model} on {self.cfg.dataset}", evals=self.evals)
+        grid = os.path.join(out, "samples", f"{epoch_label}.png")
+        save_grid(images, grid, ncol=self.grid_cols)
+        with atomic_write(os.path.join(out, "samples.png")) as f, open(grid, "rb") as src:
+            shutil.copyfileobj(src, f)   # the same PNG: encoded once
+        # history.csv: the whole file once (and when an evaluation adds columns or values), then
+        # each epoch's new rows appended
+        path = os.path.join(out, "history.csv")
+        rows, evals = self._csv_written
+        first = rows if evals == len(self.evals) and 0 < rows <= len(self.history) and os.path.isfile(path) else 0
+        write_history(self.history, path, self.steps_per_epoch, self.evals, first_row=first)
+        self._csv_written = (len(self.history), len(self.evals))
+        now = time.perf_counter()
+        if final or self._plotted is None or now - self._plotted >= PLOT_EVERY_S:
+            plot_losses(self.history, os.path.join(out, "losses.png"), self.steps_per_epoch,
+                        title=f"{self.cfg.model} on {self.cfg.dataset}", evals=self.evals)
+            self._plotted = now
         if self.writer is not None:
             grid = torch.from_numpy(make_grid(images, self.grid_cols))[None]
             self.writer.add_image("samples", grid, self.step)
@@ -484,7 +501,7 @@ class Trainer:
                     f"d_loss {d:.4f}  g_loss {g:.4f}  {steps * self.cfg.batch_size / max(seconds, 1e-9):,.0f} img/s  "
                     f"{seconds:.1f}s")
         label = f"epoch_{epoch:04d}" if self.step % spe == 0 else f"step_{self.step:07d}"
-        self.write_outputs(label)
+        self.write_outputs(label, final=final)
         self.save()
         if final:
             self._print(f"done: {self.step} steps; samples in {os.path.join(self.cfg.out, 'samples.png')}, "
