@@ -4,7 +4,17 @@ import torch
 
 import fastgan
 
+from fastgan.bench.timing import strict_float32
+
 HAS_CUDA = torch.cuda.is_available() and fastgan.build_info()["cuda_kernels"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _strict_float32():
+    """TF32 off for matrix products and cuDNN, as `fastgan bench` measures (cuDNN allows TF32 by
+    default, which made the DCGAN rows here TF32 where the bench's are not); restored after."""
+    with strict_float32():
+        yield
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU"))]
 
 

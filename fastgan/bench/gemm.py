@@ -73,11 +73,11 @@ def time_product(key, device):
 def run(device, models=("mlp",), batch_size=64, precision="fp32"):
     cuda = torch.device(device).type == "cuda"
     libraries = ("default", "cublaslt") if cuda else ("default",)
-    if cuda:
-        strict_float32()
-        before = torch.backends.cuda.preferred_blas_library()
     rows = []
-    try:
+    # the library is set per column below; strict_float32 restores it (and TF32) at the end.
+    # Note: torch may run an addmm with a 1-d bias through cuBLASLt's bias epilogue whatever the
+    # preferred library (DISABLE_ADDMM_CUDA_LT=1 turns that off): its "default" column may be Lt
+    with strict_float32("cublas" if cuda else None):
         for model in models:
             for key, count in step_products(model, batch_size, device, precision).items():
                 func, args, _ = key
@@ -94,9 +94,6 @@ def run(device, models=("mlp",), batch_size=64, precision="fp32"):
                     if plain is not None:
                         row[f"{lib} as mm"] = time_product(plain, device) * 1e3
                 rows.append(row)
-    finally:
-        if cuda:
-            torch.backends.cuda.preferred_blas_library(before)
     return {"benchmark": NAME, "machine": machine_header(device), "batch_size": batch_size, "precision": precision,
             "libraries": list(libraries), "rows": rows}
 

@@ -11,8 +11,8 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fastgan._argtypes import positive_int
-from fastgan.bench.timing import check_device
-from fastgan.bench.train import CUDA_ONLY, IMPLS, MODELS, make, strict_float32
+from fastgan.bench.timing import check_device, strict_float32
+from fastgan.bench.train import CUDA_ONLY, IMPLS, MODELS, make
 from fastgan.models import MODELS as ALL_MODELS
 from fastgan.train.step import make_step
 
@@ -57,7 +57,6 @@ def ops_per_step(model, batch_size, device="cpu"):
 
 
 def _profiled(impl, model, batch_size, **kw):
-    strict_float32()
     step = make(impl, model, batch_size, "cuda")
     for _ in range(5):
         step()
@@ -65,17 +64,47 @@ def _profiled(impl, model, batch_size, **kw):
     return step, profile(**kw)
 
 
+PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::cudnn_convolution",
+            "aten::cudnn_convolution_transpose", "aten::convolution_backward")
+
+
+def _kernels_under(event):
+    """The GPU kernels an op launched, its children's included."""
+    found = list(event.kernels)
+    for child in event.cpu_children:
+        found += _kernels_under(child)
+    return found
+
+
+@strict_float32()
 def ops_by_shape(impl, model, batch_size, top=30, steps=5):
-    """torch.profiler's table of the step's ops grouped by input shape, by GPU time."""
+    """torch.profiler's table of the step's ops grouped by input shape, by GPU time; then each
+    matrix product and convolution by input shapes with the kernels it ran (name, us per call),
+    which the table cannot say."""
     step, prof = _profiled(impl, model, batch_size, record_shapes=True,
                            activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
     with prof:
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
-    return prof.key_averages(group_by_input_shape=True).table(sort_by="cuda_time_total", row_limit=top)
+    table = prof.key_averages(group_by_input_shape=True).table(sort_by="cuda_time_total", row_limit=top)
+    calls = collections.defaultdict(lambda: [0, collections.defaultdict(lambda: [0, 0.0])])
+    for e in prof.events():
+        if e.name in PRODUCTS:
+            row = calls[(e.name, str(e.input_shapes))]
+            row[0] += 1
+            for k in _kernels_under(e):
+                row[1][k.name][0] += 1
+                row[1][k.name][1] += k.duration
+    lines = [table, "matrix products and convolutions by input shapes, with their kernels:"]
+    for (name, shapes), (n, kernels) in sorted(calls.items(), key=lambda kv: -sum(t for _, t in kv[1][1].values())):
+        lines.append(f"  {n / steps:4.1f} x per step  {name} {shapes}")
+        for kname, (c, t) in sorted(kernels.items(), key=lambda kv: -kv[1][1]):
+            lines.append(f"        {c / n:4.1f} x {t / max(c, 1):7.1f} us  {kname[:100]}")
+    return "\n".join(lines)
 
 
+@strict_float32()
 def kernels_per_step(impl, model, batch_size, steps=5):
     """(kernels per step, {kernel name: (count per step, GPU microseconds per step)})."""
     step, prof = _profiled(impl, model, batch_size, activities=[ProfilerActivity.CUDA])

@@ -29,7 +29,8 @@ from fastgan._argtypes import seed as seed_arg
 from fastgan.bench.epoch import _TutorialDataset, _sync
 from fastgan.bench.timing import (add_output_options, check_device, check_output_paths, from_json,
                                   machine_header, report)
-from fastgan.bench.train import strict_float32, tutorial_train_step
+from fastgan.bench.timing import strict_float32
+from fastgan.bench.train import tutorial_train_step
 
 MODELS = ("mlp", "dcgan")
 IMPLS = ("tutorial", "fastgan")
@@ -73,6 +74,7 @@ def fastgan_run(model, seed, steps, eval_every, evaluator, eval_n, device, datas
     return trainer.evals
 
 
+@strict_float32()
 def run(device, models=MODELS, seeds=(0, 1, 2), steps=2000, eval_every=500, eval_n=2000,
         dataset="mnist-5k", data_dir=None, impls=IMPLS, log=None, evaluator=None):
     """Trains each (model, seed, impl) and returns the measurements (see markdown()).
@@ -82,8 +84,6 @@ def run(device, models=MODELS, seeds=(0, 1, 2), steps=2000, eval_every=500, eval
     from fastgan.train import TrainConfig
 
     device = torch.device(device)
-    if device.type == "cuda":
-        strict_float32()
     images, labels = load_dataset(dataset, data_dir)
     evaluator = evaluator or Evaluator(dataset, data_dir, device)
     runs = []

@@ -1,5 +1,6 @@
 """Timing that can be trusted: warm-up first, then the median of repeated timed windows;
 CUDA events on the GPU (no host clock around asynchronous work)."""
+import contextlib
 import json
 import os
 import platform
@@ -49,21 +50,62 @@ def copy_bandwidth_gbs(device, nbytes=1 << 28):
     return 2 * nbytes / (ms * 1e-3) / 1e9
 
 
+@contextlib.contextmanager
+def strict_float32(blas=None):
+    """TF32 off for matrix products and cuDNN (cuDNN allows it by default): the issue's baseline;
+    blas: torch's BLAS library for the block ("cublas", "cublaslt"; None: as it is). Usable as a
+    decorator; the flags and the library are restored afterwards."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    library = torch.backends.cuda.preferred_blas_library() if blas else None
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        if blas:
+            torch.backends.cuda.preferred_blas_library(blas)
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        if library is not None:
+            torch.backends.cuda.preferred_blas_library(library)
+
+
+def _cpu_name():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return cpu
+
+
+def _commit():
+    """The fastgan source's git commit (short), or None outside a checkout."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def machine_header(device):
-    """One line on what the numbers were measured on."""
+    """One line on what the numbers were measured on: the device, the host CPU (host overhead
+    bounds the small steps), torch, cuDNN, CUDA, Python and the fastgan commit."""
     parts = [f"torch {torch.__version__}", f"Python {platform.python_version()}"]
+    n = torch.get_num_threads()
+    host = f"CPU {_cpu_name()}, {n} thread{'' if n == 1 else 's'}"
     if torch.device(device).type == "cuda":
-        parts.insert(0, f"GPU {torch.cuda.get_device_name()}")
-        parts.append(f"CUDA {torch.version.cuda}")
+        parts[:0] = [f"GPU {torch.cuda.get_device_name()}", f"host {host}"]
+        parts += [f"CUDA {torch.version.cuda}", f"cuDNN {torch.backends.cudnn.version()}"]
     else:
-        cpu = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo") as f:
-                cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
-        n = torch.get_num_threads()
-        parts.insert(0, f"CPU {cpu}, {n} thread{'' if n == 1 else 's'}")
+        parts.insert(0, host)
+    commit = _commit()
+    if commit:
+        parts.append(f"fastgan {commit}")
     return ", ".join(parts)
 
 

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastgan._argtypes import positive_int
-from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths,
-                                  from_json, machine_header, report, time_call)
+from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths, from_json,
+                                  machine_header, report, strict_float32, time_call)
 from fastgan.models import build
 from fastgan.train.graph import GraphedStep
 from fastgan.train.step import PRECISIONS, DeviceBatches, amp_dtype, make_step, to_layout
@@ -148,12 +148,6 @@ def make(impl, model, batch_size, device, precision="fp32", channels_last=False)
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLS}")
 
 
-def strict_float32():
-    """TF32 off for matrix products and cuDNN (cuDNN allows it by default): the issue's baseline."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-
-
 BLAS = ("default", "cublas", "cublaslt")
 
 
@@ -165,10 +159,14 @@ def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, p
         raise ValueError(f"blas must be one of {', '.join(BLAS)}, got {blas!r}")
     cuda = torch.device(device).type == "cuda"
     impls = [i for i in impls if cuda or i not in CUDA_ONLY]
-    if cuda:
-        strict_float32()
-        if blas != "default":
-            torch.backends.cuda.preferred_blas_library(blas)
+    with strict_float32(blas if cuda and blas != "default" else None):
+        rows = _run(device, models, batch_sizes, impls, log, precision, channels_last)
+    return {"benchmark": NAME, "machine": machine_header(device), "rows": rows, "precision": precision,
+            "channels_last": channels_last, "blas": blas if cuda else "default",
+            "impls": impls}
+
+
+def _run(device, models, batch_sizes, impls, log, precision, channels_last):
     rows = []
     for model in models:
         for bs in batch_sizes:
@@ -189,9 +187,7 @@ def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, p
                 if log:
                     print(f"{model} b{bs} {impl}: {ms:.3f} ms/step", file=log, flush=True)
             rows.append(row)
-    return {"benchmark": NAME, "machine": machine_header(device), "rows": rows, "precision": precision,
-            "channels_last": channels_last, "blas": blas if cuda else "default",
-            "impls": impls}
+    return rows
 
 
 def markdown(result):
