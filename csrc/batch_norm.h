@@ -63,7 +63,7 @@ FASTGAN_HD void finalize_stats(T s1, T s2, T m, T shift, T w, T b, T eps, T mome
                                T* rvar, T* save_mean, T* save_invstd, T* scale, T* offset) {
   const T dmean = s1 / m;
   T var = s2 / m - dmean * dmean;
-  var = var > T(0) ? var : T(0);
+  var = var < T(0) ? T(0) : var;  // rounding below 0 is clamped; a NaN stays NaN, as in torch
   using std::sqrt;
   const T invstd = T(1) / sqrt(var + eps);
   const T mean = shift + dmean;

@@ -595,3 +595,28 @@ def test_module_half_input_float32_params(dtype):
     assert y.dtype == dtype
     torch.testing.assert_close(y.float(), theirs(x.to(dtype).float()), rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(mine.running_mean, theirs.running_mean, rtol=1e-2, atol=1e-3)
+
+
+def test_a_nan_in_a_channel_reaches_its_running_variance(path):
+    # the clamp of a rounded-negative variance turned NaN into 0: running_var stayed finite
+    x = torch.randn(8, 3)
+    x[2, 0] = float("nan")
+    rm, rv = torch.zeros(3), torch.ones(3)
+    trm, trv = rm.clone(), rv.clone()
+    ops.batch_norm(x, None, None, rm, rv, True, 0.1, 1e-5)
+    F.batch_norm(x, trm, trv, training=True, momentum=0.1)
+    assert math.isnan(rv[0]) and math.isnan(trv[0])
+    torch.testing.assert_close(rv[1:], trv[1:])
+
+
+def test_statistics_of_a_huge_channel_are_accurate():
+    """10.5M values in one channel, 7 to a plane (the scalar tail path): one running float32 sum
+    lost 2% of the variance; the sums are chunked now."""
+    if not fastgan.build_info()["cpu_kernels"]:
+        pytest.skip("needs the compiled kernels")
+    x = torch.randn(1_500_000, 1, 7, generator=torch.Generator().manual_seed(3))
+    rm, rv = torch.zeros(1), torch.ones(1)
+    ops.batch_norm(x, None, None, rm, rv, True, 1.0, 1e-5)
+    x64 = x.double()
+    assert rm.item() == pytest.approx(x64.mean().item(), abs=1e-6)
+    assert rv.item() == pytest.approx(x64.var().item(), rel=1e-5)

@@ -355,3 +355,38 @@ def test_fused_leaky_relu_module_checks_its_arguments_when_made():
         layer.bias.fill_(3.0)
     layer.reset_parameters()   # as torch modules have
     assert torch.equal(layer.bias, torch.zeros(4))
+
+
+def _with_threads(n, fn):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("shape", [(4096, 64), (64, 16, 100), (4, 6, 3, 3)])
+def test_bias_gradient_does_not_depend_on_the_thread_count(shape):
+    """The bias gradient's partial sums are fixed chunks added in order: the same bits with one
+    thread or two (its rows path split the rows by the thread count)."""
+    if not fastgan.build_info()["cpu_kernels"]:
+        pytest.skip("needs the compiled kernels")
+    gen = torch.Generator().manual_seed(11)
+    x, g = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+    b = torch.randn(shape[1], generator=gen)
+    y = ops.bias_leaky_relu(x, b)
+    op = torch.ops.fastgan.bias_leaky_relu_backward
+    one, two = (_with_threads(n, lambda: op(g, y, 0.2, 1.0, torch.float32)) for n in (1, 2))
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+
+
+def test_bias_gradient_of_a_huge_channel_is_accurate():
+    """17.5M elements in one channel, 7 to a plane (the scalar tail path): one running float32 sum
+    stopped growing at 2^24 = 16,777,216."""
+    if not fastgan.build_info()["cpu_kernels"]:
+        pytest.skip("needs the compiled kernels")
+    shape = (2_500_000, 1, 7)
+    y = torch.ones(shape)
+    dx, db = torch.ops.fastgan.bias_leaky_relu_backward(torch.ones(shape), y, 0.2, 1.0, torch.float32)
+    assert db.item() == pytest.approx(17_500_000, rel=1e-5)

@@ -29,17 +29,19 @@ void adam_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_av
       const scalar_t* g = grads[i].const_data_ptr<scalar_t>();
       scalar_t* m = exp_avgs[i].mutable_data_ptr<scalar_t>();
       scalar_t* v = exp_avg_sqs[i].mutable_data_ptr<scalar_t>();
-      at::parallel_for(0, params[i].numel(), 16384, [&](int64_t b, int64_t e) {
-        int64_t j = b;
-        for (; j + Vec::size() <= e; j += Vec::size()) {
+      // parallel over whole vectors, the scalar tail after them: each element is computed the same
+      // way (vector or scalar code, which may round differently) whatever the thread count
+      const int64_t n = params[i].numel(), W = Vec::size(), nvec = n / W;
+      at::parallel_for(0, nvec, 16384 / W, [&](int64_t b, int64_t e) {
+        for (int64_t j = b * W; j < e * W; j += W) {
           Vec pj = Vec::loadu(p + j), mj = Vec::loadu(m + j), vj = Vec::loadu(v + j);
           adam::update<Vec>(pj, Vec::loadu(g + j), mj, vj, vb1, vb2, vss, vbc, vep, vwd, decay);
           pj.store(p + j);
           mj.store(m + j);
           vj.store(v + j);
         }
-        for (; j < e; ++j) adam::update<scalar_t>(p[j], g[j], m[j], v[j], b1, b2, ss, bc, ep, wd, decay);
       });
+      for (int64_t j = nvec * W; j < n; ++j) adam::update<scalar_t>(p[j], g[j], m[j], v[j], b1, b2, ss, bc, ep, wd, decay);
     });
   }
 }

@@ -27,6 +27,10 @@ constexpr int64_t kGrain = 32768;  // elements per parallel task, as ATen's GRAI
 // sum) keep float32 statistics accurate, and the result does not depend on the thread count.
 constexpr int64_t kChunkRows = 64;
 inline int64_t row_chunks(int64_t rows) { return std::max<int64_t>(1, (rows + kChunkRows - 1) / kChunkRows); }
+// The same for a channel's planes (N, C, inner): sums of about kChunkElems elements each, added
+// in order, rather than one running sum over N * inner (float32 stops growing at 2^24).
+constexpr int64_t kChunkElems = 4096;
+inline int64_t planes_per_chunk(int64_t inner) { return std::max<int64_t>(1, kChunkElems / std::max<int64_t>(inner, 1)); }
 
 // Adds the chunks' two per-channel partial sums (chunk q holds [sum1(C), sum2(C)]) in chunk
 // order and hands each channel's totals to finalize(c, sum1, sum2).
@@ -105,26 +109,30 @@ void forward_kernel(const scalar_t* x, scalar_t* y, ChannelGeometry g, const Par
         if (p.training) {
           shift[c] = bn::channel_shift<acc>(x, c, g.outer, C, inner);
           const Vec vs(shift[c]);
-          Vec v1(acc(0)), v2(acc(0));
-          for (int64_t n = 0; n < g.outer; ++n) {  // per-plane sums, then added (two levels)
-            const scalar_t* xk = x + (n * C + c) * inner;
-            Vec l1(acc(0)), l2(acc(0));
-            int64_t j = 0;
-            for (; j + IO::size <= inner; j += IO::size) {
-              const Vec d = IO::load(xk + j) - vs;
-              l1 = l1 + d;
-              l2 = at::vec::fmadd(d, d, l2);
+          const int64_t per = planes_per_chunk(inner);
+          for (int64_t n0 = 0; n0 < g.outer; n0 += per) {  // per plane, per chunk, then in total
+            Vec v1(acc(0)), v2(acc(0));
+            acc t1 = 0, t2 = 0;
+            for (int64_t n = n0; n < std::min(n0 + per, g.outer); ++n) {
+              const scalar_t* xk = x + (n * C + c) * inner;
+              Vec l1(acc(0)), l2(acc(0));
+              int64_t j = 0;
+              for (; j + IO::size <= inner; j += IO::size) {
+                const Vec d = IO::load(xk + j) - vs;
+                l1 = l1 + d;
+                l2 = at::vec::fmadd(d, d, l2);
+              }
+              v1 = v1 + l1;
+              v2 = v2 + l2;
+              for (; j < inner; ++j) {
+                const acc d = acc(xk[j]) - shift[c];
+                t1 += d;
+                t2 += d * d;
+              }
             }
-            v1 = v1 + l1;
-            v2 = v2 + l2;
-            for (; j < inner; ++j) {
-              const acc d = acc(xk[j]) - shift[c];
-              s1 += d;
-              s2 += d * d;
-            }
+            s1 += cpu::sum_lanes(v1) + t1;
+            s2 += cpu::sum_lanes(v2) + t2;
           }
-          s1 += cpu::sum_lanes(v1);
-          s2 += cpu::sum_lanes(v2);
         }
         finalize(c, s1, s2);
         for (int64_t n = 0; n < g.outer; ++n) {
@@ -234,29 +242,33 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, scalar_t* dx, Channe
         const Vec vmu(mu), vzs(zs), vzo(zo);
         acc sa = 0, sb = 0;
         if (need_sums) {
-          Vec va(acc(0)), vb(acc(0));
-          for (int64_t n = 0; n < g.outer; ++n) {  // per-plane sums, then added (two levels)
-            const int64_t off = (n * C + c) * inner;
-            Vec la(acc(0)), lb(acc(0));
-            int64_t j = 0;
-            for (; j + IO::size <= inner; j += IO::size) {
-              const Vec xm = IO::load(x + off + j) - vmu;
-              const Vec z = xm * vzs + vzo;
-              const Vec dz = IO::load(dy + off + j) * select_pos(z, one, vneg);
-              la = la + dz;
-              lb = at::vec::fmadd(dz, xm, lb);
+          const int64_t per = planes_per_chunk(inner);
+          for (int64_t n0 = 0; n0 < g.outer; n0 += per) {  // per plane, per chunk, then in total
+            Vec va(acc(0)), vb(acc(0));
+            acc ta = 0, tb = 0;
+            for (int64_t n = n0; n < std::min(n0 + per, g.outer); ++n) {
+              const int64_t off = (n * C + c) * inner;
+              Vec la(acc(0)), lb(acc(0));
+              int64_t j = 0;
+              for (; j + IO::size <= inner; j += IO::size) {
+                const Vec xm = IO::load(x + off + j) - vmu;
+                const Vec z = xm * vzs + vzo;
+                const Vec dz = IO::load(dy + off + j) * select_pos(z, one, vneg);
+                la = la + dz;
+                lb = at::vec::fmadd(dz, xm, lb);
+              }
+              va = va + la;
+              vb = vb + lb;
+              for (; j < inner; ++j) {
+                const acc xm = acc(x[off + j]) - mu;
+                const acc dz = acc(dy[off + j]) * bn::gain(xm * zs + zo, p.neg);
+                ta += dz;
+                tb += dz * xm;
+              }
             }
-            va = va + la;
-            vb = vb + lb;
-            for (; j < inner; ++j) {
-              const acc xm = acc(x[off + j]) - mu;
-              const acc dz = acc(dy[off + j]) * bn::gain(xm * zs + zo, p.neg);
-              sa += dz;
-              sb += dz * xm;
-            }
+            sa += cpu::sum_lanes(va) + ta;
+            sb += cpu::sum_lanes(vb) + tb;
           }
-          sa += cpu::sum_lanes(va);
-          sb += cpu::sum_lanes(vb);
         }
         finalize(c, sa, sb);
         if (!dx) continue;

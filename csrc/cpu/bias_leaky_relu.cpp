@@ -69,8 +69,11 @@ void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeom
 }
 
 // grad_x = grad * gain(y); grad_bias[c] = sum of grad_x over every dim but 1, accumulated
-// in acc (float for half types) and stored in the bias's type. Partial sums per fixed chunk,
-// added in order: the result depends only on the input and the thread count.
+// in acc (float for half types) and stored in the bias's type. Partial sums per fixed chunk
+// (kChunkRows rows, or about kChunkElems elements of a channel's planes), added in order: the
+// result depends only on the input, not on the thread count, and float32 sums stay short.
+constexpr int64_t kChunkRows = 64;
+constexpr int64_t kChunkElems = 4096;
 template <typename scalar_t, typename bias_t>
 void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t* gb,
                      ChannelGeometry g, double slope, double scale) {
@@ -82,13 +85,13 @@ void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t
   const int64_t C = g.channels;
 
   if (g.inner == 1) {
-    const int64_t chunks = gb ? std::max<int64_t>(1, std::min<int64_t>(g.outer, at::get_num_threads()))
-                              : std::max<int64_t>(1, g.outer);
+    const int64_t rows = gb ? kChunkRows : 1;   // per task-chunk (one row each without a bias gradient)
+    const int64_t chunks = std::max<int64_t>(1, (g.outer + rows - 1) / rows);
     std::vector<acc> partial(gb ? chunks * C : 0, acc(0));
-    at::parallel_for(0, chunks, gb ? 1 : std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)),
+    at::parallel_for(0, chunks, std::max<int64_t>(1, kGrain / std::max<int64_t>(rows * C, 1)),
                      [&](int64_t q0, int64_t q1) {
       for (int64_t q = q0; q < q1; ++q) {
-        const int64_t r0 = gb ? q * g.outer / chunks : q, r1 = gb ? (q + 1) * g.outer / chunks : q + 1;
+        const int64_t r0 = q * rows, r1 = std::min(g.outer, r0 + rows);
         acc* part = gb ? partial.data() + q * C : nullptr;
         for (int64_t r = r0; r < r1; ++r) {
           const int64_t off = r * C;
@@ -119,29 +122,29 @@ void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t
   const int64_t inner = g.inner;
   at::parallel_for(0, C, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner * g.outer, 1)),
                    [&](int64_t c0, int64_t c1) {
+    const int64_t per = std::max<int64_t>(1, kChunkElems / inner);   // planes per partial sum
     for (int64_t c = c0; c < c1; ++c) {
-      Vec vsum(acc(0));
-      acc ssum = 0;
-      for (int64_t n = 0; n < g.outer; ++n) {
-        const int64_t off = (n * C + c) * inner;
-        int64_t j = 0;
-        for (; j + IO::size <= inner; j += IO::size) {
-          const Vec d = IO::load(gr + off + j) * select_pos(IO::load(y + off + j), vpos, vneg);
-          IO::store(gx + off + j, d);
-          vsum = vsum + d;
+      acc total = 0;
+      for (int64_t n0 = 0; n0 < g.outer; n0 += per) {
+        Vec vsum(acc(0));
+        acc ssum = 0;
+        for (int64_t n = n0; n < std::min(n0 + per, g.outer); ++n) {
+          const int64_t off = (n * C + c) * inner;
+          int64_t j = 0;
+          for (; j + IO::size <= inner; j += IO::size) {
+            const Vec d = IO::load(gr + off + j) * select_pos(IO::load(y + off + j), vpos, vneg);
+            IO::store(gx + off + j, d);
+            vsum = vsum + d;
+          }
+          for (; j < inner; ++j) {
+            const acc d = bias_act::backward(acc(gr[off + j]), acc(y[off + j]), pos, neg);
+            gx[off + j] = d;
+            ssum += d;
+          }
         }
-        for (; j < inner; ++j) {
-          const acc d = bias_act::backward(acc(gr[off + j]), acc(y[off + j]), pos, neg);
-          gx[off + j] = d;
-          ssum += d;
-        }
+        total += cpu::sum_lanes(vsum) + ssum;
       }
-      if (gb) {
-        acc lanes[IO::size];
-        vsum.store(lanes);
-        for (int64_t l = 0; l < IO::size; ++l) ssum += lanes[l];
-        gb[c] = bias_t(ssum);
-      }
+      if (gb) gb[c] = bias_t(total);
     }
   });
 }
