@@ -70,9 +70,10 @@ void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeom
 
 // grad_x = grad * gain(y); grad_bias[c] = sum of grad_x over every dim but 1, accumulated
 // in acc (float for half types) and stored in the bias's type. Partial sums per fixed chunk
-// (kChunkRows rows, or about kChunkElems elements of a channel's planes), added in order: the
-// result depends only on the input, not on the thread count, and float32 sums stay short.
-constexpr int64_t kChunkRows = 64;
+// (up to kMaxChunks chunks of at least kMinChunkRows rows, set by the shape alone, or about
+// kChunkElems elements of a channel's planes), added in order: the result depends only on the
+// input, not on the thread count, and float32 sums stay short.
+constexpr int64_t kMaxChunks = 64, kMinChunkRows = 8;
 constexpr int64_t kChunkElems = 4096;
 template <typename scalar_t, typename bias_t>
 void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t* gb,
@@ -85,7 +86,9 @@ void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t
   const int64_t C = g.channels;
 
   if (g.inner == 1) {
-    const int64_t rows = gb ? kChunkRows : 1;   // per task-chunk (one row each without a bias gradient)
+    // rows per chunk (one each without a bias gradient): a batch of 64 still splits in 8 tasks
+    const int64_t want = std::min(kMaxChunks, (g.outer + kMinChunkRows - 1) / kMinChunkRows);
+    const int64_t rows = gb ? std::max<int64_t>(1, (g.outer + want - 1) / std::max<int64_t>(want, 1)) : 1;
     const int64_t chunks = std::max<int64_t>(1, (g.outer + rows - 1) / rows);
     std::vector<acc> partial(gb ? chunks * C : 0, acc(0));
     at::parallel_for(0, chunks, std::max<int64_t>(1, kGrain / std::max<int64_t>(rows * C, 1)),
@@ -109,12 +112,15 @@ void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t
         }
       }
     });
-    if (gb) {
-      for (int64_t c = 0; c < C; ++c) {
-        acc s = 0;
-        for (int64_t q = 0; q < chunks; ++q) s += partial[q * C + c];
-        gb[c] = bias_t(s);
+    if (gb) {  // the chunks' partials added in chunk order, whole vectors of channels at a time
+      std::vector<acc> total(C, acc(0));
+      for (int64_t q = 0; q < chunks; ++q) {
+        const acc* part = partial.data() + q * C;
+        int64_t c = 0;
+        for (; c + Vec::size() <= C; c += Vec::size()) (Vec::loadu(total.data() + c) + Vec::loadu(part + c)).store(total.data() + c);
+        for (; c < C; ++c) total[c] += part[c];
       }
+      for (int64_t c = 0; c < C; ++c) gb[c] = bias_t(total[c]);
     }
     return;
   }
