@@ -16,14 +16,20 @@ FASTGAN_HD T gain(T v, T pos_gain, T neg_gain) {
   return v > T(0) ? pos_gain : neg_gain;
 }
 
-// The smallest positive value of the output type out_t, in T. A positive v is stored as at
-// least this: v * scale of a tiny v would otherwise round to 0 in half precision (or underflow
-// in float32 with scale < 1), and the backward, which reads the mask from y, would take the
-// slope where torch takes 1. Moving such an output up to the first subnormal is within out_t's
-// rounding.
+// The floor of a positive output of type out_t, in T. A positive v is stored as at least this:
+// v * scale of a tiny v would otherwise round to 0 in half precision (or underflow in float32
+// with scale < 1), and the backward, which reads the mask from y, would take the slope where
+// torch takes 1. For float16 it is the first subnormal (which the backward reads as a normal
+// float); for float32, bfloat16 and float64 the smallest normal number, since a subnormal y
+// would read as 0 with flush-to-zero on (torch.set_flush_denormal). Moving such an output up to
+// the floor is far below any value the activations carry.
 template <typename out_t, typename T>
 FASTGAN_HD T tiny() {
-  return T(std::numeric_limits<out_t>::denorm_min());
+  if constexpr (std::is_same_v<out_t, c10::Half>) {
+    return T(std::numeric_limits<out_t>::denorm_min());
+  } else {
+    return T(std::numeric_limits<out_t>::min());
+  }
 }
 
 // y stored as out_t (scalar_t; its acc type T computes it).

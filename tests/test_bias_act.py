@@ -102,9 +102,11 @@ def test_large_shapes_split_reduction(device, shape, layout):
                                                     (torch.float16, None, 0.5), (torch.float32, None, 0.5)])
 def test_a_positive_input_that_rounds_to_zero_keeps_gradient_one(device, dtype, bias_dtype, scale):
     # The backward reads the mask from y. A positive x + bias whose output rounds to 0 (half y,
-    # or a subnormal times scale < 1) is stored as the first subnormal so that y > 0 still marks
-    # it: torch's gradient there is scale, not slope * scale. Wide vectors and scalar tails both.
+    # or a subnormal times scale < 1) is stored as the floor (float16's first subnormal, the
+    # smallest normal otherwise) so that y > 0 still marks it: torch's gradient there is scale,
+    # not slope * scale. Wide vectors and scalar tails both.
     tiny = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps   # the dtype's smallest subnormal
+    floor = tiny if dtype == torch.float16 else torch.finfo(dtype).smallest_normal
     n = 37
     if bias_dtype is None:   # x itself is the subnormal; bias 0
         x = torch.full((3, n), tiny, dtype=dtype)
@@ -116,7 +118,7 @@ def test_a_positive_input_that_rounds_to_zero_keeps_gradient_one(device, dtype, 
     y = ops.bias_leaky_relu(x, b, 0.2, scale)
     if fastgan.build_info()["cpu_kernels"]:   # the kernels' floor (the reference path is torch's)
         assert (y > 0).all()
-    torch.testing.assert_close(y.float(), (x.float() + b) * scale, rtol=torch.finfo(dtype).eps, atol=tiny)
+    torch.testing.assert_close(y.float(), (x.float() + b) * scale, rtol=torch.finfo(dtype).eps, atol=floor)
     gx, gb = torch.autograd.grad(y, (x, b), torch.ones_like(y))
     assert torch.equal(gx, torch.full_like(gx, scale))
     torch.testing.assert_close(gb, torch.full_like(gb, 3 * scale))
@@ -390,3 +392,20 @@ def test_bias_gradient_of_a_huge_channel_is_accurate():
     y = torch.ones(shape)
     dx, db = torch.ops.fastgan.bias_leaky_relu_backward(torch.ones(shape), y, 0.2, 1.0, torch.float32)
     assert db.item() == pytest.approx(17_500_000, rel=1e-5)
+
+
+def test_the_positive_floor_survives_flush_to_zero():
+    """With torch.set_flush_denormal(True) a subnormal y reads as 0 in the backward: a positive
+    input got the slope's gradient. The float32/bfloat16 floor is the smallest normal number."""
+    if not fastgan.build_info()["cpu_kernels"]:
+        pytest.skip("needs the compiled kernels")
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        for dtype in (torch.float32, torch.bfloat16):
+            x = torch.full((2, 9), 1e-30, dtype=dtype, requires_grad=True)
+            y = ops.bias_leaky_relu(x, None, 0.2, 1e-10)
+            (gx,) = torch.autograd.grad(y.sum(), x)
+            torch.testing.assert_close(gx.float(), torch.full((2, 9), 1e-10))
+    finally:
+        torch.set_flush_denormal(False)
