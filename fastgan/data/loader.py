@@ -4,10 +4,9 @@ The uint8 images (47 MB for MNIST) are copied to the device once. Each epoch dra
 permutation on the device; each batch is one index_select on the device followed by the
 scaling to [-1, 1]: no per-sample Python, no host-to-device copy per step, no sync.
 """
-import operator
-
 import torch
 
+from fastgan._argtypes import as_index
 from fastgan.data.idx import DatasetError
 
 
@@ -17,13 +16,7 @@ def scale_images(images, dtype=torch.float32):
 
 
 def _index(name, value):
-    """An integer (a Python, numpy or 0-dim torch one: operator.index), not a bool or a float."""
-    if isinstance(value, bool):
-        raise DatasetError(f"{name} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise DatasetError(f"{name} must be an integer, got {value!r}") from None
+    return as_index(value, name, DatasetError)
 
 
 class DeviceLoader:

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import functools
 import math
-import operator
 import os
 import shutil
 import sys
@@ -20,7 +19,7 @@ import time
 import torch
 
 from fastgan import ops
-from fastgan._argtypes import MAX_SEED
+from fastgan._argtypes import MAX_SEED, as_index
 from fastgan._files import atomic_write, output_problem
 from fastgan.data import DeviceLoader, load_dataset, resolve_data_dir
 from fastgan.models import CONDITIONAL, ModelError, build
@@ -515,13 +514,7 @@ def _version():
 
 
 def _integer(option, value):
-    """An integer of any kind (Python, numpy, a 0-dim tensor: operator.index), else ConfigError."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{option} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ConfigError(f"{option} must be an integer, got {value!r}") from None
+    return as_index(value, option, ConfigError)
 
 
 def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"):
