@@ -1,5 +1,5 @@
 """Per-op benchmarks: each fastgan op against PyTorch eager and torch.compile of the same
-math, forward + backward, at GAN shapes. `python -m fastgan.bench.ops --device cuda`
+math, forward + backward (Adam: one optimizer step), at GAN shapes. `python -m fastgan.bench.ops --device cuda`
 (later `fastgan bench ops`) prints a markdown table; benchmarks/test_ops.py times the same
 cases with pytest-benchmark."""
 import argparse
@@ -101,9 +101,61 @@ def gan_d_loss_case(shape, layout, dtype, device, impl):
     return step, 6 * real.numel() * real.element_size()
 
 
+def _eager_g_loss(fake):
+    return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+
+
+def gan_g_loss_case(shape, layout, dtype, device, impl):
+    """The generator's non-saturating loss on a batch of logits, forward + backward."""
+    fake = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
+    fn = {"eager": _eager_g_loss, "fastgan": ops.gan_g_loss, "compile": torch.compile(_eager_g_loss)}[impl]
+
+    def step():
+        return torch.autograd.grad(fn(fake), fake)
+
+    # forward reads the logits; backward reads them again and writes their gradient
+    return step, 3 * fake.numel() * fake.element_size()
+
+
+def bce_with_logits_case(shape, layout, dtype, device, impl):
+    """BCE with logits against a tensor target (mean), forward + backward in the logits."""
+    x = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
+    t = torch.rand(shape, device=device, dtype=dtype)
+    fn = {"eager": F.binary_cross_entropy_with_logits, "fastgan": ops.bce_with_logits,
+          "compile": torch.compile(F.binary_cross_entropy_with_logits)}[impl]
+
+    def step():
+        return torch.autograd.grad(fn(x, t), x)
+
+    # forward reads logits and target; backward reads them again and writes the gradient
+    return step, 5 * x.numel() * x.element_size()
+
+
+def adam_case(shape, layout, dtype, device, impl):
+    """One optimizer step over shape[0] parameters of shape[1:] with their gradients: eager is
+    torch.optim.Adam (its default for the device: foreach on CUDA), compile is torch.compile of
+    its step, fastgan is fastgan.optim.Adam (one adam_ launch)."""
+    from fastgan.optim import Adam as FusedAdam
+
+    params = [torch.randn(shape[1:], device=device, dtype=dtype, requires_grad=True) for _ in range(shape[0])]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    opt = (FusedAdam if impl == "fastgan" else torch.optim.Adam)(params, lr=2e-4, betas=(0.5, 0.999))
+    step = torch.compile(opt.step) if impl == "compile" else opt.step
+    # reads parameters, gradients and both moments; writes parameters and both moments
+    return step, 7 * sum(p.numel() for p in params) * params[0].element_size()
+
+
 LOSS_SHAPES = [((64, 1), "contiguous"), ((1024, 1), "contiguous"), ((4194304, 1), "contiguous")]
-CASES = {"bias_leaky_relu": (bias_leaky_relu_case, SHAPES), "batch_norm+leaky_relu": (batch_norm_case, SHAPES),
-         "gan_d_loss": (gan_d_loss_case, LOSS_SHAPES)}
+ADAM_SHAPES = [((8, 256, 256), "contiguous"), ((4, 1024, 1024), "contiguous"), ((16, 1024, 1024), "contiguous")]
+# op: (case, shapes, dtypes it runs in (None: every one asked for))
+CASES = {"bias_leaky_relu": (bias_leaky_relu_case, SHAPES, None),
+         "batch_norm": (lambda *a: batch_norm_case(*a, act=False), SHAPES, None),
+         "batch_norm+leaky_relu": (batch_norm_case, SHAPES, None),
+         "gan_d_loss": (gan_d_loss_case, LOSS_SHAPES, None),
+         "gan_g_loss": (gan_g_loss_case, LOSS_SHAPES, None),
+         "bce_with_logits": (bce_with_logits_case, LOSS_SHAPES, None),
+         "adam": (adam_case, ADAM_SHAPES, ("float32",))}   # fastgan's Adam: float32/float64 parameters
 
 
 def run(device, op_names=None, dtypes=("float32", "bfloat16"), impls=("eager", "compile", "fastgan"),
@@ -116,11 +168,13 @@ def run(device, op_names=None, dtypes=("float32", "bfloat16"), impls=("eager", "
     # over a working set the L2 cache cannot hold between replays (2x its size)
     l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) if bw else 0
     for name in op_names or CASES:
-        case, shapes = CASES[name]
+        case, shapes, only = CASES[name]
         for shape, layout in shapes:
             if torch.device(device).type == "cpu" and torch.Size(shape).numel() >= 1 << 22:
                 continue  # the largest shapes are for the GPU
             for dname in dtypes:
+                if only is not None and dname not in only:
+                    continue
                 row = {"op": name, "shape": "x".join(map(str, shape)), "layout": layout, "dtype": dname}
                 for impl in impls:
                     torch._dynamo.reset()
