@@ -66,7 +66,7 @@ def build_parser():
     n.add_argument("--epochs", type=positive_int, default=S, help=f"epochs (default: {DEFAULT_EPOCHS})")
     n.add_argument("--steps", type=positive_int, default=S, help="total steps instead of epochs")
     t.add_argument("--batch-size", type=positive_int, default=S, help="batch size (default: 64)")
-    t.add_argument("--lr", type=float, default=S, help="Adam learning rate (default: 2e-4)")
+    t.add_argument("--lr", type=float, default=S, help="Adam learning rate (default: 2e-4; RMSprop: --lr-d, --lr-g)")
     t.add_argument("--beta1", type=float, default=S, help="Adam beta1 (default: 0.5)")
     t.add_argument("--optimizer", choices=["adam", "rmsprop"], default=S,
                    help="rmsprop: the Keras recipe, lr 8e-4 D / 4e-4 G, gradient clipping 1.0")
@@ -167,9 +167,12 @@ def cmd_bench(args):
 
 
 def cmd_train(args):
-    from fastgan.train import Trainer, TrainConfig
+    from fastgan.train import ConfigError, Trainer, TrainConfig
 
     given = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "overwrite")}
+    if given.get("optimizer") == "rmsprop" and "lr" in given:   # rather than ignore it
+        raise ConfigError("--lr is Adam's learning rate; with --optimizer rmsprop give --lr-d and --lr-g "
+                          "(default 8e-4 and 4e-4, the Keras recipe)")
     cfg = TrainConfig(**given)   # (out default: runs/MODEL-DATASET)
     trainer = Trainer(cfg, resume=args.resume, explicit=set(given) - {"out"}, overwrite=args.overwrite)
     print(f"fastgan train: {trainer.cfg.model} on {trainer.cfg.dataset} "

@@ -158,6 +158,7 @@ def test_conditional_sample_label(tmp_path):
     (["--seed", "99999999999999999999"], ["--seed", "must be from 0 to"]),
     (["--model", "mlp-bn", "--batch-size", "1"], ["--batch-size must be at least 2 for mlp-bn"]),
     (["--data-dir", "/tmp"], ["--data-dir /tmp: mnist-5k is embedded"]),
+    (["--optimizer", "rmsprop", "--lr", "1e-3"], ["--lr is Adam's learning rate", "--lr-d and --lr-g"]),
 ])
 def test_train_bad_input(args, fragments, tmp_path):
     assert_usage_error(fastgan("train", *args, "--out", tmp_path / "x", "--no-progress"), *fragments)
