@@ -5,6 +5,8 @@
 #   ops      python -m fastgan.bench.ops --device cuda
 #   train    python -m fastgan.bench.train (all models, batches and implementations)
 #   trainq   the same without torch.compile (quicker)
+#   targets  only what issue 7's targets name: mlp, mlp-bn, dcgan at batch 64 and 1024, expert vs
+#            graph, float32; then dcgan at 1024 under bf16 (a few minutes: the first call to make)
 #   bf16     the training step under --precision bf16 (expert, fastgan, graph; DCGAN b1024 target)
 #   nhwc     the DCGAN step with --channels-last, float32 and bf16 (expert, fastgan, graph)
 #   blas     the MLP steps with every matrix product through cuBLASLt (--blas cublaslt)
@@ -41,6 +43,12 @@ for part in "${@:-tests ops train}"; do
                | tee "$out/train_all.log" ;;
       trainq) python3 -m fastgan.bench.train --impl tutorial --impl expert --impl fastgan --impl graph \
                 --json "$out/train.json" --markdown "$out/train.md" 2>&1 | tee "$out/train.log" ;;
+      targets) python3 -m fastgan.bench.train --model mlp --model mlp-bn --model dcgan --batch-size 64 \
+                 --batch-size 1024 --impl expert --impl graph --json "$out/targets.json" \
+                 --markdown "$out/targets.md" 2>&1 | tee "$out/targets.log"
+               python3 -m fastgan.bench.train --model dcgan --batch-size 1024 --impl expert --impl graph \
+                 --precision bf16 --json "$out/targets_bf16.json" --markdown "$out/targets_bf16.md" 2>&1 \
+                 | tee "$out/targets_bf16.log" ;;
       bf16) python3 -m fastgan.bench.train --impl expert --impl fastgan --impl graph --precision bf16 \
               --json "$out/train_bf16.json" --markdown "$out/train_bf16.md" 2>&1 | tee "$out/train_bf16.log" ;;
       nhwc) for prec in fp32 bf16; do
