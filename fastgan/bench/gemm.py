@@ -15,11 +15,10 @@ import sys
 
 import torch
 
-from fastgan.bench.profile import count_step
 from fastgan._argtypes import positive_int
+from fastgan.bench.profile import count_step
 from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths,
-                                  from_json, machine_header, report, time_call)
-from fastgan.bench.train import strict_float32
+                                  from_json, machine_header, report, strict_float32, time_call)
 
 PRODUCTS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
 NAME = "python -m fastgan.bench.gemm"

@@ -28,8 +28,7 @@ from fastgan._argtypes import positive_int
 from fastgan._argtypes import seed as seed_arg
 from fastgan.bench.epoch import _TutorialDataset, _sync
 from fastgan.bench.timing import (add_output_options, check_device, check_output_paths, from_json,
-                                  machine_header, report)
-from fastgan.bench.timing import strict_float32
+                                  machine_header, report, strict_float32)
 from fastgan.bench.train import tutorial_train_step
 
 MODELS = ("mlp", "dcgan")

@@ -7,8 +7,7 @@ from fastgan.metrics.classifier import NUM_CLASSES, ClassifierSettings, get_clas
 from fastgan.metrics.fid import (ClassScores, RunningStats, entropy_bits, feature_stats, fid_from_features,
                                  frechet_distance)
 from fastgan.models import CONDITIONAL
-from fastgan.train import ConfigError, build_models, load_checkpoint, noise, resolve_device
-from fastgan.train.checkpoint import load_module_state
+from fastgan.train import ConfigError, load_generator, noise, resolve_device
 
 
 @torch.no_grad()
@@ -21,15 +20,6 @@ def classify(model, images, batch_size=1000):
         feats.append(f.double().cpu())
         probs.append(torch.softmax(model.fc2(f).double(), 1).cpu())
     return torch.cat(feats), torch.cat(probs)
-
-
-def load_generator(checkpoint, device):
-    """(G in eval mode, TrainConfig, checkpoint state) of a fastgan checkpoint."""
-    state = load_checkpoint(checkpoint, map_location=device)
-    cfg = state["config"]
-    G, _ = build_models(cfg, device)
-    load_module_state(G, state["generator"], checkpoint, f"{cfg.model} generator")
-    return G.eval(), cfg, state
 
 
 def generate_batches(G, cfg, n, seed=0, device="cpu", batch_size=1000):

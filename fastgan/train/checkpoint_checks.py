@@ -7,7 +7,7 @@ import typing
 
 import torch
 
-from fastgan.train.config import CheckpointError, ConfigError, TrainConfig, field_types, kind_name, type_ok
+from fastgan.train.config import CheckpointError, ConfigError, TrainConfig, field_types, type_ok
 
 MAX_DETAIL_LINES = 4  # compact_load_error: lines of torch's error kept below the first line
 
@@ -47,19 +47,10 @@ def load_config(path, raw):
             v = raw[name]
             if not isinstance(v, (list, tuple)) or not all(type_ok(w, int) for w in v):
                 raise bad(f"{name} must be a list of integers, got {v!r}")
-    try:
-        cfg = TrainConfig.from_dict(raw)
+    try:   # validate() type-checks every field first (TrainConfig.normalize)
+        return TrainConfig.from_dict(raw).validate()
     except (ConfigError, TypeError, ValueError) as exc:
         raise bad(exc) from None
-    for name, kind in field_types().items():
-        value = getattr(cfg, name)
-        if not type_ok(value, kind):
-            raise bad(f"{name} must be {kind_name(kind)}, got {value!r}")
-    try:
-        cfg.validate()
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise bad(exc) from None
-    return cfg
 
 
 def check_content(path, state):

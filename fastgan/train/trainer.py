@@ -8,7 +8,6 @@ that it can be captured (torch.compile, CUDA graphs); the loop around it syncs t
 once per `log_every` steps.
 """
 import contextlib
-import dataclasses
 import functools
 import math
 import os
@@ -24,7 +23,7 @@ from fastgan._files import atomic_write, output_problem
 from fastgan.data import DeviceLoader, load_dataset, resolve_data_dir
 from fastgan.models import CONDITIONAL, ModelError, build
 from fastgan.train.checkpoint import load_checkpoint, load_module_state, save_checkpoint
-from fastgan.train.config import DEFAULT_EPOCHS, CheckpointError, ConfigError, TrainConfig
+from fastgan.train.config import DEFAULT_EPOCHS, CheckpointError, ConfigError, TrainConfig, field_types
 from fastgan.train.images import make_grid, plot_losses, save_grid, write_history
 from fastgan.train.step import DeviceBatches, build_step, make_optimizers, to_layout
 
@@ -225,10 +224,10 @@ class Trainer:
         """The option names the user set: `explicit`, checked; None: all of them (cfg is the run's
         configuration: its resumable options are taken, any other that differs from the
         checkpoint's is refused, as the CLI refuses a changed option)."""
-        names = [f.name for f in dataclasses.fields(TrainConfig)]
+        names = set(field_types())
         if explicit is None:
-            return set(names)
-        unknown = set(explicit) - set(names)
+            return names
+        unknown = set(explicit) - names
         if unknown:
             raise ConfigError(f"explicit: unknown training options {', '.join(sorted(unknown))}")
         return set(explicit)
@@ -513,6 +512,16 @@ def _version():
     return fastgan.__version__
 
 
+def load_generator(checkpoint, device):
+    """(G in eval mode, TrainConfig, checkpoint state) of a fastgan checkpoint: what sample and
+    fastgan.metrics draw from."""
+    state = load_checkpoint(checkpoint, map_location=device)
+    cfg = state["config"]
+    G, _ = build_models(cfg, device)
+    load_module_state(G, state["generator"], checkpoint, f"{cfg.model} generator")
+    return G.eval(), cfg, state
+
+
 def _integer(option, value):
     return as_index(value, option, ConfigError)
 
@@ -533,8 +542,7 @@ def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"
     if not os.fspath(out).lower().endswith(".png"):
         raise ConfigError(f"--out must be a .png file name (the grid is written as PNG), got {out!r}")
     device = resolve_device(device)
-    state = load_checkpoint(checkpoint, map_location=device)
-    cfg = state["config"]
+    G, cfg, _ = load_generator(checkpoint, device)
     conditional = cfg.model in CONDITIONAL
     if label is not None:
         if not conditional:
@@ -542,9 +550,6 @@ def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"
                               f"holds {cfg.model}")
         if not 0 <= label <= 9:
             raise ConfigError(f"--label must be a digit 0-9, got {label}")
-    G, _ = build_models(cfg, device)
-    load_module_state(G, state["generator"], checkpoint, f"{cfg.model} generator")
-    G.eval()
     gen = torch.Generator().manual_seed(seed)
     z = noise(n, cfg.latent_dim, cfg.noise, gen, "cpu").to(device)
     labels = None
@@ -560,5 +565,5 @@ def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"
     return images
 
 
-__all__ = ["Trainer", "train_step", "sample", "build_models", "resolve_device", "fixed_inputs",
+__all__ = ["Trainer", "train_step", "sample", "load_generator", "build_models", "resolve_device", "fixed_inputs",
            "noise", "CHECKPOINT"]
