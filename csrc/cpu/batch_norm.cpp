@@ -27,10 +27,7 @@ constexpr int64_t kGrain = 32768;  // elements per parallel task, as ATen's GRAI
 // sum) keep float32 statistics accurate, and the result does not depend on the thread count.
 constexpr int64_t kChunkRows = 64;
 inline int64_t row_chunks(int64_t rows) { return std::max<int64_t>(1, (rows + kChunkRows - 1) / kChunkRows); }
-// The same for a channel's planes (N, C, inner): sums of about kChunkElems elements each, added
-// in order, rather than one running sum over N * inner (float32 stops growing at 2^24).
-constexpr int64_t kChunkElems = 4096;
-inline int64_t planes_per_chunk(int64_t inner) { return std::max<int64_t>(1, kChunkElems / std::max<int64_t>(inner, 1)); }
+// The same for a channel's planes: cpu::planes_per_chunk.
 
 // Adds the chunks' two per-channel partial sums (chunk q holds [sum1(C), sum2(C)]) in chunk
 // order and hands each channel's totals to finalize(c, sum1, sum2).
@@ -109,7 +106,7 @@ void forward_kernel(const scalar_t* x, scalar_t* y, ChannelGeometry g, const Par
         if (p.training) {
           shift[c] = bn::channel_shift<acc>(x, c, g.outer, C, inner);
           const Vec vs(shift[c]);
-          const int64_t per = planes_per_chunk(inner);
+          const int64_t per = cpu::planes_per_chunk(inner);
           for (int64_t n0 = 0; n0 < g.outer; n0 += per) {  // per plane, per chunk, then in total
             Vec v1(acc(0)), v2(acc(0));
             acc t1 = 0, t2 = 0;
@@ -242,7 +239,7 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, scalar_t* dx, Channe
         const Vec vmu(mu), vzs(zs), vzo(zo);
         acc sa = 0, sb = 0;
         if (need_sums) {
-          const int64_t per = planes_per_chunk(inner);
+          const int64_t per = cpu::planes_per_chunk(inner);
           for (int64_t n0 = 0; n0 < g.outer; n0 += per) {  // per plane, per chunk, then in total
             Vec va(acc(0)), vb(acc(0));
             acc ta = 0, tb = 0;

@@ -71,10 +71,9 @@ void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeom
 // grad_x = grad * gain(y); grad_bias[c] = sum of grad_x over every dim but 1, accumulated
 // in acc (float for half types) and stored in the bias's type. Partial sums per fixed chunk
 // (up to kMaxChunks chunks of at least kMinChunkRows rows, set by the shape alone, or about
-// kChunkElems elements of a channel's planes), added in order: the result depends only on the
-// input, not on the thread count, and float32 sums stay short.
+// cpu::kChunkElems elements of a channel's planes), added in order: the result depends only on
+// the input, not on the thread count, and float32 sums stay short.
 constexpr int64_t kMaxChunks = 64, kMinChunkRows = 8;
-constexpr int64_t kChunkElems = 4096;
 template <typename scalar_t, typename bias_t>
 void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t* gb,
                      ChannelGeometry g, double slope, double scale) {
@@ -128,7 +127,7 @@ void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t
   const int64_t inner = g.inner;
   at::parallel_for(0, C, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner * g.outer, 1)),
                    [&](int64_t c0, int64_t c1) {
-    const int64_t per = std::max<int64_t>(1, kChunkElems / inner);   // planes per partial sum
+    const int64_t per = cpu::planes_per_chunk(inner);
     for (int64_t c = c0; c < c1; ++c) {
       acc total = 0;
       for (int64_t n0 = 0; n0 < g.outer; n0 += per) {

@@ -5,6 +5,8 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
+
 #include "common.h"
 
 namespace fastgan {
@@ -51,6 +53,14 @@ inline T sum_lanes(const Vectorized<T>& v) {
   T s = T(0);
   for (int64_t l = 0; l < Vectorized<T>::size(); ++l) s += lanes[l];
   return s;
+}
+
+// Planes per partial sum when a channel's planes (N, C, inner) are reduced: sums of about
+// kChunkElems elements each, added in order, rather than one running sum over N * inner
+// (float32 stops growing at 2^24); the same for every thread count.
+constexpr int64_t kChunkElems = 4096;
+inline int64_t planes_per_chunk(int64_t inner) {
+  return std::max<int64_t>(1, kChunkElems / std::max<int64_t>(inner, 1));
 }
 
 }  // namespace cpu
