@@ -161,13 +161,14 @@ def test_resume_is_exact(tmp_path):
 
 def test_checkpoints_between_loss_syncs_hold_every_steps_losses(tmp_path, monkeypatch):
     # log_every 7, checkpoint_every 5: the step-5 and step-10 checkpoints fall between syncs
-    saved, save = [], Trainer.save
+    from fastgan.train import trainer as trainer_mod
+    saved, save = [], trainer_mod.save_checkpoint
 
-    def recording_save(self):
-        save(self)
-        saved.append((self.step, len(load_checkpoint(self.checkpoint_path)["history"])))
+    def recording_save(state, path):
+        save(state, path)
+        saved.append((state["step"], len(load_checkpoint(path)["history"])))
 
-    monkeypatch.setattr(Trainer, "save", recording_save)
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", recording_save)
     straight = Trainer(small(tmp_path / "a", steps=12, checkpoint_every=5))
     straight.fit()
     assert saved[:2] == [(5, 5), (10, 10)]
@@ -178,6 +179,95 @@ def test_checkpoints_between_loss_syncs_hold_every_steps_losses(tmp_path, monkey
     resumed = Trainer(small(tmp_path / "b", steps=12, checkpoint_every=5), resume=True, explicit={"steps"})
     resumed.fit()
     assert torch.equal(resumed.history, straight.history) and len(ckpt["history"]) == 12
+
+
+def test_epoch_files_are_written_while_the_next_epoch_trains(tmp_path, monkeypatch):
+    """The writer thread saves the state of the step it was handed, not a later one: the
+    epoch-1 checkpoint (step 19) is held back until epoch 2 has trained to step 25, and it
+    still equals a run that stopped at step 19."""
+    import threading
+    from fastgan.train import trainer as trainer_mod
+    written, save = [], trainer_mod.save_checkpoint
+    mid_epoch_2 = threading.Event()
+
+    def held_save(state, path):
+        if state["step"] == 19:   # on the main thread this would wait in vain
+            written.append(("epoch 2 trained meanwhile", mid_epoch_2.wait(timeout=60)))
+        save(state, path)
+        written.append((state["step"], threading.current_thread() is threading.main_thread(),
+                        load_checkpoint(path)))
+
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", held_save)
+    two = Trainer(small(tmp_path / "two", epochs=2))
+    real_step = two._step
+
+    def step():
+        if two.step == 25:
+            mid_epoch_2.set()
+        return real_step()
+
+    two._step = step
+    two.fit()
+    assert written[0] == ("epoch 2 trained meanwhile", True)
+    assert [w[:2] for w in written[1:]] == [(19, False), (38, False)]
+    one = Trainer(small(tmp_path / "one", epochs=1))
+    one.fit()
+    epoch1 = written[1][2]
+    for key, module in (("generator", one.G), ("discriminator", one.D)):
+        for k, v in module.state_dict().items():
+            assert torch.equal(epoch1[key][k], v), (key, k)
+    assert torch.equal(epoch1["history"], one.history)
+    assert epoch1["opt_g"]["state"][0]["exp_avg"].equal(one.opt_g.state_dict()["state"][0]["exp_avg"])
+    assert (tmp_path / "two" / "samples" / "epoch_0001.png").read_bytes() == \
+        (tmp_path / "one" / "samples" / "epoch_0001.png").read_bytes()
+
+
+def test_a_failed_background_write_stops_the_run_with_its_error(tmp_path, monkeypatch):
+    from fastgan.train import trainer as trainer_mod
+    calls = []
+
+    def failing_save(state, path):
+        calls.append(state["step"])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", failing_save)
+    t = Trainer(small(tmp_path, epochs=3))
+    with pytest.raises(OSError, match="No space left"):
+        t.fit()
+    assert calls == [19]   # raised by the next epoch's write: training stopped there
+    assert t.step == 38 and t.checkpoint_step is None
+
+
+def test_cpu_copy_is_a_snapshot_that_keeps_state_dict_metadata():
+    from collections import OrderedDict
+    from fastgan.train.background import cpu_copy
+    bn = torch.nn.BatchNorm1d(3)
+    sd = bn.state_dict()
+    state = {"model": sd, "betas": (0.5, 0.999), "list": [torch.ones(2)], "step": 3}
+    copy = cpu_copy(state)
+    assert isinstance(copy["model"], OrderedDict) and copy["model"]._metadata == sd._metadata
+    assert copy["betas"] == (0.5, 0.999) and copy["step"] == 3
+    bn.running_mean.add_(1)
+    state["list"][0].add_(1)
+    assert copy["model"]["running_mean"].eq(0).all() and copy["list"][0].eq(1).all()
+    torch.nn.BatchNorm1d(3).load_state_dict(copy["model"])
+
+
+def test_background_writer_runs_jobs_in_order_and_hands_back_errors():
+    import threading
+    from fastgan.train.background import BackgroundWriter
+    w, seen = BackgroundWriter(), []
+    for i in range(5):
+        w.submit(lambda i=i: seen.append((i, threading.current_thread().name)))
+    w.wait()
+    assert [i for i, _ in seen] == list(range(5)) and {n for _, n in seen} == {"fastgan-writer"}
+    w.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        w.submit(lambda: seen.append("after"))   # the next call raises the failed job's error
+    w.wait()   # the error was handed over once; the job that raised it was not run
+    assert seen[-1] != "after"
+    w.submit(lambda: 1 / 0)
+    assert isinstance(w.drain(), ZeroDivisionError) and w.drain() is None
 
 
 def test_resuming_a_checkpoint_with_missing_losses_keeps_the_step_numbers(tmp_path):

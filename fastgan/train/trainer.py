@@ -22,6 +22,7 @@ from fastgan._argtypes import MAX_SEED, as_index
 from fastgan._files import atomic_write, output_problem
 from fastgan.data import DeviceLoader, load_dataset, resolve_data_dir
 from fastgan.models import CONDITIONAL, ModelError, build
+from fastgan.train.background import BackgroundWriter, cpu_copy
 from fastgan.train.checkpoint import load_checkpoint, load_module_state, save_checkpoint
 from fastgan.train.config import DEFAULT_EPOCHS, CheckpointError, ConfigError, TrainConfig, field_types
 from fastgan.train.images import make_grid, plot_losses, save_grid, write_history
@@ -208,6 +209,7 @@ class Trainer:
         self.checkpoint_step = None
         self._csv_written = (0, 0)   # (rows, evaluations) history.csv holds from this process
         self._plotted = None         # when losses.png was last drawn (perf_counter)
+        self._files = BackgroundWriter()   # writes the outputs while training goes on
         if ckpt is not None:
             self._restore(ckpt)
         self.writer = None
@@ -283,8 +285,9 @@ class Trainer:
                 "fastgan_version": _version()}
 
     def save(self):
-        save_checkpoint(self.state_dict(), self.checkpoint_path)
-        self.checkpoint_step = self.step
+        """Writes the checkpoint now (waits for it)."""
+        self._write_in_background(None, checkpoint=True)
+        self._files.wait()
 
     def _restore(self, ckpt):
         missing = [k for k in ("opt_g", "opt_d", "rng", "history") if k not in ckpt]
@@ -343,31 +346,53 @@ class Trainer:
 
     def write_outputs(self, epoch_label, final=False):
         """The epoch's sample grid (also as samples.png), history.csv and, at most every
-        PLOT_EVERY_S seconds and at the end, losses.png: a short epoch (the MLP GAN's takes 0.4 s
-        on a GPU) must not spend as long again redrawing its curves."""
+        PLOT_EVERY_S seconds and at the end, losses.png, written now (waits for them)."""
+        self._write_in_background(epoch_label, final)
+        self._files.wait()
+
+    def _write_in_background(self, epoch_label=None, final=False, checkpoint=False):
+        """Takes what the files need on this thread, as it is now (G's samples, the losses, the
+        checkpoint's state as CPU copies), and has the writer thread write them while training
+        goes on: the outputs of write_outputs when epoch_label is given, the checkpoint when
+        asked. A failed write is raised here by the next call, or by fit() at its end."""
+        images = history = evals = state = None
+        if epoch_label is not None:
+            images = self.samples().detach().float().cpu()
+            history, evals = self.history, [dict(e) for e in self.evals]   # history is replaced, not changed
+            if self.writer is not None:   # tensorboard stays on this thread
+                self.writer.add_image("samples", torch.from_numpy(make_grid(images, self.grid_cols))[None], self.step)
+                self.writer.flush()
+        if checkpoint:
+            state = cpu_copy(self.state_dict())
+        self._files.submit(self._write_files, epoch_label, final, images, history, evals, state)
+
+    def _write_files(self, epoch_label, final, images, history, evals, state):
+        """The writer thread's job (see _write_in_background); the only code that touches
+        _csv_written, _plotted and checkpoint_step while a run trains. losses.png is redrawn at
+        most every PLOT_EVERY_S seconds: a short epoch must not spend as long again redrawing its
+        curves."""
         out = self.cfg.out
-        images = self.samples()
-        os.makedirs(os.path.join(out, "samples"), exist_ok=True)
-        grid = os.path.join(out, "samples", f"{epoch_label}.png")
-        save_grid(images, grid, ncol=self.grid_cols)
-        with atomic_write(os.path.join(out, "samples.png")) as f, open(grid, "rb") as src:
-            shutil.copyfileobj(src, f)   # the same PNG: encoded once
-        # history.csv: the whole file once (and when an evaluation adds columns or values), then
-        # each epoch's new rows appended
-        path = os.path.join(out, "history.csv")
-        rows, evals = self._csv_written
-        first = rows if evals == len(self.evals) and 0 < rows <= len(self.history) and os.path.isfile(path) else 0
-        write_history(self.history, path, self.steps_per_epoch, self.evals, first_row=first)
-        self._csv_written = (len(self.history), len(self.evals))
-        now = time.perf_counter()
-        if final or self._plotted is None or now - self._plotted >= PLOT_EVERY_S:
-            plot_losses(self.history, os.path.join(out, "losses.png"), self.steps_per_epoch,
-                        title=f"{self.cfg.model} on {self.cfg.dataset}", evals=self.evals)
-            self._plotted = now
-        if self.writer is not None:
-            grid = torch.from_numpy(make_grid(images, self.grid_cols))[None]
-            self.writer.add_image("samples", grid, self.step)
-            self.writer.flush()
+        if epoch_label is not None:
+            os.makedirs(os.path.join(out, "samples"), exist_ok=True)
+            grid = os.path.join(out, "samples", f"{epoch_label}.png")
+            save_grid(images, grid, ncol=self.grid_cols)
+            with atomic_write(os.path.join(out, "samples.png")) as f, open(grid, "rb") as src:
+                shutil.copyfileobj(src, f)   # the same PNG: encoded once
+            # history.csv: the whole file once (and when an evaluation adds columns or values),
+            # then each epoch's new rows appended
+            path = os.path.join(out, "history.csv")
+            rows, n_evals = self._csv_written
+            first = rows if n_evals == len(evals) and 0 < rows <= len(history) and os.path.isfile(path) else 0
+            write_history(history, path, self.steps_per_epoch, evals, first_row=first)
+            self._csv_written = (len(history), len(evals))
+            now = time.perf_counter()
+            if final or self._plotted is None or now - self._plotted >= PLOT_EVERY_S:
+                plot_losses(history, os.path.join(out, "losses.png"), self.steps_per_epoch,
+                            title=f"{self.cfg.model} on {self.cfg.dataset}", evals=evals)
+                self._plotted = now
+        if state is not None:
+            save_checkpoint(state, self.checkpoint_path)
+            self.checkpoint_step = state["step"]
 
     # -- the loop ----------------------------------------------------------------------
     def fit(self):
@@ -444,12 +469,14 @@ class Trainer:
                             self._end_epoch(epoch + 1, self.train_seconds - epoch_start, final=last)
                             epoch_start = self.train_seconds
                         elif checkpoint:
-                            self.save()
+                            self._write_in_background(checkpoint=True)
                         t_run = t_sync = time.perf_counter()
                     if last:
                         break
+            self._files.wait()   # the last files are written (or their error raised)
         except KeyboardInterrupt:
             bar.close()
+            self._files.drain()   # a checkpoint being written lands
             if self.checkpoint_step is None:
                 where = "no checkpoint was written yet"
             else:
@@ -459,6 +486,7 @@ class Trainer:
             raise
         finally:
             bar.close()
+            self._files.drain()   # after another error: its files land, their own error is dropped
             if self.writer is not None:
                 self.writer.close()
         return self.history
@@ -499,9 +527,9 @@ class Trainer:
                     f"d_loss {d:.4f}  g_loss {g:.4f}  {steps * self.cfg.batch_size / max(seconds, 1e-9):,.0f} img/s  "
                     f"{seconds:.1f}s")
         label = f"epoch_{epoch:04d}" if self.step % spe == 0 else f"step_{self.step:07d}"
-        self.write_outputs(label, final=final)
-        self.save()
+        self._write_in_background(label, final, checkpoint=True)
         if final:
+            self._files.wait()
             self._print(f"done: {self.step} steps; samples in {os.path.join(self.cfg.out, 'samples.png')}, "
                         f"checkpoint {self.checkpoint_path}")
 
