@@ -30,8 +30,9 @@ def _train(opt_cls, params, steps, **kw):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-def test_matches_torch_adam(device, dtype, weight_decay):
-    kw = dict(lr=1e-2, betas=(0.5, 0.999), eps=1e-8, weight_decay=weight_decay)
+@pytest.mark.parametrize("eps", [1e-8, 0.5])   # 0.5: comparable to sqrt(v), where it goes matters
+def test_matches_torch_adam(device, dtype, weight_decay, eps):
+    kw = dict(lr=1e-2, betas=(0.5, 0.999), eps=eps, weight_decay=weight_decay)
     ours, theirs = _params(device, dtype), _params(device, dtype)
     opt = _train(Adam, ours, 6, **kw)
     _train(torch.optim.Adam, theirs, 6, **kw)
@@ -39,6 +40,36 @@ def test_matches_torch_adam(device, dtype, weight_decay):
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, **tol)
     assert all(float(opt.state[p]["step"]) == 6 for p in ours)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_reference_is_torch_adam(weight_decay):
+    """fastgan.ops.reference.adam_, the kernels' ground truth, is torch.optim.Adam's update
+    (float64, an eps comparable to sqrt(v) and a zero gradient row, where eps's place shows)."""
+    kw = dict(lr=1e-2, betas=(0.5, 0.9), eps=0.5, weight_decay=weight_decay)
+    theirs = _params("cpu", torch.float64)
+    ours = [p.detach().clone() for p in theirs]
+    m, v = [torch.zeros_like(p) for p in ours], [torch.zeros_like(p) for p in ours]
+    opt = torch.optim.Adam(theirs, **kw)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(1, 5):
+        grads = [torch.randn(p.shape, generator=gen, dtype=p.dtype) * (step % 2) for p in theirs]
+        for p, g in zip(theirs, grads):
+            p.grad = g.clone()
+        opt.step()
+        reference.adam_(ours, grads, m, v, torch.tensor(float(step)), kw["lr"], *kw["betas"], kw["eps"],
+                        weight_decay)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(lr=-1e-3), "lr must be >= 0"), (dict(eps=-1e-8), "eps must be >= 0"),
+    (dict(betas=(1.0, 0.999)), "betas"), (dict(betas=(0.5, 1.0)), "betas"), (dict(betas=(-0.1, 0.9)), "betas"),
+    (dict(weight_decay=-0.1), "weight_decay must be >= 0")])
+def test_bad_hyperparameters_are_refused_at_construction(kw, match):
+    with pytest.raises(ValueError, match=match):
+        Adam([torch.zeros(3, requires_grad=True)], **kw)
 
 
 def test_state_dict_loads_both_ways():

@@ -531,6 +531,17 @@ def test_num_batches_tracked_counts_in_the_kernel(device, layout, shape):   # (t
     assert int(mine.num_batches_tracked) == int(theirs.num_batches_tracked) == 2
 
 
+def test_num_batches_tracked_counts_on_the_python_path_too(path):
+    """The reference path (no compiled kernels, FASTGAN_NO_EXTENSION=1) counts as the kernel
+    does: +1 per training call, nothing in eval."""
+    x, rm, rv, count = torch.randn(16, 8), torch.zeros(8), torch.ones(8), torch.tensor(5)
+    for _ in range(3):
+        ops.batch_norm(x, None, None, rm, rv, True, 0.1, 1e-5, 0.2, count)
+    assert int(count) == 8
+    ops.batch_norm(x, None, None, rm, rv, False, 0.1, 1e-5, 0.2, count)
+    assert int(count) == 8
+
+
 @pytest.mark.parametrize("bad,match,exc", [
     (torch.tensor(1.0), "num_batches_tracked must be int64", TypeError),
     (torch.tensor([1, 2]), "num_batches_tracked must hold one number", ValueError),

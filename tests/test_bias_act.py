@@ -224,6 +224,28 @@ def test_bad_mixed_dtypes():
 
 
 @requires_kernels
+def test_the_fake_kernel_refuses_the_dtypes_the_kernel_refuses():
+    """torch.compile traces through the fake kernel: it must refuse what the kernel refuses
+    (a float32 bias mixes only with a half x, not with float64)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    x, b = torch.randn(3, 4, dtype=torch.float64), torch.zeros(4)
+    with pytest.raises(TypeError, match=r"bias must have x's dtype"):
+        torch.ops.fastgan.bias_leaky_relu(x, b, 0.2, 1.0)
+    with FakeTensorMode() as mode:
+        fx, fb = mode.from_tensor(x), mode.from_tensor(b)
+        with pytest.raises(TypeError, match=r"bias must have x's dtype"):
+            torch.ops.fastgan.bias_leaky_relu(fx, fb, 0.2, 1.0)
+        y = torch.ops.fastgan.bias_leaky_relu(fx.to(torch.bfloat16), fb, 0.2, 1.0)   # allowed: half x
+        assert y.dtype == torch.bfloat16 and y.shape == (3, 4)
+
+
+def test_default_slope_is_0_2_and_scale_1():
+    x, b = torch.randn(5, 4), torch.randn(4)
+    torch.testing.assert_close(ops.bias_leaky_relu(x, b), torch.nn.functional.leaky_relu(x + b, 0.2))
+    torch.testing.assert_close(reference.bias_leaky_relu(x, b), torch.nn.functional.leaky_relu(x + b, 0.2))
+
+
+@requires_kernels
 def test_backward_op_rejects_a_bias_dtype_it_cannot_return():
     y = torch.randn(3, 4, dtype=torch.bfloat16)
     with pytest.raises(TypeError, match="bias_dtype must be y's dtype"):

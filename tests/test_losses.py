@@ -243,6 +243,26 @@ def test_opcheck(device):
 
 @requires_kernels
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_opcheck_gan_losses_of_other_dtypes(device, dtype):
+    """The GAN losses of half logits are float32 (of float64 ones, float64), in the kernel and in
+    the fake kernel that torch.compile traces with."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    real = torch.randn(8, 1, device=device, dtype=dtype, requires_grad=True)
+    fake = torch.randn(5, 1, device=device, dtype=dtype, requires_grad=True)
+    lib = torch.ops.fastgan
+    torch.library.opcheck(lib.gan_d_loss.default, (real, fake, 1.0, 0.0))
+    torch.library.opcheck(lib.gan_g_loss.default, (fake, 1.0))
+    want = torch.float64 if dtype == torch.float64 else torch.float32
+    real_data, fake_data = real.detach(), fake.detach()
+    with FakeTensorMode() as mode:
+        r, f = mode.from_tensor(real_data), mode.from_tensor(fake_data)
+        assert lib.gan_d_loss(r, f, 1.0, 0.0).dtype == want and lib.gan_g_loss(f, 1.0).dtype == want
+    assert lib.gan_d_loss(real, fake, 1.0, 0.0).dtype == want and lib.gan_g_loss(fake, 1.0).dtype == want
+
+
+@requires_kernels
+@pytest.mark.parametrize("device", DEVICES)
 def test_torch_compile_fullgraph(device):
     torch._dynamo.reset()
     w = torch.randn(1, 8, device=device, requires_grad=True)

@@ -100,6 +100,13 @@ def test_architectures():
     G, D = build("mlp-bn")
     bns = [m for m in G.modules() if isinstance(m, fnn.BatchNorm1d)]
     assert len(bns) == 3 and all(b.momentum == 0.3 for b in bns)
+    # Keras order: Dense -> LeakyReLU(0.2) -> BatchNorm, the activation fused into the Dense
+    acts = [m.negative_slope for m in G.modules() if isinstance(m, LinearLeakyReLU)]
+    assert acts == [0.2, 0.2, 0.2] and all(b.negative_slope is None for b in bns)
+    hidden = [type(m).__name__ for m in G.net.children()][:6]
+    assert hidden == ["LinearLeakyReLU", "BatchNorm1d"] * 3
+    G, _ = build("mlp-bn", backend="torch")
+    assert [m.negative_slope for m in G.modules() if isinstance(m, nn.LeakyReLU)] == [0.2, 0.2, 0.2]
     assert [m.out_features for m in D.modules() if isinstance(m, nn.Linear)] == [512, 256, 1]
     G, D = build("dcgan")
     assert sum(isinstance(m, nn.ConvTranspose2d) and m.stride == (2, 2) for m in G.modules()) == 2

@@ -32,6 +32,18 @@ def test_device_batches_walk_the_permutation_in_order_and_wrap():
         DeviceBatches(images.float(), labels, 3, torch.Generator())
 
 
+def test_device_batches_new_epoch_starts_at_the_first_batch_of_its_order():
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
+    b = DeviceBatches(images, torch.arange(10), 3, torch.Generator().manual_seed(0))
+    b.next(), b.next()                      # two batches into the dataset-order epoch
+    b.new_epoch(torch.tensor([4, 0, 7, 1, 9, 2, 8, 3, 6, 5]))
+    assert b.next()[1].tolist() == [4, 0, 7] and b.next()[1].tolist() == [1, 9, 2]
+    b.new_epoch()                           # a fresh permutation from the generator
+    first = b.next()[1]
+    expected = torch.randperm(10, generator=torch.Generator().manual_seed(0))[:3]
+    assert first.tolist() == expected.tolist()
+
+
 def test_device_batches_reject_a_batch_larger_than_the_data():
     with pytest.raises(ValueError, match="batch size 11 is larger than the dataset"):
         DeviceBatches(torch.zeros(10, 1, 2, 2, dtype=torch.uint8), torch.zeros(10), 11, None)

@@ -449,3 +449,65 @@ def test_epoch_outputs_append_the_history_and_redraw_the_curves_sparingly(tmp_pa
     images.write_history(resumed.history, full, resumed.steps_per_epoch)
     assert (tmp_path / "r" / "history.csv").read_text() == full.read_text()
     assert (tmp_path / "r" / "samples.png").read_bytes() == (tmp_path / "r" / "samples" / "epoch_0005.png").read_bytes()
+
+
+def test_each_network_gets_its_own_learning_rate_and_betas(tmp_path):
+    t = Trainer(small(tmp_path, steps=1, lr_d=1e-3, lr_g=3e-4, beta1=0.4, beta2=0.99))
+    assert {id(p) for p in t.opt_d.param_groups[0]["params"]} == {id(p) for p in t.D.parameters()}
+    assert {id(p) for p in t.opt_g.param_groups[0]["params"]} == {id(p) for p in t.G.parameters()}
+    assert t.opt_d.param_groups[0]["lr"] == 1e-3 and t.opt_g.param_groups[0]["lr"] == 3e-4
+    assert t.opt_d.param_groups[0]["betas"] == t.opt_g.param_groups[0]["betas"] == (0.4, 0.99)
+
+
+def test_grad_clip_clips_each_network_by_its_own_norm(monkeypatch):
+    """train_step clips D's gradients before D's update and G's before G's, each over that
+    network's parameters (with SGD lr 1 an update is minus the clipped gradient: its norm <= clip)."""
+    torch.manual_seed(0)
+    G, D = build("mlp", g_widths=(16, 32), d_widths=(32, 16), latent_dim=8)
+    opt_g, opt_d = torch.optim.SGD(G.parameters(), lr=1.0), torch.optim.SGD(D.parameters(), lr=1.0)
+    clipped = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(params, max_norm, **kw):
+        params = list(params)
+        clipped.append(({id(p) for p in params}, max_norm))
+        return real_clip(params, max_norm, **kw)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    g0 = torch.cat([p.detach().flatten() for p in G.parameters()])
+    d0 = torch.cat([p.detach().flatten() for p in D.parameters()])
+    train_step(G, D, opt_g, opt_d, torch.rand(16, 1, 28, 28) * 2 - 1, None, torch.randn(16, 8), grad_clip=1e-3)
+    assert clipped == [({id(p) for p in D.parameters()}, 1e-3), ({id(p) for p in G.parameters()}, 1e-3)]
+    for net, before in ((G, g0), (D, d0)):
+        step = torch.cat([p.detach().flatten() for p in net.parameters()]) - before
+        assert 0 < step.norm() <= 1e-3 * (1 + 1e-4)
+
+
+def test_each_epoch_draws_a_new_order_and_a_resume_replays_it(tmp_path, monkeypatch):
+    from fastgan.train import step as step_mod
+    orders, new_epoch = [], step_mod.DeviceBatches.new_epoch
+
+    def recording(self, perm=None):
+        orders.append(None if perm is None else perm.clone())
+        return new_epoch(self, perm)
+
+    monkeypatch.setattr(step_mod.DeviceBatches, "new_epoch", recording)
+    Trainer(small(tmp_path / "a", epochs=3)).fit()
+    straight = orders[:]
+    assert len(straight) == 3 and all(o is not None for o in straight)
+    assert not torch.equal(straight[0], straight[1]) and not torch.equal(straight[1], straight[2])
+    orders.clear()
+    Trainer(small(tmp_path / "b", steps=25)).fit()      # stops mid-epoch 2
+    Trainer(small(tmp_path / "b", epochs=3), resume=True, explicit={"epochs"}).fit()
+    assert [o.tolist() for o in orders] == [straight[0].tolist(), straight[1].tolist(),
+                                            straight[1].tolist(), straight[2].tolist()]
+
+
+def test_a_steps_run_resumed_with_epochs_runs_to_that_many_epochs(tmp_path):
+    Trainer(small(tmp_path, steps=5)).fit()
+    t = Trainer(small(tmp_path, epochs=2), resume=True, explicit={"epochs"})
+    assert (t.cfg.steps, t.cfg.epochs, t.total_steps) == (None, 2, 2 * t.steps_per_epoch)
+    t.fit()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2 * t.steps_per_epoch
+    back = Trainer(small(tmp_path, steps=45), resume=True, explicit={"steps"})
+    assert (back.cfg.steps, back.cfg.epochs, back.total_steps) == (45, None, 45)
