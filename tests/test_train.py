@@ -511,3 +511,19 @@ def test_a_steps_run_resumed_with_epochs_runs_to_that_many_epochs(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2 * t.steps_per_epoch
     back = Trainer(small(tmp_path, steps=45), resume=True, explicit={"steps"})
     assert (back.cfg.steps, back.cfg.epochs, back.total_steps) == (45, None, 45)
+
+
+def test_each_step_starts_from_fresh_gradients():
+    """With lr 0 nothing moves, so a second step on the same batch and noise must leave the same
+    gradients as the first: a missed zero_grad would double them."""
+    torch.manual_seed(0)
+    G, D = build("mlp", g_widths=(16, 32), d_widths=(32, 16), latent_dim=8)
+    opt_g, opt_d = torch.optim.SGD(G.parameters(), lr=0.0), torch.optim.SGD(D.parameters(), lr=0.0)
+    real, z = torch.rand(16, 1, 28, 28) * 2 - 1, torch.randn(16, 8)
+    grads = []
+    for _ in range(2):
+        train_step(G, D, opt_g, opt_d, real, None, z)
+        grads.append([p.grad.clone() for p in (*G.parameters(), *D.parameters())])
+    assert all(g.abs().sum() > 0 for g in grads[0])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
