@@ -631,3 +631,76 @@ def test_statistics_of_a_huge_channel_are_accurate():
     x64 = x.double()
     assert rm.item() == pytest.approx(x64.mean().item(), abs=1e-6)
     assert rv.item() == pytest.approx(x64.var().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(16, 3), (16, 11), (4, 3, 5), (4, 3, 13)])   # vectors and scalar tails
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_dead_channel_takes_the_slope_at_exactly_zero(device, shape, dtype):
+    """A channel of zeros with bias 0 normalizes to z == 0 exactly, where torch's LeakyReLU
+    gradient is the negative slope (z > 0 takes 1): dx, dweight and dbias as torch's."""
+    seed_for(shape, dtype)
+    x = torch.randn(shape, dtype=dtype)
+    x[:, 0] = 0.0
+    c = shape[1]
+    w, b = torch.rand(c, dtype=dtype) + 0.5, torch.zeros(c, dtype=dtype)
+    g = torch.randn(shape, dtype=dtype)
+    ours = [t.to(device).requires_grad_() for t in (x, w, b)]
+    got = torch.autograd.grad(ops.batch_norm(*ours, None, None, True, 0.1, 1e-5, 0.2), ours, g.to(device))
+    theirs = [t.double().requires_grad_() for t in (x, w, b)]
+    want = torch.autograd.grad(reference.batch_norm(*theirs, None, None, True, 0.1, 1e-5, 0.2), theirs, g.double())
+    for a, e, name in zip(got, want, ("dx", "dweight", "dbias")):
+        torch.testing.assert_close(a.double().cpu(), e, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(4, 8), (64, 4, 2, 2), (64, 4, 1, 3)])   # fewer than 8 values to shift by
+def test_a_large_mean_with_few_values_per_row_or_plane(device, shape):
+    seed_for(shape)
+    x = torch.randn(shape) + 1e4
+    rm, rv = torch.zeros(shape[1], device=device), torch.ones(shape[1], device=device)
+    y = ops.batch_norm(x.to(device), None, None, rm, rv, True, 1.0, 1e-5)
+    rmr, rvr = torch.zeros(shape[1], dtype=torch.float64), torch.ones(shape[1], dtype=torch.float64)
+    yr = reference.batch_norm(x.double(), None, None, rmr, rvr, True, 1.0, 1e-5)
+    torch.testing.assert_close(rv.double().cpu(), rvr, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(y.double().cpu(), yr, rtol=1e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("training", [True, False])
+def test_strided_weight_bias_and_running_stats(device, training):
+    """Per-channel tensors that are views with a stride (every other element of a buffer) are
+    read and updated in place as torch does, and the elements between them are left alone."""
+    seed_for(training)
+    c = 6
+    x = torch.randn(8, c, 3, 3, device=device)
+    bufs = [torch.rand(2 * c) + 0.5, torch.randn(2 * c), torch.randn(2 * c), torch.rand(2 * c) + 0.5]
+    bufs = [t.to(device) for t in bufs]
+    before = [t.clone() for t in bufs]
+    w, b, rm, rv = (t[::2] for t in bufs)
+    assert not rm.is_contiguous()
+    trm, trv = rm.clone(), rv.clone()
+    y = ops.batch_norm(x, w, b, rm, rv, training, 0.1, 1e-5, 0.2)
+    want = F.leaky_relu(F.batch_norm(x, trm, trv, w.clone(), b.clone(), training, 0.1, 1e-5), 0.2)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rm, trm)
+    torch.testing.assert_close(rv, trv)
+    for t, t0 in zip(bufs, before):
+        assert torch.equal(t[1::2], t0[1::2])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_running_stat_updates_are_seen_by_autograd(device):
+    """Training writes running_mean / running_var in place: their version counters move, so a
+    graph that saved the old values refuses to backpropagate, as with torch's batch norm."""
+    c = 4
+    x = torch.randn(8, c, 3, 3, device=device, requires_grad=True)
+    rm, rv = torch.zeros(c, device=device), torch.ones(c, device=device)
+    v0 = (rm._version, rv._version)
+    ops.batch_norm(x, None, None, rm, rv, True, 0.1, 1e-5, 0.2)
+    assert rm._version > v0[0] and rv._version > v0[1]
+    a = torch.ones(c, device=device, requires_grad=True)
+    z = (a * rm).sum()   # saves rm for a's gradient
+    ops.batch_norm(x, None, None, rm, rv, True, 0.1, 1e-5)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.backward()

@@ -100,28 +100,30 @@ def test_large_shapes_split_reduction(device, shape, layout):
 @pytest.mark.parametrize("dtype,bias_dtype,scale", [(torch.float16, torch.float32, 1.0),
                                                     (torch.bfloat16, torch.float32, 1.0),
                                                     (torch.float16, None, 0.5), (torch.float32, None, 0.5)])
-def test_a_positive_input_that_rounds_to_zero_keeps_gradient_one(device, dtype, bias_dtype, scale):
+@pytest.mark.parametrize("shape", [(3, 37), (3, 37, 5), (2, 37, 3, 3)])   # rows, and (N, C, *) planes
+def test_a_positive_input_that_rounds_to_zero_keeps_gradient_one(device, dtype, bias_dtype, scale, shape):
     # The backward reads the mask from y. A positive x + bias whose output rounds to 0 (half y,
     # or a subnormal times scale < 1) is stored as the floor (float16's first subnormal, the
     # smallest normal otherwise) so that y > 0 still marks it: torch's gradient there is scale,
     # not slope * scale. Wide vectors and scalar tails both.
     tiny = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps   # the dtype's smallest subnormal
     floor = tiny if dtype == torch.float16 else torch.finfo(dtype).smallest_normal
-    n = 37
+    n = shape[1]
     if bias_dtype is None:   # x itself is the subnormal; bias 0
-        x = torch.full((3, n), tiny, dtype=dtype)
+        x = torch.full(shape, tiny, dtype=dtype)
         b = torch.zeros(n, dtype=dtype)
     else:                    # x + b = 1e-8 in float32, which rounds to 0 in x's dtype
-        x = torch.full((3, n), 0.1, dtype=dtype)
-        b = -x[0].float() + 1e-8
+        x = torch.full(shape, 0.1, dtype=dtype)
+        b = torch.full((n,), -0.1, dtype=dtype).float() + 1e-8
+    b_view = b.view(n, *[1] * (len(shape) - 2))
     x, b = x.to(device).requires_grad_(), b.to(device).requires_grad_()
     y = ops.bias_leaky_relu(x, b, 0.2, scale)
     if fastgan.build_info()["cpu_kernels"]:   # the kernels' floor (the reference path is torch's)
         assert (y > 0).all()
-    torch.testing.assert_close(y.float(), (x.float() + b) * scale, rtol=torch.finfo(dtype).eps, atol=floor)
+    torch.testing.assert_close(y.float(), (x.float() + b_view) * scale, rtol=torch.finfo(dtype).eps, atol=floor)
     gx, gb = torch.autograd.grad(y, (x, b), torch.ones_like(y))
     assert torch.equal(gx, torch.full_like(gx, scale))
-    torch.testing.assert_close(gb, torch.full_like(gb, 3 * scale))
+    torch.testing.assert_close(gb, torch.full_like(gb, x.numel() // n * scale))
     # exact zero and negative inputs still take the slope, as torch's leaky_relu does
     z = torch.tensor([[0.0, -tiny, -1.0]], dtype=dtype, device=device, requires_grad=True)
     (gz,) = torch.autograd.grad(ops.bias_leaky_relu(z, None, 0.2, scale).sum(), z)

@@ -474,3 +474,14 @@ def test_bce_with_logits_loss_module():
     xb = x.detach().bfloat16()
     out = fastgan.nn.BCEWithLogitsLoss(weight=w, pos_weight=pw)(xb, 0.9)
     assert out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype,xs", [(torch.float32, [20.0, 30.0, 40.0]), (torch.float64, [40.0, 50.0, 60.0])])
+@pytest.mark.parametrize("n", [1, 13])   # a scalar tail alone, and vector bodies
+def test_a_tiny_loss_keeps_its_relative_accuracy(device, dtype, xs, n):
+    """BCE of a confidently right logit x is log1p(exp(-x)) = exp(-x) to the dtype's precision,
+    not 0 (log(1 + e) rounds 1 + e to 1): relative error 1e-5, no absolute slack."""
+    x = torch.tensor(xs * n, dtype=dtype, device=device)
+    loss = ops.bce_with_logits(x, 1.0, reduction="none")
+    torch.testing.assert_close(loss.double().cpu(), torch.exp(-x.double().cpu()), rtol=1e-5, atol=0)
