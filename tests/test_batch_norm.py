@@ -228,6 +228,11 @@ def test_gradgradcheck_without_weight_or_bias(device):
     assert torch.autograd.gradgradcheck(lambda x: ops.batch_norm(x, None, None, None, None, True, 0.1, 1e-5, 0.1), (x,))
     assert torch.autograd.gradgradcheck(lambda x, b: ops.batch_norm(x, None, b, None, None, True, 0.1, 1e-5, 0.1), (x, p))
     assert torch.autograd.gradgradcheck(lambda x, w: ops.batch_norm(x, w, None, None, None, True, 0.1, 1e-5), (x, p))
+    # a bias but no weight, with running statistics (training updates them; eval reads them)
+    rm, rv = torch.zeros(3, device=device, dtype=torch.float64), torch.rand(3, device=device, dtype=torch.float64) + 0.5
+    for training in (True, False):
+        f = lambda x, b: ops.batch_norm(x, None, b, rm, rv, training, 0.1, 1e-5, 0.1)  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x, p)) and torch.autograd.gradgradcheck(f, (x, p))
 
 
 @pytest.mark.parametrize("device", DEVICES)
