@@ -2,6 +2,7 @@
 timed, the median (not the best) of the timed windows, and a strict-float32 block that leaves
 the TF32 flags as it found them."""
 import contextlib
+import os
 
 import pytest
 import torch
@@ -45,3 +46,27 @@ def test_strict_float32_turns_tf32_off_and_restores_the_flags(fails):
     finally:
         matmul.allow_tf32, cudnn.allow_tf32 = saved
 
+
+def test_copy_bandwidth_counts_bytes_read_and_written(monkeypatch):
+    monkeypatch.setattr(timing, "time_call", lambda *a, **k: 1.0)    # 1 ms per copy
+    # 1 MiB read + 1 MiB written in 1 ms
+    assert timing.copy_bandwidth_gbs("cpu", nbytes=1 << 20) == pytest.approx(2 * (1 << 20) / 1e-3 / 1e9)
+
+
+def test_time_call_is_the_median_not_the_mean(monkeypatch):
+    clock = iter([0.0, 0.001, 10.0, 10.002, 20.0, 20.009])   # windows of 1, 2 and 9 ms: mean 4
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+    assert timing.time_call(lambda: None, "cpu", warmup=0, iters=1, reps=3) == pytest.approx(2.0)
+
+
+def test_machine_header_names_torchs_thread_count():
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads((os.cpu_count() or 1) + 1)
+        n = torch.get_num_threads()
+        header = timing.machine_header("cpu")
+        assert f", {n} threads," in header and header.startswith("CPU ")
+        torch.set_num_threads(1)
+        assert ", 1 thread," in timing.machine_header("cpu")
+    finally:
+        torch.set_num_threads(saved)
