@@ -222,20 +222,74 @@ def test_epoch_files_are_written_while_the_next_epoch_trains(tmp_path, monkeypat
         (tmp_path / "one" / "samples" / "epoch_0001.png").read_bytes()
 
 
-def test_a_failed_background_write_stops_the_run_with_its_error(tmp_path, monkeypatch):
+def _failing_trainer(tmp_path, monkeypatch, at_step, then):
+    """A Trainer whose epoch-1 checkpoint write fails (a full disk); at step `at_step` its step
+    waits for that write to have failed, then runs then(trainer)."""
     from fastgan.train import trainer as trainer_mod
-    calls = []
 
     def failing_save(state, path):
-        calls.append(state["step"])
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(trainer_mod, "save_checkpoint", failing_save)
-    t = Trainer(small(tmp_path, epochs=3))
+    t = Trainer(small(tmp_path, epochs=3))   # 19 steps an epoch, loss syncs every 7 steps
+    real_step = t._step
+
+    def step():
+        if t.step == at_step:
+            t._files._thread.join()   # the epoch-1 write has failed by now
+            then(t)
+        return real_step()
+
+    t._step = step
+    return t
+
+
+def test_a_failed_background_write_stops_the_run_at_the_next_loss_sync(tmp_path, monkeypatch):
+    t = _failing_trainer(tmp_path, monkeypatch, 20, lambda t: None)
     with pytest.raises(OSError, match="No space left"):
         t.fit()
-    assert calls == [19]   # raised by the next epoch's write: training stopped there
-    assert t.step == 38 and t.checkpoint_step is None
+    assert t.step == 21 and t.checkpoint_step is None   # 21: the first sync after the failure
+    assert not (tmp_path / "samples" / "epoch_0001.png").exists()   # the checkpoint is written first
+
+
+def test_ctrl_c_names_a_write_that_failed(tmp_path, monkeypatch, capsys):
+    def interrupt(t):
+        raise KeyboardInterrupt
+
+    t = _failing_trainer(tmp_path, monkeypatch, 20, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        t.fit()
+    err = capsys.readouterr().err
+    assert "interrupted at step 20; no checkpoint was written yet; writing the run's files had failed: " \
+           "[Errno 28] No space left on device" in err
+
+
+def test_ctrl_c_lets_the_checkpoint_being_written_land(tmp_path, monkeypatch, capsys):
+    import threading
+    from fastgan.train import trainer as trainer_mod
+    save, interrupted = trainer_mod.save_checkpoint, threading.Event()
+
+    def held_save(state, path):
+        assert interrupted.wait(timeout=60)   # the write is in flight when Ctrl-C comes
+        save(state, path)
+
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", held_save)
+    t = Trainer(small(tmp_path, epochs=3))
+    real_step = t._step
+
+    def step():
+        if t.step == 20:
+            interrupted.set()
+            raise KeyboardInterrupt
+        return real_step()
+
+    t._step = step
+    with pytest.raises(KeyboardInterrupt):
+        t.fit()
+    assert f"interrupted at step 20; the last checkpoint (step 19) is intact in {t.checkpoint_path}" \
+        in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 19
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
 
 def test_cpu_copy_is_a_snapshot_that_keeps_state_dict_metadata():
@@ -268,6 +322,14 @@ def test_background_writer_runs_jobs_in_order_and_hands_back_errors():
     assert seen[-1] != "after"
     w.submit(lambda: 1 / 0)
     assert isinstance(w.drain(), ZeroDivisionError) and w.drain() is None
+    gate = threading.Event()
+    w.submit(lambda: gate.wait(60) and 1 / 0)
+    w.check()                                  # still running: check() does not wait
+    gate.set()
+    w._thread.join()
+    with pytest.raises(ZeroDivisionError):
+        w.check()                              # finished with an error: raised now
+    w.check()
 
 
 def test_resuming_a_checkpoint_with_missing_losses_keeps_the_step_numbers(tmp_path):

@@ -32,9 +32,10 @@ class BackgroundWriter:
     """Runs jobs one at a time, in the order given, each on a worker thread.
 
     submit() first waits for the job before it (one in flight: the files land in order and at
-    most two snapshots are alive); wait() waits for the job in flight. A job's exception is
-    raised in the caller by the next submit() or wait(). The thread is not a daemon: a process
-    that stops (an error, Ctrl-C) still finishes the file it was writing.
+    most two snapshots are alive); wait() waits for the job in flight; check() raises a finished
+    job's error without waiting. A job's exception is raised in the caller by the next submit(),
+    wait() or check(). The thread is not a daemon: a process that stops (an error, Ctrl-C) still
+    finishes the file it was writing.
     """
 
     def __init__(self):
@@ -43,8 +44,9 @@ class BackgroundWriter:
 
     def submit(self, fn, *args):
         self.wait()
-        self._thread = threading.Thread(target=self._run, args=(fn, args), name="fastgan-writer")
-        self._thread.start()
+        thread = threading.Thread(target=self._run, args=(fn, args), name="fastgan-writer")
+        thread.start()
+        self._thread = thread   # only a started thread is ever joined
 
     def _run(self, fn, args):
         try:
@@ -61,11 +63,17 @@ class BackgroundWriter:
         if error is not None:
             raise error
 
+    def check(self):
+        """Raises the error of a job that has finished, without waiting for one that has not
+        (called as training goes on, so that a failed write stops the run at once)."""
+        if self._thread is not None and not self._thread.is_alive():
+            self.wait()
+
     def drain(self):
         """wait() for a caller that is already handling an exception: returns the job's exception
-        instead of raising it."""
+        instead of raising it (None if it had none)."""
         try:
             self.wait()
-        except Exception as exc:
+        except BaseException as exc:  # noqa: B036 - the caller reports it
             return exc
         return None

@@ -364,14 +364,19 @@ class Trainer:
                 self.writer.flush()
         if checkpoint:
             state = cpu_copy(self.state_dict())
-        self._files.submit(self._write_files, epoch_label, final, images, history, evals, state)
+        title = f"{self.cfg.model} on {self.cfg.dataset}"
+        self._files.submit(self._write_files, self.cfg.out, title, epoch_label, final, images, history, evals,
+                           state)
 
-    def _write_files(self, epoch_label, final, images, history, evals, state):
+    def _write_files(self, out, title, epoch_label, final, images, history, evals, state):
         """The writer thread's job (see _write_in_background); the only code that touches
-        _csv_written, _plotted and checkpoint_step while a run trains. losses.png is redrawn at
-        most every PLOT_EVERY_S seconds: a short epoch must not spend as long again redrawing its
-        curves."""
-        out = self.cfg.out
+        _csv_written, _plotted and checkpoint_step while a run trains. The checkpoint first: a
+        sample grid that cannot be written must not cost the run its checkpoint. losses.png is
+        redrawn at most every PLOT_EVERY_S seconds: a short epoch must not spend as long again
+        redrawing its curves."""
+        if state is not None:
+            save_checkpoint(state, self.checkpoint_path)
+            self.checkpoint_step = state["step"]
         if epoch_label is not None:
             os.makedirs(os.path.join(out, "samples"), exist_ok=True)
             grid = os.path.join(out, "samples", f"{epoch_label}.png")
@@ -387,12 +392,9 @@ class Trainer:
             self._csv_written = (len(history), len(evals))
             now = time.perf_counter()
             if final or self._plotted is None or now - self._plotted >= PLOT_EVERY_S:
-                plot_losses(history, os.path.join(out, "losses.png"), self.steps_per_epoch,
-                            title=f"{self.cfg.model} on {self.cfg.dataset}", evals=evals)
+                plot_losses(history, os.path.join(out, "losses.png"), self.steps_per_epoch, title=title,
+                            evals=evals)
                 self._plotted = now
-        if state is not None:
-            save_checkpoint(state, self.checkpoint_path)
-            self.checkpoint_step = state["step"]
 
     # -- the loop ----------------------------------------------------------------------
     def fit(self):
@@ -445,6 +447,7 @@ class Trainer:
                     checkpoint = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
                     # a checkpoint holds every step's losses so far: sync before one is written
                     if self.step % cfg.log_every == 0 or end_of_epoch or last or checkpoint:
+                        self._files.check()   # a failed write stops the run now, not an epoch later
                         values = torch.stack(pending).to("cpu", torch.float64)  # the one sync
                         self.history = torch.cat([self.history, values])
                         pending.clear()
@@ -476,17 +479,24 @@ class Trainer:
             self._files.wait()   # the last files are written (or their error raised)
         except KeyboardInterrupt:
             bar.close()
-            self._files.drain()   # a checkpoint being written lands
+            failed = self._files.drain()   # a checkpoint being written lands
             if self.checkpoint_step is None:
                 where = "no checkpoint was written yet"
             else:
                 where = f"the last checkpoint (step {self.checkpoint_step}) is intact in {self.checkpoint_path}"
+            if failed is not None:
+                where += f"; writing the run's files had failed: {failed}"
             print(f"\ninterrupted at step {self.step}; {where}.\nresume with: fastgan train --out "
                   f"{cfg.out} --resume", file=sys.stderr)
             raise
+        except BaseException:
+            bar.close()
+            failed = self._files.drain()   # the files in flight land; the error above is the one raised
+            if failed is not None:
+                print(f"fastgan train: writing the run's files failed too: {failed}", file=sys.stderr)
+            raise
         finally:
             bar.close()
-            self._files.drain()   # after another error: its files land, their own error is dropped
             if self.writer is not None:
                 self.writer.close()
         return self.history
