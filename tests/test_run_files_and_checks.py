@@ -9,7 +9,6 @@ import pytest
 import torch
 
 
-
 def test_temp_path_is_a_hidden_name_in_the_targets_folder(tmp_path):
     """os.replace is atomic only within one file system: the temporary must sit beside the target."""
     import os

@@ -592,11 +592,7 @@ def test_each_step_starts_from_fresh_gradients():
 
 
 def test_eval_options_are_resumable(tmp_path):
-    from fastgan.train import Trainer
-
-    cfg = dict(model="mlp", g_widths=(16, 32), d_widths=(32, 16), latent_dim=8, batch_size=256,
-               out=str(tmp_path), progress=False)
-    Trainer(TrainConfig(steps=1, **cfg)).fit()
-    t = Trainer(TrainConfig(steps=2, eval_every=5, eval_n=64, **cfg), resume=True,
+    Trainer(small(tmp_path, steps=1)).fit()
+    t = Trainer(small(tmp_path, steps=2, eval_every=5, eval_n=64), resume=True,
                 explicit={"steps", "eval_every", "eval_n"})
     assert (t.cfg.eval_every, t.cfg.eval_n) == (5, 64)

@@ -477,22 +477,19 @@ class Trainer:
                     if last:
                         break
             self._files.wait()   # the last files are written (or their error raised)
-        except KeyboardInterrupt:
+        except BaseException as exc:
             bar.close()
-            failed = self._files.drain()   # a checkpoint being written lands
-            if self.checkpoint_step is None:
-                where = "no checkpoint was written yet"
-            else:
-                where = f"the last checkpoint (step {self.checkpoint_step}) is intact in {self.checkpoint_path}"
-            if failed is not None:
-                where += f"; writing the run's files had failed: {failed}"
-            print(f"\ninterrupted at step {self.step}; {where}.\nresume with: fastgan train --out "
-                  f"{cfg.out} --resume", file=sys.stderr)
-            raise
-        except BaseException:
-            bar.close()
-            failed = self._files.drain()   # the files in flight land; the error above is the one raised
-            if failed is not None:
+            failed = self._files.drain()   # the files in flight land; exc is the error raised
+            if isinstance(exc, KeyboardInterrupt):
+                if self.checkpoint_step is None:
+                    where = "no checkpoint was written yet"
+                else:
+                    where = f"the last checkpoint (step {self.checkpoint_step}) is intact in {self.checkpoint_path}"
+                if failed is not None:
+                    where += f"; writing the run's files had failed: {failed}"
+                print(f"\ninterrupted at step {self.step}; {where}.\nresume with: fastgan train --out "
+                      f"{cfg.out} --resume", file=sys.stderr)
+            elif failed is not None:
                 print(f"fastgan train: writing the run's files failed too: {failed}", file=sys.stderr)
             raise
         finally:
