@@ -4,6 +4,8 @@ import argparse
 import operator
 
 MAX_SEED = 2**63 - 2  # torch takes 64-bit seeds; the trainer's data order uses seed + 1
+EXIT_USAGE = 2         # bad input: a one-line message on stderr
+EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
 def _integer(text):
@@ -38,3 +40,28 @@ def as_index(value, option, error=ValueError):
         except TypeError:
             pass
     raise error(f"{option} must be an integer, got {value!r}")
+
+
+def widths(text):
+    """Comma-separated positive integers (layer widths, channel counts)."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return values
+
+
+def output(suffix=None, folder=False):
+    """An argparse type for a path fastgan will write: checked before the work that fills it."""
+    def check(text):
+        from fastgan._files import output_problem
+
+        if suffix and not text.lower().endswith(suffix):
+            raise argparse.ArgumentTypeError(f"must be a {suffix} file name, got {text!r}")
+        problem = output_problem(text, folder=folder)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return text
+    return check

@@ -11,43 +11,23 @@ Bad input (unknown names, missing data, impossible options, unreadable checkpoin
 one line on stderr and exits with code 2; Ctrl-C exits with 130.
 """
 import argparse
+import dataclasses
 import sys
 
-from fastgan._argtypes import positive_int, seed
+from fastgan._argtypes import EXIT_INTERRUPTED, EXIT_USAGE, output, positive_int, seed, widths
+from fastgan._options import CHOICES
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-S = argparse.SUPPRESS
-
-
-def _widths(text):
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
-    return values
-
-
-def _output(suffix=None, folder=False):
-    """An argparse type for a path fastgan will write: checked before the work that fills it."""
-    def check(text):
-        from fastgan._files import output_problem
-
-        if suffix and not text.lower().endswith(suffix):
-            raise argparse.ArgumentTypeError(f"must be a {suffix} file name, got {text!r}")
-        problem = output_problem(text, folder=folder)
-        if problem:
-            raise argparse.ArgumentTypeError(problem)
-        return text
-    return check
+S = argparse.SUPPRESS   # train options the user did not give stay out of the namespace (see cmd_train)
 
 
 def build_parser():
-    from fastgan.data import DATASETS
-    from fastgan.models import MODELS
-    from fastgan.train import DEFAULT_EPOCHS
+    from fastgan.train.config import DEFAULT_EPOCHS, TrainConfig
+
+    default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+    def choice(group, name):   # choices and help from the one table (fastgan._options.CHOICES)
+        group.add_argument(f"--{name.replace('_', '-')}", choices=list(CHOICES[name].names()), default=S,
+                           help=CHOICES[name].describe())
 
     parser = argparse.ArgumentParser(prog="fastgan", description="Train small GANs fast on fused C++/CUDA kernels.")
     sub = parser.add_subparsers(dest="command", metavar="{train,sample,eval,info,bench}")
@@ -56,35 +36,34 @@ def build_parser():
     t = sub.add_parser("train", help="train a GAN (default: dcgan on the embedded mnist-5k)",
                        description="Train a GAN. Writes checkpoint.pt, samples.png, samples/, "
                                    "history.csv, losses.png and train.log into --out.")
-    t.add_argument("--model", choices=list(MODELS), default=S, help="model (default: dcgan)")
-    t.add_argument("--dataset", choices=list(DATASETS), default=S,
-                   help="dataset (default: mnist-5k, embedded: no files needed)")
+    choice(t, "model")
+    choice(t, "dataset")
     t.add_argument("--data-dir", default=S, help="folder with the IDX files (or torchvision's root)")
     t.add_argument("--download", action="store_true", default=S,
                    help="fetch the IDX files into --data-dir if missing (md5-checked)")
     n = t.add_mutually_exclusive_group()
     n.add_argument("--epochs", type=positive_int, default=S, help=f"epochs (default: {DEFAULT_EPOCHS})")
     n.add_argument("--steps", type=positive_int, default=S, help="total steps instead of epochs")
-    t.add_argument("--batch-size", type=positive_int, default=S, help="batch size (default: 64)")
-    t.add_argument("--lr", type=float, default=S, help="Adam learning rate (default: 2e-4; RMSprop: --lr-d, --lr-g)")
-    t.add_argument("--beta1", type=float, default=S, help="Adam beta1 (default: 0.5)")
-    t.add_argument("--optimizer", choices=["adam", "rmsprop"], default=S,
-                   help="rmsprop: the Keras recipe, lr 8e-4 D / 4e-4 G, gradient clipping 1.0")
+    t.add_argument("--batch-size", type=positive_int, default=S,
+                   help=f"batch size (default: {default['batch_size']})")
+    t.add_argument("--lr", type=float, default=S,
+                   help=f"Adam learning rate (default: {default['lr']}; RMSprop: --lr-d, --lr-g)")
+    t.add_argument("--beta1", type=float, default=S, help=f"Adam beta1 (default: {default['beta1']})")
+    choice(t, "optimizer")
     t.add_argument("--lr-d", type=float, default=S, help="discriminator learning rate")
     t.add_argument("--lr-g", type=float, default=S, help="generator learning rate")
     t.add_argument("--grad-clip", type=float, default=S, help="clip gradient norms (0: off)")
-    t.add_argument("--noise", choices=["normal", "uniform"], default=S,
-                   help="latent noise: normal (default) or uniform in [-1, 1]")
-    t.add_argument("--dropout", type=float, default=S, help="discriminator dropout (default 0)")
-    t.add_argument("--g-act", choices=["relu", "leaky"], default=S,
-                   help="mlp/cgan generator activation (default relu)")
-    t.add_argument("--latent-dim", type=positive_int, default=S, help="latent size (default 100)")
-    t.add_argument("--g-widths", type=_widths, default=S, help="generator widths, e.g. 256,512,1024")
-    t.add_argument("--d-widths", type=_widths, default=S, help="discriminator widths, e.g. 1024,512,256")
-    t.add_argument("--backend", choices=["fastgan", "torch"], default=S,
-                   help="fastgan's fused ops (default) or plain torch.nn layers")
-    t.add_argument("--device", default=S, help="auto (default), cpu, cuda or cuda:N")
-    t.add_argument("--seed", type=seed, default=S, help="random seed (default 0)")
+    choice(t, "noise")
+    t.add_argument("--dropout", type=float, default=S,
+                   help=f"discriminator dropout (default: {default['dropout']})")
+    choice(t, "g_act")
+    t.add_argument("--latent-dim", type=positive_int, default=S,
+                   help=f"latent size (default: {default['latent_dim']})")
+    t.add_argument("--g-widths", type=widths, default=S, help="generator widths, e.g. 256,512,1024")
+    t.add_argument("--d-widths", type=widths, default=S, help="discriminator widths, e.g. 1024,512,256")
+    choice(t, "backend")
+    t.add_argument("--device", default=S, help=f"auto, cpu, cuda or cuda:N (default: {default['device']})")
+    t.add_argument("--seed", type=seed, default=S, help=f"random seed (default: {default['seed']})")
     t.add_argument("--out", default=S, help="run folder (default: runs/MODEL-DATASET)")
     again = t.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -94,16 +73,14 @@ def build_parser():
     t.add_argument("--checkpoint-every", type=int, default=S,
                    help="also checkpoint every N steps (default: each epoch only)")
     t.add_argument("--log-every", type=positive_int, default=S,
-                   help="steps between loss updates (default 50)")
+                   help=f"steps between loss updates (default: {default['log_every']})")
     # on/off options a resumed run may change have both forms (--x / --no-x)
     t.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=S,
                    help="on CUDA, replay the whole step as one CUDA graph (default); --no-cuda-graph "
                         "runs it op by op")
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=S,
                    help="torch.compile the models (for comparison; turns the CUDA graph off)")
-    t.add_argument("--precision", choices=["fp32", "bf16"], default=S,
-                   help="fp32 (default), or bf16: forward passes under bfloat16 autocast; weights, "
-                        "optimizer, batch-norm statistics and losses stay float32")
+    choice(t, "precision")
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S,
                    help="convolution weights and activations in channels_last (NHWC) memory format, "
                         "cuDNN's native layout on GPUs (the same math; MLP models are unchanged)")
@@ -113,14 +90,15 @@ def build_parser():
                    help="a progress bar on stderr (default)")
     t.add_argument("--eval-every", type=int, default=S,
                    help="measure sample quality (classifier FID, IS, class entropy) every N steps and "
-                        "at the end, into the log, history.csv and losses.png (default 0: off)")
-    t.add_argument("--eval-n", type=int, default=S, help="images per evaluation (default 2000)")
+                        "at the end, into the log, history.csv and losses.png (default: 0, off)")
+    t.add_argument("--eval-n", type=int, default=S,
+                   help=f"images per evaluation (default: {default['eval_n']})")
 
     s = sub.add_parser("sample", help="draw a grid of samples from a checkpoint")
     s.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
     s.add_argument("--n", type=positive_int, default=64, help="number of images (default 64)")
     s.add_argument("--label", type=int, default=None, help="digit 0-9 (conditional models)")
-    s.add_argument("--out", type=_output(".png"), default="samples.png", help="PNG to write (default samples.png)")
+    s.add_argument("--out", type=output(".png"), default="samples.png", help="PNG to write (default samples.png)")
     s.add_argument("--seed", type=seed, default=0, help="noise seed (default 0)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
 
@@ -133,12 +111,12 @@ def build_parser():
     e.add_argument("--n", type=int, default=10000, help="generated images (default 10000, at least 2)")
     e.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     e.add_argument("--data-dir", default=None, help="IDX files of mnist / fashion-mnist (default: the run's)")
-    e.add_argument("--cache-dir", type=_output(folder=True), default=None,
+    e.add_argument("--cache-dir", type=output(folder=True), default=None,
                    help="classifier cache (default $FASTGAN_CACHE or ~/.cache/fastgan)")
     e.add_argument("--seed", type=seed, default=0, help="noise seed (default 0)")
     e.add_argument("--classifier-epochs", type=positive_int, default=None,
                    help="classifier training epochs (default 8)")
-    e.add_argument("--json", type=_output(), default=None, help="also write the metrics to this JSON file")
+    e.add_argument("--json", type=output(), default=None, help="also write the metrics to this JSON file")
 
     sub.add_parser("info", help="what this fastgan installation was built with")
 
@@ -174,13 +152,21 @@ def cmd_train(args):
         raise ConfigError("--lr is Adam's learning rate; with --optimizer rmsprop give --lr-d and --lr-g "
                           "(default 8e-4 and 4e-4, the Keras recipe)")
     cfg = TrainConfig(**given)   # (out default: runs/MODEL-DATASET)
-    trainer = Trainer(cfg, resume=args.resume, explicit=set(given) - {"out"}, overwrite=args.overwrite)
+    trainer = Trainer(cfg, resume=args.resume, explicit=set(given) - {"out"}, overwrite=args.overwrite,
+                      make_evaluator=_evaluator)
     print(f"fastgan train: {trainer.cfg.model} on {trainer.cfg.dataset} "
           f"({trainer.loader.num_samples} images), {trainer.total_steps} steps of "
           f"{trainer.cfg.batch_size} on {trainer.device}, backend {trainer.cfg.backend}, "
           f"out {trainer.cfg.out}", flush=True)
     trainer.fit()
     return 0
+
+
+def _evaluator(cfg, device):
+    """--eval-every's evaluator: the default classifier of the run's dataset."""
+    from fastgan.metrics import Evaluator
+
+    return Evaluator(cfg.dataset, cfg.data_dir, device)
 
 
 def cmd_sample(args):

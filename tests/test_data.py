@@ -406,7 +406,7 @@ def test_device_loader_bad_input():
 def test_device_loader_cuda():
     images, labels = load_mnist_5k()
     loader = DeviceLoader(images, labels, 128, device="cuda", seed=0)
-    assert loader.images.is_cuda and loader.images.dtype == torch.uint8
+    assert loader.images.is_cuda and loader.images.dtype == torch.float32   # scaled once, on the device
     x, y = next(iter(loader))
     assert x.is_cuda and y.is_cuda and x.shape == (128, 1, 28, 28)
     assert x.min() >= -1 and x.max() <= 1

@@ -8,15 +8,15 @@ import fastgan
 from fastgan.train import TrainConfig, Trainer, make_step   # make_step: the public name issue 7 gives
 from fastgan.train.graph import GraphedStep
 from fastgan.optim import Adam as FusedAdam
-from fastgan.train.step import DeviceBatches
+from fastgan.data.loader import DeviceLoader
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_device_batches_walk_the_permutation_in_order_and_wrap():
+def test_device_loader_steps_walk_the_permutation_in_order_and_wrap():
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2).contiguous()
     labels = torch.arange(10)
-    b = DeviceBatches(images, labels, 3, torch.Generator().manual_seed(0))
+    b = DeviceLoader(images, labels, 3, generator=torch.Generator().manual_seed(0))
     perm = torch.tensor([9, 8, 7, 6, 5, 4, 3, 2, 1, 0])
     b.new_epoch(perm)
     seen = [b.next()[1].tolist() for _ in range(4)]
@@ -29,12 +29,12 @@ def test_device_batches_walk_the_permutation_in_order_and_wrap():
     torch.testing.assert_close(b.images[:, 0, 0, 0], torch.arange(10) * (2 / 255) - 1)   # scaled once
     assert images.dtype == torch.uint8 and images[9, 0, 0, 0] == 9                         # input untouched
     with pytest.raises(ValueError, match="images must be uint8"):
-        DeviceBatches(images.float(), labels, 3, torch.Generator())
+        DeviceLoader(images.float(), labels, 3, generator=torch.Generator())
 
 
-def test_device_batches_new_epoch_starts_at_the_first_batch_of_its_order():
+def test_device_loader_steps_new_epoch_starts_at_the_first_batch_of_its_order():
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
-    b = DeviceBatches(images, torch.arange(10), 3, torch.Generator().manual_seed(0))
+    b = DeviceLoader(images, torch.arange(10), 3, generator=torch.Generator().manual_seed(0))
     b.next(), b.next()                      # two batches into the dataset-order epoch
     b.new_epoch(torch.tensor([4, 0, 7, 1, 9, 2, 8, 3, 6, 5]))
     assert b.next()[1].tolist() == [4, 0, 7] and b.next()[1].tolist() == [1, 9, 2]
@@ -44,9 +44,9 @@ def test_device_batches_new_epoch_starts_at_the_first_batch_of_its_order():
     assert first.tolist() == expected.tolist()
 
 
-def test_device_batches_reject_a_batch_larger_than_the_data():
+def test_device_loader_steps_reject_a_batch_larger_than_the_data():
     with pytest.raises(ValueError, match="batch size 11 is larger than the dataset"):
-        DeviceBatches(torch.zeros(10, 1, 2, 2, dtype=torch.uint8), torch.zeros(10), 11, None)
+        DeviceLoader(torch.zeros(10, 1, 2, 2, dtype=torch.uint8), torch.zeros(10), 11, generator=None)
 
 
 @pytest.mark.parametrize("model", ["mlp", "mlp-bn", "cgan"])
@@ -61,7 +61,7 @@ def test_make_step_trains_on_cpu(model):
 
 def test_one_d_pass_is_the_same_math_as_two():
     from fastgan.models import build
-    from fastgan.train.trainer import d_pass_mergeable, train_step
+    from fastgan.train.step import d_pass_mergeable, train_step
 
     assert d_pass_mergeable(build("mlp")[1]) and not d_pass_mergeable(build("dcgan")[1])
     assert not d_pass_mergeable(build("mlp", dropout=0.3)[1])

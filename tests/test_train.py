@@ -161,14 +161,14 @@ def test_resume_is_exact(tmp_path):
 
 def test_checkpoints_between_loss_syncs_hold_every_steps_losses(tmp_path, monkeypatch):
     # log_every 7, checkpoint_every 5: the step-5 and step-10 checkpoints fall between syncs
-    from fastgan.train import trainer as trainer_mod
-    saved, save = [], trainer_mod.save_checkpoint
+    from fastgan.train import outputs as outputs_mod
+    saved, save = [], outputs_mod.save_checkpoint
 
     def recording_save(state, path):
         save(state, path)
         saved.append((state["step"], len(load_checkpoint(path)["history"])))
 
-    monkeypatch.setattr(trainer_mod, "save_checkpoint", recording_save)
+    monkeypatch.setattr(outputs_mod, "save_checkpoint", recording_save)
     straight = Trainer(small(tmp_path / "a", steps=12, checkpoint_every=5))
     straight.fit()
     assert saved[:2] == [(5, 5), (10, 10)]
@@ -186,8 +186,8 @@ def test_epoch_files_are_written_while_the_next_epoch_trains(tmp_path, monkeypat
     epoch-1 checkpoint (step 19) is held back until epoch 2 has trained to step 25, and it
     still equals a run that stopped at step 19."""
     import threading
-    from fastgan.train import trainer as trainer_mod
-    written, save = [], trainer_mod.save_checkpoint
+    from fastgan.train import outputs as outputs_mod
+    written, save = [], outputs_mod.save_checkpoint
     mid_epoch_2 = threading.Event()
 
     def held_save(state, path):
@@ -197,7 +197,7 @@ def test_epoch_files_are_written_while_the_next_epoch_trains(tmp_path, monkeypat
         written.append((state["step"], threading.current_thread() is threading.main_thread(),
                         load_checkpoint(path)))
 
-    monkeypatch.setattr(trainer_mod, "save_checkpoint", held_save)
+    monkeypatch.setattr(outputs_mod, "save_checkpoint", held_save)
     two = Trainer(small(tmp_path / "two", epochs=2))
     real_step = two._step
 
@@ -225,12 +225,12 @@ def test_epoch_files_are_written_while_the_next_epoch_trains(tmp_path, monkeypat
 def _failing_trainer(tmp_path, monkeypatch, at_step, then):
     """A Trainer whose epoch-1 checkpoint write fails (a full disk); at step `at_step` its step
     waits for that write to have failed, then runs then(trainer)."""
-    from fastgan.train import trainer as trainer_mod
+    from fastgan.train import outputs as outputs_mod
 
     def failing_save(state, path):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(trainer_mod, "save_checkpoint", failing_save)
+    monkeypatch.setattr(outputs_mod, "save_checkpoint", failing_save)
     t = Trainer(small(tmp_path, epochs=3))   # 19 steps an epoch, loss syncs every 7 steps
     real_step = t._step
 
@@ -266,14 +266,14 @@ def test_ctrl_c_names_a_write_that_failed(tmp_path, monkeypatch, capsys):
 
 def test_ctrl_c_lets_the_checkpoint_being_written_land(tmp_path, monkeypatch, capsys):
     import threading
-    from fastgan.train import trainer as trainer_mod
-    save, interrupted = trainer_mod.save_checkpoint, threading.Event()
+    from fastgan.train import outputs as outputs_mod
+    save, interrupted = outputs_mod.save_checkpoint, threading.Event()
 
     def held_save(state, path):
         assert interrupted.wait(timeout=60)   # the write is in flight when Ctrl-C comes
         save(state, path)
 
-    monkeypatch.setattr(trainer_mod, "save_checkpoint", held_save)
+    monkeypatch.setattr(outputs_mod, "save_checkpoint", held_save)
     t = Trainer(small(tmp_path, epochs=3))
     real_step = t._step
 
@@ -495,11 +495,11 @@ def test_epoch_outputs_append_the_history_and_redraw_the_curves_sparingly(tmp_pa
     """history.csv gains each epoch's rows (a 50-epoch run rewrote 46,900 rows every epoch) and is
     the same file a full write gives, across a resume; losses.png is drawn at the first epoch, then
     at most every PLOT_EVERY_S seconds, and at the end."""
-    from fastgan.train import images, trainer as trainer_mod
+    from fastgan.train import images, outputs as outputs_mod
     drawn = []
-    real = trainer_mod.plot_losses
-    monkeypatch.setattr(trainer_mod, "plot_losses", lambda *a, **k: drawn.append(len(a[0])) or real(*a, **k))
-    monkeypatch.setattr(trainer_mod, "PLOT_EVERY_S", 1e9)
+    real = outputs_mod.plot_losses
+    monkeypatch.setattr(outputs_mod, "plot_losses", lambda *a, **k: drawn.append(len(a[0])) or real(*a, **k))
+    monkeypatch.setattr(outputs_mod, "PLOT_EVERY_S", 1e9)
     t = Trainer(small(tmp_path / "r", steps=19 * 3 + 5))   # 19 steps an epoch: 4 epochs, the last short
     t.fit()
     assert drawn == [19, 19 * 3 + 5]
@@ -546,14 +546,14 @@ def test_grad_clip_clips_each_network_by_its_own_norm(monkeypatch):
 
 
 def test_each_epoch_draws_a_new_order_and_a_resume_replays_it(tmp_path, monkeypatch):
-    from fastgan.train import step as step_mod
-    orders, new_epoch = [], step_mod.DeviceBatches.new_epoch
+    from fastgan.data.loader import DeviceLoader
+    orders, new_epoch = [], DeviceLoader.new_epoch
 
-    def recording(self, perm=None):
+    def recording(self, perm=None, start=0):
         orders.append(None if perm is None else perm.clone())
-        return new_epoch(self, perm)
+        return new_epoch(self, perm, start)
 
-    monkeypatch.setattr(step_mod.DeviceBatches, "new_epoch", recording)
+    monkeypatch.setattr(DeviceLoader, "new_epoch", recording)
     Trainer(small(tmp_path / "a", epochs=3)).fit()
     straight = orders[:]
     assert len(straight) == 3 and all(o is not None for o in straight)

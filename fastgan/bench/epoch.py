@@ -16,24 +16,10 @@ import time
 import torch
 
 from fastgan.bench.timing import machine_header, strict_float32
-from fastgan.bench.train import tutorial_train_step
+from fastgan.bench.tutorial import TutorialDataset, sync, tutorial_train_step
 from fastgan.train.step import make_step
 
 NAME = "fastgan bench train --epoch"
-
-
-class _TutorialDataset(torch.utils.data.Dataset):
-    """What torchvision's MNIST with ToTensor() + Normalize((0.5,), (0.5,)) returns per item."""
-
-    def __init__(self, images, labels):
-        self.images, self.labels = images, labels
-
-    def __len__(self):
-        return self.images.shape[0]
-
-    def __getitem__(self, i):
-        x = self.images[i].to(torch.float32).div(255.0).unsqueeze(0)  # ToTensor
-        return (x - 0.5) / 0.5, int(self.labels[i])                    # Normalize
 
 
 def dataset(data_dir=None, n=60000, seed=0):
@@ -50,15 +36,15 @@ def dataset(data_dir=None, n=60000, seed=0):
 
 def tutorial_epoch(model, images, labels, device, batch_size=64):
     """Seconds for one epoch of the tutorial's loop (after one warm-up batch)."""
-    loader = torch.utils.data.DataLoader(_TutorialDataset(images, labels), batch_size=batch_size,
+    loader = torch.utils.data.DataLoader(TutorialDataset(images, labels), batch_size=batch_size,
                                          shuffle=True, drop_last=True)
     step = tutorial_train_step(model, device)
     step(next(iter(loader))[0].to(device))  # warm-up: cuBLAS handles, allocator
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for x, _ in loader:
         step(x.to(device))
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t0, len(loader)
 
 
@@ -66,23 +52,23 @@ def fastgan_epoch(model, images, labels, device, batch_size=64):
     """Seconds for one epoch of fastgan's loop, the dataset already on the device; its one-time
     setup (the copy to the device, the warm-up steps and the graph capture) is timed separately
     and returned too."""
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     step = make_step(model, batch_size, device, images=images, labels=labels)
     for _ in range(5):
         step()  # warm-up and graph capture
-    _sync(device)
+    sync(device)
     setup = time.perf_counter() - t0
-    steps = step.batches.steps
+    steps = step.batches.steps_per_epoch
     t0 = time.perf_counter()
     step.batches.new_epoch()
     for _ in range(steps):
         step()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t0, steps, setup
 
 
-def _sync(device):
+def sync(device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 

@@ -16,6 +16,7 @@ import sys
 import torch
 
 from fastgan._argtypes import positive_int
+from fastgan._options import PRECISIONS
 from fastgan.bench.profile import count_step
 from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths,
                                   from_json, machine_header, report, strict_float32, time_call)
@@ -127,7 +128,7 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model", action="append", choices=("mlp", "mlp-bn", "cgan"), help="default: mlp")
     p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     add_output_options(p)
     a = p.parse_args(argv)
     check_output_paths(p, a)

@@ -1,7 +1,6 @@
 """Per-op benchmarks: each fastgan op against PyTorch eager and torch.compile of the same
-math, forward + backward (Adam: one optimizer step), at GAN shapes. `python -m fastgan.bench.ops --device cuda`
-(later `fastgan bench ops`) prints a markdown table; benchmarks/test_ops.py times the same
-cases with pytest-benchmark."""
+math, forward + backward (Adam: one optimizer step), at GAN shapes. `fastgan bench ops` prints
+a markdown table; benchmarks/test_<op>.py time the same cases with pytest-benchmark."""
 import argparse
 import sys
 

@@ -26,10 +26,9 @@ import torch
 
 from fastgan._argtypes import positive_int
 from fastgan._argtypes import seed as seed_arg
-from fastgan.bench.epoch import _TutorialDataset, _sync
 from fastgan.bench.timing import (add_output_options, check_device, check_output_paths, from_json,
                                   machine_header, report, strict_float32)
-from fastgan.bench.train import tutorial_train_step
+from fastgan.bench.tutorial import TutorialDataset, sync, tutorial_train_step
 
 MODELS = ("mlp", "dcgan")
 IMPLS = ("tutorial", "fastgan")
@@ -41,7 +40,7 @@ def tutorial_run(model, seed, steps, eval_every, evaluate, images, labels, devic
     """[{step, train_seconds, fid, ...}] of the tutorial's loop, measured every eval_every steps
     and at the end by evaluate(G)."""
     step = tutorial_train_step(model, device, seed=seed)
-    loader = torch.utils.data.DataLoader(_TutorialDataset(images, labels), batch_size=batch_size,
+    loader = torch.utils.data.DataLoader(TutorialDataset(images, labels), batch_size=batch_size,
                                          shuffle=True, drop_last=True,
                                          generator=torch.Generator().manual_seed(seed + 1))
     evals, done, seconds = [], 0, 0.0
@@ -51,7 +50,7 @@ def tutorial_run(model, seed, steps, eval_every, evaluate, images, labels, devic
             step(x.to(device))
             done += 1
             if done % eval_every == 0 or done == steps:
-                _sync(device)
+                sync(device)
                 seconds += time.perf_counter() - t0
                 evals.append({"step": done, "train_seconds": seconds, **evaluate(step.G)})
                 t0 = time.perf_counter()

@@ -52,7 +52,7 @@ def copy_bandwidth_gbs(device, nbytes=1 << 28):
 
 @contextlib.contextmanager
 def strict_float32(blas=None):
-    """TF32 off for matrix products and cuDNN (cuDNN allows it by default): the issue's baseline;
+    """TF32 off for matrix products and cuDNN (cuDNN allows it by default): the tutorial's and the expert's baseline;
     blas: torch's BLAS library for the block ("cublas", "cublaslt"; None: as it is). Usable as a
     decorator; the flags and the library are restored afterwards."""
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)

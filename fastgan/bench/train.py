@@ -23,65 +23,23 @@ from torch import nn
 from fastgan._argtypes import positive_int
 from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths, from_json,
                                   machine_header, report, strict_float32, time_call)
+from fastgan._options import PRECISIONS
+from fastgan.bench.tutorial import tutorial_train_step
+from fastgan.data.loader import DeviceLoader
 from fastgan.models import build
 from fastgan.train.graph import GraphedStep
-from fastgan.train.step import PRECISIONS, DeviceBatches, amp_dtype, make_step, to_layout
-from fastgan.train.trainer import autocast
+from fastgan.train.step import amp_dtype, autocast, d_pass_mergeable, make_step, to_layout
 
 MODELS = ("mlp", "mlp-bn", "dcgan")
 BATCH_SIZES = (64, 256, 1024)
 IMPLS = ("tutorial", "compile", "expert", "fastgan", "graph")
 CUDA_ONLY = ("expert", "graph")   # whole-step CUDA graphs
 NAME = "fastgan bench train"
-D_HAS_BATCH_NORM = {"mlp": False, "mlp-bn": False, "dcgan": True}
-
-
-class _SigmoidD(nn.Module):
-    """The tutorial's discriminator: logits through a sigmoid, for BCELoss."""
-
-    def __init__(self, D):
-        super().__init__()
-        self.D = D
-
-    def forward(self, x):
-        return torch.sigmoid(self.D(x))
 
 
 def _real_batch(batch_size, device, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return (torch.rand(batch_size, 1, 28, 28, generator=gen) * 2 - 1).to(device)
-
-
-def tutorial_train_step(model, device, compile=False, seed=0):
-    """The tutorial's step as a function of the real batch: fresh ones/zeros and noise each
-    call, sigmoid + BCELoss, torch.optim.Adam, one D step then one G step."""
-    torch.manual_seed(seed)
-    G, D = build(model, backend="torch")
-    G, D = G.to(device), _SigmoidD(D).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    latent = G.latent_dim
-    if compile:
-        G, D = torch.compile(G), torch.compile(D)
-    criterion = nn.BCELoss()
-
-    def step(real):
-        b = real.shape[0]
-        ones = torch.ones(b, 1, device=device)
-        zeros = torch.zeros(b, 1, device=device)
-        fake = G(torch.randn(b, latent, device=device))
-        d_loss = criterion(D(real), ones) + criterion(D(fake.detach()), zeros)
-        opt_d.zero_grad()
-        d_loss.backward()
-        opt_d.step()
-        g_loss = criterion(D(fake), ones)
-        opt_g.zero_grad()
-        g_loss.backward()
-        opt_g.step()
-        return d_loss, g_loss
-
-    step.G, step.D = G, D   # for measuring the generator (fastgan.bench.quality)
-    return step
 
 
 def tutorial_step(model, batch_size, device, compile=False, seed=0):
@@ -100,12 +58,12 @@ def expert_step(model, batch_size, device, seed=0, precision="fp32", channels_la
     opt_g, opt_d = torch.optim.Adam(G.parameters(), **kw), torch.optim.Adam(D.parameters(), **kw)
     gen = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (max(16 * batch_size, 4096), 1, 28, 28), dtype=torch.uint8, generator=gen)
-    batches = DeviceBatches(images.to(device), torch.zeros(images.shape[0], dtype=torch.int64, device=device),
-                            batch_size, torch.Generator(device=device).manual_seed(seed + 1))
+    batches = DeviceLoader(images, torch.zeros(images.shape[0], dtype=torch.int64), batch_size, device,
+                           generator=torch.Generator(device=device).manual_seed(seed + 1))
     noise_gen = torch.Generator(device=device).manual_seed(seed + 2)
     ones = torch.ones(batch_size, 1, device=device)
     zeros = torch.zeros(batch_size, 1, device=device)
-    one_pass = not D_HAS_BATCH_NORM[model]
+    one_pass = d_pass_mergeable(D)
 
     def step():
         real, _ = batches.next(labels=False)

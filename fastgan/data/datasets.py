@@ -19,9 +19,8 @@ from importlib import resources
 import numpy as np
 import torch
 
+from fastgan._options import DATASETS
 from fastgan.data.idx import DatasetError, read_images_labels
-
-DATASETS = ("mnist-5k", "mnist", "fashion-mnist")
 
 # torchvision's folder names (root/MNIST/raw, root/FashionMNIST/raw), mirrors and checksums.
 FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}

@@ -2,8 +2,9 @@
 import argparse
 import sys
 
-from fastgan.cli import EXIT_USAGE, _output
-from fastgan.data import DATASETS, DatasetError
+from fastgan._argtypes import EXIT_USAGE, output
+from fastgan._options import DATASETS
+from fastgan.data import DatasetError
 from fastgan.metrics.classifier import get_classifier
 
 
@@ -11,7 +12,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m fastgan.metrics", description=__doc__)
     p.add_argument("--dataset", default="mnist-5k", choices=DATASETS, help="mnist-5k (default), mnist or fashion-mnist")
     p.add_argument("--data-dir", help="IDX files of mnist / fashion-mnist")
-    p.add_argument("--cache-dir", type=_output(folder=True),
+    p.add_argument("--cache-dir", type=output(folder=True),
                    help="classifier cache (default $FASTGAN_CACHE or ~/.cache/fastgan)")
     a = p.parse_args(argv)
     try:

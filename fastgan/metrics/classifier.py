@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastgan._files import atomic_torch_save
+from fastgan._options import NUM_CLASSES
 from fastgan.data import load_dataset
-from fastgan.train.checkpoint import atomic_torch_save
 
 FORMAT = "fastgan-classifier"
 VERSION = 1
-NUM_CLASSES = 10
 HOLDOUT_PER_CLASS = 100   # mnist-5k: the last 100 images of each digit (1,000) are the test split
 
 

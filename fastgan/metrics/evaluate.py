@@ -6,8 +6,9 @@ import torch
 from fastgan.metrics.classifier import NUM_CLASSES, ClassifierSettings, get_classifier, split, to_input
 from fastgan.metrics.fid import (ClassScores, RunningStats, entropy_bits, feature_stats, fid_from_features,
                                  frechet_distance)
-from fastgan.models import CONDITIONAL
-from fastgan.train import ConfigError, load_generator, noise, resolve_device
+from fastgan._options import CONDITIONAL
+from fastgan.train.config import ConfigError
+from fastgan.train.sampling import latent_inputs, load_generator, resolve_device
 
 
 @torch.no_grad()
@@ -27,15 +28,13 @@ def generate_batches(G, cfg, n, seed=0, device="cpu", batch_size=1000):
     batches of up to batch_size: noise drawn on the CPU from `seed`, batch by batch (the same
     numbers as one draw of all n, and the same images on every device); conditional models get
     labels arange(n) % 10."""
-    conditional = cfg.model in CONDITIONAL
     gen = torch.Generator().manual_seed(seed)
     for i in range(0, n, batch_size):
         k = min(batch_size, n - i)
-        z = noise(k, cfg.latent_dim, cfg.noise, gen, "cpu").to(device)
-        labels = torch.arange(i, i + k) % NUM_CLASSES if conditional else None
+        z, labels = latent_inputs(cfg, k, gen, device, start=i)
         with torch.no_grad():
-            x = G(z, labels.to(device)) if conditional else G(z)
-        yield x.float().reshape(-1, 1, 28, 28), labels
+            x = G(z, labels)
+        yield x.float().reshape(-1, 1, 28, 28), (labels.cpu() if labels is not None else None)
 
 
 def generate(G, cfg, n, seed=0, device="cpu", batch_size=1000):

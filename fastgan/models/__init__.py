@@ -12,18 +12,10 @@ channels), g_act="relu"|"leaky" (mlp, cgan), num_classes=10 (cgan, cdcgan), embe
 """
 import numbers
 
+from fastgan._options import BACKENDS, CONDITIONAL, G_ACTS, MODELS, NUM_CLASSES
 from fastgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
-from fastgan.models.layers import BACKENDS, Conv2dLeakyReLU, LinearLeakyReLU, init_dcgan
+from fastgan.models.layers import Conv2dLeakyReLU, LinearLeakyReLU, init_dcgan
 from fastgan.models.mlp import MLPDiscriminator, MLPGenerator
-
-MODELS = {
-    "mlp": "PyTorch-tutorial MLP GAN: G 100-256-512-1024-784 (ReLU), D 784-1024-512-256-1",
-    "mlp-bn": "Keras MLP GAN: G Dense-LeakyReLU-BatchNorm x3, D 784-512-256-1",
-    "dcgan": "28x28 DCGAN: G linear to 7x7, two stride-2 transposed convs; D two stride-2 convs",
-    "cgan": "class-conditional mlp (label embedding into G and D)",
-    "cdcgan": "class-conditional dcgan (label embedding into G and D)",
-}
-CONDITIONAL = ("cgan", "cdcgan")
 
 
 class ModelError(ValueError):
@@ -34,9 +26,6 @@ def check_name(name):
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return name
-
-
-G_ACTS = ("relu", "leaky")
 
 
 def _positive_int(option, value):
@@ -57,8 +46,18 @@ def _widths(option, widths, count=None):
     return widths
 
 
+def check_options(name, dropout=0.0, g_widths=None, d_widths=None):
+    """(g_widths, d_widths) as tuples (None: the model's default) when model `name` can be built
+    with these options; ModelError naming the option otherwise (TrainConfig checks with this too)."""
+    check_name(name)
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ModelError(f"dropout must be in [0, 1), got {dropout}")
+    count = 2 if MODELS[name].conv else None   # a DCGAN's two channel counts
+    return _widths("g_widths", g_widths, count), _widths("d_widths", d_widths, count)
+
+
 def build(name, backend="fastgan", latent_dim=100, dropout=0.0, g_widths=None, d_widths=None,
-          g_act="relu", num_classes=10, embed_dim=10):
+          g_act="relu", num_classes=NUM_CLASSES, embed_dim=10):
     """(generator, discriminator) of model `name`, initialised N(0, 0.02) (DCGAN).
 
     The two backends build the same parameters with the same names, so a state_dict moves
@@ -67,11 +66,8 @@ def build(name, backend="fastgan", latent_dim=100, dropout=0.0, g_widths=None, d
     check_name(name)
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ModelError(f"dropout must be in [0, 1), got {dropout}")
+    g_widths, d_widths = check_options(name, dropout, g_widths, d_widths)
     latent_dim = _positive_int("latent_dim", latent_dim)
-    count = 2 if name in ("dcgan", "cdcgan") else None   # a DCGAN's two channel counts
-    g_widths, d_widths = _widths("g_widths", g_widths, count), _widths("d_widths", d_widths, count)
     if g_act not in G_ACTS:
         raise ModelError(f"g_act must be one of {', '.join(G_ACTS)}, got {g_act!r}")
     classes = num_classes if name in CONDITIONAL else 0
@@ -84,7 +80,7 @@ def build(name, backend="fastgan", latent_dim=100, dropout=0.0, g_widths=None, d
         G = MLPGenerator(latent_dim, tuple(g_widths or (256, 512, 1024)), batch_norm=True,
                          bn_momentum=0.3, backend=backend)
         D = MLPDiscriminator(tuple(d_widths or (512, 256)), dropout, backend=backend)
-    else:
+    else:   # dcgan, cdcgan
         G = DCGANGenerator(latent_dim, tuple(g_widths or (128, 64)), num_classes=classes,
                            embed_dim=embed_dim, backend=backend)
         D = DCGANDiscriminator(tuple(d_widths or (64, 128)), dropout, num_classes=classes,
@@ -92,6 +88,6 @@ def build(name, backend="fastgan", latent_dim=100, dropout=0.0, g_widths=None, d
     return G, D
 
 
-__all__ = ["MODELS", "CONDITIONAL", "BACKENDS", "ModelError", "build", "check_name",
+__all__ = ["MODELS", "CONDITIONAL", "BACKENDS", "G_ACTS", "ModelError", "build", "check_name", "check_options",
            "init_dcgan", "MLPGenerator", "MLPDiscriminator", "DCGANGenerator",
            "DCGANDiscriminator", "LinearLeakyReLU", "Conv2dLeakyReLU"]

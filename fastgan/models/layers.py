@@ -14,8 +14,7 @@ from torch.nn import functional as F
 
 from fastgan import nn as fnn
 from fastgan import ops
-
-BACKENDS = ("fastgan", "torch")
+from fastgan._options import BACKENDS
 
 
 def check_backend(backend):

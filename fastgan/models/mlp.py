@@ -5,6 +5,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from fastgan._options import G_ACTS
 from fastgan.models.layers import bn_act, check_backend, dropout, init_dcgan, linear_act, with_labels
 
 
@@ -20,8 +21,8 @@ class MLPGenerator(nn.Module):
                  backend="fastgan"):
         super().__init__()
         check_backend(backend)
-        if act not in ("relu", "leaky"):
-            raise ValueError(f"act must be 'relu' or 'leaky', got {act!r}")
+        if act not in G_ACTS:
+            raise ValueError(f"act must be one of {', '.join(G_ACTS)}, got {act!r}")
         self.latent_dim, self.num_classes, self.img_shape = latent_dim, num_classes, tuple(img_shape)
         slope = 0.2 if (act == "leaky" or batch_norm) else 0.0
         self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None

@@ -1,6 +1,6 @@
 """Argument checks shared by the ops' fake kernels and reference fallbacks.
 
-The compiled kernels check the same things in C++ (csrc/checks.h) with the same messages;
+The compiled kernels check the same things in C++ (csrc/common.h and each op's header) with the same messages;
 every message names the op and the argument.
 """
 import math

@@ -11,21 +11,12 @@ from collections.abc import Mapping
 
 import torch
 
-from fastgan._files import atomic_target
+from fastgan._files import atomic_torch_save
 from fastgan.train.checkpoint_checks import check_content, compact_load_error, load_config, read_error
 from fastgan.train.config import CheckpointError
 
 FORMAT = "fastgan-checkpoint"
 VERSION = 1
-
-
-def atomic_torch_save(obj, path):
-    """torch.save to a temporary name beside path, then rename: a reader never sees half a file."""
-    # torch.save given a file name writes from C++; given a Python file, a Ctrl-C can land inside
-    # one of its writes and torch then raises its own error over the KeyboardInterrupt
-    with atomic_target(path) as tmp:
-        torch.save(obj, tmp)
-    return path
 
 
 def save_checkpoint(state, path):

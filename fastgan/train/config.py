@@ -5,16 +5,15 @@ import math
 import numbers
 import operator
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from fastgan._argtypes import MAX_SEED
-from fastgan.data import DATASETS
-from fastgan.models import MODELS
+from fastgan._options import CHOICES, MODELS, check_choice
 
 DEFAULT_EPOCHS = 10  # the default run: dcgan on mnist-5k, a few minutes on a 2-core CPU
-BATCH_NORM_1D = ("mlp-bn",)  # models whose batch norm sees one value per channel per sample
 
 
 def field_types():
@@ -76,8 +75,8 @@ class CheckpointError(ValueError):
 
 @dataclass
 class TrainConfig:
-    model: str = "dcgan"
-    dataset: str = "mnist-5k"
+    model: str = CHOICES["model"].default
+    dataset: str = CHOICES["dataset"].default
     data_dir: Optional[str] = None
     download: bool = False
     epochs: Optional[int] = None          # default DEFAULT_EPOCHS unless steps is given
@@ -86,17 +85,17 @@ class TrainConfig:
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    optimizer: str = "adam"               # adam | rmsprop (Keras recipe: lr 8e-4 D, 4e-4 G, clip 1.0)
+    optimizer: str = CHOICES["optimizer"].default   # (the named choices: fastgan._options.CHOICES)
     lr_d: Optional[float] = None          # per-network learning rates (default: lr, or RMSprop's)
     lr_g: Optional[float] = None
     grad_clip: Optional[float] = None     # gradient-norm clipping (default: 1.0 with rmsprop)
-    noise: str = "normal"                 # normal | uniform (in [-1, 1])
+    noise: str = CHOICES["noise"].default
     dropout: float = 0.0                  # discriminator dropout (Keras: 0.3 MLP, 0.4 DCGAN)
-    g_act: str = "relu"                   # mlp/cgan generator hidden activation: relu | leaky
+    g_act: str = CHOICES["g_act"].default
     latent_dim: int = 100
     g_widths: Optional[Tuple[int, ...]] = None
     d_widths: Optional[Tuple[int, ...]] = None
-    backend: str = "fastgan"              # fastgan | torch
+    backend: str = CHOICES["backend"].default
     device: str = "auto"
     seed: int = 0
     out: Optional[str] = None             # default: runs/MODEL-DATASET
@@ -106,7 +105,7 @@ class TrainConfig:
     tensorboard: bool = False
     cuda_graph: bool = True               # on CUDA: capture the whole step in one CUDA graph
     compile: bool = False                 # torch.compile the models (for comparison; no graph)
-    precision: str = "fp32"               # fp32 | bf16 (forward passes under bfloat16 autocast)
+    precision: str = CHOICES["precision"].default
     channels_last: bool = False           # convolution weights and activations in NHWC memory format
     progress: bool = True
     eval_every: int = 0                   # steps between sample-quality evaluations (0: never)
@@ -174,10 +173,10 @@ class TrainConfig:
     def validate(self):
         """Raises ConfigError naming the first bad option (after normalize())."""
         self.normalize()
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        for name in ("model", "dataset"):
+            allowed = CHOICES[name].names()
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
         if self.epochs is not None and self.steps is not None:
             raise ConfigError("give --epochs or --steps, not both")
         for name in ("epochs", "steps"):
@@ -195,7 +194,7 @@ class TrainConfig:
                               f"samples), got {self.eval_n}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
-        if self.model in BATCH_NORM_1D and self.batch_size < 2:
+        if MODELS[self.model].g_batch_norm_1d and self.batch_size < 2:
             raise ConfigError(f"--batch-size must be at least 2 for {self.model}: its batch norm needs more "
                               f"than one value per channel, got {self.batch_size}")
         if self.checkpoint_every < 0:
@@ -210,21 +209,15 @@ class TrainConfig:
                 raise ConfigError(f"--{name} must be in [0, 1), got {v}")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             raise ConfigError(f"--grad-clip must be >= 0 (0: off), got {self.grad_clip}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
-        choices = {"optimizer": ("adam", "rmsprop"), "noise": ("normal", "uniform"),
-                   "g_act": ("relu", "leaky"), "backend": ("fastgan", "torch"),
-                   "precision": ("fp32", "bf16")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
-                                  f"got {getattr(self, name)!r}")
-        for name in ("g_widths", "d_widths"):
-            v = getattr(self, name)
-            if v is not None:
-                if not v or any(int(w) < 1 for w in v):
-                    raise ConfigError(f"--{name.replace('_', '-')} must be positive integers, got {v}")
-                if self.model in ("dcgan", "cdcgan") and len(v) != 2:
-                    raise ConfigError(f"--{name.replace('_', '-')}: {self.model} takes 2 channel "
-                                      f"counts, got {len(v)}")
+        for name in CHOICES:
+            if name not in ("model", "dataset"):
+                check_choice(name, getattr(self, name), ConfigError)
+        # the models check their own options (dropout, widths): one rule, one message
+        from fastgan.models import ModelError, check_options
+
+        try:
+            check_options(self.model, dropout=self.dropout, g_widths=self.g_widths, d_widths=self.d_widths)
+        except ModelError as exc:
+            option, rest = re.match(r"(\w+)(.*)", str(exc), re.S).groups()
+            raise ConfigError(f"--{option.replace('_', '-')}{rest}") from None
         return self

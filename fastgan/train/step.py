@@ -1,67 +1,96 @@
-"""One full GAN training step as a callable: what `fastgan bench train` times and what the
-trainer runs, with or without a CUDA graph.
+"""One full GAN training step: the step's math (train_step), and the callable that the trainer
+runs and `fastgan bench train` times, with or without a CUDA graph.
 
     step = make_step("mlp", batch_size=64)      # fastgan models + fused Adam, graph on CUDA
     losses = step()                              # one D step and one G step; (2,) tensor
+
+train_step() is a plain function of (models, optimizers, batch, noise) with no host syncs, so
+that it can be captured (torch.compile, CUDA graphs).
 """
+import contextlib
+import functools
+
 import torch
 
-from fastgan import _extension
-from fastgan.data.loader import scale_images
-from fastgan.models import CONDITIONAL, build
+from fastgan import _extension, ops
+from fastgan._options import CONDITIONAL, NUM_CLASSES, check_choice
+from fastgan.data.loader import DeviceLoader
+from fastgan.models import build
 from fastgan.optim import Adam as FusedAdam
 from fastgan.train.graph import GraphedStep
 
-PRECISIONS = ("fp32", "bf16")
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}   # the forward passes' autocast dtype
 
 
 def amp_dtype(precision):
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return AMP_DTYPES[precision]
+    return AMP_DTYPES[check_choice("precision", precision)]
 
 
-class DeviceBatches:
-    """Batches gathered on the device by a device-side step counter, so that the gather can
-    live inside a CUDA graph: perm holds this epoch's order as (steps, batch_size) rows, and
-    each next() takes row `index` and advances index (wrapping at the end of the epoch).
+def autocast(device_type, amp_dtype):
+    """The forward passes' mixed-precision context (amp_dtype None: a no-op). The cast cache is
+    off so that the step can be captured in a CUDA graph."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=amp_dtype, cache_enabled=False)
 
-    The uint8 images are scaled to [-1, 1] in `dtype` once, here, so that a step's gather is one
-    kernel rather than a gather, a conversion and two arithmetic passes (4x the memory of the
-    uint8 images: 188 MB for 60,000 MNIST images in float32).
+
+def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=False, amp_dtype=None,
+               grad_seed=None):
+    """One D step then one G step (non-saturating loss). Returns the detached losses as a
+    (2,) tensor [d_loss, g_loss] without synchronizing. labels: None for unconditional models.
+
+    one_d_pass: run D once on cat(real, fake) instead of twice; the same math where every
+    sample's logit depends on that sample alone (no batch norm, no dropout in D:
+    see d_pass_mergeable), with half the D kernels.
+    amp_dtype: torch.bfloat16 runs G's and D's forward passes under autocast (matrix products
+    and activations in bfloat16); the parameters, their gradients and the optimizer stay
+    float32, batch-norm statistics are accumulated in float32, and the losses are computed
+    in float32 from the logits.
+    grad_seed: a 0-dim tensor of 1 in the losses' dtype, made once by the caller: each backward
+    pass starts from it instead of from a fresh ones_like (one fill kernel per pass).
     """
+    amp = functools.partial(autocast, real.device.type, amp_dtype)
+    with amp():
+        fake = G(z, labels)
+    # discriminator: real -> 1, fake -> 0
+    with amp():
+        if one_d_pass:
+            both = torch.cat([labels, labels]) if labels is not None else None
+            real_logits, fake_logits = D(torch.cat([real, fake.detach()]), both).split(real.shape[0])
+        else:
+            real_logits, fake_logits = D(real, labels), D(fake.detach(), labels)
+    d_loss = ops.gan_d_loss(real_logits.float(), fake_logits.float())
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward(grad_seed)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(D.parameters(), grad_clip, foreach=True)
+    opt_d.step()
+    # generator: make the updated D call the fakes real; D's weights need no gradient here
+    # (only those that had one get it back: a parameter the user froze stays frozen)
+    trainable = [p for p in D.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        with amp():
+            fake_logits = D(fake, labels)
+        g_loss = ops.gan_g_loss(fake_logits.float())
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward(grad_seed)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(G.parameters(), grad_clip, foreach=True)
+    opt_g.step()
+    return torch.stack([d_loss.detach(), g_loss.detach()])
 
-    def __init__(self, images, labels, batch_size, generator, dtype=torch.float32):
-        if images.dtype != torch.uint8:
-            raise ValueError(f"images must be uint8 (0-255), got {images.dtype}")
-        images = images if images.dim() == 4 else images.unsqueeze(1)
-        self.images = scale_images(images, dtype)
-        self.labels = labels
-        self.batch_size = int(batch_size)
-        self.steps = self.images.shape[0] // self.batch_size
-        if self.steps < 1:
-            raise ValueError(f"batch size {batch_size} is larger than the dataset "
-                             f"({self.images.shape[0]} images)")
-        self.generator = generator
-        device = self.images.device
-        # in dataset order until new_epoch() (constructing draws nothing from the generator)
-        self.perm = torch.arange(self.steps * self.batch_size, device=device).view(self.steps, self.batch_size)
-        self.index = torch.zeros(1, dtype=torch.int64, device=device)
 
-    def new_epoch(self, perm=None):
-        """Starts an epoch in the order `perm` (default: a fresh permutation from the generator)."""
-        if perm is None:
-            perm = torch.randperm(self.images.shape[0], generator=self.generator, device=self.images.device)
-        self.perm.copy_(perm[: self.steps * self.batch_size].view(self.steps, self.batch_size))
-        self.index.zero_()
-
-    def next(self, labels=True):
-        """(images in [-1, 1], labels) of the next batch (labels None when not asked for);
-        device work only, no host sync."""
-        rows = self.perm.index_select(0, self.index).view(-1)
-        self.index.add_(1).remainder_(self.steps)
-        return self.images.index_select(0, rows), self.labels.index_select(0, rows) if labels else None
+def d_pass_mergeable(D):
+    """True when D treats each sample on its own (no batch norm, no active dropout), so one
+    pass over cat(real, fake) computes exactly what two passes do."""
+    return not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                   or (isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0)
+                   for m in D.modules())
 
 
 def build_step(G, D, opt_g, opt_d, batches, noise_fn, conditional, grad_clip=None, cuda_graph=False,
@@ -69,8 +98,6 @@ def build_step(G, D, opt_g, opt_d, batches, noise_fn, conditional, grad_clip=Non
     """A callable running one training step on the next batch: train_step wrapped with the
     batch gather and the noise, captured in a CUDA graph when cuda_graph is True."""
     amp = amp_dtype(precision)
-    from fastgan.train.trainer import d_pass_mergeable, train_step
-
     one_pass = d_pass_mergeable(D)
     grad_seed = torch.ones((), device=batches.images.device)   # the losses are float32
 
@@ -138,14 +165,14 @@ def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32
         gen = torch.Generator().manual_seed(seed)
         n = max(16 * batch_size, 4096)
         images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
-        labels = torch.randint(0, 10, (n,), generator=gen)
+        labels = torch.randint(0, NUM_CLASSES, (n,), generator=gen)
     elif labels is None:
         if model in CONDITIONAL:
             raise ValueError(f"make_step: {model} is conditional: give labels with images")
         labels = torch.zeros(images.shape[0], dtype=torch.int64)   # never read by an unconditional step
     data_gen = torch.Generator(device=device).manual_seed(seed + 1)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 2)
-    batches = DeviceBatches(images.to(device), labels.to(device), batch_size, data_gen)
+    batches = DeviceLoader(images, labels, batch_size, device, generator=data_gen)
     batches.new_epoch()
     latent = G.latent_dim
 
