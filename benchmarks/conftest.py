@@ -3,7 +3,6 @@ import pytest
 import torch
 
 import fastgan
-
 from fastgan.bench.timing import strict_float32
 
 HAS_CUDA = torch.cuda.is_available() and fastgan.build_info()["cuda_kernels"]

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import fastgan
-from conftest import DEVICES, bench_step
 from fastgan.bench.ops import DTYPES, SHAPES, batch_norm_case
+
+from conftest import DEVICES, bench_step
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -3,8 +3,9 @@ The cases are fastgan.bench.ops's, the same code `fastgan bench ops` times."""
 import pytest
 import torch
 
-from conftest import DEVICES, bench_step
 from fastgan.bench.ops import DTYPES, SHAPES, bias_leaky_relu_case
+
+from conftest import DEVICES, bench_step
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -2,8 +2,9 @@
 around the same kernels (fastgan.bench.dispatch), at the MLP GAN's (64, 1024)."""
 import pytest
 
-from conftest import DEVICES, bench_step
 from fastgan.bench.dispatch import make_step
+
+from conftest import DEVICES, bench_step
 
 
 @pytest.mark.parametrize("device", DEVICES)

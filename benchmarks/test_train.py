@@ -3,8 +3,9 @@ the best plain PyTorch (CUDA graph), and fastgan without and with its CUDA graph
 import pytest
 import torch
 
-from conftest import DEVICES, bench_step
 from fastgan.bench.train import IMPLS, make
+
+from conftest import DEVICES, bench_step
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -28,9 +28,7 @@ def build_info():
     }
 
 
-from fastgan import ops  # noqa: E402
-from fastgan import nn  # noqa: E402
-from fastgan import optim  # noqa: E402
+from fastgan import nn, ops, optim  # noqa: E402  (after build_info: they import _extension)
 
 __all__ = ["__version__", "build_info", "ops", "nn", "optim"]
 

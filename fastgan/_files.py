@@ -55,7 +55,7 @@ def atomic_write(path, mode="wb", **open_kwargs):
 
 def atomic_torch_save(obj, path):
     """torch.save to a temporary name beside path, then rename: a reader never sees half a file."""
-    import torch   # here: the CLI checks its output paths before loading torch
+    import torch  # here: the CLI checks its output paths before loading torch
 
     # torch.save given a file name writes from C++; given a Python file, a Ctrl-C can land inside
     # one of its writes and torch then raises its own error over the KeyboardInterrupt

@@ -145,7 +145,7 @@ def cmd_bench(args):
 
 
 def cmd_train(args):
-    from fastgan.train import ConfigError, Trainer, TrainConfig
+    from fastgan.train import ConfigError, TrainConfig, Trainer
 
     given = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "overwrite")}
     if given.get("optimizer") == "rmsprop" and "lr" in given:   # rather than ignore it

@@ -8,6 +8,7 @@ import fastgan
 from fastgan import ops
 from fastgan.ops import reference
 from fastgan.optim import Adam
+
 from op_testing import DEVICES, HAS_CUDA, requires_kernels
 
 

@@ -11,8 +11,19 @@ import torch.nn.functional as F
 import fastgan
 from fastgan import ops
 from fastgan.ops import reference
-from op_testing import (DEVICES, DTYPES, FORWARD_TOL, GRAD_TOL, HAS_CUDA, assert_close, ref_dtype,
-                        requires_kernels, scaled_atol, seed_for)
+
+from op_testing import (
+    DEVICES,
+    DTYPES,
+    FORWARD_TOL,
+    GRAD_TOL,
+    HAS_CUDA,
+    assert_close,
+    ref_dtype,
+    requires_kernels,
+    scaled_atol,
+    seed_for,
+)
 
 # (N,C), (N,C,L), (N,C,H,W); odd channel counts, N=2, a size-1 spatial map, channels over 32
 SHAPES = [(2, 3), (64, 33), (7, 5, 9), (4, 5, 3, 7), (2, 8, 4, 4), (3, 16, 1, 1), (2, 40, 3, 3)]

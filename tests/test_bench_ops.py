@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from fastgan.bench import ops as bench_ops
+
 from op_testing import requires_kernels
 
 

@@ -8,8 +8,18 @@ import torch
 import fastgan
 from fastgan import ops
 from fastgan.ops import reference
-from op_testing import (DEVICES, DTYPES, FORWARD_TOL, GRAD_TOL, assert_close, ref_dtype,
-                        requires_kernels, scaled_atol, seed_for)
+
+from op_testing import (
+    DEVICES,
+    DTYPES,
+    FORWARD_TOL,
+    GRAD_TOL,
+    assert_close,
+    ref_dtype,
+    requires_kernels,
+    scaled_atol,
+    seed_for,
+)
 
 SHAPES = [(1, 1), (3, 5), (64, 1024), (7, 13), (5, 3, 7), (7, 13, 5, 3), (2, 8, 4, 4), (2, 16, 1, 1),
           (4, 33, 3, 5)]

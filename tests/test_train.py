@@ -7,8 +7,17 @@ import torch
 import fastgan
 from fastgan.data import load_mnist_5k
 from fastgan.models import build
-from fastgan.train import (CheckpointError, ConfigError, TrainConfig, Trainer, load_checkpoint,
-                           read_history, sample, save_checkpoint, train_step)
+from fastgan.train import (
+    CheckpointError,
+    ConfigError,
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+    read_history,
+    sample,
+    save_checkpoint,
+    train_step,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -186,6 +195,7 @@ def test_epoch_files_are_written_while_the_next_epoch_trains(tmp_path, monkeypat
     epoch-1 checkpoint (step 19) is held back until epoch 2 has trained to step 25, and it
     still equals a run that stopped at step 19."""
     import threading
+
     from fastgan.train import outputs as outputs_mod
     written, save = [], outputs_mod.save_checkpoint
     mid_epoch_2 = threading.Event()
@@ -266,6 +276,7 @@ def test_ctrl_c_names_a_write_that_failed(tmp_path, monkeypatch, capsys):
 
 def test_ctrl_c_lets_the_checkpoint_being_written_land(tmp_path, monkeypatch, capsys):
     import threading
+
     from fastgan.train import outputs as outputs_mod
     save, interrupted = outputs_mod.save_checkpoint, threading.Event()
 
@@ -294,6 +305,7 @@ def test_ctrl_c_lets_the_checkpoint_being_written_land(tmp_path, monkeypatch, ca
 
 def test_cpu_copy_is_a_snapshot_that_keeps_state_dict_metadata():
     from collections import OrderedDict
+
     from fastgan.train.background import cpu_copy
     bn = torch.nn.BatchNorm1d(3)
     sd = bn.state_dict()
@@ -309,6 +321,7 @@ def test_cpu_copy_is_a_snapshot_that_keeps_state_dict_metadata():
 
 def test_background_writer_runs_jobs_in_order_and_hands_back_errors():
     import threading
+
     from fastgan.train.background import BackgroundWriter
     w, seen = BackgroundWriter(), []
     for i in range(5):
@@ -396,7 +409,7 @@ def test_subpackages_load_on_first_use():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["evaluate", "Trainer", "build"]
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        fastgan.nope
+        fastgan.nope  # noqa: B018 - the attribute access is the test
 
 
 def test_config_validation(tmp_path):
@@ -495,7 +508,8 @@ def test_epoch_outputs_append_the_history_and_redraw_the_curves_sparingly(tmp_pa
     """history.csv gains each epoch's rows (a 50-epoch run rewrote 46,900 rows every epoch) and is
     the same file a full write gives, across a resume; losses.png is drawn at the first epoch, then
     at most every PLOT_EVERY_S seconds, and at the end."""
-    from fastgan.train import images, outputs as outputs_mod
+    from fastgan.train import images
+    from fastgan.train import outputs as outputs_mod
     drawn = []
     real = outputs_mod.plot_losses
     monkeypatch.setattr(outputs_mod, "plot_losses", lambda *a, **k: drawn.append(len(a[0])) or real(*a, **k))

@@ -68,11 +68,6 @@ def fastgan_epoch(model, images, labels, device, batch_size=64):
     return time.perf_counter() - t0, steps, setup
 
 
-def sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
 @strict_float32()
 def run(device, models=("mlp",), data_dir=None, n=60000):
     images, labels, source = dataset(data_dir, n)

@@ -18,8 +18,17 @@ import torch
 from fastgan._argtypes import positive_int
 from fastgan._options import PRECISIONS
 from fastgan.bench.profile import count_step
-from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths,
-                                  from_json, machine_header, report, strict_float32, time_call)
+from fastgan.bench.timing import (
+    add_output_options,
+    auto_iters,
+    check_device,
+    check_output_paths,
+    from_json,
+    machine_header,
+    report,
+    strict_float32,
+    time_call,
+)
 
 PRODUCTS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
 NAME = "python -m fastgan.bench.gemm"

@@ -8,8 +8,17 @@ import torch
 import torch.nn.functional as F
 
 from fastgan import ops
-from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths,
-                                  copy_bandwidth_gbs, from_json, machine_header, report, time_call)
+from fastgan.bench.timing import (
+    add_output_options,
+    auto_iters,
+    check_device,
+    check_output_paths,
+    copy_bandwidth_gbs,
+    from_json,
+    machine_header,
+    report,
+    time_call,
+)
 
 NAME = "fastgan bench ops"
 

@@ -26,8 +26,15 @@ import torch
 
 from fastgan._argtypes import positive_int
 from fastgan._argtypes import seed as seed_arg
-from fastgan.bench.timing import (add_output_options, check_device, check_output_paths, from_json,
-                                  machine_header, report, strict_float32)
+from fastgan.bench.timing import (
+    add_output_options,
+    check_device,
+    check_output_paths,
+    from_json,
+    machine_header,
+    report,
+    strict_float32,
+)
 from fastgan.bench.tutorial import TutorialDataset, sync, tutorial_train_step
 
 MODELS = ("mlp", "dcgan")
@@ -61,7 +68,7 @@ def tutorial_run(model, seed, steps, eval_every, evaluate, images, labels, devic
 
 def fastgan_run(model, seed, steps, eval_every, evaluator, eval_n, device, dataset, data_dir, out):
     """The same through fastgan's Trainer (--eval-every), in a scratch run folder."""
-    from fastgan.train import Trainer, TrainConfig
+    from fastgan.train import TrainConfig, Trainer
 
     cfg = TrainConfig(model=model, dataset=dataset, data_dir=data_dir, steps=steps, seed=seed,
                       eval_every=eval_every, eval_n=eval_n, device=str(device), progress=False,
@@ -89,7 +96,7 @@ def run(device, models=MODELS, seeds=(0, 1, 2), steps=2000, eval_every=500, eval
         for model in models:
             cfg = TrainConfig(model=model)
 
-            def measure(G):
+            def measure(G, cfg=cfg):
                 return evaluator(G, cfg, eval_n, seed=0)
 
             for seed in seeds:

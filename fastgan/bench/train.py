@@ -18,12 +18,20 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from fastgan._argtypes import positive_int
-from fastgan.bench.timing import (add_output_options, auto_iters, check_device, check_output_paths, from_json,
-                                  machine_header, report, strict_float32, time_call)
 from fastgan._options import PRECISIONS
+from fastgan.bench.timing import (
+    add_output_options,
+    auto_iters,
+    check_device,
+    check_output_paths,
+    from_json,
+    machine_header,
+    report,
+    strict_float32,
+    time_call,
+)
 from fastgan.bench.tutorial import tutorial_train_step
 from fastgan.data.loader import DeviceLoader
 from fastgan.models import build

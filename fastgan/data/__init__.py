@@ -6,8 +6,18 @@
     for x, y in loader.epoch():                       # x: (64, 1, 28, 28) in [-1, 1]
         ...
 """
-from fastgan.data.datasets import (DATASETS, MD5, MIRRORS, check_name, fetch, find_files,
-                                   load_dataset, load_idx_dataset, load_mnist_5k, resolve_data_dir)
+from fastgan.data.datasets import (
+                                   DATASETS,
+                                   MD5,
+                                   MIRRORS,
+                                   check_name,
+                                   fetch,
+                                   find_files,
+                                   load_dataset,
+                                   load_idx_dataset,
+                                   load_mnist_5k,
+                                   resolve_data_dir,
+)
 from fastgan.data.idx import DatasetError, read_idx, read_images_labels, write_idx
 from fastgan.data.loader import DeviceLoader
 

@@ -98,7 +98,7 @@ def find_files(name, data_dir, train=True):
     stems = _split_files(train)
     folders = [data_dir, os.path.join(data_dir, FOLDERS[name], "raw")]
     found = [(folder, _find(folder, stems[0]), _find(folder, stems[1])) for folder in folders]
-    for folder, images, labels in found:   # a complete pair anywhere wins over a stray file
+    for _, images, labels in found:   # a complete pair anywhere wins over a stray file
         if images and labels:
             return images, labels
     for folder, images, labels in found:

@@ -8,11 +8,29 @@ The classifier (LeNet-like, see classifier.py) is trained on the checkpoint's da
 first use, deterministically on the CPU, and cached under ~/.cache/fastgan ($FASTGAN_CACHE,
 or cache_dir=...), keyed by the dataset's sha256 and the training settings.
 """
-from fastgan.metrics.classifier import (ClassifierSettings, LeNet, accuracy, cache_dir, dataset_hash,
-                                        get_classifier, split, to_input, train_classifier)
+from fastgan.metrics.classifier import (
+                                        ClassifierSettings,
+                                        LeNet,
+                                        accuracy,
+                                        cache_dir,
+                                        dataset_hash,
+                                        get_classifier,
+                                        split,
+                                        to_input,
+                                        train_classifier,
+)
 from fastgan.metrics.evaluate import Evaluator, classify, evaluate, generate, generate_batches, load_generator
-from fastgan.metrics.fid import (ClassScores, RunningStats, class_histogram, entropy_bits, feature_stats,
-                                 fid_from_features, frechet_distance, inception_score, sqrtm_psd)
+from fastgan.metrics.fid import (
+                                        ClassScores,
+                                        RunningStats,
+                                        class_histogram,
+                                        entropy_bits,
+                                        feature_stats,
+                                        fid_from_features,
+                                        frechet_distance,
+                                        inception_score,
+                                        sqrtm_psd,
+)
 
 __all__ = ["ClassScores", "ClassifierSettings", "Evaluator", "LeNet", "RunningStats", "accuracy", "cache_dir",
            "class_histogram", "classify", "dataset_hash", "entropy_bits", "evaluate", "feature_stats",

@@ -3,10 +3,16 @@ import time
 
 import torch
 
-from fastgan.metrics.classifier import NUM_CLASSES, ClassifierSettings, get_classifier, split, to_input
-from fastgan.metrics.fid import (ClassScores, RunningStats, entropy_bits, feature_stats, fid_from_features,
-                                 frechet_distance)
 from fastgan._options import CONDITIONAL
+from fastgan.metrics.classifier import NUM_CLASSES, ClassifierSettings, get_classifier, split, to_input
+from fastgan.metrics.fid import (
+    ClassScores,
+    RunningStats,
+    entropy_bits,
+    feature_stats,
+    fid_from_features,
+    frechet_distance,
+)
 from fastgan.train.config import ConfigError
 from fastgan.train.sampling import latent_inputs, load_generator, resolve_device
 

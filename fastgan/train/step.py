@@ -140,11 +140,13 @@ def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32
     full training step (D step then G step) on the next batch of a device-resident dataset.
 
     images/labels: a uint8 (N, [1,] 28, 28) dataset and its (N,) labels (labels may be left out
-    for an unconditional model); default, a random synthetic one (the step's cost does not depend on the pixels). cuda_graph: None means
+    for an unconditional model); default, a random synthetic one (the step's cost does not depend on
+    the pixels). cuda_graph: None means
     "on CUDA, yes". precision: "fp32", or "bf16" for the forward passes under bfloat16
     autocast (see train_step). channels_last: convolution weights (and so the DCGAN's
     activations) in channels_last memory format (see to_layout). fused_adam: fastgan.optim.Adam
-    or torch.optim.Adam (default: see make_optimizers). The callable has .G, .D, .opt_g, .opt_d and .batches attributes.
+    or torch.optim.Adam (default: see make_optimizers). The callable has .G, .D, .opt_g, .opt_d and
+    .batches (the DeviceLoader) attributes.
     """
     device = torch.device(device)
     amp_dtype(precision)
