@@ -4,8 +4,10 @@ import argparse
 import operator
 
 MAX_SEED = 2**63 - 2  # torch takes 64-bit seeds; the trainer's data order uses seed + 1
-EXIT_USAGE = 2         # bad input: a one-line message on stderr
+EXIT_FAILED = 1         # the work failed (training diverged)
+EXIT_USAGE = 2          # bad input: a one-line message on stderr
 EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_TERMINATED = 143   # SIGTERM
 
 
 def _integer(text):

@@ -2,13 +2,47 @@
 is renamed over it (os.replace: atomic on one file system) only when writing succeeded; on any
 error the temporary is removed and an existing target is left as it was."""
 import contextlib
+import errno
 import os
+import re
+
+_TEMP = re.compile(r"^\..+\.tmp(\d+)$")   # temp_path's names: .NAME.tmpPID
 
 
 def temp_path(path):
     """A temporary name beside `path` (same folder, so the rename does not cross file systems)."""
     d, base = os.path.split(os.path.abspath(path))
     return os.path.join(d, f".{base}.tmp{os.getpid()}")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(folder):
+    """Removes the temporary files (temp_path's names) that processes which no longer run left in
+    `folder` (a kill -9 in the middle of a write); returns their names. A live writer's are kept."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        m = _TEMP.match(name)
+        path = os.path.join(folder, name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))) and os.path.isfile(path):
+            try:
+                os.remove(path)
+                removed.append(name)
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def output_problem(path, folder=False):
@@ -41,6 +75,10 @@ def atomic_target(path):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:   # name the file the user asked for, never the temporary
+        if exc.filename in (None, tmp) and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -60,5 +98,23 @@ def atomic_torch_save(obj, path):
     # torch.save given a file name writes from C++; given a Python file, a Ctrl-C can land inside
     # one of its writes and torch then raises its own error over the KeyboardInterrupt
     with atomic_target(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:   # C++'s "iostream error" says nothing of why: ask the OS
+            raise _write_error(tmp, exc) from None
     return path
+
+
+def _write_error(tmp, exc):
+    """The OSError behind a failed C++ write into tmp (a full disk: ENOSPC), found by writing a
+    little more with Python; an EIO naming torch's message when that succeeds."""
+    try:
+        with open(tmp, "ab") as f:
+            f.write(b"\0" * (1 << 16))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as probe:
+        if probe.errno is not None:
+            return OSError(probe.errno, probe.strerror, tmp)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return OSError(errno.EIO, f"could not be written ({first})", tmp)

@@ -8,13 +8,17 @@
     fastgan info
 
 Bad input (unknown names, missing data, impossible options, unreadable checkpoints) prints
-one line on stderr and exits with code 2; Ctrl-C exits with 130.
+one line on stderr and exits with code 2; a run that diverged (non-finite losses) exits with 1;
+Ctrl-C exits with 130 and SIGTERM with 143, both after the write in flight has landed.
 """
 import argparse
 import dataclasses
+import signal
 import sys
+import threading
 
-from fastgan._argtypes import EXIT_INTERRUPTED, EXIT_USAGE, output, positive_int, seed, widths
+from fastgan._argtypes import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, output, positive_int,
+                               seed, widths)
 from fastgan._options import CHOICES
 
 S = argparse.SUPPRESS   # train options the user did not give stay out of the namespace (see cmd_train)
@@ -93,6 +97,11 @@ def build_parser():
                         "at the end, into the log, history.csv and losses.png (default: 0, off)")
     t.add_argument("--eval-n", type=int, default=S,
                    help=f"images per evaluation (default: {default['eval_n']})")
+    t.add_argument("--stop-on-nan", action=argparse.BooleanOptionalAction, default=S,
+                   help="end the run (exit 1) when the losses stop being finite numbers, keeping the last "
+                        "finite checkpoint (default); --no-stop-on-nan warns once and trains on")
+    t.add_argument("--allow-changed-data", action="store_true",
+                   help="with --resume: go on although the data is not what the checkpoint was trained on")
 
     s = sub.add_parser("sample", help="draw a grid of samples from a checkpoint")
     s.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
@@ -147,13 +156,14 @@ def cmd_bench(args):
 def cmd_train(args):
     from fastgan.train import ConfigError, TrainConfig, Trainer
 
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "overwrite")}
+    given = {k: v for k, v in vars(args).items()
+             if k not in ("command", "resume", "overwrite", "allow_changed_data")}
     if given.get("optimizer") == "rmsprop" and "lr" in given:   # rather than ignore it
         raise ConfigError("--lr is Adam's learning rate; with --optimizer rmsprop give --lr-d and --lr-g "
                           "(default 8e-4 and 4e-4, the Keras recipe)")
     cfg = TrainConfig(**given)   # (out default: runs/MODEL-DATASET)
     trainer = Trainer(cfg, resume=args.resume, explicit=set(given) - {"out"}, overwrite=args.overwrite,
-                      make_evaluator=_evaluator)
+                      make_evaluator=_evaluator, allow_changed_data=args.allow_changed_data)
     print(f"fastgan train: {trainer.cfg.model} on {trainer.cfg.dataset} "
           f"({trainer.loader.num_samples} images), {trainer.total_steps} steps of "
           f"{trainer.cfg.batch_size} on {trainer.device}, backend {trainer.cfg.backend}, "
@@ -221,28 +231,53 @@ def cmd_info(args):
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a run ends as on Ctrl-C: the write in flight
+    lands, and the resume hint is printed."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None):
+    try:
+        return _main(argv)
+    except Terminated:
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:   # also while the heavy modules load
+        return EXIT_INTERRUPTED
+
+
+def _main(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "bench" and args.what is None:
         parser.bench_parser.error("choose a benchmark: ops, train or quality")
     from fastgan.data import DatasetError
     from fastgan.models import ModelError
-    from fastgan.train import CheckpointError, ConfigError
+    from fastgan.train.config import CheckpointError, ConfigError, DivergedError
 
     commands = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "bench": cmd_bench,
                 "eval": cmd_eval}
+    handler = None
+    if args.command == "train" and threading.current_thread() is threading.main_thread():
+        handler = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return commands[args.command](args)
     except (ConfigError, CheckpointError, DatasetError, ModelError) as exc:
         print(f"fastgan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as exc:  # e.g. an --out folder that cannot be written
+    except DivergedError as exc:
+        print(f"fastgan {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:  # e.g. an --out folder that cannot be written, a full disk
         name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
         print(f"fastgan {args.command}: error:{name} {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

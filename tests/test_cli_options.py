@@ -21,7 +21,7 @@ def test_every_train_option_reaches_the_config_field_of_its_name():
     for action in _train_parser()._actions:
         for option in action.option_strings:
             if option.startswith("--") and not option.startswith("--no-") and option not in (
-                    "--help", "--resume", "--overwrite"):
+                    "--help", "--resume", "--overwrite", "--allow-changed-data"):
                 assert action.dest == option[2:].replace("-", "_") and action.dest in fields, (option, action.dest)
 
 

@@ -11,6 +11,7 @@ from fastgan.data.datasets import (
                                    MD5,
                                    MIRRORS,
                                    check_name,
+                                   dataset_hash,
                                    fetch,
                                    find_files,
                                    load_dataset,
@@ -21,6 +22,6 @@ from fastgan.data.datasets import (
 from fastgan.data.idx import DatasetError, read_idx, read_images_labels, write_idx
 from fastgan.data.loader import DeviceLoader
 
-__all__ = ["DATASETS", "MD5", "MIRRORS", "DatasetError", "DeviceLoader", "check_name", "fetch",
+__all__ = ["DATASETS", "MD5", "MIRRORS", "DatasetError", "DeviceLoader", "check_name", "dataset_hash", "fetch",
            "find_files", "load_dataset", "load_idx_dataset", "load_mnist_5k", "read_idx",
            "read_images_labels", "resolve_data_dir", "write_idx"]

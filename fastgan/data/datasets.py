@@ -55,6 +55,16 @@ FINGERPRINTS = {
 PRETTY = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "mnist-5k": "mnist-5k"}
 
 
+def dataset_hash(images, labels):
+    """sha256 of the dataset's uint8 images and int64 labels (shapes included)."""
+    h = hashlib.sha256()
+    for t in (images, labels):
+        t = t.contiguous().cpu()
+        h.update(repr((str(t.dtype), tuple(t.shape))).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
 def check_name(name):
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

@@ -23,7 +23,7 @@ from torch import nn
 
 from fastgan._files import atomic_torch_save
 from fastgan._options import NUM_CLASSES
-from fastgan.data import load_dataset
+from fastgan.data import dataset_hash, load_dataset
 
 FORMAT = "fastgan-classifier"
 VERSION = 1
@@ -78,16 +78,6 @@ def to_input(images):
     if images.dim() == 3:
         images = images.unsqueeze(1)
     return images.float().div(127.5).sub(1.0)
-
-
-def dataset_hash(images, labels):
-    """sha256 of the dataset's uint8 images and int64 labels (shapes included)."""
-    h = hashlib.sha256()
-    for t in (images, labels):
-        t = t.contiguous().cpu()
-        h.update(repr((str(t.dtype), tuple(t.shape))).encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 def split(name, data_dir=None):

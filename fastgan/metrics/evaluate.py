@@ -1,4 +1,5 @@
 """evaluate(checkpoint): sample quality of a fastgan checkpoint, measured by the classifier."""
+import math
 import time
 
 import torch
@@ -81,10 +82,12 @@ class Evaluator:
         try:
             # batch by batch: memory does not grow with n
             for images, labels in generate_batches(G, cfg, n, seed, self.device, self.batch_size):
-                nonfinite += int((~torch.isfinite(images)).flatten(1).any(1).sum())
+                finite = torch.isfinite(images).flatten(1).all(1).cpu()
+                nonfinite += int((~finite).sum())
                 features, probs = classify(self.model, images, self.batch_size)
-                stats.update(features)
-                scores.update(probs, labels)
+                stats.update(features)   # a non-finite image makes the FID nan (and is counted)
+                # the class scores of the images that are images: a NaN image is no digit 0
+                scores.update(probs[finite], labels[finite] if labels is not None else None)
         finally:
             G.train(was_training)
         hist = scores.histogram()
@@ -92,7 +95,7 @@ class Evaluator:
             "fid": frechet_distance(*stats.stats(), *self.real_stats),
             "inception_score": scores.inception_score(),
             "class_histogram": hist,
-            "class_entropy": entropy_bits(hist),
+            "class_entropy": entropy_bits(hist) if sum(hist) else math.nan,
             "label_accuracy": scores.label_accuracy() if cfg.model in CONDITIONAL else None,
             "nonfinite_images": nonfinite,   # a diverged G: its fid is nan, not an error
         }
@@ -125,7 +128,8 @@ def evaluate(checkpoint, n=10000, device="cpu", data_dir=None, cache_dir=None, s
       fid_real          the same distance from n real training images (all, if fewer) to the
                         test images: the floor a perfect generator reaches
       inception_score   classifier Inception Score (1 to 10)
-      class_histogram   predicted digits of the generated images (10 counts)
+      class_histogram   predicted digits of the generated images (10 counts; images with a
+                        non-finite pixel are left out of it, and of the scores below)
       class_entropy     entropy of that histogram in bits (max log2 10 = 3.32; low: mode collapse)
       label_accuracy    conditional models: the fraction classified as the requested label
                         (None for unconditional models)

@@ -110,7 +110,9 @@ class ClassScores:
         self.n += p.shape[0]
 
     def inception_score(self):
-        """exp(E_x KL(p(y|x) || p(y))) = exp(E_x sum p log p - sum p(y) log p(y))."""
+        """exp(E_x KL(p(y|x) || p(y))) = exp(E_x sum p log p - sum p(y) log p(y)); nan of no images."""
+        if not self.n:
+            return math.nan
         py = self.sum_p / self.n
         return math.exp(self.sum_plogp / self.n - (py * py.log()).sum().item())
 
@@ -118,7 +120,7 @@ class ClassScores:
         return self.counts.tolist()
 
     def label_accuracy(self):
-        return self.correct / self.n
+        return self.correct / self.n if self.n else math.nan
 
 
 def inception_score(probs):

@@ -2,6 +2,7 @@
 not: a torch file with the wrong content is a CheckpointError naming the field (no traceback
 later in sample or --resume), torch's read errors without its weights_only=False advice, and
 load_state_dict's errors compacted to a few lines."""
+import math
 import re
 import typing
 
@@ -72,6 +73,13 @@ def check_content(path, state):
                     or not all(isinstance(g, dict) for g in opt["param_groups"]):
                 raise bad(name, "an optimizer state must hold a 'state' dict and a "
                                 "'param_groups' list of dicts")
+            for i, group in enumerate(opt["param_groups"]):
+                problem = _group_problem(group)
+                if problem:
+                    raise bad(name, f"param_groups[{i}]: {problem}")
+            for key, s in opt["state"].items():
+                if not isinstance(s, dict) or not all(isinstance(v, (torch.Tensor, int, float)) for v in s.values()):
+                    raise bad(name, f"the state of parameter {key!r} must be a dict of tensors and numbers")
     if "history" in state:
         h = state["history"]
         if not isinstance(h, torch.Tensor) or h.dim() != 2 or h.shape[1] != 2:
@@ -97,6 +105,39 @@ def check_content(path, state):
                 isinstance(e, dict) and isinstance(e.get("step"), int) and not isinstance(e["step"], bool)
                 for e in evals):
             raise bad("evals", "must be a list of dicts, each with an integer 'step'")
+        for i, e in enumerate(evals):
+            for key in EVAL_NUMBERS:
+                v = e.get(key)
+                if not _number(v) and not (v is None and key == "label_accuracy"):
+                    raise bad("evals", f"evals[{i}][{key!r}] must be a number, got {_describe(v)}")
+    if "data_sha256" in state:
+        h = state["data_sha256"]
+        if not isinstance(h, str) or not re.fullmatch(r"[0-9a-f]{64}", h):
+            raise bad("data_sha256", f"must be a sha256 in hex, got {_describe(h)}")
+
+
+EVAL_NUMBERS = ("train_seconds", "fid", "inception_score", "class_entropy", "label_accuracy")
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _group_problem(group):
+    """What is wrong with an optimizer's param group's settings (a NaN lr...), or None."""
+    for key in ("lr", "eps", "weight_decay", "alpha", "momentum"):
+        if key in group:
+            v = group[key]
+            low_ok = key in ("weight_decay", "momentum")   # these may be 0
+            if not _number(v) or not math.isfinite(v) or v < 0 or (v == 0 and not low_ok):
+                return f"{key} must be a {'non-negative' if low_ok else 'positive'} number, got {_describe(v)}"
+    if "betas" in group:
+        b = group["betas"]
+        if not (isinstance(b, (list, tuple)) and len(b) == 2 and all(_number(x) and 0 <= x < 1 for x in b)):
+            return f"betas must be two numbers in [0, 1), got {_describe(b)}"
+    if not isinstance(group.get("params"), list) or not all(isinstance(p, int) for p in group["params"]):
+        return "params must be a list of parameter indices"
+    return None
 
 
 def _check_tensor_dict(value, bad):
@@ -107,6 +148,11 @@ def _check_tensor_dict(value, bad):
             raise bad(f"the weights must be named by strings, got the key {key!r}")
         if not isinstance(tensor, torch.Tensor):
             raise bad(f"{key!r} must be a tensor, got {_describe(tensor)}")
+        # float32 weights and int64 batch counters, as the trainer writes them: anything else
+        # would be cast silently by load_state_dict (a complex weight to its real part)
+        want = torch.int64 if key.endswith("num_batches_tracked") else torch.float32
+        if tensor.dtype != want:
+            raise bad(f"{key!r} must be a {want} tensor, got {_describe(tensor)}")
 
 
 def _describe(value):

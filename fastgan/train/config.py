@@ -73,6 +73,10 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the run."""
 
 
+class DivergedError(RuntimeError):
+    """Training diverged: its losses (or weights) are no longer finite numbers (--stop-on-nan)."""
+
+
 @dataclass
 class TrainConfig:
     model: str = CHOICES["model"].default
@@ -110,12 +114,13 @@ class TrainConfig:
     progress: bool = True
     eval_every: int = 0                   # steps between sample-quality evaluations (0: never)
     eval_n: int = 2000                    # generated images per evaluation
+    stop_on_nan: bool = True              # non-finite losses end the run (keeping the last finite checkpoint)
     extra: dict = field(default_factory=dict)
 
     # options that may change when a run is resumed; the rest must match the checkpoint
     RESUMABLE = ("epochs", "steps", "device", "data_dir", "download", "checkpoint_every",
                  "log_every", "tensorboard", "progress", "out", "cuda_graph", "compile", "channels_last",
-                 "eval_every", "eval_n")
+                 "eval_every", "eval_n", "stop_on_nan")
 
     def __post_init__(self):
         if self.out is None:

@@ -6,13 +6,59 @@ import os
 import shutil
 import time
 
-from fastgan._files import atomic_write
+try:
+    import fcntl
+except ImportError:   # Windows: no advisory locks; one run per folder is then the user's care
+    fcntl = None
+
+from fastgan._files import atomic_write, remove_stale_temps
 from fastgan.train.checkpoint import save_checkpoint
+from fastgan.train.config import ConfigError
 from fastgan.train.images import plot_losses, save_grid, write_history
 
 CHECKPOINT = "checkpoint.pt"
 PLOT_EVERY_S = 10.0   # losses.png is redrawn at most this often (and at the end of a run)
 RUN_FILES = (CHECKPOINT, "config.json", "train.log", "history.csv", "losses.png", "samples.png")
+LOCK = ".fastgan-train.lock"   # held (flock) by the run that writes the folder, with its PID inside
+
+
+class FolderLock:
+    """One run per folder: an OS file lock on OUT/.fastgan-train.lock, held while a run writes
+    there. The OS releases it when the process ends, however it ends (kill -9 too), so a crashed
+    run never blocks the next one; the file itself stays, holding the last holder's PID."""
+
+    def __init__(self, out):
+        self.out = out
+        self.path = os.path.join(out, LOCK)
+        self._fd = None
+
+    def check(self):
+        """ConfigError naming the PID of a run that holds the folder now (nothing is made)."""
+        if os.path.isfile(self.path) and self._fd is None:
+            self.acquire()
+            self.release()
+
+    def acquire(self):
+        if fcntl is None or self._fd is not None:
+            return
+        os.makedirs(self.out, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(f"--out {self.out} is in use by another fastgan train (PID {holder}): wait for "
+                              "it to end, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self):
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
 
 class RunFolder:
@@ -28,6 +74,10 @@ class RunFolder:
         self.checkpoint_step = None   # the step of the last checkpoint written (or read)
         self._csv_written = (0, 0)    # (rows, evaluations) history.csv holds from this process
         self._plotted = None          # when losses.png was last drawn (perf_counter)
+
+    def remove_stale_temps(self):
+        """The temporary files of writes that a killed run left behind (see fastgan._files)."""
+        return remove_stale_temps(self.out) + remove_stale_temps(os.path.join(self.out, "samples"))
 
     def clear(self):
         """--overwrite: removes the outputs of the run that was here (only what a run writes)."""

@@ -16,12 +16,13 @@ import torch
 
 from fastgan._files import output_problem
 from fastgan._options import CONDITIONAL
-from fastgan.data import DeviceLoader, load_dataset, resolve_data_dir
+from fastgan.data import DeviceLoader, dataset_hash, load_dataset, resolve_data_dir
 from fastgan.train.background import BackgroundWriter, cpu_copy
 from fastgan.train.checkpoint import load_checkpoint, load_module_state
-from fastgan.train.config import DEFAULT_EPOCHS, CheckpointError, ConfigError, TrainConfig, field_types
+from fastgan.train.config import (DEFAULT_EPOCHS, CheckpointError, ConfigError, DivergedError, TrainConfig,
+                                  field_types)
 from fastgan.train.images import make_grid
-from fastgan.train.outputs import CHECKPOINT, RunFolder
+from fastgan.train.outputs import CHECKPOINT, FolderLock, RunFolder
 from fastgan.train.sampling import build_models, fixed_inputs, noise, resolve_device
 from fastgan.train.step import build_step, make_optimizers, to_layout
 
@@ -31,19 +32,28 @@ class Trainer:
     losses.png, train.log, config.json (and tb/ with tensorboard)."""
 
     def __init__(self, cfg, resume=False, explicit=None, log=None, evaluator=None, overwrite=False,
-                 make_evaluator=None):
+                 make_evaluator=None, allow_changed_data=False):
         """resume: continue the run in cfg.out from its checkpoint, with the options named in
         `explicit` taken from cfg (only TrainConfig.RESUMABLE ones may differ from the
         checkpoint's); explicit None: every option (cfg is the run's whole configuration).
         Without resume, a folder that already holds a run (checkpoint.pt) is refused unless
         overwrite, which removes that run's outputs when fit() starts. --eval-every measures G
         with `evaluator` (a fastgan.metrics.Evaluator), or with make_evaluator(cfg, device)'s,
-        made when fit() starts (the trainer does not import the metrics)."""
+        made when fit() starts (the trainer does not import the metrics). A resumed run must
+        find the data it was trained on (the checkpoint keeps its sha256) unless
+        allow_changed_data. While fit() runs it holds an OS lock on cfg.out: a second run
+        there is refused, naming the first one's PID."""
         self.log_stream = log or sys.stdout
         cfg.normalize()
         problem = output_problem(cfg.out, folder=True)
         if problem:   # before any work: the first output is written after an epoch
             raise ConfigError(f"--out {problem}")
+        try:   # config.json, train.log and the messages name it
+            cfg.out.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"--out {cfg.out!r} is not valid UTF-8: give a folder name that is") from None
+        self.lock = FolderLock(cfg.out)
+        self.lock.check()   # a run in progress there: refused before any work
         checkpoint_path = os.path.join(cfg.out, CHECKPOINT)
         self.overwrite = bool(overwrite) and not resume
         if not resume and not overwrite and os.path.exists(checkpoint_path):
@@ -61,6 +71,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
 
         images, labels = load_dataset(cfg.dataset, cfg.data_dir, train=True, download=cfg.download)
+        self.data_sha256 = dataset_hash(images, labels)
+        self.allow_changed_data = bool(allow_changed_data)
         # the folder it read, kept absolute in the checkpoint: eval and --resume find it from anywhere
         cfg.data_dir = resolve_data_dir(cfg.dataset, cfg.data_dir, cfg.download)
         torch.manual_seed(cfg.seed)
@@ -157,7 +169,7 @@ class Trainer:
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "rng": rng, "history": self.history.clone(),
                 "train_seconds": self.train_seconds, "evals": [dict(e) for e in self.evals],
-                "fastgan_version": _version()}
+                "data_sha256": self.data_sha256, "fastgan_version": _version()}
 
     def save(self):
         """Writes the checkpoint now (waits for it)."""
@@ -169,25 +181,47 @@ class Trainer:
         if missing:   # load_checkpoint asks only for what sampling needs
             raise CheckpointError(f"{self.checkpoint_path} cannot be resumed: it holds no "
                                   f"{', '.join(missing)} (fastgan sample can still read it)")
+        saved = ckpt.get("data_sha256")
+        if saved is not None and saved != self.data_sha256 and not self.allow_changed_data:
+            where = f" in {self.cfg.data_dir}" if self.cfg.data_dir else ""
+            raise CheckpointError(f"--resume: the {self.cfg.dataset} data{where} is not what {self.checkpoint_path} "
+                                  f"was trained on (sha256 {self.data_sha256[:12]}... against {saved[:12]}...); "
+                                  "--allow-changed-data resumes on it anyway")
         load_module_state(self.G, ckpt["generator"], self.checkpoint_path, f"{self.cfg.model} generator")
         load_module_state(self.D, ckpt["discriminator"], self.checkpoint_path, f"{self.cfg.model} discriminator")
         try:
             self.opt_g.load_state_dict(ckpt["opt_g"])
             self.opt_d.load_state_dict(ckpt["opt_d"])
-        except (RuntimeError, KeyError, ValueError) as exc:
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{self.checkpoint_path} does not fit model {self.cfg.model}: "
                                   f"{str(exc).splitlines()[0]}") from None
+        for name, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            _check_optimizer_state(opt, lambda m, name=name: CheckpointError(
+                f"{self.checkpoint_path}: bad {name} in checkpoint: {m}"))
         self.step = int(ckpt["step"])
         history = ckpt["history"].to(torch.float64)[: self.step]
-        if len(history) < self.step:  # a checkpoint written between loss syncs: those losses are unknown
-            history = torch.cat([history, torch.full((self.step - len(history), 2), math.nan,
-                                                     dtype=torch.float64)])
+        missing = self.step - len(history)
+        if missing > self.cfg.log_every:   # a step no history could reach (1e12: an allocator crash)
+            raise CheckpointError(f"{self.checkpoint_path}: bad history in checkpoint: {len(history)} losses "
+                                  f"for step {self.step} (a checkpoint lacks at most the {self.cfg.log_every} "
+                                  "since its last loss sync)")
+        if missing > 0:   # written between loss syncs: those losses are unknown
+            history = torch.cat([history, torch.full((missing, 2), math.nan, dtype=torch.float64)])
         self.history = history
         self.train_seconds = float(ckpt.get("train_seconds", 0.0))
         self.evals = [dict(e) for e in ckpt.get("evals", []) if e["step"] <= self.step]
         rng = ckpt["rng"]
+        same_device = rng.get("device") == self.device.type
+        for key, device in (("torch", "cpu"), ("noise", self.device), ("epoch", self.device), ("cuda", self.device)):
+            if key in rng and (key == "torch" or same_device):   # before any state is set
+                try:
+                    torch.Generator(device=device).set_state(rng[key])
+                except RuntimeError as exc:
+                    raise CheckpointError(f"{self.checkpoint_path}: bad rng in checkpoint: rng[{key!r}] is not a "
+                                          f"{torch.device(device).type} generator's state "
+                                          f"({str(exc).splitlines()[0]})") from None
         torch.set_rng_state(rng["torch"])
-        if rng.get("device") == self.device.type:
+        if same_device:
             self.noise_gen.set_state(rng["noise"])
             self.loader.generator.set_state(rng["epoch"])
             self.epoch_rng = rng["epoch"]
@@ -238,11 +272,20 @@ class Trainer:
                 self.writer.flush()
         if checkpoint:
             state = cpu_copy(self.state_dict())
+            if self.cfg.stop_on_nan and not _finite_weights(state):   # keep the last finite checkpoint
+                raise DivergedError(self._diverged(f"the weights are not finite at step {self.step}"))
         self._files.submit(self.folder.write, epoch_label, final, images, history, evals, state)
 
     # -- the loop ----------------------------------------------------------------------
     def fit(self):
         """Trains to total_steps, writing outputs each epoch. Returns self.history."""
+        self.lock.acquire()   # one run per folder; released however fit() ends
+        try:
+            return self._fit()
+        finally:
+            self.lock.release()
+
+    def _fit(self):
         if not self._start():
             return self.history
         run = _Stretch(self)
@@ -294,10 +337,14 @@ class Trainer:
         if self.overwrite and self.step == 0:
             self.folder.clear()
             self.overwrite = False
-        self.folder.write_config(cfg)   # makes cfg.out
-        if self.step >= self.total_steps:
+        stale = self.folder.remove_stale_temps()
+        if stale:
+            self._print(f"removed {len(stale)} temporary file{'s' * (len(stale) > 1)} that a killed run left "
+                        f"in {cfg.out}", logfile=False)
+        if self.step >= self.total_steps:   # (config.json stays the run's: nothing changes)
             self._print(f"nothing to do: {cfg.out} is at step {self.step} of {self.total_steps}")
             return False
+        self.folder.write_config(cfg)   # makes cfg.out
         if self.step:
             self._print(f"resuming {cfg.out} at step {self.step} (epoch "
                         f"{self.step // self.steps_per_epoch + 1}) of {self.total_steps}")
@@ -309,6 +356,8 @@ class Trainer:
             self._print(f"classifier: {info['path']} (test accuracy {info['test_accuracy']:.2%})")
         self.G.train()
         self.D.train()
+        self._first_step = self.step   # img/s of a resumed epoch counts this process's steps only
+        self._nonfinite_at = None
         return True
 
     def _begin_epoch(self, start):
@@ -331,6 +380,7 @@ class Trainer:
         values = torch.stack(run.pending).to("cpu", torch.float64)
         self.history = torch.cat([self.history, values])
         run.pending.clear()
+        self._check_finite(values)
         rate = run.images_per_second(len(values) * self.cfg.batch_size)
         d, g = values[-1].tolist()
         run.bar.set_postfix_str(f"d_loss={d:.3f} g_loss={g:.3f} {rate:,.0f} img/s")
@@ -339,6 +389,27 @@ class Trainer:
             self.writer.add_scalar("loss/d", d, self.step)
             self.writer.add_scalar("loss/g", g, self.step)
             self.writer.add_scalar("images_per_s", rate, self.step)
+
+    def _check_finite(self, values):
+        """Non-finite losses among the steps just synced: a warning naming the first such step
+        (once), and with --stop-on-nan the end of the run (DivergedError)."""
+        bad = (~torch.isfinite(values)).any(1).nonzero()
+        if not len(bad) or self._nonfinite_at is not None:
+            return
+        self._nonfinite_at = self.step - len(values) + int(bad[0]) + 1
+        d, g = values[int(bad[0])].tolist()
+        what = f"the losses are not finite from step {self._nonfinite_at} (d_loss {d}, g_loss {g})"
+        if self.cfg.stop_on_nan:
+            raise DivergedError(self._diverged(what))
+        self._print(f"warning: {what}: training diverged; going on (--no-stop-on-nan)")
+
+    def _diverged(self, what):
+        kept = (f"the last checkpoint (step {self.checkpoint_step}) is intact in {self.checkpoint_path}"
+                if self.checkpoint_step is not None else "no checkpoint was written")
+        message = (f"training diverged: {what}; {kept}. A lower --lr may help; --no-stop-on-nan "
+                   "trains on regardless")
+        self.folder.log(f"error: {message}")
+        return message
 
     def _report_stop(self, exc):
         """fit() is ending on an exception: the files in flight land first; Ctrl-C says where the
@@ -387,7 +458,7 @@ class Trainer:
         spe = self.steps_per_epoch
         recent = self.history[-(self.step - (epoch - 1) * spe):]
         d, g = recent.mean(0).tolist()
-        steps = self.step - (epoch - 1) * spe
+        steps = self.step - max((epoch - 1) * spe, self._first_step)   # trained in `seconds`
         self._print(f"epoch {epoch}/{self.total_epochs}  step {self.step}/{self.total_steps}  "
                     f"d_loss {d:.4f}  g_loss {g:.4f}  {steps * self.cfg.batch_size / max(seconds, 1e-9):,.0f} img/s  "
                     f"{seconds:.1f}s")
@@ -423,6 +494,23 @@ class _Stretch:
         rate = images / max(now - self.synced, 1e-9)
         self.synced = now
         return rate
+
+
+def _check_optimizer_state(opt, bad):
+    """bad(message) unless each parameter's optimizer state has the parameter's shape and dtype
+    (load_state_dict checks the counts only; a wrong shape would fail inside the first step)."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, v in opt.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.dim() > 0 and (v.shape != p.shape or v.dtype != p.dtype):
+                    raise bad(f"state {key!r} of a parameter of shape {tuple(p.shape)} is a {v.dtype} tensor "
+                              f"of shape {tuple(v.shape)}")
+
+
+def _finite_weights(state):
+    """Whether the generator's and discriminator's tensors in a (CPU) state are all finite."""
+    return all(bool(torch.isfinite(t).all()) for name in ("generator", "discriminator")
+               for t in state[name].values() if t.is_floating_point())
 
 
 def _version():
