@@ -5,6 +5,7 @@ import contextlib
 import errno
 import os
 import re
+import tempfile
 
 _TEMP = re.compile(r"^\..+\.tmp(\d+)$")   # temp_path's names: .NAME.tmpPID
 
@@ -56,11 +57,17 @@ def output_problem(path, folder=False):
             return f"{path} is a file, not a folder"
     elif os.path.isdir(path):
         return f"{path} is a folder, not a file"
-    parent = os.path.dirname(os.path.abspath(path))
+    parent = os.path.abspath(path) if folder and os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):  # missing folders are made; the first existing one must be one
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         return f"{path}: {parent} is a file, not a folder"
+    try:   # a folder we may not write into (permissions, a read-only or special file system)
+        fd, probe = tempfile.mkstemp(prefix=".fastgan-probe-", dir=parent)
+    except OSError as exc:
+        return f"{path}: cannot write into {parent} ({exc.strerror or exc})"
+    os.close(fd)
+    os.remove(probe)
     return None
 
 

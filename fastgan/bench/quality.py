@@ -216,6 +216,8 @@ def main(argv=None):
     p.add_argument("--plot", help="also draw FID against training time into this PNG")
     a = p.parse_args(argv)
     check_output_paths(p, a, ("--json", "--markdown", "--plot"))
+    if a.plot and not a.plot.lower().endswith(".png"):
+        p.error(f"--plot must be a .png file name (the plot is written as PNG), got {a.plot!r}")
     if a.plot and importlib.util.find_spec("matplotlib") is None:
         p.error(f"--plot {a.plot}: needs matplotlib (pip install matplotlib)")
     result = from_json(a, markdown, p, keys=("machine", "dataset", "eval_n", "seeds", "fid_real",

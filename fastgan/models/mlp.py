@@ -1,5 +1,6 @@
 """MLP GANs: the PyTorch tutorial GAN (`mlp`), the Keras one with batch norm (`mlp-bn`) and
 their class-conditional version (`cgan`)."""
+import math
 from collections import OrderedDict
 
 import torch
@@ -32,7 +33,7 @@ class MLPGenerator(nn.Module):
             if batch_norm:
                 layers += bn_act(f"bn{i}", w, None, backend, dims=1, momentum=bn_momentum)
             width = w
-        layers += [("out", nn.Linear(width, int(torch.tensor(img_shape).prod()))), ("tanh", nn.Tanh())]
+        layers += [("out", nn.Linear(width, math.prod(img_shape))), ("tanh", nn.Tanh())]
         self.net = nn.Sequential(OrderedDict(layers))
         init_dcgan(self)
 
@@ -49,7 +50,7 @@ class MLPDiscriminator(nn.Module):
         check_backend(backend)
         self.num_classes, self.img_shape = num_classes, tuple(img_shape)
         self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
-        width = int(torch.tensor(img_shape).prod()) + (embed_dim if num_classes else 0)
+        width = math.prod(img_shape) + (embed_dim if num_classes else 0)
         layers = []
         for i, w in enumerate(widths, 1):
             layers += linear_act(f"fc{i}", width, w, 0.2, backend)

@@ -20,8 +20,11 @@ def read_error(path, exc):
     weights_only=False (wrong for a damaged file, and against fastgan's rule)."""
     text = str(exc).strip()
     head = f"cannot read checkpoint {path}"
+    if isinstance(exc, OSError) and exc.strerror:   # permission denied, an I/O error: not damage
+        return f"{head}: {exc.strerror}"
     if "weights_only" in text and ("False" in text or "will likely succeed" in text):
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        found = (re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+                 or re.search(r"unsupported GLOBAL ([\w.]+) whose module", text))
         if found:
             return (f"{head}: it holds a Python object ({found.group(1)}) that fastgan does not "
                     "load (checkpoints are read with weights_only=True: tensors, numbers, strings, "
@@ -106,9 +109,9 @@ def check_content(path, state):
                 for e in evals):
             raise bad("evals", "must be a list of dicts, each with an integer 'step'")
         for i, e in enumerate(evals):
-            for key in EVAL_NUMBERS:
+            for key in EVAL_NUMBERS:   # (a missing or None value is an empty cell of history.csv)
                 v = e.get(key)
-                if not _number(v) and not (v is None and key == "label_accuracy"):
+                if v is not None and not _number(v):
                     raise bad("evals", f"evals[{i}][{key!r}] must be a number, got {_describe(v)}")
     if "data_sha256" in state:
         h = state["data_sha256"]
@@ -135,7 +138,8 @@ def _group_problem(group):
         b = group["betas"]
         if not (isinstance(b, (list, tuple)) and len(b) == 2 and all(_number(x) and 0 <= x < 1 for x in b)):
             return f"betas must be two numbers in [0, 1), got {_describe(b)}"
-    if not isinstance(group.get("params"), list) or not all(isinstance(p, int) for p in group["params"]):
+    if "params" in group and not (isinstance(group["params"], list)
+                                  and all(isinstance(p, int) and not isinstance(p, bool) for p in group["params"])):
         return "params must be a list of parameter indices"
     return None
 

@@ -3,6 +3,7 @@
 PNGs are written with matplotlib's Agg canvas (no pyplot state, no display needed).
 """
 import csv
+import math
 
 import numpy as np
 import torch
@@ -68,6 +69,10 @@ def read_history(path):
     return torch.tensor([[float(r["d_loss"]), float(r["g_loss"])] for r in rows], dtype=torch.float64)
 
 
+def _or_nan(value):
+    return math.nan if value is None else value
+
+
 def plot_losses(history, path, steps_per_epoch, title="", evals=()):
     """A loss-curve PNG (per step, and smoothed) of the D and G losses; with evals
     (Trainer.evals), a second panel of the classifier FID against the step."""
@@ -103,7 +108,7 @@ def plot_losses(history, path, steps_per_epoch, title="", evals=()):
         ax.legend()
     if evals:
         q = fig.add_subplot(2, 1, 2, sharex=ax)
-        q.plot([e["step"] for e in evals], [e["fid"] for e in evals], "o-", color="tab:green")
+        q.plot([e["step"] for e in evals], [_or_nan(e.get("fid")) for e in evals], "o-", color="tab:green")
         q.set_yscale("log")
         q.set_xlabel("step")
         q.set_ylabel("classifier FID (lower is better)")

@@ -15,7 +15,7 @@ from fastgan._argtypes import MAX_SEED, as_index
 from fastgan._options import CONDITIONAL, NUM_CLASSES
 from fastgan.models import ModelError, build
 from fastgan.train.checkpoint import load_checkpoint, load_module_state
-from fastgan.train.config import ConfigError
+from fastgan.train.config import CheckpointError, ConfigError
 from fastgan.train.images import save_grid
 
 
@@ -35,11 +35,40 @@ def resolve_device(name):
     return device
 
 
-def build_models(cfg, device="cpu"):
-    """(G, D) for a TrainConfig."""
+def memory_bytes(device):
+    """The memory of `device` (a torch.device): a GPU's total, or the machine's physical memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
     try:
-        G, D = build(cfg.model, backend=cfg.backend, latent_dim=cfg.latent_dim, dropout=cfg.dropout,
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):   # not POSIX: no estimate
+        return None
+
+
+def check_fits(what, nbytes, device):
+    """ConfigError when `nbytes` would not fit in the device's memory, before it is allocated (an
+    allocator's traceback otherwise)."""
+    total = memory_bytes(torch.device(device))
+    if total is not None and nbytes > total:
+        raise ConfigError(f"{what} needs about {nbytes / 2**30:,.1f} GiB, more than the {total / 2**30:,.1f} GiB "
+                          f"of {torch.device(device).type} memory here")
+
+
+def build_models(cfg, device="cpu"):
+    """(G, D) for a TrainConfig; refused (ConfigError) if their weights, gradients and Adam's
+    two moments would not fit in the device's memory (counted on the meta device first)."""
+    def make():
+        return build(cfg.model, backend=cfg.backend, latent_dim=cfg.latent_dim, dropout=cfg.dropout,
                      g_widths=cfg.g_widths, d_widths=cfg.d_widths, g_act=cfg.g_act)
+
+    try:
+        with torch.device("meta"):
+            n = sum(p.numel() for net in make() for p in net.parameters())
+        widths = {k: ",".join(map(str, v)) if v else "default" for k, v in (("g", cfg.g_widths), ("d", cfg.d_widths))}
+        check_fits(f"{cfg.model} with --latent-dim {cfg.latent_dim}, --g-widths {widths['g']} and --d-widths "
+                   f"{widths['d']} ({n:,} parameters: float32 weights, gradients and Adam's two moments)",
+                   16 * n, device)
+        G, D = make()
     except ModelError as exc:
         raise ConfigError(str(exc)) from None
     return G.to(device), D.to(device)
@@ -80,7 +109,10 @@ def load_generator(checkpoint, device):
     fastgan.metrics draw from."""
     state = load_checkpoint(checkpoint, map_location=device)
     cfg = state["config"]
-    G, _ = build_models(cfg, device)
+    try:
+        G, _ = build_models(cfg, device)
+    except ConfigError as exc:   # the options are the checkpoint's, not the user's
+        raise CheckpointError(f"{checkpoint}: its config cannot be built here: {exc}") from None
     load_module_state(G, state["generator"], checkpoint, f"{cfg.model} generator")
     return G.eval(), cfg, state
 
@@ -113,6 +145,10 @@ def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"
                               f"holds {cfg.model}")
         if not 0 <= label < NUM_CLASSES:
             raise ConfigError(f"--label must be a digit 0-{NUM_CLASSES - 1}, got {label}")
+    with torch.no_grad():
+        pixels = G(*latent_inputs(cfg, 1, torch.Generator(), device, label=label))[0].numel()
+    # the images, their grid in float and in bytes (the grid is drawn on the CPU)
+    check_fits(f"--n {n}: the grid of {n:,} images", n * pixels * (4 + 4 + 1), "cpu")
     z, labels = latent_inputs(cfg, n, torch.Generator().manual_seed(seed), device, label=label)
     with torch.no_grad():
         images = G(z, labels)
