@@ -17,8 +17,16 @@ import signal
 import sys
 import threading
 
-from fastgan._argtypes import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, output, positive_int,
-                               seed, widths)
+from fastgan._argtypes import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    output,
+    positive_int,
+    seed,
+    widths,
+)
 from fastgan._options import CHOICES
 
 S = argparse.SUPPRESS   # train options the user did not give stay out of the namespace (see cmd_train)

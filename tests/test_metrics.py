@@ -412,6 +412,29 @@ def test_a_diverged_generator_is_measured_not_fatal(runs, tiny):
     assert evaluator(healthy, cfg, 40)["nonfinite_images"] == 0
 
 
+def test_images_that_are_not_finite_are_left_out_of_the_class_scores(runs, tiny):
+    """A NaN image is no digit 0: the histogram and its entropy count the finite images only
+    (the non-finite ones are counted, and make the FID nan)."""
+    G, cfg, _ = metrics.load_generator(str(runs / "mlp" / "checkpoint.pt"), "cpu")
+
+    class HalfNaN(torch.nn.Module):   # every other image diverged
+        def forward(self, z, labels=None):
+            x = G(z, labels).clone()
+            x[::2] = float("nan")
+            return x
+
+    evaluator = metrics.Evaluator("mnist-5k", cache_dir=tiny[2], classifier=TINY_CLF)
+    m = evaluator(HalfNaN(), cfg, 40)
+    healthy = evaluator(G, cfg, 40)
+    assert m["nonfinite_images"] == 20 and sum(m["class_histogram"]) == 20 and math.isnan(m["fid"])
+    assert 0 <= m["class_entropy"] <= math.log2(10) and 1 <= m["inception_score"] <= 10
+    assert sum(healthy["class_histogram"]) == 40
+    with torch.no_grad():
+        next(G.parameters()).fill_(float("nan"))
+    m = evaluator(G, cfg, 40)   # nothing finite: no scores, not a histogram of zeros' entropy
+    assert m["class_histogram"] == [0] * 10 and math.isnan(m["class_entropy"]) and math.isnan(m["inception_score"])
+
+
 def test_a_cache_folder_that_cannot_be_written_warns_and_goes_on(data, tmp_path, monkeypatch):
     def refuse(obj, path):
         raise RuntimeError("[enforce fail at inline_container.cc:747] . open file failed")

@@ -3,7 +3,6 @@ their class-conditional version (`cgan`)."""
 import math
 from collections import OrderedDict
 
-import torch
 from torch import nn
 
 from fastgan._options import G_ACTS

@@ -19,8 +19,7 @@ from fastgan._options import CONDITIONAL
 from fastgan.data import DeviceLoader, dataset_hash, load_dataset, resolve_data_dir
 from fastgan.train.background import BackgroundWriter, cpu_copy
 from fastgan.train.checkpoint import load_checkpoint, load_module_state
-from fastgan.train.config import (DEFAULT_EPOCHS, CheckpointError, ConfigError, DivergedError, TrainConfig,
-                                  field_types)
+from fastgan.train.config import DEFAULT_EPOCHS, CheckpointError, ConfigError, DivergedError, TrainConfig, field_types
 from fastgan.train.images import make_grid
 from fastgan.train.outputs import CHECKPOINT, FolderLock, RunFolder
 from fastgan.train.sampling import build_models, fixed_inputs, noise, resolve_device
