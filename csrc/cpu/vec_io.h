@@ -38,13 +38,6 @@ struct VecIO<scalar_t, std::enable_if_t<at::vec::is_reduced_floating_point_v<sca
   }
 };
 
-// Vector form of a select on v > 0 (bias_act::gain and friends, lane by lane).
-template <typename T>
-inline Vectorized<T> select_pos(const Vectorized<T>& v, const Vectorized<T>& if_pos,
-                                const Vectorized<T>& otherwise) {
-  return Vectorized<T>::blendv(otherwise, if_pos, v > Vectorized<T>(T(0)));
-}
-
 // The sum of a vector's lanes, in lane order (deterministic).
 template <typename T>
 inline T sum_lanes(const Vectorized<T>& v) {
