@@ -1,7 +1,9 @@
 // batch_norm (+ LeakyReLU): y = act((x - mean) * invstd * weight + bias), statistics per
 // channel (dim 1) over every other dim.
-// The math here is what both the CPU and the CUDA kernels run (the CPU's vector loops are the
-// same formulas lane by lane), so the CPU tests exercise the GPU's formulas.
+// The math here is what both the CPU and the CUDA kernels run: the per-element functions are
+// templates that the CUDA kernels and the CPU's scalar tails call with T = float/double and the
+// CPU's vector loops with T = at::vec::Vectorized (common.h's lane-wise primitives), so the CPU
+// tests exercise the GPU's formulas.
 //
 // Statistics are shifted sums: each channel subtracts an estimate of its mean, s = the mean
 // of its first few values (channel_shift), before summing (x - s) and (x - s)^2 in acc_t. The
@@ -46,12 +48,52 @@ FASTGAN_HD acc channel_shift(const scalar_t* x, int64_t c, int64_t outer, int64_
 // the negative slope).
 template <typename T>
 FASTGAN_HD T gain(T z, T neg_gain) {
-  return z > T(0) ? T(1) : neg_gain;
+  return where(z > T(0), T(1), neg_gain);
 }
 
 template <typename T>
 FASTGAN_HD T act(T z, T neg_gain) {
   return z * gain(z, neg_gain);
+}
+
+// The elementwise steps, one value (or vector of values) at a time, with the channel's
+// coefficients (kShift ... kK3 above) as arguments.
+// Forward sums: s1 += d, s2 += d^2 (fused), d = x - shift.
+template <typename T>
+FASTGAN_HD void add_sums(T x, T shift, T& s1, T& s2) {
+  const T d = x - shift;
+  s1 += d;
+  s2 = fma_(d, d, s2);
+}
+
+// Forward output: act((x - shift) * scale + offset).
+template <typename T>
+FASTGAN_HD T forward(T x, T shift, T scale, T offset, T neg_gain) {
+  return act((x - shift) * scale + offset, neg_gain);
+}
+
+// Backward: dz = dy * gain(z), z = xm * zscale + zoffset the pre-activation, xm = x - mean.
+template <typename T>
+FASTGAN_HD T grad_z(T xm, T dy, T zscale, T zoffset, T neg_gain) {
+  return dy * gain(xm * zscale + zoffset, neg_gain);
+}
+
+// Backward sums: sa += dz, sb += dz * xm (fused).
+template <typename T>
+FASTGAN_HD void add_grad_sums(T x, T dy, T mean, T zscale, T zoffset, T neg_gain, T& sa, T& sb) {
+  const T xm = x - mean;
+  const T dz = grad_z(xm, dy, zscale, zoffset, neg_gain);
+  sa += dz;
+  sb = fma_(dz, xm, sb);
+}
+
+// Backward output: dx = k1 * dz + k2 * xm + k3, as two fused steps. (Written k1 * dz + k2 * xm + k3,
+// the compiler fused one of the two products, which one depending on the code around it: the
+// vector loop and its scalar tail did not always round alike.)
+template <typename T>
+FASTGAN_HD T grad_x(T x, T dy, T mean, T zscale, T zoffset, T neg_gain, T k1, T k2, T k3) {
+  const T xm = x - mean;
+  return fma_(k1, grad_z(xm, dy, zscale, zoffset, neg_gain), fma_(k2, xm, k3));
 }
 
 // Forward finalize of one channel from its shifted sums s1 = sum(x - s), s2 = sum((x - s)^2)

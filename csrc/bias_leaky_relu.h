@@ -1,6 +1,8 @@
 // bias_leaky_relu: y = leaky_relu(x + bias, slope) * scale.
-// The math here is what both the CPU and the CUDA kernels run (the CPU's vector loop is
-// the same formula lane by lane), so the CPU tests exercise the GPU's formulas.
+// The math here is what both the CPU and the CUDA kernels run: each function is one template
+// that the CUDA kernels and the CPU's scalar tails call with T = float/double and the CPU's
+// vector loops with T = at::vec::Vectorized (common.h's lane-wise primitives), so the CPU tests
+// exercise the GPU's formulas.
 #pragma once
 
 #include <limits>
@@ -13,7 +15,7 @@ namespace bias_act {
 // The slope of the activation at pre-activation v, times scale.
 template <typename T>
 FASTGAN_HD T gain(T v, T pos_gain, T neg_gain) {
-  return v > T(0) ? pos_gain : neg_gain;
+  return where(v > T(0), pos_gain, neg_gain);
 }
 
 // The floor of a positive output of type out_t, in T. A positive v is stored as at least this:
@@ -23,21 +25,21 @@ FASTGAN_HD T gain(T v, T pos_gain, T neg_gain) {
 // float); for float32, bfloat16 and float64 the smallest normal number, since a subnormal y
 // would read as 0 with flush-to-zero on (torch.set_flush_denormal). Moving such an output up to
 // the floor is far below any value the activations carry.
+// (T: out_t's acc type, or a vector of it.)
 template <typename out_t, typename T>
 FASTGAN_HD T tiny() {
   if constexpr (std::is_same_v<out_t, c10::Half>) {
-    return T(std::numeric_limits<out_t>::denorm_min());
+    return T(acc_t<out_t>(std::numeric_limits<out_t>::denorm_min()));
   } else {
-    return T(std::numeric_limits<out_t>::min());
+    return T(acc_t<out_t>(std::numeric_limits<out_t>::min()));
   }
 }
 
-// y stored as out_t (scalar_t; its acc type T computes it).
+// y stored as out_t (scalar_t; its acc type T computes it). A NaN v is not > 0: v * neg_gain.
 template <typename out_t, typename T>
 FASTGAN_HD T forward(T v, T pos_gain, T neg_gain) {
-  if (!(v > T(0))) return v * neg_gain;
-  const T y = v * pos_gain;
-  return y < tiny<out_t, T>() ? tiny<out_t, T>() : y;
+  const T y = v * pos_gain, lo = tiny<out_t, T>();
+  return where(v > T(0), where(y < lo, lo, y), v * neg_gain);
 }
 
 // dL/dv from dL/dy and the saved output y: with scale > 0, slope >= 0 and forward's floor,

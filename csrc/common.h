@@ -21,6 +21,59 @@ namespace fastgan {
 template <typename scalar_t>
 using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
+// Lane-wise primitives of the shared math (csrc/*.h): each formula there is one template over T,
+// and these are the only steps that are spelled twice. T is a float or double on the device and
+// on the host (the CUDA kernels, the CPU kernels' scalar tails); the CPU kernels' vector loops run
+// the same templates with T = at::vec::Vectorized<float or double>, whose forms are VecMath<T> in
+// cpu/vec_io.h (host code only: nvcc never sees them). Each vector form is the scalar one lane by
+// lane (NaN and -0.0 included); exp_ and log1p_ are SLEEF's where libm's are the scalars'.
+template <typename T>
+struct VecMath;  // cpu/vec_io.h: the at::vec::Vectorized forms
+
+// cond ? a : b, lane by lane; cond is a bool, or for vectors a comparison's lane mask.
+template <typename M, typename T>
+FASTGAN_HD T where(const M& cond, T a, T b) {
+  if constexpr (std::is_floating_point_v<T>) return cond ? a : b;
+  else return VecMath<T>::where(cond, a, b);
+}
+
+// a * b + c in one rounding where at::vec's fmadd is fused (AVX2/AVX512 builds, and CUDA's fma),
+// else two, like the generic at::vec::fmadd: the scalar tail rounds as the vector body does.
+template <typename T>
+FASTGAN_HD T fma_(T a, T b, T c) {
+  if constexpr (!std::is_floating_point_v<T>) {
+    return VecMath<T>::fma(a, b, c);
+  } else {
+#if defined(__CUDA_ARCH__) || defined(__FMA__)
+    if constexpr (std::is_same_v<T, float>) return ::fmaf(a, b, c);
+    else return ::fma(a, b, c);
+#else
+    return a * b + c;
+#endif
+  }
+}
+
+template <typename T>
+FASTGAN_HD T abs_(T v) {
+  if constexpr (std::is_same_v<T, float>) return ::fabsf(v);
+  else if constexpr (std::is_same_v<T, double>) return ::fabs(v);
+  else return VecMath<T>::abs(v);
+}
+
+template <typename T>
+FASTGAN_HD T exp_(T v) {
+  if constexpr (std::is_same_v<T, float>) return ::expf(v);
+  else if constexpr (std::is_same_v<T, double>) return ::exp(v);
+  else return VecMath<T>::exp(v);
+}
+
+template <typename T>
+FASTGAN_HD T log1p_(T v) {
+  if constexpr (std::is_same_v<T, float>) return ::log1pf(v);
+  else if constexpr (std::is_same_v<T, double>) return ::log1p(v);
+  else return VecMath<T>::log1p(v);
+}
+
 inline void check_float_tensor(const char* op, const char* name, const at::Tensor& t) {
   const auto s = t.scalar_type();
   TORCH_CHECK_TYPE(s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16, op,

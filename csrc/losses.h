@@ -8,10 +8,10 @@
 // so |x| up to 1e4 (and beyond) gives no inf and no NaN, and the gradient at saturation is
 // exact: w * (1 - t) as x -> +inf (sigmoid(-x) = 0), -w * pw * t as x -> -inf (sigmoid(-x) = 1).
 //
-// The math here is what both the CPU and the CUDA kernels run. pos_coef, loss and dloss use
-// only + - *, so the CPU vector loop instantiates them with at::vec::Vectorized (lane by lane
-// the same formula); softplus_neg and sigmoid_neg are the scalar (CUDA and CPU tail) forms of
-// the transcendental part, which the CPU vector loop writes with Vectorized's exp/log1p.
+// The math here is what both the CPU and the CUDA kernels run: each function is one template
+// that the CUDA kernels and the CPU's scalar tails call with T = float/double and the CPU's
+// vector loops with T = at::vec::Vectorized (common.h's lane-wise primitives: exp_ and log1p_
+// are SLEEF's in the vector loops, libm's / CUDA's in the scalar code).
 #pragma once
 
 #include <string_view>
@@ -21,24 +21,19 @@
 namespace fastgan {
 namespace losses {
 
-FASTGAN_HD float exp_(float v) { return ::expf(v); }
-FASTGAN_HD double exp_(double v) { return ::exp(v); }
-FASTGAN_HD float log1p_(float v) { return ::log1pf(v); }
-FASTGAN_HD double log1p_(double v) { return ::log1p(v); }
-
 // softplus(-x) = log(1 + exp(-x)), never overflowing.
 template <typename T>
 FASTGAN_HD T softplus_neg(T x) {
-  const T e = exp_(x < T(0) ? x : -x);
-  return log1p_(e) + (x < T(0) ? -x : T(0));
+  const T e = exp_(T(0) - abs_(x));
+  return log1p_(e) + where(x < T(0), T(0) - x, T(0));
 }
 
 // sigmoid(-x) = 1 - sigmoid(x), never overflowing and exact (0 or 1) at saturation.
 template <typename T>
 FASTGAN_HD T sigmoid_neg(T x) {
-  const T e = exp_(x < T(0) ? x : -x);
+  const T e = exp_(T(0) - abs_(x));
   const T r = T(1) / (T(1) + e);
-  return x >= T(0) ? e * r : r;
+  return where(x >= T(0), e * r, r);
 }
 
 // The weight of the positive term: 1 + (pw - 1) * t (1 without pos_weight).

@@ -4,7 +4,8 @@
 // sum dz * (x - mean), dz = dy * gain(z)), one pass that writes dx. Channels split into
 // (outer, C) rows (2-D, channels_last) are summed by fixed chunks of rows, vectorized along C;
 // (outer, C, inner) planes run one task per channel that sums, finalizes and applies while
-// the channel is in cache. Math: csrc/batch_norm.h.
+// the channel is in cache. Math: csrc/batch_norm.h, whose per-element templates both the vector
+// loops (T = Vec) and their scalar tails (T = acc) call.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -19,7 +20,6 @@
 namespace fastgan {
 namespace {
 
-using cpu::select_pos;
 constexpr int64_t kGrain = 32768;  // elements per parallel task, as ATen's GRAIN_SIZE
 
 // Row chunks for a (rows, C) reduction: kChunkRows rows each, summed into their own partials
@@ -65,13 +65,10 @@ void apply_forward_block(const scalar_t* x, scalar_t* y, int64_t n, acc shift, a
                          acc neg) {
   using IO = cpu::VecIO<scalar_t>;
   using Vec = typename IO::Vec;
-  const Vec vs(shift), va(scale), vo(offset), one(acc(1)), vneg(neg);
+  const Vec vs(shift), va(scale), vo(offset), vneg(neg);
   int64_t j = 0;
-  for (; j + IO::size <= n; j += IO::size) {
-    const Vec z = (IO::load(x + j) - vs) * va + vo;
-    IO::store(y + j, z * select_pos(z, one, vneg));
-  }
-  for (; j < n; ++j) y[j] = bn::act((acc(x[j]) - shift) * scale + offset, neg);
+  for (; j + IO::size <= n; j += IO::size) IO::store(y + j, bn::forward(IO::load(x + j), vs, va, vo, vneg));
+  for (; j < n; ++j) y[j] = bn::forward<acc>(acc(x[j]), shift, scale, offset, neg);
 }
 
 template <typename scalar_t>
@@ -114,18 +111,10 @@ void forward_kernel(const scalar_t* x, scalar_t* y, ChannelGeometry g, const Par
               const scalar_t* xk = x + (n * C + c) * inner;
               Vec l1(acc(0)), l2(acc(0));
               int64_t j = 0;
-              for (; j + IO::size <= inner; j += IO::size) {
-                const Vec d = IO::load(xk + j) - vs;
-                l1 = l1 + d;
-                l2 = at::vec::fmadd(d, d, l2);
-              }
+              for (; j + IO::size <= inner; j += IO::size) bn::add_sums(IO::load(xk + j), vs, l1, l2);
               v1 = v1 + l1;
               v2 = v2 + l2;
-              for (; j < inner; ++j) {
-                const acc d = acc(xk[j]) - shift[c];
-                t1 += d;
-                t2 += d * d;
-              }
+              for (; j < inner; ++j) bn::add_sums<acc>(acc(xk[j]), shift[c], t1, t2);
             }
             s1 += cpu::sum_lanes(v1) + t1;
             s2 += cpu::sum_lanes(v2) + t2;
@@ -155,15 +144,12 @@ void forward_kernel(const scalar_t* x, scalar_t* y, ChannelGeometry g, const Par
           const scalar_t* xr = x + r * C;
           int64_t c = 0;
           for (; c + IO::size <= C; c += IO::size) {
-            const Vec d = IO::load(xr + c) - Vec::loadu(shift + c);
-            (Vec::loadu(p1 + c) + d).store(p1 + c);
-            at::vec::fmadd(d, d, Vec::loadu(p2 + c)).store(p2 + c);
+            Vec s1 = Vec::loadu(p1 + c), s2 = Vec::loadu(p2 + c);
+            bn::add_sums(IO::load(xr + c), Vec::loadu(shift + c), s1, s2);
+            s1.store(p1 + c);
+            s2.store(p2 + c);
           }
-          for (; c < C; ++c) {
-            const acc d = acc(xr[c]) - shift[c];
-            p1[c] += d;
-            p2[c] += d * d;
-          }
+          for (; c < C; ++c) bn::add_sums<acc>(acc(xr[c]), shift[c], p1[c], p2[c]);
         }
       }
     });
@@ -171,17 +157,17 @@ void forward_kernel(const scalar_t* x, scalar_t* y, ChannelGeometry g, const Par
   } else {
     for (int64_t c = 0; c < C; ++c) finalize(c, acc(0), acc(0));
   }
-  const Vec one(acc(1)), vneg(p.neg);
+  const Vec vneg(p.neg);
   at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const scalar_t* xr = x + r * C;
       scalar_t* yr = y + r * C;
       int64_t c = 0;
       for (; c + IO::size <= C; c += IO::size) {
-        const Vec z = (IO::load(xr + c) - Vec::loadu(shift + c)) * Vec::loadu(scale + c) + Vec::loadu(offset + c);
-        IO::store(yr + c, z * select_pos(z, one, vneg));
+        IO::store(yr + c, bn::forward(IO::load(xr + c), Vec::loadu(shift + c), Vec::loadu(scale + c),
+                                      Vec::loadu(offset + c), vneg));
       }
-      for (; c < C; ++c) yr[c] = bn::act((acc(xr[c]) - shift[c]) * scale[c] + offset[c], p.neg);
+      for (; c < C; ++c) yr[c] = bn::forward<acc>(acc(xr[c]), shift[c], scale[c], offset[c], p.neg);
     }
   });
 }
@@ -228,7 +214,7 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, scalar_t* dx, Channe
     if (p.gw) p.gw[c] = gw;
     if (p.gb) p.gb[c] = gb;
   };
-  const Vec one(acc(1)), vneg(p.neg);
+  const Vec vneg(p.neg);
 
   if (g.inner > 1) {  // planes: one task per channel
     const int64_t inner = g.inner;
@@ -248,19 +234,12 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, scalar_t* dx, Channe
               Vec la(acc(0)), lb(acc(0));
               int64_t j = 0;
               for (; j + IO::size <= inner; j += IO::size) {
-                const Vec xm = IO::load(x + off + j) - vmu;
-                const Vec z = xm * vzs + vzo;
-                const Vec dz = IO::load(dy + off + j) * select_pos(z, one, vneg);
-                la = la + dz;
-                lb = at::vec::fmadd(dz, xm, lb);
+                bn::add_grad_sums(IO::load(x + off + j), IO::load(dy + off + j), vmu, vzs, vzo, vneg, la, lb);
               }
               va = va + la;
               vb = vb + lb;
               for (; j < inner; ++j) {
-                const acc xm = acc(x[off + j]) - mu;
-                const acc dz = acc(dy[off + j]) * bn::gain(xm * zs + zo, p.neg);
-                ta += dz;
-                tb += dz * xm;
+                bn::add_grad_sums<acc>(acc(x[off + j]), acc(dy[off + j]), mu, zs, zo, p.neg, ta, tb);
               }
             }
             sa += cpu::sum_lanes(va) + ta;
@@ -274,14 +253,11 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, scalar_t* dx, Channe
           const int64_t off = (n * C + c) * inner;
           int64_t j = 0;
           for (; j + IO::size <= inner; j += IO::size) {
-            const Vec xm = IO::load(x + off + j) - vmu;
-            const Vec dz = IO::load(dy + off + j) * select_pos(xm * vzs + vzo, one, vneg);
-            IO::store(dx + off + j, vk1 * dz + vk2 * xm + vk3);
+            IO::store(dx + off + j, bn::grad_x(IO::load(x + off + j), IO::load(dy + off + j), vmu, vzs, vzo, vneg,
+                                               vk1, vk2, vk3));
           }
           for (; j < inner; ++j) {
-            const acc xm = acc(x[off + j]) - mu;
-            const acc dz = acc(dy[off + j]) * bn::gain(xm * zs + zo, p.neg);
-            dx[off + j] = k1[c] * dz + k2[c] * xm + k3[c];
+            dx[off + j] = bn::grad_x<acc>(acc(x[off + j]), acc(dy[off + j]), mu, zs, zo, p.neg, k1[c], k2[c], k3[c]);
           }
         }
       }
@@ -301,17 +277,15 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, scalar_t* dx, Channe
           const int64_t off = r * C;
           int64_t c = 0;
           for (; c + IO::size <= C; c += IO::size) {
-            const Vec xm = IO::load(x + off + c) - Vec::loadu(cmean + c);
-            const Vec z = xm * Vec::loadu(zscale + c) + Vec::loadu(zoffset + c);
-            const Vec dz = IO::load(dy + off + c) * select_pos(z, one, vneg);
-            (Vec::loadu(pa + c) + dz).store(pa + c);
-            at::vec::fmadd(dz, xm, Vec::loadu(pb + c)).store(pb + c);
+            Vec sa = Vec::loadu(pa + c), sb = Vec::loadu(pb + c);
+            bn::add_grad_sums(IO::load(x + off + c), IO::load(dy + off + c), Vec::loadu(cmean + c),
+                              Vec::loadu(zscale + c), Vec::loadu(zoffset + c), vneg, sa, sb);
+            sa.store(pa + c);
+            sb.store(pb + c);
           }
           for (; c < C; ++c) {
-            const acc xm = acc(x[off + c]) - cmean[c];
-            const acc dz = acc(dy[off + c]) * bn::gain(xm * zscale[c] + zoffset[c], p.neg);
-            pa[c] += dz;
-            pb[c] += dz * xm;
+            bn::add_grad_sums<acc>(acc(x[off + c]), acc(dy[off + c]), cmean[c], zscale[c], zoffset[c], p.neg, pa[c],
+                                   pb[c]);
           }
         }
       }
@@ -326,15 +300,13 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, scalar_t* dx, Channe
       const int64_t off = r * C;
       int64_t c = 0;
       for (; c + IO::size <= C; c += IO::size) {
-        const Vec xm = IO::load(x + off + c) - Vec::loadu(cmean + c);
-        const Vec z = xm * Vec::loadu(zscale + c) + Vec::loadu(zoffset + c);
-        const Vec dz = IO::load(dy + off + c) * select_pos(z, one, vneg);
-        IO::store(dx + off + c, Vec::loadu(k1 + c) * dz + Vec::loadu(k2 + c) * xm + Vec::loadu(k3 + c));
+        IO::store(dx + off + c, bn::grad_x(IO::load(x + off + c), IO::load(dy + off + c), Vec::loadu(cmean + c),
+                                           Vec::loadu(zscale + c), Vec::loadu(zoffset + c), vneg, Vec::loadu(k1 + c),
+                                           Vec::loadu(k2 + c), Vec::loadu(k3 + c)));
       }
       for (; c < C; ++c) {
-        const acc xm = acc(x[off + c]) - cmean[c];
-        const acc dz = acc(dy[off + c]) * bn::gain(xm * zscale[c] + zoffset[c], p.neg);
-        dx[off + c] = k1[c] * dz + k2[c] * xm + k3[c];
+        dx[off + c] = bn::grad_x<acc>(acc(x[off + c]), acc(dy[off + c]), cmean[c], zscale[c], zoffset[c], p.neg, k1[c],
+                                      k2[c], k3[c]);
       }
     }
   });

@@ -1,5 +1,6 @@
 // bias_leaky_relu on the CPU: one vectorized pass forward; one pass backward that writes
-// grad_x and reduces grad_bias at the same time. Math: csrc/bias_leaky_relu.h.
+// grad_x and reduces grad_bias at the same time. Math: csrc/bias_leaky_relu.h, whose templates
+// both the vector loops (T = Vec) and their scalar tails (T = acc) call.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -15,7 +16,6 @@
 namespace fastgan {
 namespace {
 
-using cpu::select_pos;
 constexpr int64_t kGrain = 32768;  // elements per parallel task, as ATen's GRAIN_SIZE
 
 template <typename scalar_t, typename bias_t>
@@ -25,11 +25,8 @@ void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeom
   using acc = typename IO::acc;
   using Vec = typename IO::Vec;
   const acc pos = acc(scale), neg = acc(slope * scale);
-  const Vec vpos(pos), vneg(neg), vtiny(bias_act::tiny<scalar_t, acc>());
+  const Vec vpos(pos), vneg(neg);
   auto bias_at = [&](int64_t c) { return b ? acc(b[c]) : acc(0); };
-  auto act = [&](const Vec& v) {  // bias_act::forward, lane by lane
-    return select_pos(v, at::vec::maximum(v * vpos, vtiny), v * vneg);
-  };
 
   if (g.inner == 1) {  // rows of C channels: the bias varies along the row
     const int64_t C = g.channels;
@@ -42,7 +39,7 @@ void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeom
         for (; c + IO::size <= C; c += IO::size) {
           Vec v = IO::load(xr + c);
           if (b) v = v + cpu::VecIO<bias_t>::load(b + c);  // the same Vec type: checked by the caller
-          IO::store(yr + c, act(v));
+          IO::store(yr + c, bias_act::forward<scalar_t>(v, vpos, vneg));
         }
         for (; c < C; ++c) yr[c] = bias_act::forward<scalar_t>(acc(xr[c]) + bias_at(c), pos, neg);
       }
@@ -61,7 +58,7 @@ void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeom
       int64_t j = 0;
       for (; j + IO::size <= inner; j += IO::size) {
         const Vec v = IO::load(xk + j) + vb;
-        IO::store(yk + j, act(v));
+        IO::store(yk + j, bias_act::forward<scalar_t>(v, vpos, vneg));
       }
       for (; j < inner; ++j) yk[j] = bias_act::forward<scalar_t>(acc(xk[j]) + bk, pos, neg);
     }
@@ -99,7 +96,7 @@ void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t
           const int64_t off = r * C;
           int64_t c = 0;
           for (; c + IO::size <= C; c += IO::size) {
-            const Vec d = IO::load(gr + off + c) * select_pos(IO::load(y + off + c), vpos, vneg);
+            const Vec d = bias_act::backward(IO::load(gr + off + c), IO::load(y + off + c), vpos, vneg);
             IO::store(gx + off + c, d);
             if (part) (Vec::loadu(part + c) + d).store(part + c);
           }
@@ -137,7 +134,7 @@ void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t
           const int64_t off = (n * C + c) * inner;
           int64_t j = 0;
           for (; j + IO::size <= inner; j += IO::size) {
-            const Vec d = IO::load(gr + off + j) * select_pos(IO::load(y + off + j), vpos, vneg);
+            const Vec d = bias_act::backward(IO::load(gr + off + j), IO::load(y + off + j), vpos, vneg);
             IO::store(gx + off + j, d);
             vsum = vsum + d;
           }

@@ -1,6 +1,7 @@
 // BCE with logits and the GAN losses on the CPU. Forward: one vectorized pass that writes the
 // elementwise losses (reduction 'none') or sums them; backward: one vectorized pass that
-// writes dloss/dlogits. Math: csrc/losses.h.
+// writes dloss/dlogits. Math: csrc/losses.h, whose templates both the vector loops (T = Vec)
+// and their scalar tails (T = acc) call.
 //
 // Sums are deterministic and independent of the thread count: the elements are cut into
 // fixed chunks of kChunk, each chunk is summed in a fixed order (vector lanes, then lanes
@@ -35,23 +36,6 @@ inline acc_t<scalar_t> at_or(const scalar_t* p, int64_t i, acc_t<scalar_t> v) {
   return p ? acc_t<scalar_t>(p[i]) : v;
 }
 
-// Vector forms of softplus(-x) and sigmoid(-x) (losses::softplus_neg / sigmoid_neg).
-template <typename Vec>
-inline Vec exp_neg_abs(const Vec& x) {
-  return (Vec(0) - x.abs()).exp();
-}
-
-template <typename Vec>
-inline Vec softplus_neg(const Vec& x, const Vec& e) {
-  return e.log1p() + at::vec::maximum(Vec(0) - x, Vec(0));
-}
-
-template <typename Vec>
-inline Vec sigmoid_neg(const Vec& x, const Vec& e) {
-  const Vec r = Vec(1) / (Vec(1) + e);
-  return Vec::blendv(r, e * r, x >= Vec(0));
-}
-
 // Sum of the weighted losses of elements [i0, i1) of s.
 template <typename scalar_t>
 acc_t<scalar_t> chunk_sum(const Segment<scalar_t>& s, int64_t i0, int64_t i1) {
@@ -61,12 +45,8 @@ acc_t<scalar_t> chunk_sum(const Segment<scalar_t>& s, int64_t i0, int64_t i1) {
   Vec vsum(acc(0));
   int64_t i = i0;
   for (; i + IO::size <= i1; i += IO::size) {
-    const Vec x = IO::load(s.x + i);
-    const Vec t = load_or<IO>(s.t, i, s.tv);
-    const Vec pw = load_or<IO>(s.pw, i, acc(1));
-    Vec l = losses::loss(x, t, losses::pos_coef(t, pw), softplus_neg(x, exp_neg_abs(x)));
-    if (s.w) l = l * IO::load(s.w + i);
-    vsum = vsum + l;
+    const Vec x = IO::load(s.x + i), t = load_or<IO>(s.t, i, s.tv), pw = load_or<IO>(s.pw, i, acc(1));
+    vsum = vsum + losses::element_loss(x, t, load_or<IO>(s.w, i, acc(1)), pw);
   }
   acc lanes[IO::size];
   vsum.store(lanes);
@@ -116,15 +96,10 @@ void elementwise(const Segment<scalar_t>& s, scalar_t* out, const scalar_t* ge, 
   auto work = [&](int64_t i0, int64_t i1) {
     int64_t i = i0;
     for (; i + IO::size <= i1; i += IO::size) {
-      const Vec x = IO::load(s.x + i);
-      const Vec t = load_or<IO>(s.t, i, s.tv);
+      const Vec x = IO::load(s.x + i), t = load_or<IO>(s.t, i, s.tv), w = load_or<IO>(s.w, i, acc(1));
       const Vec pw = load_or<IO>(s.pw, i, acc(1));
-      const Vec e = exp_neg_abs(x);
-      Vec v = GRAD ? losses::dloss(t, losses::pos_coef(t, pw), sigmoid_neg(x, e))
-                   : losses::loss(x, t, losses::pos_coef(t, pw), softplus_neg(x, e));
-      if (s.w) v = v * IO::load(s.w + i);
-      if (GRAD) v = v * load_or<IO>(ge, i, g_all);
-      IO::store(out + i, v);
+      IO::store(out + i, GRAD ? losses::element_grad(x, t, w, pw) * load_or<IO>(ge, i, g_all)
+                              : losses::element_loss(x, t, w, pw));
     }
     for (; i < i1; ++i) {
       const acc x = s.x[i], t = at_or(s.t, i, s.tv), w = at_or(s.w, i, acc(1)), pw = at_or(s.pw, i, acc(1));

@@ -38,13 +38,6 @@ struct VecIO<scalar_t, std::enable_if_t<at::vec::is_reduced_floating_point_v<sca
   }
 };
 
-// Vector form of a select on v > 0 (bias_act::gain and friends, lane by lane).
-template <typename T>
-inline Vectorized<T> select_pos(const Vectorized<T>& v, const Vectorized<T>& if_pos,
-                                const Vectorized<T>& otherwise) {
-  return Vectorized<T>::blendv(otherwise, if_pos, v > Vectorized<T>(T(0)));
-}
-
 // The sum of a vector's lanes, in lane order (deterministic).
 template <typename T>
 inline T sum_lanes(const Vectorized<T>& v) {
@@ -64,4 +57,20 @@ inline int64_t planes_per_chunk(int64_t inner) {
 }
 
 }  // namespace cpu
+
+// The vector forms of common.h's lane-wise primitives, so that the shared math (csrc/*.h) runs
+// on whole at::vec vectors: the CPU kernels' vector loops call the same templates as their
+// scalar tails and the CUDA kernels. A comparison of two Vectorized gives a lane mask (all bits
+// set where true, so a NaN lane compares false, as in the scalar ternary); blendv(b, a, mask)
+// takes a where the mask is set.
+template <typename T>
+struct VecMath<at::vec::Vectorized<T>> {
+  using Vec = at::vec::Vectorized<T>;
+  static inline Vec where(const Vec& mask, const Vec& a, const Vec& b) { return Vec::blendv(b, a, mask); }
+  static inline Vec fma(const Vec& a, const Vec& b, const Vec& c) { return at::vec::fmadd(a, b, c); }
+  static inline Vec abs(const Vec& v) { return v.abs(); }
+  static inline Vec exp(const Vec& v) { return v.exp(); }
+  static inline Vec log1p(const Vec& v) { return v.log1p(); }
+};
+
 }  // namespace fastgan

@@ -96,28 +96,19 @@ __device__ __forceinline__ void channel_finalize(const Args<scalar_t>& a, int64_
   }
 }
 
+// One element's step with its channel's coefficients k: the same functions the CPU kernels run.
 template <bool BWD, typename acc>
 __device__ __forceinline__ void element_sums(acc xv, acc dyv, const acc* k, acc neg, acc& s1, acc& s2) {
-  if constexpr (BWD) {
-    const acc xm = xv - k[bn::kMean];
-    const acc dz = dyv * bn::gain(xm * k[bn::kZScale] + k[bn::kZOffset], neg);
-    s1 += dz;
-    s2 += dz * xm;
-  } else {
-    const acc d = xv - k[bn::kShift];
-    s1 += d;
-    s2 += d * d;
-  }
+  if constexpr (BWD) bn::add_grad_sums(xv, dyv, k[bn::kMean], k[bn::kZScale], k[bn::kZOffset], neg, s1, s2);
+  else bn::add_sums(xv, k[bn::kShift], s1, s2);
 }
 
 template <bool BWD, typename acc>
 __device__ __forceinline__ acc element_apply(acc xv, acc dyv, const acc* k, acc neg) {
   if constexpr (BWD) {
-    const acc xm = xv - k[bn::kMean];
-    const acc dz = dyv * bn::gain(xm * k[bn::kZScale] + k[bn::kZOffset], neg);
-    return k[bn::kK1] * dz + k[bn::kK2] * xm + k[bn::kK3];
+    return bn::grad_x(xv, dyv, k[bn::kMean], k[bn::kZScale], k[bn::kZOffset], neg, k[bn::kK1], k[bn::kK2], k[bn::kK3]);
   } else {
-    return bn::act((xv - k[bn::kShift]) * k[bn::kScale] + k[bn::kOffset], neg);
+    return bn::forward(xv, k[bn::kShift], k[bn::kScale], k[bn::kOffset], neg);
   }
 }
 
