@@ -35,14 +35,15 @@ What is replaced, inside every nn.Sequential (nested ones and OrderedDict-named 
 Left as they are (report=True says why, for each): the same layers with bias=False (nothing to
 add in the fused op); activations with a negative slope; layers used in more than one place, or
 with forward/backward hooks that would see the fused output (forward pre-hooks, as the old
-torch.nn.utils.spectral_norm's, are kept and run); subclasses with their own forward; lazy
-modules not yet initialised; a Linear/Conv followed (after the pattern) by an in-place module,
+torch.nn.utils.spectral_norm's, are kept and run); subclasses with their own forward; a
+Linear/Conv followed (after the pattern) by an in-place module,
 or with nn.Dropout(inplace=True) between it and its activation, because the fused op's backward
 reads its output and an in-place op would overwrite it (fused batch norm does not, so there both
 are fine); batch norm with eps <= 0 (fastgan needs eps > 0 in training); other activations
 (Tanh, ELU, GELU, ...), AlphaDropout, other norms, Embedding and anything else. Modules with a
 custom forward are kept, and the Sequentials and batch norms inside them converted.
-Parametrized layers (torch.nn.utils.parametrize, e.g. parametrizations.spectral_norm or
+Lazy modules not yet initialised are an error (ValueError: torch cannot copy them; run one forward
+first). Parametrized layers (torch.nn.utils.parametrize, e.g. parametrizations.spectral_norm or
 weight_norm) are converted keeping their parametrizations.
 
 Known differences from torch that conversion brings (fastgan's modules, not the conversion):
@@ -309,8 +310,9 @@ class _Converter:
 
     # -- walking
     def visit(self, m, path, parent):
-        """m at path, whose parent is a Sequential (parent "sequential"), another module (its
-        class name) or nothing (the model itself: parent None)."""
+        """m at path, whose parent is a Sequential (parent "sequential"), another module (parent:
+        what decides the order its children run in, e.g. "Custom's forward()") or nothing (the
+        model itself: parent None)."""
         if m is None or id(m) in self.seen or id(m) in self.made:
             return
         self.seen.add(id(m))
@@ -319,8 +321,7 @@ class _Converter:
             self.sequential(m, path)
         elif self.is_batch_norm(m):
             note = "" if in_sequential else (
-                f" (alone: as an attribute of {parent}, what runs after it is decided by its forward())" if parent
-                else "")
+                f" (alone: not in an nn.Sequential, what runs after it is decided by {parent})" if parent else "")
             self.batch_norm_alone(m, path, note)
         elif isinstance(m, _FASTGAN):
             self.keep(m, path, "already fastgan's")
@@ -331,14 +332,15 @@ class _Converter:
                 self.keep(m, path, "not right after a Linear/Conv2d/ConvTranspose2d with bias or a BatchNorm1d/2d "
                                    "in its Sequential: nothing to fuse it with")
             else:
-                owner = f"{parent}'s forward()" if parent else "the caller"
-                self.keep(m, path, f"not in an nn.Sequential: what runs after it is decided by {owner}, "
-                                   "so nothing is fused")
+                self.keep(m, path, "not in an nn.Sequential: what runs after it is decided by "
+                                   f"{parent or 'the caller'}, so nothing is fused")
         elif m._modules:
-            kind = "container" if isinstance(m, (nn.ModuleList, nn.ModuleDict)) else "custom forward"
-            self.keep(m, path, f"{kind}: kept; its nn.Sequentials are fused and its batch norms swapped")
+            container = isinstance(m, (nn.ModuleList, nn.ModuleDict))
+            self.keep(m, path, ("container" if container else "custom forward") +
+                      ": kept; its nn.Sequentials are fused and its batch norms swapped")
+            order = f"the code iterating {_show(path)}" if container else f"{type(m).__name__}'s forward()"
             for name, child in m._modules.items():
-                self.visit(child, _join(path, name), type(m).__name__)
+                self.visit(child, _join(path, name), order)
         elif type(m).__module__.startswith("torch.nn"):
             self.keep(m, path, f"no fused op for {type(m).__name__}")
         else:
@@ -374,10 +376,11 @@ class _Converter:
             if kind == "bn":
                 self.batch_norm_alone(m, path)
             else:
-                nxt = ("last in its Sequential" if j == len(items) else "followed by the removed Sigmoid"
-                       if id(items[j][1]) in self.made else f"followed by {type(items[j][1]).__name__}")
-                self.keep(m, path, f"{nxt}, not by LeakyReLU/ReLU: nothing to fuse " +
-                          ("(bias=False)" if m.bias is None else "its bias with"))
+                where = ("last in its Sequential, with no LeakyReLU/ReLU after it" if j == len(items)
+                         else "followed by the removed Sigmoid, not by LeakyReLU/ReLU" if id(items[j][1]) in self.made
+                         else f"followed by {type(items[j][1]).__name__}, not by LeakyReLU/ReLU")
+                what = "(bias=False)" if m.bias is None else "its bias with"
+                self.keep(m, path, f"{where}: nothing to fuse {what}")
             return 1
         act_name, act_path = _act_name(act), _join(prefix, items[j][0])
         problem = self.fusion_problem(m, kind, act, [items[b][1] for b in between], items[j + 1:])
@@ -558,6 +561,10 @@ def convert(module, *, strip_sigmoid=False, report=False):
     if not isinstance(strip_sigmoid, (bool, str)):
         raise TypeError(f"convert: strip_sigmoid must be True, False or a module path, got "
                         f"{type(strip_sigmoid).__name__}")
+    lazy = [name for name, m in module.named_modules() if _is_lazy(m) and m.has_uninitialized_params()]
+    if lazy:
+        raise ValueError(f"convert: {', '.join(_show(p) for p in lazy)}: lazy modules not initialised yet (they "
+                         "cannot be copied); run one forward pass first")
     root = copy.deepcopy(module)
     converter = _Converter(root)
     if strip_sigmoid is not False:
