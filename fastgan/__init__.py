@@ -29,6 +29,7 @@ def build_info():
 
 
 from fastgan import nn, ops, optim  # noqa: E402  (after build_info: they import _extension)
+from fastgan.convert import convert  # noqa: E402,F401  (fastgan.convert(model): the function; its module is fastgan.convert)
 
 __all__ = ["__version__", "build_info", "ops", "nn", "optim"]
 
