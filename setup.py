@@ -11,6 +11,7 @@ Options (environment variables):
 
 A compile error fails the install: there is no silent "kernels missing" package.
 """
+
 import glob
 import os
 import sys
@@ -22,8 +23,7 @@ try:
     from torch.utils import cpp_extension
 except ImportError:  # pragma: no cover - the message is the point
     sys.exit(
-        "fastgan builds against the installed PyTorch: install torch first, then "
-        "`pip install --no-build-isolation .`"
+        "fastgan builds against the installed PyTorch: install torch first, then `pip install --no-build-isolation .`"
     )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -36,8 +36,7 @@ def _find_nvcc():
     torch guesses CUDA_HOME from `which nvcc`; where nvcc is a wrapper script in
     /usr/local/bin that guess is /usr/local, which has no libcudart, so check each candidate.
     """
-    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), cpp_extension.CUDA_HOME,
-                  "/usr/local/cuda"]
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), cpp_extension.CUDA_HOME, "/usr/local/cuda"]
     for home in candidates:
         if not home or not os.path.exists(os.path.join(home, "bin", "nvcc")):
             continue
@@ -62,8 +61,11 @@ def want_cuda():
             sys.exit("FASTGAN_CUDA=1, but no CUDA toolkit was found: set CUDA_HOME to the folder with bin/nvcc")
         return True
     if torch_cuda and not toolkit:
-        print("fastgan: torch has CUDA but no CUDA toolkit was found; building CPU kernels only "
-              "(set CUDA_HOME, or FASTGAN_CUDA=1 to make this an error)", file=sys.stderr)
+        print(
+            "fastgan: torch has CUDA but no CUDA toolkit was found; building CPU kernels only "
+            "(set CUDA_HOME, or FASTGAN_CUDA=1 to make this an error)",
+            file=sys.stderr,
+        )
     return torch_cuda and toolkit is not None
 
 
@@ -107,11 +109,21 @@ def extension():
         include_dirs += _pip_cuda_include_dirs()
         nvcc = opt + ["--expt-relaxed-constexpr", "-lineinfo"]
         return cpp_extension.CUDAExtension(
-            "fastgan._C", sources, include_dirs=include_dirs, define_macros=define_macros,
-            extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=extra_link)
+            "fastgan._C",
+            sources,
+            include_dirs=include_dirs,
+            define_macros=define_macros,
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+            extra_link_args=extra_link,
+        )
     return cpp_extension.CppExtension(
-        "fastgan._C", sources, include_dirs=include_dirs, define_macros=define_macros,
-        extra_compile_args={"cxx": cxx}, extra_link_args=extra_link)
+        "fastgan._C",
+        sources,
+        include_dirs=include_dirs,
+        define_macros=define_macros,
+        extra_compile_args={"cxx": cxx},
+        extra_link_args=extra_link,
+    )
 
 
 setup(

@@ -1,4 +1,5 @@
 """Benchmarks: `pytest benchmarks/` (pytest-benchmark). CUDA cases skip without a GPU."""
+
 import pytest
 import torch
 
@@ -14,12 +15,15 @@ def _strict_float32():
     default, which made the DCGAN rows here TF32 where the bench's are not); restored after."""
     with strict_float32():
         yield
+
+
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU"))]
 
 
 def bench_step(benchmark, step, device):
     """Time step() with pytest-benchmark, synchronizing CUDA so each round covers the GPU work."""
     if device == "cuda":
+
         def run():
             step()
             torch.cuda.synchronize()

@@ -9,6 +9,7 @@ same function, and fastgan.ops.batch_norm. The cases are fastgan.bench.ops's, th
 Each timed call runs the forward and torch.autograd.grad for x, weight and bias; on CUDA it
 synchronizes before returning, so the time is the GPU's.
 """
+
 import pytest
 import torch
 

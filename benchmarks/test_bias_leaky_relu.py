@@ -1,5 +1,6 @@
 """bias_leaky_relu forward+backward: fastgan vs PyTorch eager vs torch.compile.
 The cases are fastgan.bench.ops's, the same code `fastgan bench ops` times."""
+
 import pytest
 import torch
 

@@ -1,5 +1,6 @@
 """Per-call cost of the autograd front end: C++ autograd kernel vs Python register_autograd
 around the same kernels (fastgan.bench.dispatch), at the MLP GAN's (64, 1024)."""
+
 import pytest
 
 from fastgan.bench.dispatch import make_step

@@ -13,6 +13,7 @@ synchronize. Results: benchmarks/RESULTS.md (measured on the GPU machine). On a 
 machine set TORCHINDUCTOR_COMPILE_THREADS=1, or inductor's compile workers keep running
 beside the timed loops.
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,8 +24,9 @@ from fastgan import ops
 HAS_CUDA = torch.cuda.is_available() and fastgan.build_info()["cuda_kernels"]
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=[pytest.mark.cuda,
-                                pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and the CUDA kernels")]),
+    pytest.param(
+        "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and the CUDA kernels")]
+    ),
 ]
 SHAPES = [(64, 1), (1024, 1), (4194304, 1)]
 IMPLS = ["eager_sigmoid_bce", "eager_bce_logits", "compiled", "fastgan"]
@@ -39,20 +41,30 @@ def bce_logits(x):
 
 
 def d_sigmoid(real, fake):
-    return (F.binary_cross_entropy(torch.sigmoid(real), torch.ones(real.shape, device=real.device))
-            + F.binary_cross_entropy(torch.sigmoid(fake), torch.zeros(fake.shape, device=fake.device)))
+    return F.binary_cross_entropy(
+        torch.sigmoid(real), torch.ones(real.shape, device=real.device)
+    ) + F.binary_cross_entropy(torch.sigmoid(fake), torch.zeros(fake.shape, device=fake.device))
 
 
 def d_logits(real, fake):
-    return (F.binary_cross_entropy_with_logits(real, torch.ones(real.shape, device=real.device))
-            + F.binary_cross_entropy_with_logits(fake, torch.zeros(fake.shape, device=fake.device)))
+    return F.binary_cross_entropy_with_logits(
+        real, torch.ones(real.shape, device=real.device)
+    ) + F.binary_cross_entropy_with_logits(fake, torch.zeros(fake.shape, device=fake.device))
 
 
 FUNCS = {
-    "bce_with_logits": {"eager_sigmoid_bce": bce_sigmoid, "eager_bce_logits": bce_logits,
-                        "compiled": bce_logits, "fastgan": lambda x: ops.bce_with_logits(x, 1.0)},
-    "gan_d_loss": {"eager_sigmoid_bce": d_sigmoid, "eager_bce_logits": d_logits,
-                   "compiled": d_logits, "fastgan": lambda r, f: ops.gan_d_loss(r, f, 1.0, 0.0)},
+    "bce_with_logits": {
+        "eager_sigmoid_bce": bce_sigmoid,
+        "eager_bce_logits": bce_logits,
+        "compiled": bce_logits,
+        "fastgan": lambda x: ops.bce_with_logits(x, 1.0),
+    },
+    "gan_d_loss": {
+        "eager_sigmoid_bce": d_sigmoid,
+        "eager_bce_logits": d_logits,
+        "compiled": d_logits,
+        "fastgan": lambda r, f: ops.gan_d_loss(r, f, 1.0, 0.0),
+    },
 }
 
 
@@ -61,8 +73,7 @@ def step_fn(op, impl, device, shape):
     if impl == "compiled":  # one code object per op: 3 shapes x 2 devices stay under dynamo's cache limit
         fn = torch.compile(fn, dynamic=False)
     torch.manual_seed(0)
-    inputs = [torch.randn(shape, device=device, requires_grad=True)
-              for _ in range(1 if op == "bce_with_logits" else 2)]
+    inputs = [torch.randn(shape, device=device, requires_grad=True) for _ in range(1 if op == "bce_with_logits" else 2)]
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step():

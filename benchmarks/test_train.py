@@ -1,5 +1,6 @@
 """Whole training steps (fastgan.bench.train): the tutorial's PyTorch, torch.compile of it,
 the best plain PyTorch (CUDA graph), and fastgan without and with its CUDA graph."""
+
 import pytest
 import torch
 

@@ -18,16 +18,18 @@ FASTGAN_HD T root(T v) {
 #ifdef __CUDA_ARCH__
   return sqrt(v);
 #else
-  if constexpr (std::is_floating_point_v<T>) return std::sqrt(v);
-  else return v.sqrt();
+  if constexpr (std::is_floating_point_v<T>)
+    return std::sqrt(v);
+  else
+    return v.sqrt();
 #endif
 }
 
 // step_size = lr / (1 - beta1^step), bc2_sqrt = sqrt(1 - beta2^step). T is a float/double or
 // a CPU vector of them; decay (weight_decay != 0) is decided once by the caller, not per lane.
 template <typename T>
-FASTGAN_HD void update(T& p, T g, T& m, T& v, T beta1, T beta2, T step_size, T bc2_sqrt, T eps,
-                       T weight_decay, bool decay) {
+FASTGAN_HD void update(T& p, T g, T& m, T& v, T beta1, T beta2, T step_size, T bc2_sqrt, T eps, T weight_decay,
+                       bool decay) {
   if (decay) g += weight_decay * p;  // L2 penalty, as torch.optim.Adam
   m = beta1 * m + (T(1) - beta1) * g;
   v = beta2 * v + (T(1) - beta2) * g * g;
@@ -47,28 +49,28 @@ inline bool same_dense_layout(const at::Tensor& t, const at::Tensor& p) {
 }
 
 inline void check_adam_args(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                            at::TensorList exp_avg_sqs, const at::Tensor& step, double lr, double beta1,
-                            double beta2, double eps, double weight_decay) {
+                            at::TensorList exp_avg_sqs, const at::Tensor& step, double lr, double beta1, double beta2,
+                            double eps, double weight_decay) {
   constexpr const char* op = "adam_";
   const size_t n = params.size();
   TORCH_CHECK_VALUE(grads.size() == n && exp_avgs.size() == n && exp_avg_sqs.size() == n, op,
-                    ": params, grads, exp_avgs and exp_avg_sqs must have the same length, got ", n, ", ",
-                    grads.size(), ", ", exp_avgs.size(), ", ", exp_avg_sqs.size());
+                    ": params, grads, exp_avgs and exp_avg_sqs must have the same length, got ", n, ", ", grads.size(),
+                    ", ", exp_avgs.size(), ", ", exp_avg_sqs.size());
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     const auto s = p.scalar_type();
-    TORCH_CHECK_TYPE(s == at::kFloat || s == at::kDouble, op, ": params[", i,
-                     "] must be float32 or float64, got ", s);
+    TORCH_CHECK_TYPE(s == at::kFloat || s == at::kDouble, op, ": params[", i, "] must be float32 or float64, got ", s);
     TORCH_CHECK_VALUE(p.is_non_overlapping_and_dense(), op, ": params[", i,
                       "] must be dense (contiguous in some memory format), got strides ", p.strides());
     for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"grads", &grads[i]},
-                                  {"exp_avgs", &exp_avgs[i]}, {"exp_avg_sqs", &exp_avg_sqs[i]}}) {
-      TORCH_CHECK_VALUE(t->sizes() == p.sizes(), op, ": ", name, "[", i, "] must have params[", i,
-                        "]'s shape ", p.sizes(), ", got ", t->sizes());
-      TORCH_CHECK_TYPE(t->scalar_type() == s, op, ": ", name, "[", i, "] must have params[", i,
-                       "]'s dtype ", s, ", got ", t->scalar_type());
-      TORCH_CHECK_VALUE(t->device() == p.device(), op, ": ", name, "[", i, "] must be on params[", i,
-                        "]'s device ", p.device(), ", got ", t->device());
+                                  {"exp_avgs", &exp_avgs[i]},
+                                  {"exp_avg_sqs", &exp_avg_sqs[i]}}) {
+      TORCH_CHECK_VALUE(t->sizes() == p.sizes(), op, ": ", name, "[", i, "] must have params[", i, "]'s shape ",
+                        p.sizes(), ", got ", t->sizes());
+      TORCH_CHECK_TYPE(t->scalar_type() == s, op, ": ", name, "[", i, "] must have params[", i, "]'s dtype ", s,
+                       ", got ", t->scalar_type());
+      TORCH_CHECK_VALUE(t->device() == p.device(), op, ": ", name, "[", i, "] must be on params[", i, "]'s device ",
+                        p.device(), ", got ", t->device());
       TORCH_CHECK_VALUE(same_dense_layout(*t, p), op, ": ", name, "[", i, "] must have params[", i,
                         "]'s memory layout (strides ", p.strides(), "), got strides ", t->strides());
     }

@@ -101,8 +101,8 @@ FASTGAN_HD T grad_x(T x, T dy, T mean, T zscale, T zoffset, T neg_gain, T k1, T 
 // stats (torch's convention: running = (1 - momentum) * running + momentum * batch, with the
 // unbiased variance) when rmean / rvar are not null.
 template <typename T>
-FASTGAN_HD void finalize_stats(T s1, T s2, T m, T shift, T w, T b, T eps, T momentum, T* rmean,
-                               T* rvar, T* save_mean, T* save_invstd, T* scale, T* offset) {
+FASTGAN_HD void finalize_stats(T s1, T s2, T m, T shift, T w, T b, T eps, T momentum, T* rmean, T* rvar, T* save_mean,
+                               T* save_invstd, T* scale, T* offset) {
   const T dmean = s1 / m;
   T var = s2 / m - dmean * dmean;
   var = var < T(0) ? T(0) : var;  // rounding below 0 is clamped; a NaN stays NaN, as in torch
@@ -119,8 +119,7 @@ FASTGAN_HD void finalize_stats(T s1, T s2, T m, T shift, T w, T b, T eps, T mome
 
 // Eval mode: the running stats are the statistics (shift 0).
 template <typename T>
-FASTGAN_HD void finalize_eval(T rmean, T rvar, T w, T b, T eps, T* save_mean, T* save_invstd,
-                              T* scale, T* offset) {
+FASTGAN_HD void finalize_eval(T rmean, T rvar, T w, T b, T eps, T* save_mean, T* save_invstd, T* scale, T* offset) {
   using std::sqrt;
   const T invstd = T(1) / sqrt(rvar + eps);
   *save_mean = rmean;
@@ -133,8 +132,7 @@ FASTGAN_HD void finalize_eval(T rmean, T rvar, T w, T b, T eps, T* save_mean, T*
 // values: grad_weight = sum(dz * xhat), grad_bias = sum(dz), and dx's coefficients.
 // Training: dx = w * invstd * (dz - mean(dz) - xhat * mean(dz * xhat)); eval: w * invstd * dz.
 template <typename T>
-FASTGAN_HD void finalize_backward(T sa, T sb, T m, T w, T invstd, bool training, T* gw, T* gb,
-                                  T* k1, T* k2, T* k3) {
+FASTGAN_HD void finalize_backward(T sa, T sb, T m, T w, T invstd, bool training, T* gw, T* gb, T* k1, T* k2, T* k3) {
   const T dw = sb * invstd;
   *gw = dw;
   *gb = sa;
@@ -145,7 +143,9 @@ FASTGAN_HD void finalize_backward(T sa, T sb, T m, T w, T invstd, bool training,
 
 }  // namespace bn
 
-inline bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+inline bool present(const std::optional<at::Tensor>& t) {
+  return t.has_value() && t->defined();
+}
 
 // A per-channel tensor as a contiguous acc_t tensor: itself where it already is one (so the
 // kernel can update running stats in place), else a converted copy.
@@ -179,16 +179,13 @@ inline void write_back_running_stats(const at::Tensor& rm, const at::Tensor& rv,
 // says the same in Python for the fake kernel and the reference fallback). The per-channel
 // tensors: common.h's check_channel_vector (x's dtype, or float32 for half x).
 inline void check_batch_norm_args(const at::Tensor& x, const std::optional<at::Tensor>& weight,
-                                  const std::optional<at::Tensor>& bias,
-                                  const std::optional<at::Tensor>& running_mean,
-                                  const std::optional<at::Tensor>& running_var, bool training,
-                                  double momentum, double eps,
-                                  std::optional<double> negative_slope,
+                                  const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
+                                  const std::optional<at::Tensor>& running_var, bool training, double momentum,
+                                  double eps, std::optional<double> negative_slope,
                                   const std::optional<at::Tensor>& num_batches_tracked) {
   constexpr const char* op = "batch_norm";
   check_float_tensor(op, "x", x);
-  TORCH_CHECK_VALUE(x.dim() >= 2, op, ": x must have at least 2 dims (N, C, ...), got shape ",
-                    x.sizes());
+  TORCH_CHECK_VALUE(x.dim() >= 2, op, ": x must have at least 2 dims (N, C, ...), got shape ", x.sizes());
   TORCH_CHECK_VALUE(!training || x.numel() > 0, op,
                     ": x must not be empty when training (an empty batch has no statistics), got shape ", x.sizes());
   if (present(weight)) check_channel_vector(op, "weight", *weight, x, x.size(1));
@@ -207,8 +204,7 @@ inline void check_batch_norm_args(const at::Tensor& x, const std::optional<at::T
   TORCH_CHECK_VALUE(training || present(running_mean), op,
                     ": running_mean and running_var must be given when training is False");
   TORCH_CHECK_VALUE(!training || x.numel() / x.size(1) > 1, op,
-                    ": Expected more than 1 value per channel when training, got input size ",
-                    x.sizes());
+                    ": Expected more than 1 value per channel when training, got input size ", x.sizes());
   check_number(op, "momentum", momentum, -INFINITY, false);
   check_number(op, "eps", eps, 0.0, false);
   TORCH_CHECK_VALUE(!training || eps > 0, op, ": eps must be > 0 when training (a constant channel's ",
@@ -216,25 +212,24 @@ inline void check_batch_norm_args(const at::Tensor& x, const std::optional<at::T
   if (negative_slope.has_value()) check_number(op, "negative_slope", *negative_slope, -INFINITY, false);
 }
 
-inline void check_batch_norm_backward_args(const at::Tensor& grad, const at::Tensor& x,
-                                           const at::Tensor& save_mean, const at::Tensor& save_invstd) {
+inline void check_batch_norm_backward_args(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& save_mean,
+                                           const at::Tensor& save_invstd) {
   constexpr const char* op = "batch_norm_backward";
   check_float_tensor(op, "x", x);
   TORCH_CHECK_VALUE(x.dim() >= 2, op, ": x must have at least 2 dims, got ", x.sizes());
-  TORCH_CHECK_VALUE(grad.sizes() == x.sizes(), op, ": grad must have x's shape ", x.sizes(), ", got ",
-                    grad.sizes());
-  TORCH_CHECK_TYPE(grad.scalar_type() == x.scalar_type(), op, ": grad must have x's dtype ",
-                   x.scalar_type(), ", got ", grad.scalar_type());
-  TORCH_CHECK_VALUE(grad.device() == x.device(), op, ": grad must be on x's device ", x.device(),
-                    ", got ", grad.device());
+  TORCH_CHECK_VALUE(grad.sizes() == x.sizes(), op, ": grad must have x's shape ", x.sizes(), ", got ", grad.sizes());
+  TORCH_CHECK_TYPE(grad.scalar_type() == x.scalar_type(), op, ": grad must have x's dtype ", x.scalar_type(), ", got ",
+                   grad.scalar_type());
+  TORCH_CHECK_VALUE(grad.device() == x.device(), op, ": grad must be on x's device ", x.device(), ", got ",
+                    grad.device());
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"save_mean", save_mean},
-                                {"save_invstd", save_invstd}}) {
-    TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() == x.size(1), op, ": ", name, " must have shape (",
-                      x.size(1), ",), got ", t.sizes());
+  for (const auto& [name, t] :
+       {std::pair<const char*, const at::Tensor&>{"save_mean", save_mean}, {"save_invstd", save_invstd}}) {
+    TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() == x.size(1), op, ": ", name, " must have shape (", x.size(1),
+                      ",), got ", t.sizes());
     TORCH_CHECK_TYPE(t.scalar_type() == acc, op, ": ", name, " must be ", acc, ", got ", t.scalar_type());
-    TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on x's device ", x.device(),
-                      ", got ", t.device());
+    TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on x's device ", x.device(), ", got ",
+                      t.device());
   }
 }
 
@@ -248,8 +243,8 @@ struct BatchNormForward {
 inline BatchNormForward prepare_batch_norm(const at::Tensor& x_, const std::optional<at::Tensor>& weight,
                                            const std::optional<at::Tensor>& bias,
                                            const std::optional<at::Tensor>& running_mean,
-                                           const std::optional<at::Tensor>& running_var, bool training,
-                                           double momentum, double eps, std::optional<double> negative_slope,
+                                           const std::optional<at::Tensor>& running_var, bool training, double momentum,
+                                           double eps, std::optional<double> negative_slope,
                                            const std::optional<at::Tensor>& num_batches_tracked) {
   check_batch_norm_args(x_, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope,
                         num_batches_tracked);
@@ -265,8 +260,8 @@ inline BatchNormForward prepare_batch_norm(const at::Tensor& x_, const std::opti
   t.b = as_acc(bias, acc);
   t.rm = as_acc(running_mean, acc);
   t.rv = as_acc(running_var, acc);
-  t.num_batches_tracked = training && present(num_batches_tracked) ? num_batches_tracked->mutable_data_ptr<int64_t>()
-                                                                    : nullptr;
+  t.num_batches_tracked =
+      training && present(num_batches_tracked) ? num_batches_tracked->mutable_data_ptr<int64_t>() : nullptr;
   return t;
 }
 
@@ -286,9 +281,8 @@ struct BatchNormBackward {
 
 inline BatchNormBackward prepare_batch_norm_backward(const at::Tensor& grad_, const at::Tensor& x_,
                                                      const std::optional<at::Tensor>& weight,
-                                                     const std::optional<at::Tensor>& bias,
-                                                     const at::Tensor& save_mean, const at::Tensor& save_invstd,
-                                                     std::array<bool, 3> output_mask) {
+                                                     const std::optional<at::Tensor>& bias, const at::Tensor& save_mean,
+                                                     const at::Tensor& save_invstd, std::array<bool, 3> output_mask) {
   check_batch_norm_backward_args(grad_, x_, save_mean, save_invstd);
   constexpr const char* op = "batch_norm_backward";
   if (present(weight)) check_channel_vector(op, "weight", *weight, x_, x_.size(1));

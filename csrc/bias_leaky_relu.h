@@ -67,8 +67,7 @@ inline void check_bias_leaky_relu_args(const at::Tensor& x, const std::optional<
                                        double negative_slope, double scale) {
   constexpr const char* op = "bias_leaky_relu";
   check_float_tensor(op, "x", x);
-  TORCH_CHECK_VALUE(x.dim() >= 2, op, ": x must have at least 2 dims (N, C, ...), got shape ",
-                    x.sizes());
+  TORCH_CHECK_VALUE(x.dim() >= 2, op, ": x must have at least 2 dims (N, C, ...), got shape ", x.sizes());
   if (bias.has_value() && bias->defined()) check_channel_vector(op, "bias", *bias, x, x.size(1));
   check_number(op, "negative_slope", negative_slope, 0.0, false);
   check_number(op, "scale", scale, 0.0, true);
@@ -80,12 +79,11 @@ inline void check_bias_leaky_relu_backward_args(const at::Tensor& grad, const at
   constexpr const char* op = "bias_leaky_relu_backward";
   check_float_tensor(op, "y", y);
   TORCH_CHECK_VALUE(y.dim() >= 2, op, ": y must have at least 2 dims, got ", y.sizes());
-  TORCH_CHECK_VALUE(grad.sizes() == y.sizes(), op, ": grad must have y's shape ", y.sizes(),
-                    ", got ", grad.sizes());
-  TORCH_CHECK_TYPE(grad.scalar_type() == y.scalar_type(), op, ": grad must have y's dtype ",
-                   y.scalar_type(), ", got ", grad.scalar_type());
-  TORCH_CHECK_VALUE(grad.device() == y.device(), op, ": grad must be on y's device ", y.device(),
-                    ", got ", grad.device());
+  TORCH_CHECK_VALUE(grad.sizes() == y.sizes(), op, ": grad must have y's shape ", y.sizes(), ", got ", grad.sizes());
+  TORCH_CHECK_TYPE(grad.scalar_type() == y.scalar_type(), op, ": grad must have y's dtype ", y.scalar_type(), ", got ",
+                   grad.scalar_type());
+  TORCH_CHECK_VALUE(grad.device() == y.device(), op, ": grad must be on y's device ", y.device(), ", got ",
+                    grad.device());
   TORCH_CHECK_TYPE(!bias_dtype || param_dtype_ok(*bias_dtype, y.scalar_type()), op, ": bias_dtype must be y's dtype ",
                    y.scalar_type(), is_half(y.scalar_type()) ? " (or float32)" : "", ", got ", *bias_dtype);
 }

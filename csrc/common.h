@@ -33,8 +33,10 @@ struct VecMath;  // cpu/vec_io.h: the at::vec::Vectorized forms
 // cond ? a : b, lane by lane; cond is a bool, or for vectors a comparison's lane mask.
 template <typename M, typename T>
 FASTGAN_HD T where(const M& cond, T a, T b) {
-  if constexpr (std::is_floating_point_v<T>) return cond ? a : b;
-  else return VecMath<T>::where(cond, a, b);
+  if constexpr (std::is_floating_point_v<T>)
+    return cond ? a : b;
+  else
+    return VecMath<T>::where(cond, a, b);
 }
 
 // a * b + c in one rounding where at::vec's fmadd is fused (AVX2/AVX512 builds, and CUDA's fma),
@@ -45,8 +47,10 @@ FASTGAN_HD T fma_(T a, T b, T c) {
     return VecMath<T>::fma(a, b, c);
   } else {
 #if defined(__CUDA_ARCH__) || defined(__FMA__)
-    if constexpr (std::is_same_v<T, float>) return ::fmaf(a, b, c);
-    else return ::fma(a, b, c);
+    if constexpr (std::is_same_v<T, float>)
+      return ::fmaf(a, b, c);
+    else
+      return ::fma(a, b, c);
 #else
     return a * b + c;
 #endif
@@ -55,53 +59,65 @@ FASTGAN_HD T fma_(T a, T b, T c) {
 
 template <typename T>
 FASTGAN_HD T abs_(T v) {
-  if constexpr (std::is_same_v<T, float>) return ::fabsf(v);
-  else if constexpr (std::is_same_v<T, double>) return ::fabs(v);
-  else return VecMath<T>::abs(v);
+  if constexpr (std::is_same_v<T, float>)
+    return ::fabsf(v);
+  else if constexpr (std::is_same_v<T, double>)
+    return ::fabs(v);
+  else
+    return VecMath<T>::abs(v);
 }
 
 template <typename T>
 FASTGAN_HD T exp_(T v) {
-  if constexpr (std::is_same_v<T, float>) return ::expf(v);
-  else if constexpr (std::is_same_v<T, double>) return ::exp(v);
-  else return VecMath<T>::exp(v);
+  if constexpr (std::is_same_v<T, float>)
+    return ::expf(v);
+  else if constexpr (std::is_same_v<T, double>)
+    return ::exp(v);
+  else
+    return VecMath<T>::exp(v);
 }
 
 template <typename T>
 FASTGAN_HD T log1p_(T v) {
-  if constexpr (std::is_same_v<T, float>) return ::log1pf(v);
-  else if constexpr (std::is_same_v<T, double>) return ::log1p(v);
-  else return VecMath<T>::log1p(v);
+  if constexpr (std::is_same_v<T, float>)
+    return ::log1pf(v);
+  else if constexpr (std::is_same_v<T, double>)
+    return ::log1p(v);
+  else
+    return VecMath<T>::log1p(v);
 }
 
 inline void check_float_tensor(const char* op, const char* name, const at::Tensor& t) {
   const auto s = t.scalar_type();
-  TORCH_CHECK_TYPE(s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16, op,
-                   ": ", name, " must be float32, float64, float16 or bfloat16, got ", s);
+  TORCH_CHECK_TYPE(s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16, op, ": ", name,
+                   " must be float32, float64, float16 or bfloat16, got ", s);
 }
 
-inline bool is_half(at::ScalarType s) { return s == at::kHalf || s == at::kBFloat16; }
+inline bool is_half(at::ScalarType s) {
+  return s == at::kHalf || s == at::kBFloat16;
+}
 
 // The dtypes a per-channel parameter (or its gradient) may have for an x of dtype `x`: x's own
 // or, for float16/bfloat16 x, float32, the parameters of a model under autocast, read as they
 // are (torch's mixed-precision batch norm does the same).
-inline bool param_dtype_ok(at::ScalarType t, at::ScalarType x) { return t == x || (is_half(x) && t == at::kFloat); }
+inline bool param_dtype_ok(at::ScalarType t, at::ScalarType x) {
+  return t == x || (is_half(x) && t == at::kFloat);
+}
 
 // A 1-D per-channel tensor (a bias, batch-norm parameters and statistics) with `channels`
 // elements on x's device, in a dtype param_dtype_ok allows.
-inline void check_channel_vector(const char* op, const char* name, const at::Tensor& t,
-                                 const at::Tensor& x, int64_t channels) {
+inline void check_channel_vector(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x,
+                                 int64_t channels) {
   check_float_tensor(op, name, t);
-  TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() == channels, op, ": ", name, " must have shape (",
-                    channels, ",) (x.shape[1]), got ", t.sizes());
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() == channels, op, ": ", name, " must have shape (", channels,
+                    ",) (x.shape[1]), got ", t.sizes());
   TORCH_CHECK_TYPE(param_dtype_ok(t.scalar_type(), x.scalar_type()), op, ": ", name, " must have x's dtype ",
                    x.scalar_type(), is_half(x.scalar_type()) ? " (or float32)" : "", ", got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on x's device ",
-                    x.device(), ", got ", t.device());
+  TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on x's device ", x.device(), ", got ",
+                    t.device());
 }
 
-inline void check_number(const char* op, const char* name, double v, double minimum,
-                         bool exclusive) {
+inline void check_number(const char* op, const char* name, double v, double minimum, bool exclusive) {
   TORCH_CHECK_VALUE(std::isfinite(v), op, ": ", name, " must be finite, got ", v);
   TORCH_CHECK_VALUE(exclusive ? v > minimum : v >= minimum, op, ": ", name, " must be ",
                     exclusive ? "> " : ">= ", minimum, ", got ", v);

@@ -82,30 +82,26 @@ inline void check_logits(const char* op, const char* name, const at::Tensor& x) 
 }
 
 inline void check_label(const char* op, const char* name, double v) {
-  TORCH_CHECK_VALUE(std::isfinite(v) && v >= 0.0 && v <= 1.0, op, ": ", name,
-                    " must be in [0, 1], got ", v);
+  TORCH_CHECK_VALUE(std::isfinite(v) && v >= 0.0 && v <= 1.0, op, ": ", name, " must be in [0, 1], got ", v);
 }
 
 // t has x's dtype and device (the shape rule is the caller's).
-inline void check_like(const char* op, const char* name, const at::Tensor& t, const char* xname,
-                       const at::Tensor& x) {
+inline void check_like(const char* op, const char* name, const at::Tensor& t, const char* xname, const at::Tensor& x) {
   check_float_tensor(op, name, t);
-  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have ", xname,
-                   "' dtype ", x.scalar_type(), ", got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on ", xname, "' device ",
-                    x.device(), ", got ", t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have ", xname, "' dtype ",
+                   x.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " must be on ", xname, "' device ", x.device(), ", got ",
+                    t.device());
 }
 
 // t broadcasts to x's shape without changing it (torch's rule for weight and pos_weight).
-inline void check_broadcastable(const char* op, const char* name, const at::Tensor& t,
-                                const at::Tensor& x) {
+inline void check_broadcastable(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
   bool ok = t.dim() <= x.dim();
   for (int64_t d = 1; ok && d <= t.dim(); ++d) {
     const int64_t s = t.size(-d);
     ok = s == 1 || s == x.size(-d);
   }
-  TORCH_CHECK_VALUE(ok, op, ": ", name, " of shape ", t.sizes(),
-                    " must broadcast to logits' shape ", x.sizes());
+  TORCH_CHECK_VALUE(ok, op, ": ", name, " of shape ", t.sizes(), " must broadcast to logits' shape ", x.sizes());
 }
 
 // The arguments of bce_with_logits, checked and laid out for the kernels: logits and target
@@ -117,11 +113,9 @@ struct BceArgs {
   losses::Reduction reduction;
 };
 
-inline BceArgs prepare_bce_args(const char* op, const at::Tensor& logits,
-                                const std::optional<at::Tensor>& target, double target_value,
-                                const std::optional<at::Tensor>& weight,
-                                const std::optional<at::Tensor>& pos_weight,
-                                std::string_view reduction) {
+inline BceArgs prepare_bce_args(const char* op, const at::Tensor& logits, const std::optional<at::Tensor>& target,
+                                double target_value, const std::optional<at::Tensor>& weight,
+                                const std::optional<at::Tensor>& pos_weight, std::string_view reduction) {
   BceArgs a;
   a.reduction = parse_reduction(op, reduction);
   check_logits(op, "logits", logits);
@@ -129,8 +123,8 @@ inline BceArgs prepare_bce_args(const char* op, const at::Tensor& logits,
   a.target_value = target_value;
   if (target.has_value() && target->defined()) {
     check_like(op, "target", *target, "logits", logits);
-    TORCH_CHECK_VALUE(target->sizes() == logits.sizes(), op, ": target must have logits' shape ",
-                      logits.sizes(), ", got ", target->sizes());
+    TORCH_CHECK_VALUE(target->sizes() == logits.sizes(), op, ": target must have logits' shape ", logits.sizes(),
+                      ", got ", target->sizes());
     a.t = target->contiguous();
   } else {
     check_label(op, "target", target_value);
@@ -165,8 +159,8 @@ struct Segment {
 
 // Segments from host tensors (contiguous, as prepare_bce_args leaves them).
 template <typename scalar_t>
-inline Segment<scalar_t> segment_of(const at::Tensor& x, const at::Tensor& t, double tv,
-                                    const at::Tensor& w, const at::Tensor& pw, Reduction r) {
+inline Segment<scalar_t> segment_of(const at::Tensor& x, const at::Tensor& t, double tv, const at::Tensor& w,
+                                    const at::Tensor& pw, Reduction r) {
   auto ptr = [](const at::Tensor& a) { return a.defined() ? a.const_data_ptr<scalar_t>() : nullptr; };
   const int64_t n = x.numel();
   const double scale = r == Reduction::Mean ? 1.0 / double(n) : 1.0;
@@ -188,24 +182,21 @@ inline Segment<scalar_t> label_segment(const at::Tensor& x, double label) {
 
 // grad of a bce_with_logits backward: logits' shape for reduction 'none', else a number
 // (a 0-dim tensor of logits' dtype or of the accumulation dtype).
-inline at::Tensor prepare_loss_grad(const char* op, const at::Tensor& grad, const at::Tensor& x,
-                                    bool elementwise) {
+inline at::Tensor prepare_loss_grad(const char* op, const at::Tensor& grad, const at::Tensor& x, bool elementwise) {
   check_float_tensor(op, "grad", grad);
-  TORCH_CHECK_VALUE(grad.device() == x.device(), op, ": grad must be on logits' device ",
-                    x.device(), ", got ", grad.device());
+  TORCH_CHECK_VALUE(grad.device() == x.device(), op, ": grad must be on logits' device ", x.device(), ", got ",
+                    grad.device());
   if (elementwise) {
-    TORCH_CHECK_VALUE(grad.sizes() == x.sizes(), op, ": grad must have logits' shape ", x.sizes(),
-                      ", got ", grad.sizes());
-    TORCH_CHECK_TYPE(grad.scalar_type() == x.scalar_type(), op, ": grad must have logits' dtype ",
-                     x.scalar_type(), ", got ", grad.scalar_type());
+    TORCH_CHECK_VALUE(grad.sizes() == x.sizes(), op, ": grad must have logits' shape ", x.sizes(), ", got ",
+                      grad.sizes());
+    TORCH_CHECK_TYPE(grad.scalar_type() == x.scalar_type(), op, ": grad must have logits' dtype ", x.scalar_type(),
+                     ", got ", grad.scalar_type());
     return grad.contiguous();
   }
-  TORCH_CHECK_VALUE(grad.numel() == 1, op, ": grad must have one element, got shape ",
-                    grad.sizes());
+  TORCH_CHECK_VALUE(grad.numel() == 1, op, ": grad must have one element, got shape ", grad.sizes());
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   // the kernels read a scalar grad as logits' dtype or as the accumulation dtype
-  return grad.scalar_type() == x.scalar_type() || grad.scalar_type() == acc ? grad
-                                                                          : grad.to(acc);
+  return grad.scalar_type() == x.scalar_type() || grad.scalar_type() == acc ? grad : grad.to(acc);
 }
 
 // The dtype of the GAN losses' value: float32 for half types (float64 for float64).

@@ -1,10 +1,11 @@
 """fastgan: fast small GANs in PyTorch on fused C++/CUDA kernels.
 
-    import fastgan
-    fastgan.build_info()          # what was compiled
-    from fastgan import ops       # fused functional ops (autograd-aware)
-    import fastgan.nn as fnn      # modules on those ops
+import fastgan
+fastgan.build_info()          # what was compiled
+from fastgan import ops       # fused functional ops (autograd-aware)
+import fastgan.nn as fnn      # modules on those ops
 """
+
 import torch
 
 from fastgan import _extension

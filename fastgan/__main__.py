@@ -1,4 +1,5 @@
 """`python -m fastgan ...`: the same as the `fastgan` command."""
+
 import sys
 
 from fastgan.cli import main

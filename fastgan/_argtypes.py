@@ -1,13 +1,14 @@
 """argparse types shared by `fastgan` and the benchmark tools (no torch import: the CLI parses
 its arguments before loading anything heavy)."""
+
 import argparse
 import operator
 
 MAX_SEED = 2**63 - 2  # torch takes 64-bit seeds; the trainer's data order uses seed + 1
-EXIT_FAILED = 1         # the work failed (training diverged)
-EXIT_USAGE = 2          # bad input: a one-line message on stderr
+EXIT_FAILED = 1  # the work failed (training diverged)
+EXIT_USAGE = 2  # bad input: a one-line message on stderr
 EXIT_INTERRUPTED = 130  # Ctrl-C
-EXIT_TERMINATED = 143   # SIGTERM
+EXIT_TERMINATED = 143  # SIGTERM
 
 
 def _integer(text):
@@ -57,6 +58,7 @@ def widths(text):
 
 def output(suffix=None, folder=False):
     """An argparse type for a path fastgan will write: checked before the work that fills it."""
+
     def check(text):
         from fastgan._files import output_problem
 
@@ -66,4 +68,5 @@ def output(suffix=None, folder=False):
         if problem:
             raise argparse.ArgumentTypeError(problem)
         return text
+
     return check

@@ -3,6 +3,7 @@
 Importing fastgan._C registers the `torch.ops.fastgan.*` operators with the dispatcher.
 FASTGAN_NO_EXTENSION=1 skips it (to test or compare the reference path).
 """
+
 import os
 import warnings
 

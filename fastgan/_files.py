@@ -1,13 +1,14 @@
 """Files written whole or not at all: the bytes go to a temporary name beside the target, which
 is renamed over it (os.replace: atomic on one file system) only when writing succeeded; on any
 error the temporary is removed and an existing target is left as it was."""
+
 import contextlib
 import errno
 import os
 import re
 import tempfile
 
-_TEMP = re.compile(r"^\..+\.tmp(\d+)$")   # temp_path's names: .NAME.tmpPID
+_TEMP = re.compile(r"^\..+\.tmp(\d+)$")  # temp_path's names: .NAME.tmpPID
 
 
 def temp_path(path):
@@ -21,7 +22,7 @@ def _alive(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:   # someone else's process
+    except PermissionError:  # someone else's process
         return True
     return True
 
@@ -62,7 +63,7 @@ def output_problem(path, folder=False):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         return f"{path}: {parent} is a file, not a folder"
-    try:   # a folder we may not write into (permissions, a read-only or special file system)
+    try:  # a folder we may not write into (permissions, a read-only or special file system)
         fd, probe = tempfile.mkstemp(prefix=".fastgan-probe-", dir=parent)
     except OSError as exc:
         return f"{path}: cannot write into {parent} ({exc.strerror or exc})"
@@ -82,7 +83,7 @@ def atomic_target(path):
     try:
         yield tmp
         os.replace(tmp, path)
-    except OSError as exc:   # name the file the user asked for, never the temporary
+    except OSError as exc:  # name the file the user asked for, never the temporary
         if exc.filename in (None, tmp) and exc.errno is not None:
             raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
         raise
@@ -107,7 +108,7 @@ def atomic_torch_save(obj, path):
     with atomic_target(path) as tmp:
         try:
             torch.save(obj, tmp)
-        except RuntimeError as exc:   # C++'s "iostream error" says nothing of why: ask the OS
+        except RuntimeError as exc:  # C++'s "iostream error" says nothing of why: ask the OS
             raise _write_error(tmp, exc) from None
     return path
 

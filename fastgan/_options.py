@@ -4,32 +4,33 @@ and the benchmarks all read it, so that a new choice is added in one place.
 
 No torch import: the CLI builds its parser from this table before loading anything heavy.
 """
+
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Model:
     about: str
-    conditional: bool = False   # G and D take labels (N,) in 0..NUM_CLASSES-1
-    conv: bool = False          # a DCGAN: g_widths / d_widths are its two channel counts
-    g_batch_norm_1d: bool = False   # G's batch norm sees one value per channel per sample
+    conditional: bool = False  # G and D take labels (N,) in 0..NUM_CLASSES-1
+    conv: bool = False  # a DCGAN: g_widths / d_widths are its two channel counts
+    g_batch_norm_1d: bool = False  # G's batch norm sees one value per channel per sample
 
 
 MODELS = {
     "mlp": Model("PyTorch-tutorial MLP GAN: G 100-256-512-1024-784 (ReLU), D 784-1024-512-256-1"),
     "mlp-bn": Model("Keras MLP GAN: G Dense-LeakyReLU-BatchNorm x3, D 784-512-256-1", g_batch_norm_1d=True),
-    "dcgan": Model("28x28 DCGAN: G linear to 7x7, two stride-2 transposed convs; D two stride-2 convs",
-                   conv=True),
+    "dcgan": Model("28x28 DCGAN: G linear to 7x7, two stride-2 transposed convs; D two stride-2 convs", conv=True),
     "cgan": Model("class-conditional mlp (label embedding into G and D)", conditional=True),
     "cdcgan": Model("class-conditional dcgan (label embedding into G and D)", conditional=True, conv=True),
 }
 CONDITIONAL = tuple(name for name, m in MODELS.items() if m.conditional)
-NUM_CLASSES = 10   # digits / Fashion-MNIST classes: the labels of the conditional models
+NUM_CLASSES = 10  # digits / Fashion-MNIST classes: the labels of the conditional models
 
 
 @dataclass(frozen=True)
 class Choice:
     """A TrainConfig option with named values: `values` maps each to what it means."""
+
     default: str
     values: dict
     help: str
@@ -45,19 +46,32 @@ class Choice:
 
 CHOICES = {
     "model": Choice("dcgan", {name: "" for name in MODELS}, "model"),
-    "dataset": Choice("mnist-5k", {"mnist-5k": "5,000 real MNIST digits embedded in the package",
-                                   "mnist": "IDX files", "fashion-mnist": "IDX files"}, "dataset"),
-    "optimizer": Choice("adam", {"adam": "fastgan's fused Adam",
-                                 "rmsprop": "the Keras recipe, lr 8e-4 D / 4e-4 G, gradient clipping 1.0"},
-                        "optimizer"),
+    "dataset": Choice(
+        "mnist-5k",
+        {
+            "mnist-5k": "5,000 real MNIST digits embedded in the package",
+            "mnist": "IDX files",
+            "fashion-mnist": "IDX files",
+        },
+        "dataset",
+    ),
+    "optimizer": Choice(
+        "adam",
+        {"adam": "fastgan's fused Adam", "rmsprop": "the Keras recipe, lr 8e-4 D / 4e-4 G, gradient clipping 1.0"},
+        "optimizer",
+    ),
     "noise": Choice("normal", {"normal": "", "uniform": "in [-1, 1]"}, "latent noise"),
     "g_act": Choice("relu", {"relu": "", "leaky": "LeakyReLU 0.2"}, "mlp/cgan generator activation"),
-    "backend": Choice("fastgan", {"fastgan": "fastgan's fused ops", "torch": "plain torch.nn layers"},
-                      "layers"),
-    "precision": Choice("fp32", {"fp32": "",
-                                 "bf16": "forward passes under bfloat16 autocast; weights, optimizer, "
-                                         "batch-norm statistics and losses stay float32"},
-                        "precision"),
+    "backend": Choice("fastgan", {"fastgan": "fastgan's fused ops", "torch": "plain torch.nn layers"}, "layers"),
+    "precision": Choice(
+        "fp32",
+        {
+            "fp32": "",
+            "bf16": "forward passes under bfloat16 autocast; weights, optimizer, "
+            "batch-norm statistics and losses stay float32",
+        },
+        "precision",
+    ),
 }
 
 DATASETS = CHOICES["dataset"].names()

@@ -11,6 +11,7 @@ Bad input (unknown names, missing data, impossible options, unreadable checkpoin
 one line on stderr and exits with code 2; a run that diverged (non-finite losses) exits with 1;
 Ctrl-C exits with 130 and SIGTERM with 143, both after the write in flight has landed.
 """
+
 import argparse
 import dataclasses
 import signal
@@ -29,7 +30,7 @@ from fastgan._argtypes import (
 )
 from fastgan._options import CHOICES
 
-S = argparse.SUPPRESS   # train options the user did not give stay out of the namespace (see cmd_train)
+S = argparse.SUPPRESS  # train options the user did not give stay out of the namespace (see cmd_train)
 
 
 def build_parser():
@@ -37,40 +38,46 @@ def build_parser():
 
     default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
-    def choice(group, name):   # choices and help from the one table (fastgan._options.CHOICES)
-        group.add_argument(f"--{name.replace('_', '-')}", choices=list(CHOICES[name].names()), default=S,
-                           help=CHOICES[name].describe())
+    def choice(group, name):  # choices and help from the one table (fastgan._options.CHOICES)
+        group.add_argument(
+            f"--{name.replace('_', '-')}", choices=list(CHOICES[name].names()), default=S, help=CHOICES[name].describe()
+        )
 
     parser = argparse.ArgumentParser(prog="fastgan", description="Train small GANs fast on fused C++/CUDA kernels.")
     sub = parser.add_subparsers(dest="command", metavar="{train,sample,eval,info,bench}")
     sub.required = True
 
-    t = sub.add_parser("train", help="train a GAN (default: dcgan on the embedded mnist-5k)",
-                       description="Train a GAN. Writes checkpoint.pt, samples.png, samples/, "
-                                   "history.csv, losses.png and train.log into --out.")
+    t = sub.add_parser(
+        "train",
+        help="train a GAN (default: dcgan on the embedded mnist-5k)",
+        description="Train a GAN. Writes checkpoint.pt, samples.png, samples/, "
+        "history.csv, losses.png and train.log into --out.",
+    )
     choice(t, "model")
     choice(t, "dataset")
     t.add_argument("--data-dir", default=S, help="folder with the IDX files (or torchvision's root)")
-    t.add_argument("--download", action="store_true", default=S,
-                   help="fetch the IDX files into --data-dir if missing (md5-checked)")
+    t.add_argument(
+        "--download",
+        action="store_true",
+        default=S,
+        help="fetch the IDX files into --data-dir if missing (md5-checked)",
+    )
     n = t.add_mutually_exclusive_group()
     n.add_argument("--epochs", type=positive_int, default=S, help=f"epochs (default: {DEFAULT_EPOCHS})")
     n.add_argument("--steps", type=positive_int, default=S, help="total steps instead of epochs")
-    t.add_argument("--batch-size", type=positive_int, default=S,
-                   help=f"batch size (default: {default['batch_size']})")
-    t.add_argument("--lr", type=float, default=S,
-                   help=f"Adam learning rate (default: {default['lr']}; RMSprop: --lr-d, --lr-g)")
+    t.add_argument("--batch-size", type=positive_int, default=S, help=f"batch size (default: {default['batch_size']})")
+    t.add_argument(
+        "--lr", type=float, default=S, help=f"Adam learning rate (default: {default['lr']}; RMSprop: --lr-d, --lr-g)"
+    )
     t.add_argument("--beta1", type=float, default=S, help=f"Adam beta1 (default: {default['beta1']})")
     choice(t, "optimizer")
     t.add_argument("--lr-d", type=float, default=S, help="discriminator learning rate")
     t.add_argument("--lr-g", type=float, default=S, help="generator learning rate")
     t.add_argument("--grad-clip", type=float, default=S, help="clip gradient norms (0: off)")
     choice(t, "noise")
-    t.add_argument("--dropout", type=float, default=S,
-                   help=f"discriminator dropout (default: {default['dropout']})")
+    t.add_argument("--dropout", type=float, default=S, help=f"discriminator dropout (default: {default['dropout']})")
     choice(t, "g_act")
-    t.add_argument("--latent-dim", type=positive_int, default=S,
-                   help=f"latent size (default: {default['latent_dim']})")
+    t.add_argument("--latent-dim", type=positive_int, default=S, help=f"latent size (default: {default['latent_dim']})")
     t.add_argument("--g-widths", type=widths, default=S, help="generator widths, e.g. 256,512,1024")
     t.add_argument("--d-widths", type=widths, default=S, help="discriminator widths, e.g. 1024,512,256")
     choice(t, "backend")
@@ -79,37 +86,71 @@ def build_parser():
     t.add_argument("--out", default=S, help="run folder (default: runs/MODEL-DATASET)")
     again = t.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    again.add_argument("--overwrite", action="store_true",
-                       help="start a new run in an --out that holds one (its outputs are removed); without "
-                            "--resume or --overwrite such a folder is refused")
-    t.add_argument("--checkpoint-every", type=int, default=S,
-                   help="also checkpoint every N steps (default: each epoch only)")
-    t.add_argument("--log-every", type=positive_int, default=S,
-                   help=f"steps between loss updates (default: {default['log_every']})")
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an --out that holds one (its outputs are removed); without "
+        "--resume or --overwrite such a folder is refused",
+    )
+    t.add_argument(
+        "--checkpoint-every", type=int, default=S, help="also checkpoint every N steps (default: each epoch only)"
+    )
+    t.add_argument(
+        "--log-every",
+        type=positive_int,
+        default=S,
+        help=f"steps between loss updates (default: {default['log_every']})",
+    )
     # on/off options a resumed run may change have both forms (--x / --no-x)
-    t.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=S,
-                   help="on CUDA, replay the whole step as one CUDA graph (default); --no-cuda-graph "
-                        "runs it op by op")
-    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=S,
-                   help="torch.compile the models (for comparison; turns the CUDA graph off)")
+    t.add_argument(
+        "--cuda-graph",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="on CUDA, replay the whole step as one CUDA graph (default); --no-cuda-graph runs it op by op",
+    )
+    t.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="torch.compile the models (for comparison; turns the CUDA graph off)",
+    )
     choice(t, "precision")
-    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S,
-                   help="convolution weights and activations in channels_last (NHWC) memory format, "
-                        "cuDNN's native layout on GPUs (the same math; MLP models are unchanged)")
-    t.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=S,
-                   help="also log to OUT/tb for TensorBoard (needs the tensorboard package)")
-    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=S,
-                   help="a progress bar on stderr (default)")
-    t.add_argument("--eval-every", type=int, default=S,
-                   help="measure sample quality (classifier FID, IS, class entropy) every N steps and "
-                        "at the end, into the log, history.csv and losses.png (default: 0, off)")
-    t.add_argument("--eval-n", type=int, default=S,
-                   help=f"images per evaluation (default: {default['eval_n']})")
-    t.add_argument("--stop-on-nan", action=argparse.BooleanOptionalAction, default=S,
-                   help="end the run (exit 1) when the losses stop being finite numbers, keeping the last "
-                        "finite checkpoint (default); --no-stop-on-nan warns once and trains on")
-    t.add_argument("--allow-changed-data", action="store_true",
-                   help="with --resume: go on although the data is not what the checkpoint was trained on")
+    t.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="convolution weights and activations in channels_last (NHWC) memory format, "
+        "cuDNN's native layout on GPUs (the same math; MLP models are unchanged)",
+    )
+    t.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="also log to OUT/tb for TensorBoard (needs the tensorboard package)",
+    )
+    t.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=S, help="a progress bar on stderr (default)"
+    )
+    t.add_argument(
+        "--eval-every",
+        type=int,
+        default=S,
+        help="measure sample quality (classifier FID, IS, class entropy) every N steps and "
+        "at the end, into the log, history.csv and losses.png (default: 0, off)",
+    )
+    t.add_argument("--eval-n", type=int, default=S, help=f"images per evaluation (default: {default['eval_n']})")
+    t.add_argument(
+        "--stop-on-nan",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="end the run (exit 1) when the losses stop being finite numbers, keeping the last "
+        "finite checkpoint (default); --no-stop-on-nan warns once and trains on",
+    )
+    t.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="with --resume: go on although the data is not what the checkpoint was trained on",
+    )
 
     s = sub.add_parser("sample", help="draw a grid of samples from a checkpoint")
     s.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
@@ -119,30 +160,41 @@ def build_parser():
     s.add_argument("--seed", type=seed, default=0, help="noise seed (default 0)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
 
-    e = sub.add_parser("eval", help="measure sample quality: classifier FID, IS, class entropy",
-                       description="Draws --n images from a checkpoint and measures them with a small "
-                                   "digit classifier (trained on the checkpoint's dataset on first use, "
-                                   "cached in --cache-dir): classifier FID, Inception Score, class "
-                                   "histogram and entropy, and label accuracy for conditional models.")
+    e = sub.add_parser(
+        "eval",
+        help="measure sample quality: classifier FID, IS, class entropy",
+        description="Draws --n images from a checkpoint and measures them with a small "
+        "digit classifier (trained on the checkpoint's dataset on first use, "
+        "cached in --cache-dir): classifier FID, Inception Score, class "
+        "histogram and entropy, and label accuracy for conditional models.",
+    )
     e.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
     e.add_argument("--n", type=int, default=10000, help="generated images (default 10000, at least 2)")
     e.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     e.add_argument("--data-dir", default=None, help="IDX files of mnist / fashion-mnist (default: the run's)")
-    e.add_argument("--cache-dir", type=output(folder=True), default=None,
-                   help="classifier cache (default $FASTGAN_CACHE or ~/.cache/fastgan)")
+    e.add_argument(
+        "--cache-dir",
+        type=output(folder=True),
+        default=None,
+        help="classifier cache (default $FASTGAN_CACHE or ~/.cache/fastgan)",
+    )
     e.add_argument("--seed", type=seed, default=0, help="noise seed (default 0)")
-    e.add_argument("--classifier-epochs", type=positive_int, default=None,
-                   help="classifier training epochs (default 8)")
+    e.add_argument(
+        "--classifier-epochs", type=positive_int, default=None, help="classifier training epochs (default 8)"
+    )
     e.add_argument("--json", type=output(), default=None, help="also write the metrics to this JSON file")
 
     sub.add_parser("info", help="what this fastgan installation was built with")
 
-    b = sub.add_parser("bench", help="time fastgan against PyTorch eager and torch.compile",
-                       description="fastgan bench ops [...]: each fused op, forward+backward; "
-                                   "fastgan bench train [...]: whole training steps; "
-                                   "fastgan bench quality [...]: classifier FID against training "
-                                   "time, the tutorial's recipe vs fastgan. "
-                                   "`fastgan bench ops --help` lists their options.")
+    b = sub.add_parser(
+        "bench",
+        help="time fastgan against PyTorch eager and torch.compile",
+        description="fastgan bench ops [...]: each fused op, forward+backward; "
+        "fastgan bench train [...]: whole training steps; "
+        "fastgan bench quality [...]: classifier FID against training "
+        "time, the tutorial's recipe vs fastgan. "
+        "`fastgan bench ops --help` lists their options.",
+    )
     # `what` optional to argparse only so that a bare `fastgan bench` names it alone (REMAINDER
     # positionals are always listed as missing); main() requires it
     b.add_argument("what", nargs="?", choices=["ops", "train", "quality"], help="ops, train or quality")
@@ -164,18 +216,28 @@ def cmd_bench(args):
 def cmd_train(args):
     from fastgan.train import ConfigError, TrainConfig, Trainer
 
-    given = {k: v for k, v in vars(args).items()
-             if k not in ("command", "resume", "overwrite", "allow_changed_data")}
-    if given.get("optimizer") == "rmsprop" and "lr" in given:   # rather than ignore it
-        raise ConfigError("--lr is Adam's learning rate; with --optimizer rmsprop give --lr-d and --lr-g "
-                          "(default 8e-4 and 4e-4, the Keras recipe)")
-    cfg = TrainConfig(**given)   # (out default: runs/MODEL-DATASET)
-    trainer = Trainer(cfg, resume=args.resume, explicit=set(given) - {"out"}, overwrite=args.overwrite,
-                      make_evaluator=_evaluator, allow_changed_data=args.allow_changed_data)
-    print(f"fastgan train: {trainer.cfg.model} on {trainer.cfg.dataset} "
-          f"({trainer.loader.num_samples} images), {trainer.total_steps} steps of "
-          f"{trainer.cfg.batch_size} on {trainer.device}, backend {trainer.cfg.backend}, "
-          f"out {trainer.cfg.out}", flush=True)
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "overwrite", "allow_changed_data")}
+    if given.get("optimizer") == "rmsprop" and "lr" in given:  # rather than ignore it
+        raise ConfigError(
+            "--lr is Adam's learning rate; with --optimizer rmsprop give --lr-d and --lr-g "
+            "(default 8e-4 and 4e-4, the Keras recipe)"
+        )
+    cfg = TrainConfig(**given)  # (out default: runs/MODEL-DATASET)
+    trainer = Trainer(
+        cfg,
+        resume=args.resume,
+        explicit=set(given) - {"out"},
+        overwrite=args.overwrite,
+        make_evaluator=_evaluator,
+        allow_changed_data=args.allow_changed_data,
+    )
+    print(
+        f"fastgan train: {trainer.cfg.model} on {trainer.cfg.dataset} "
+        f"({trainer.loader.num_samples} images), {trainer.total_steps} steps of "
+        f"{trainer.cfg.batch_size} on {trainer.device}, backend {trainer.cfg.backend}, "
+        f"out {trainer.cfg.out}",
+        flush=True,
+    )
     trainer.fit()
     return 0
 
@@ -205,14 +267,26 @@ def cmd_eval(args):
     settings = ClassifierSettings()
     if args.classifier_epochs is not None:
         settings = dataclasses.replace(settings, epochs=args.classifier_epochs)
-    m = evaluate(args.checkpoint, n=args.n, device=args.device, data_dir=args.data_dir,
-                 cache_dir=args.cache_dir, seed=args.seed, classifier=settings)
+    m = evaluate(
+        args.checkpoint,
+        n=args.n,
+        device=args.device,
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        seed=args.seed,
+        classifier=settings,
+    )
     print(f"fastgan eval: {m['model']} on {m['dataset']}, step {m['step']}, {m['n']} samples")
-    print(f"classifier       {'cached' if m['classifier_cached'] else 'trained'}, test accuracy "
-          f"{100 * m['classifier_accuracy']:.2f}% ({m['classifier_path'] or 'not saved'})")
+    print(
+        f"classifier       {'cached' if m['classifier_cached'] else 'trained'}, test accuracy "
+        f"{100 * m['classifier_accuracy']:.2f}% ({m['classifier_path'] or 'not saved'})"
+    )
     if m["nonfinite_images"]:
-        print(f"warning: {m['nonfinite_images']} of the {m['n']} generated images are not finite "
-              "(the generator diverged): no FID", file=sys.stderr)
+        print(
+            f"warning: {m['nonfinite_images']} of the {m['n']} generated images are not finite "
+            "(the generator diverged): no FID",
+            file=sys.stderr,
+        )
     print(f"fid              {m['fid']:.4f}   (real train vs test: {m['fid_real']:.4f})")
     print(f"inception_score  {m['inception_score']:.4f}")
     print(f"class_entropy    {m['class_entropy']:.4f} bits (max 3.3219)")
@@ -253,7 +327,7 @@ def main(argv=None):
         return _main(argv)
     except Terminated:
         return EXIT_TERMINATED
-    except KeyboardInterrupt:   # also while the heavy modules load
+    except KeyboardInterrupt:  # also while the heavy modules load
         return EXIT_INTERRUPTED
 
 
@@ -266,8 +340,7 @@ def _main(argv):
     from fastgan.models import ModelError
     from fastgan.train.config import CheckpointError, ConfigError, DivergedError
 
-    commands = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "bench": cmd_bench,
-                "eval": cmd_eval}
+    commands = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "bench": cmd_bench, "eval": cmd_eval}
     handler = None
     if args.command == "train" and threading.current_thread() is threading.main_thread():
         handler = signal.signal(signal.SIGTERM, _on_sigterm)

@@ -54,6 +54,7 @@ of a Sequential that now ends in a fused Linear/Conv gets autograd's "modified b
 operation" error at backward (never wrong gradients); inside a Sequential that case is detected
 and left unfused.
 """
+
 import collections
 import copy
 import math
@@ -136,18 +137,27 @@ class FusedConvTranspose2d(_Fused, nn.ConvTranspose2d):
     def forward(self, input, output_size=None):
         if self.padding_mode != "zeros":
             raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
-        output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size,
-                                              2, self.dilation)
-        y = F.conv_transpose2d(input, self.weight, None, self.stride, self.padding, output_padding, self.groups,
-                               self.dilation)
+        output_padding = self._output_padding(
+            input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
+        )
+        y = F.conv_transpose2d(
+            input, self.weight, None, self.stride, self.padding, output_padding, self.groups, self.dilation
+        )
         return _bias_act_conv(y, self.bias, self.negative_slope, input.dim() == 3)
 
 
 _PRODUCERS = {nn.Linear: FusedLinear, nn.Conv2d: FusedConv2d, nn.ConvTranspose2d: FusedConvTranspose2d}
 _BATCH_NORMS = {nn.BatchNorm1d: fnn.BatchNorm1d, nn.BatchNorm2d: fnn.BatchNorm2d}
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU)
-_FASTGAN = (FusedLinear, FusedConv2d, FusedConvTranspose2d, fnn.BatchNorm1d, fnn.BatchNorm2d, fnn.FusedLeakyReLU,
-            fnn.BCEWithLogitsLoss)
+_FASTGAN = (
+    FusedLinear,
+    FusedConv2d,
+    FusedConvTranspose2d,
+    fnn.BatchNorm1d,
+    fnn.BatchNorm2d,
+    fnn.FusedLeakyReLU,
+    fnn.BCEWithLogitsLoss,
+)
 
 # ----------------------------------------------------------------------------------------------
 # the report
@@ -158,9 +168,9 @@ class Replaced:
     """A pattern replaced: path of its first module, e.g. "main.0" ("" for the model itself)."""
 
     path: str
-    pattern: str                    # "Linear + LeakyReLU(0.2)", "BatchNorm1d", "Sigmoid (final)", ...
-    replacement: str                # what runs there now
-    slots: Tuple[str, ...] = ()     # the paths of every module of the pattern
+    pattern: str  # "Linear + LeakyReLU(0.2)", "BatchNorm1d", "Sigmoid (final)", ...
+    replacement: str  # what runs there now
+    slots: Tuple[str, ...] = ()  # the paths of every module of the pattern
 
 
 @dataclass(frozen=True)
@@ -168,7 +178,7 @@ class LeftAlone:
     """A module kept as it is, and why."""
 
     path: str
-    module: str                     # its class name
+    module: str  # its class name
     reason: str
 
 
@@ -186,8 +196,9 @@ class Report:
         lines = [f"fastgan.convert: {len(self.replaced)} replaced, {len(self.left_alone)} left alone"]
         if self.replaced:
             lines.append("replaced:")
-            lines += [f"  {_show(', '.join(r.slots) or r.path):<22} {r.pattern} -> {r.replacement}"
-                      for r in self.replaced]
+            lines += [
+                f"  {_show(', '.join(r.slots) or r.path):<22} {r.pattern} -> {r.replacement}" for r in self.replaced
+            ]
         if self.left_alone:
             lines.append("left alone:")
             lines += [f"  {_show(k.path):<22} {k.module}: {k.reason}" for k in self.left_alone]
@@ -217,8 +228,12 @@ def _plain(m, classes):
 
 
 def _is_sequential(m):
-    return isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward \
-        and type(m).__iter__ is nn.Sequential.__iter__ and "forward" not in vars(m)
+    return (
+        isinstance(m, nn.Sequential)
+        and type(m).forward is nn.Sequential.forward
+        and type(m).__iter__ is nn.Sequential.__iter__
+        and "forward" not in vars(m)
+    )
 
 
 def _output_hooks(m):
@@ -264,8 +279,8 @@ class _Converter:
         self.root = root
         self.uses = collections.Counter(id(m) for _, m in root.named_modules(remove_duplicate=False))
         self.report = Report()
-        self.made = set()     # ids of the nn.Identity modules put in by the conversion
-        self.seen = set()     # ids of the modules visited (a shared one once)
+        self.made = set()  # ids of the nn.Identity modules put in by the conversion
+        self.seen = set()  # ids of the modules visited (a shared one once)
 
     # -- reporting
     def keep(self, m, path, reason):
@@ -287,8 +302,9 @@ class _Converter:
         """A torch BatchNorm1d/2d, or a fastgan one not yet fused with an activation."""
         if _is_lazy(m):
             return False
-        return _plain(m, tuple(_BATCH_NORMS)) or (type(m) in (fnn.BatchNorm1d, fnn.BatchNorm2d)
-                                                  and m.negative_slope is None and "forward" not in vars(m))
+        return _plain(m, tuple(_BATCH_NORMS)) or (
+            type(m) in (fnn.BatchNorm1d, fnn.BatchNorm2d) and m.negative_slope is None and "forward" not in vars(m)
+        )
 
     @staticmethod
     def swap_batch_norm(m, slope=None):
@@ -320,24 +336,39 @@ class _Converter:
         if _is_sequential(m):
             self.sequential(m, path)
         elif self.is_batch_norm(m):
-            note = "" if in_sequential else (
-                f" (alone: not in an nn.Sequential, what runs after it is decided by {parent})" if parent else "")
+            note = (
+                ""
+                if in_sequential
+                else (f" (alone: not in an nn.Sequential, what runs after it is decided by {parent})" if parent else "")
+            )
             self.batch_norm_alone(m, path, note)
         elif isinstance(m, _FASTGAN):
             self.keep(m, path, "already fastgan's")
         elif _is_lazy(m):
             self.keep(m, path, "lazy module not initialised yet: convert after its first forward")
         elif _plain(m, tuple(_PRODUCERS)) or _plain(m, _ACTIVATIONS):
-            if in_sequential:   # an activation not after a fusable layer (layers are handled in pattern())
-                self.keep(m, path, "not right after a Linear/Conv2d/ConvTranspose2d with bias or a BatchNorm1d/2d "
-                                   "in its Sequential: nothing to fuse it with")
+            if in_sequential:  # an activation not after a fusable layer (layers are handled in pattern())
+                self.keep(
+                    m,
+                    path,
+                    "not right after a Linear/Conv2d/ConvTranspose2d with bias or a BatchNorm1d/2d "
+                    "in its Sequential: nothing to fuse it with",
+                )
             else:
-                self.keep(m, path, "not in an nn.Sequential: what runs after it is decided by "
-                                   f"{parent or 'the caller'}, so nothing is fused")
+                self.keep(
+                    m,
+                    path,
+                    "not in an nn.Sequential: what runs after it is decided by "
+                    f"{parent or 'the caller'}, so nothing is fused",
+                )
         elif m._modules:
             container = isinstance(m, (nn.ModuleList, nn.ModuleDict))
-            self.keep(m, path, ("container" if container else "custom forward") +
-                      ": kept; its nn.Sequentials are fused and its batch norms swapped")
+            self.keep(
+                m,
+                path,
+                ("container" if container else "custom forward")
+                + ": kept; its nn.Sequentials are fused and its batch norms swapped",
+            )
             order = f"the code iterating {_show(path)}" if container else f"{type(m).__name__}'s forward()"
             for name, child in m._modules.items():
                 self.visit(child, _join(path, name), order)
@@ -376,14 +407,18 @@ class _Converter:
             if kind == "bn":
                 self.batch_norm_alone(m, path)
             else:
-                where = ("last in its Sequential, with no LeakyReLU/ReLU after it" if j == len(items)
-                         else "followed by the removed Sigmoid, not by LeakyReLU/ReLU" if id(items[j][1]) in self.made
-                         else f"followed by {type(items[j][1]).__name__}, not by LeakyReLU/ReLU")
+                where = (
+                    "last in its Sequential, with no LeakyReLU/ReLU after it"
+                    if j == len(items)
+                    else "followed by the removed Sigmoid, not by LeakyReLU/ReLU"
+                    if id(items[j][1]) in self.made
+                    else f"followed by {type(items[j][1]).__name__}, not by LeakyReLU/ReLU"
+                )
                 what = "(bias=False)" if m.bias is None else "its bias with"
                 self.keep(m, path, f"{where}: nothing to fuse {what}")
             return 1
         act_name, act_path = _act_name(act), _join(prefix, items[j][0])
-        problem = self.fusion_problem(m, kind, act, [items[b][1] for b in between], items[j + 1:])
+        problem = self.fusion_problem(m, kind, act, [items[b][1] for b in between], items[j + 1 :])
         if problem:
             if kind == "bn":
                 self.batch_norm_alone(m, path)
@@ -396,8 +431,11 @@ class _Converter:
             return j + 1 - i
         slope = float(_slope_of(act))
         dropouts = [b for b in between if _plain(items[b][1], (nn.Dropout,))]
-        pattern = " + ".join([_base(m).__name__] + [_dropout_name(items[b][1]) for b in dropouts]
-                             + [act_name + (" (inplace)" if act.inplace else "")])
+        pattern = " + ".join(
+            [_base(m).__name__]
+            + [_dropout_name(items[b][1]) for b in dropouts]
+            + [act_name + (" (inplace)" if act.inplace else "")]
+        )
         if kind == "bn":
             what = self.swap_batch_norm(m, slope)
         else:
@@ -406,13 +444,20 @@ class _Converter:
             m.negative_slope = slope
             what = f"{cls.__name__}(negative_slope={slope:g}) (its bias added in the fused op)"
         if dropouts:
-            what += ", then " + ", ".join(_join(prefix, items[b][0]) for b in dropouts) + \
-                " (Dropout, now after the activation: the same result)"
+            what += (
+                ", then "
+                + ", ".join(_join(prefix, items[b][0]) for b in dropouts)
+                + " (Dropout, now after the activation: the same result)"
+            )
         identity = nn.Identity()
         self.made.add(id(identity))
         seq._modules[items[j][0]] = identity
-        self.replaced(path, pattern, f"{what}, {act_path} -> Identity",
-                      [path] + [_join(prefix, items[b][0]) for b in between] + [act_path])
+        self.replaced(
+            path,
+            pattern,
+            f"{what}, {act_path} -> Identity",
+            [path] + [_join(prefix, items[b][0]) for b in between] + [act_path],
+        )
         for b in between:
             self.seen.add(id(items[b][1]))
         return j + 1 - i
@@ -439,12 +484,16 @@ class _Converter:
             return "a module between them has hooks"
         if kind == "layer":
             if any(_plain(b, (nn.Dropout,)) and b.inplace for b in between):
-                return ("Dropout(inplace=True) between them would run after the fused op and overwrite its output, "
-                        "which the op's backward reads")
+                return (
+                    "Dropout(inplace=True) between them would run after the fused op and overwrite its output, "
+                    "which the op's backward reads"
+                )
             nxt = next((x for _, x in rest if not _plain(x, (nn.Identity,))), None)
             if nxt is not None and getattr(nxt, "inplace", False) is True:
-                return (f"followed by an in-place {type(nxt).__name__}, which would overwrite the fused op's output "
-                        "(its backward reads it)")
+                return (
+                    f"followed by an in-place {type(nxt).__name__}, which would overwrite the fused op's output "
+                    "(its backward reads it)"
+                )
         return None
 
 
@@ -453,10 +502,30 @@ class _Converter:
 
 # what may come after the Sigmoid and before the output: shape changes, which sigmoid commutes with
 _SHAPE_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity)
-_SHAPE_METHODS = {"view", "reshape", "squeeze", "unsqueeze", "flatten", "contiguous", "view_as", "reshape_as",
-                  "permute", "transpose", "t", "__getitem__"}
-_SHAPE_FUNCTIONS = {torch.flatten, torch.squeeze, torch.unsqueeze, torch.reshape, torch.permute, torch.transpose,
-                    torch.t, operator.getitem}
+_SHAPE_METHODS = {
+    "view",
+    "reshape",
+    "squeeze",
+    "unsqueeze",
+    "flatten",
+    "contiguous",
+    "view_as",
+    "reshape_as",
+    "permute",
+    "transpose",
+    "t",
+    "__getitem__",
+}
+_SHAPE_FUNCTIONS = {
+    torch.flatten,
+    torch.squeeze,
+    torch.unsqueeze,
+    torch.reshape,
+    torch.permute,
+    torch.transpose,
+    torch.t,
+    operator.getitem,
+}
 _SIGMOID_FUNCTIONS = {torch.sigmoid, F.sigmoid, torch.special.expit}
 
 
@@ -468,7 +537,7 @@ def _final_sigmoid(root, m, path, uses):
     """The path of the nn.Sigmoid that m's output comes from, up to shape changes; raises
     _NoSigmoid saying why where there is none (or it cannot be known)."""
     name = f"{_show(path)} ({type(m).__name__})"
-    if _plain(m, (nn.Sigmoid,)):   # a Sequential's slot (or the model): replacing it changes that slot only
+    if _plain(m, (nn.Sigmoid,)):  # a Sequential's slot (or the model): replacing it changes that slot only
         return path
     if _is_sequential(m):
         for child_name, child in reversed(list(m._modules.items())):
@@ -480,10 +549,12 @@ def _final_sigmoid(root, m, path, uses):
         raise _NoSigmoid(f"the output comes from {name}, not from an nn.Sigmoid")
     try:
         graph = torch.fx.symbolic_trace(m).graph
-    except Exception as e:   # any failure to trace means: not known
-        raise _NoSigmoid(f"{name}'s forward cannot be traced by torch.fx ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}), so which layer its output comes from is not "
-                         f"known; pass strip_sigmoid='<path of the Sigmoid>' to name it") from None
+    except Exception as e:  # any failure to trace means: not known
+        raise _NoSigmoid(
+            f"{name}'s forward cannot be traced by torch.fx ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}), so which layer its output comes from is not "
+            f"known; pass strip_sigmoid='<path of the Sigmoid>' to name it"
+        ) from None
     node = next(n for n in graph.nodes if n.op == "output").args[0]
     while True:
         if not isinstance(node, torch.fx.Node):
@@ -497,16 +568,21 @@ def _final_sigmoid(root, m, path, uses):
                 if uses[id(sub)] > 1:
                     raise _NoSigmoid(f"{_join(path, node.target)} (Sigmoid) is used in {uses[id(sub)]} places")
                 return _join(path, node.target)
-            raise _NoSigmoid(f"{name}'s forward returns the output of {_join(path, node.target)} "
-                             f"({type(sub).__name__}), not of an nn.Sigmoid")
-        if (node.op == "call_method" and node.target in _SHAPE_METHODS) or \
-                (node.op == "call_function" and node.target in _SHAPE_FUNCTIONS):
+            raise _NoSigmoid(
+                f"{name}'s forward returns the output of {_join(path, node.target)} "
+                f"({type(sub).__name__}), not of an nn.Sigmoid"
+            )
+        if (node.op == "call_method" and node.target in _SHAPE_METHODS) or (
+            node.op == "call_function" and node.target in _SHAPE_FUNCTIONS
+        ):
             node = node.args[0]
             continue
-        if (node.op == "call_function" and node.target in _SIGMOID_FUNCTIONS) or \
-                (node.op == "call_method" and node.target == "sigmoid"):
-            raise _NoSigmoid(f"{name}'s forward calls sigmoid itself, not through an nn.Sigmoid module: "
-                             "remove it there")
+        if (node.op == "call_function" and node.target in _SIGMOID_FUNCTIONS) or (
+            node.op == "call_method" and node.target == "sigmoid"
+        ):
+            raise _NoSigmoid(
+                f"{name}'s forward calls sigmoid itself, not through an nn.Sigmoid module: remove it there"
+            )
         target = getattr(node.target, "__name__", node.target)
         raise _NoSigmoid(f"{name}'s forward returns the result of {node.op} {target}, not of an nn.Sigmoid")
 
@@ -559,12 +635,15 @@ def convert(module, *, strip_sigmoid=False, report=False):
     if not isinstance(module, nn.Module):
         raise TypeError(f"convert: module must be a torch.nn.Module, got {type(module).__name__}")
     if not isinstance(strip_sigmoid, (bool, str)):
-        raise TypeError(f"convert: strip_sigmoid must be True, False or a module path, got "
-                        f"{type(strip_sigmoid).__name__}")
+        raise TypeError(
+            f"convert: strip_sigmoid must be True, False or a module path, got {type(strip_sigmoid).__name__}"
+        )
     lazy = [name for name, m in module.named_modules() if _is_lazy(m) and m.has_uninitialized_params()]
     if lazy:
-        raise ValueError(f"convert: {', '.join(_show(p) for p in lazy)}: lazy modules not initialised yet (they "
-                         "cannot be copied); run one forward pass first")
+        raise ValueError(
+            f"convert: {', '.join(_show(p) for p in lazy)}: lazy modules not initialised yet (they "
+            "cannot be copied); run one forward pass first"
+        )
     root = copy.deepcopy(module)
     converter = _Converter(root)
     if strip_sigmoid is not False:
@@ -578,7 +657,7 @@ def convert(module, *, strip_sigmoid=False, report=False):
         converter.sequential(root, "")
     else:
         converter.visit(root, "", None)
-    converter.report.replaced += stripped   # the model's order: the final Sigmoid last
+    converter.report.replaced += stripped  # the model's order: the final Sigmoid last
     return (root, converter.report) if report else root
 
 

@@ -1,4 +1,5 @@
 """Drop-in modules on fastgan's fused ops."""
+
 import inspect
 
 import torch
@@ -14,8 +15,7 @@ def like(t, x, float32_ok=False):
     parameters stay float32, and the cast's backward hands them a float32 gradient.
     float32_ok: the op reads a float32 t of a half x as it is (bias_leaky_relu, batch_norm), so
     that one is passed without a cast kernel either way."""
-    if t is None or t.dtype == x.dtype or (float32_ok and t.dtype == torch.float32
-                                           and x.dtype in _checks.HALF_DTYPES):
+    if t is None or t.dtype == x.dtype or (float32_ok and t.dtype == torch.float32 and x.dtype in _checks.HALF_DTYPES):
         return t
     return t.to(x.dtype)
 
@@ -52,8 +52,19 @@ _TORCH_BN_HAS_BIAS = "bias" in inspect.signature(_BatchNorm.__init__).parameters
 class _FusedBatchNorm(_BatchNorm):
     """torch's _BatchNorm (same parameters, buffers and state_dict) running fastgan's op."""
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, negative_slope=None, device=None, dtype=None, *, bias=True):
+    def __init__(
+        self,
+        num_features,
+        eps=1e-5,
+        momentum=0.1,
+        affine=True,
+        track_running_stats=True,
+        negative_slope=None,
+        device=None,
+        dtype=None,
+        *,
+        bias=True,
+    ):
         # bias=False: a weight but no bias (torch's keyword since it added it; before, the same
         # module and state_dict made here)
         kw = {} if bias or not _TORCH_BN_HAS_BIAS else dict(bias=False)
@@ -77,10 +88,18 @@ class _FusedBatchNorm(_BatchNorm):
                 counter = self.num_batches_tracked
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
-        return ops.batch_norm(x, self.weight, self.bias,
-                              self.running_mean if track else None,
-                              self.running_var if track else None,
-                              use_batch_stats, factor, self.eps, self.negative_slope, counter)
+        return ops.batch_norm(
+            x,
+            self.weight,
+            self.bias,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            use_batch_stats,
+            factor,
+            self.eps,
+            self.negative_slope,
+            counter,
+        )
 
     def extra_repr(self):
         s = super().extra_repr()
@@ -115,8 +134,9 @@ class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):
         # autocast, where the loss runs in float32 and they must not be rounded first
         if torch.is_autocast_enabled(input.device.type):
             return ops.bce_with_logits(input, target, self.weight, self.pos_weight, self.reduction)
-        return ops.bce_with_logits(input, target, like(self.weight, input), like(self.pos_weight, input),
-                                   self.reduction)
+        return ops.bce_with_logits(
+            input, target, like(self.weight, input), like(self.pos_weight, input), self.reduction
+        )
 
 
 __all__ = ["FusedLeakyReLU", "BatchNorm1d", "BatchNorm2d", "BCEWithLogitsLoss"]

@@ -8,6 +8,7 @@ count, as in torch.) The state (step,
 exp_avg, exp_avg_sq per parameter) has torch.optim.Adam's names and shapes: state_dicts
 load both ways.
 """
+
 import torch
 
 from fastgan import ops
@@ -17,7 +18,7 @@ from fastgan.ops import _checks
 def laid_out_like(t, p):
     """t itself if its elements lie in memory as p's do (adam_ walks both as flat arrays), else a
     copy in p's layout: a parameter may be in any dense format (channels_last conv weights)."""
-    if t.stride() == p.stride() or _checks.same_dense_layout(t, p):   # the first test: every step
+    if t.stride() == p.stride() or _checks.same_dense_layout(t, p):  # the first test: every step
         return t
     return torch.empty_like(p, memory_format=torch.preserve_format).copy_(t)
 
@@ -57,16 +58,20 @@ class Adam(torch.optim.Optimizer):
         params = param_group["params"]
         if isinstance(params, torch.Tensor):
             params = [params]
-        elif not isinstance(params, set):   # torch refuses a set (no order) itself
+        elif not isinstance(params, set):  # torch refuses a set (no order) itself
             params = list(params)
         for i, p in enumerate(params):
             where = f"fastgan.optim.Adam: parameter {i} of group {group}"
             if isinstance(p, torch.Tensor) and p.dtype not in DTYPES:
-                raise TypeError(f"{where} is {p.dtype}; it updates float32 and float64 parameters "
-                                f"(keep float32 master weights, e.g. under autocast, or use torch.optim.Adam)")
+                raise TypeError(
+                    f"{where} is {p.dtype}; it updates float32 and float64 parameters "
+                    f"(keep float32 master weights, e.g. under autocast, or use torch.optim.Adam)"
+                )
             if isinstance(p, torch.Tensor) and not _checks.dense(p):
-                raise ValueError(f"{where} is not dense (a strided view, shape {tuple(p.shape)}, stride "
-                                 f"{p.stride()}); adam_ walks parameters as flat arrays")
+                raise ValueError(
+                    f"{where} is not dense (a strided view, shape {tuple(p.shape)}, stride "
+                    f"{p.stride()}); adam_ walks parameters as flat arrays"
+                )
         super().add_param_group(dict(param_group, params=params))
 
     @staticmethod
@@ -76,13 +81,15 @@ class Adam(torch.optim.Optimizer):
         for i, group in enumerate(state_dict["param_groups"]):
             on = [k for k in UNSUPPORTED if group.get(k)]
             if on:
-                raise ValueError(f"fastgan.optim.Adam cannot continue this state_dict: param group {i} has "
-                                 f"{', '.join(f'{k}=True' for k in on)} (fastgan's Adam has none of "
-                                 f"{', '.join(UNSUPPORTED)}); use torch.optim.Adam for it")
+                raise ValueError(
+                    f"fastgan.optim.Adam cannot continue this state_dict: param group {i} has "
+                    f"{', '.join(f'{k}=True' for k in on)} (fastgan's Adam has none of "
+                    f"{', '.join(UNSUPPORTED)}); use torch.optim.Adam for it"
+                )
 
     @staticmethod
     def _count_loaded_steps(optimizer):
-        for p, s in optimizer.state.items():   # a number step (torch < 1.12 checkpoints) as a tensor, as torch does
+        for p, s in optimizer.state.items():  # a number step (torch < 1.12 checkpoints) as a tensor, as torch does
             if "step" in s and not torch.is_tensor(s["step"]):
                 s["step"] = torch.tensor(float(s["step"]), dtype=torch.float32, device=p.device)
         optimizer._counts = {p: int(s["step"]) for p, s in optimizer.state.items() if "step" in s}
@@ -94,7 +101,7 @@ class Adam(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            launches, steps = {}, []   # (step count before this step, dtype, device) -> adam_'s lists
+            launches, steps = {}, []  # (step count before this step, dtype, device) -> adam_'s lists
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -110,9 +117,9 @@ class Adam(torch.optim.Optimizer):
                     state["step"] = state["step"].to(p.device, torch.float32)
                 for name in ("exp_avg", "exp_avg_sq"):  # loaded for a parameter laid out otherwise
                     state[name] = laid_out_like(state[name], p)
-                if p not in self._counts:   # state set by hand: read its count once
+                if p not in self._counts:  # state set by hand: read its count once
                     self._counts[p] = int(state["step"])
-                key = (self._counts[p], p.dtype, p.device)   # what one adam_ launch must share
+                key = (self._counts[p], p.dtype, p.device)  # what one adam_ launch must share
                 params, grads, exp_avgs, exp_avg_sqs, counts = launches.setdefault(key, ([], [], [], [], []))
                 params.append(p)
                 grads.append(laid_out_like(p.grad, p))
@@ -127,8 +134,18 @@ class Adam(torch.optim.Optimizer):
             beta1, beta2 = group["betas"]
             for params, grads, exp_avgs, exp_avg_sqs, counts in launches.values():
                 # the parameters of one launch share their step count: any of theirs serves
-                ops.adam_(params, grads, exp_avgs, exp_avg_sqs, counts[0], group["lr"], beta1, beta2,
-                          group["eps"], group["weight_decay"])
+                ops.adam_(
+                    params,
+                    grads,
+                    exp_avgs,
+                    exp_avg_sqs,
+                    counts[0],
+                    group["lr"],
+                    beta1,
+                    beta2,
+                    group["eps"],
+                    group["weight_decay"],
+                )
         return loss
 
 

@@ -1,5 +1,6 @@
 """Shared by the op tests: the devices to run on, per-dtype tolerances, and comparisons
 against fastgan.ops.reference computed in float32 (float64 for float64 inputs)."""
+
 import zlib
 
 import pytest
@@ -8,8 +9,7 @@ import torch
 import fastgan
 
 HAS_CUDA = torch.cuda.is_available() and fastgan.build_info()["cuda_kernels"]
-requires_kernels = pytest.mark.skipif(not fastgan.build_info()["cpu_kernels"],
-                                      reason="fastgan._C is not built")
+requires_kernels = pytest.mark.skipif(not fastgan.build_info()["cpu_kernels"], reason="fastgan._C is not built")
 
 
 def seed_for(*case):
@@ -17,10 +17,12 @@ def seed_for(*case):
     hash() of strings changes from process to process, so a failure could not be replayed)."""
     torch.manual_seed(zlib.crc32(repr(case).encode()))
 
+
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=[pytest.mark.cuda,
-                                pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and the CUDA kernels")]),
+    pytest.param(
+        "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and the CUDA kernels")]
+    ),
 ]
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]

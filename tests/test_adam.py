@@ -1,4 +1,5 @@
 """fastgan.optim.Adam / ops.adam_: the update torch.optim.Adam makes, one launch per group."""
+
 import copy
 
 import pytest
@@ -14,7 +15,7 @@ from op_testing import DEVICES, HAS_CUDA, requires_kernels
 
 def _params(device, dtype, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    shapes = [(7, 5), (5,), (1,), (33, 4, 3), (1000,), (70, 600)]   # vector bodies and tails; CPU: 2+ threads
+    shapes = [(7, 5), (5,), (1,), (33, 4, 3), (1000,), (70, 600)]  # vector bodies and tails; CPU: 2+ threads
     return [torch.randn(s, generator=gen, dtype=dtype).to(device).requires_grad_() for s in shapes]
 
 
@@ -31,7 +32,7 @@ def _train(opt_cls, params, steps, **kw):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-@pytest.mark.parametrize("eps", [1e-8, 0.5])   # 0.5: comparable to sqrt(v), where it goes matters
+@pytest.mark.parametrize("eps", [1e-8, 0.5])  # 0.5: comparable to sqrt(v), where it goes matters
 def test_matches_torch_adam(device, dtype, weight_decay, eps):
     kw = dict(lr=1e-2, betas=(0.5, 0.999), eps=eps, weight_decay=weight_decay)
     ours, theirs = _params(device, dtype), _params(device, dtype)
@@ -58,16 +59,22 @@ def test_reference_is_torch_adam(weight_decay):
         for p, g in zip(theirs, grads):
             p.grad = g.clone()
         opt.step()
-        reference.adam_(ours, grads, m, v, torch.tensor(float(step)), kw["lr"], *kw["betas"], kw["eps"],
-                        weight_decay)
+        reference.adam_(ours, grads, m, v, torch.tensor(float(step)), kw["lr"], *kw["betas"], kw["eps"], weight_decay)
         for a, b in zip(ours, theirs):
             torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(lr=-1e-3), "lr must be >= 0"), (dict(eps=-1e-8), "eps must be >= 0"),
-    (dict(betas=(1.0, 0.999)), "betas"), (dict(betas=(0.5, 1.0)), "betas"), (dict(betas=(-0.1, 0.9)), "betas"),
-    (dict(weight_decay=-0.1), "weight_decay must be >= 0")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(lr=-1e-3), "lr must be >= 0"),
+        (dict(eps=-1e-8), "eps must be >= 0"),
+        (dict(betas=(1.0, 0.999)), "betas"),
+        (dict(betas=(0.5, 1.0)), "betas"),
+        (dict(betas=(-0.1, 0.9)), "betas"),
+        (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
+    ],
+)
 def test_bad_hyperparameters_are_refused_at_construction(kw, match):
     with pytest.raises(ValueError, match=match):
         Adam([torch.zeros(3, requires_grad=True)], **kw)
@@ -159,12 +166,15 @@ def test_channels_last_params(device):
     assert opt2.state[again]["exp_avg"].is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("args,match,exc", [
-    (lambda p: ([p], [], [p], [p]), "same length", ValueError),
-    (lambda p: ([p], [p.double()], [p], [p]), r"grads\[0\] must have params\[0\]'s dtype", TypeError),
-    (lambda p: ([p], [p[:2]], [p], [p]), r"grads\[0\] must have params\[0\]'s shape", ValueError),
-    (lambda p: ([p.long()], [p.long()], [p.long()], [p.long()]), "float32 or float64", TypeError),
-])
+@pytest.mark.parametrize(
+    "args,match,exc",
+    [
+        (lambda p: ([p], [], [p], [p]), "same length", ValueError),
+        (lambda p: ([p], [p.double()], [p], [p]), r"grads\[0\] must have params\[0\]'s dtype", TypeError),
+        (lambda p: ([p], [p[:2]], [p], [p]), r"grads\[0\] must have params\[0\]'s shape", ValueError),
+        (lambda p: ([p.long()], [p.long()], [p.long()], [p.long()]), "float32 or float64", TypeError),
+    ],
+)
 def test_bad_arguments(args, match, exc):
     p = torch.randn(4)
     q = torch.randn(2, 3, 2, 2).to(memory_format=torch.channels_last)
@@ -182,8 +192,18 @@ def test_bad_arguments(args, match, exc):
 @requires_kernels
 def test_opcheck():
     p = [torch.randn(5), torch.randn(2, 3)]
-    args = (p, [torch.randn_like(t) for t in p], [torch.zeros_like(t) for t in p],
-            [torch.zeros_like(t) for t in p], torch.tensor(1.0), 1e-3, 0.9, 0.999, 1e-8, 0.0)
+    args = (
+        p,
+        [torch.randn_like(t) for t in p],
+        [torch.zeros_like(t) for t in p],
+        [torch.zeros_like(t) for t in p],
+        torch.tensor(1.0),
+        1e-3,
+        0.9,
+        0.999,
+        1e-8,
+        0.0,
+    )
     torch.library.opcheck(torch.ops.fastgan.adam_.default, args, test_utils=("test_schema", "test_faketensor"))
 
 
@@ -249,7 +269,7 @@ def test_loaded_step_counts_are_kept_per_parameter():
         ref.step()
     ours = [p.detach().clone().requires_grad_() for p in ps]
     opt = Adam(ours, **kw)
-    opt.load_state_dict(copy.deepcopy(ref.state_dict()))   # counts: 2 for the first parameter, 3 for the rest
+    opt.load_state_dict(copy.deepcopy(ref.state_dict()))  # counts: 2 for the first parameter, 3 for the rest
     for p, q in zip(ours, ps):
         q.grad = torch.randn(q.shape, generator=gen)
         p.grad = q.grad.clone()
@@ -297,7 +317,7 @@ def test_a_number_step_in_a_loaded_state_is_made_a_tensor():
     sd = ref.state_dict()
     sd["state"][0]["step"] = 1
     ours = Adam([q], lr=0.1)
-    ours.load_state_dict(copy.deepcopy(sd))   # (a loaded state may share the saved tensors)
+    ours.load_state_dict(copy.deepcopy(sd))  # (a loaded state may share the saved tensors)
     ref.load_state_dict(copy.deepcopy(sd))
     for opt, t in ((ours, q), (ref, p)):
         t.grad = torch.full((3,), 0.5)
@@ -306,11 +326,14 @@ def test_a_number_step_in_a_loaded_state_is_made_a_tensor():
     assert torch.is_tensor(ours.state[q]["step"]) and int(ours.state[q]["step"]) == 2
 
 
-@pytest.mark.parametrize("bad,exc,match", [
-    (lambda: torch.nn.Parameter(torch.randn(4).half()), TypeError, "parameter 1 of group 0 is torch.float16"),
-    (lambda: torch.nn.Parameter(torch.randn(4, dtype=torch.complex64)), TypeError, "is torch.complex64"),
-    (lambda: torch.randn(4, 4, requires_grad=True)[:, :2], ValueError, "parameter 1 of group 0 is not dense"),
-])
+@pytest.mark.parametrize(
+    "bad,exc,match",
+    [
+        (lambda: torch.nn.Parameter(torch.randn(4).half()), TypeError, "parameter 1 of group 0 is torch.float16"),
+        (lambda: torch.nn.Parameter(torch.randn(4, dtype=torch.complex64)), TypeError, "is torch.complex64"),
+        (lambda: torch.randn(4, 4, requires_grad=True)[:, :2], ValueError, "parameter 1 of group 0 is not dense"),
+    ],
+)
 def test_parameters_adam_cannot_update_are_refused_up_front(bad, exc, match):
     good = torch.nn.Parameter(torch.randn(3))
     with pytest.raises(exc, match=match):

@@ -1,6 +1,7 @@
 """batch_norm (+ LeakyReLU): parity with torch.nn.functional.batch_norm (+ leaky_relu) forward,
 backward and running stats, every dtype and layout; the large-mean case; gradients to second
 order; opcheck; torch.compile; bad input; the BatchNorm1d/2d modules."""
+
 import inspect
 import math
 
@@ -112,7 +113,7 @@ def test_optional_weight_bias_running_stats(device, dtype, affine, stats):
     w, b, rm, rv = make_params(6, dtype, device, affine, stats)
     x = make_x((5, 6, 3), dtype, device)
     for slope in (None, 0.1):
-        for training in ((True, False) if stats else (True,)):
+        for training in (True, False) if stats else (True,):
             mine, ref = run_both(x, w, b, rm, rv, training, 0.3, slope, dtype)
             check_parity(mine, ref, dtype, x)
 
@@ -149,9 +150,16 @@ def test_strided_input(device, dtype):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape,layout", [((2048, 256), "contiguous"), ((64, 32, 14, 14), "contiguous"),
-                                          ((64, 32, 14, 14), "channels_last"), ((600, 3, 5, 7), "contiguous"),
-                                          ((32, 12, 15), "contiguous")])
+@pytest.mark.parametrize(
+    "shape,layout",
+    [
+        ((2048, 256), "contiguous"),
+        ((64, 32, 14, 14), "contiguous"),
+        ((64, 32, 14, 14), "channels_last"),
+        ((600, 3, 5, 7), "contiguous"),
+        ((32, 12, 15), "contiguous"),
+    ],
+)
 @pytest.mark.parametrize("slope", [None, 0.2])
 def test_large_shapes_split_reduction(device, shape, layout, slope):
     """Large enough that the CUDA reductions split over chunks (several launches)."""
@@ -168,8 +176,15 @@ def test_large_shapes_split_reduction(device, shape, layout, slope):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape,layout", [((256, 8), "contiguous"), ((16, 4, 8, 8), "channels_last"),
-                                          ((16, 4, 8, 8), "contiguous"), ((4096, 64), "contiguous")])
+@pytest.mark.parametrize(
+    "shape,layout",
+    [
+        ((256, 8), "contiguous"),
+        ((16, 4, 8, 8), "channels_last"),
+        ((16, 4, 8, 8), "contiguous"),
+        ((4096, 64), "contiguous"),
+    ],
+)
 def test_large_mean_is_normalized_accurately(device, shape, layout):
     """mean 1e4, std 1: the shifted sums keep float32 statistics and y at float32 accuracy
     (compared with the float64 reference of the same float32 input)."""
@@ -237,7 +252,9 @@ def test_gradgradcheck_without_weight_or_bias(device):
     x = torch.randn(5, 3, device=device, dtype=torch.float64, requires_grad=True)
     p = torch.rand(3, device=device, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda x: ops.batch_norm(x, None, None, None, None, True, 0.1, 1e-5, 0.1), (x,))
-    assert torch.autograd.gradgradcheck(lambda x, b: ops.batch_norm(x, None, b, None, None, True, 0.1, 1e-5, 0.1), (x, p))
+    assert torch.autograd.gradgradcheck(
+        lambda x, b: ops.batch_norm(x, None, b, None, None, True, 0.1, 1e-5, 0.1), (x, p)
+    )
     assert torch.autograd.gradgradcheck(lambda x, w: ops.batch_norm(x, w, None, None, None, True, 0.1, 1e-5), (x, p))
     # a bias but no weight, with running statistics (training updates them; eval reads them)
     rm, rv = torch.zeros(3, device=device, dtype=torch.float64), torch.rand(3, device=device, dtype=torch.float64) + 0.5
@@ -309,16 +326,40 @@ def test_opcheck(device):
     count = torch.tensor(7, device=device)
     torch.library.opcheck(op, (x, w, b, rm, rv, True, 0.1, 1e-5, None, count))
     torch.library.opcheck(op, (x, w, b, rm, rv, False, 0.1, 1e-5, None, count))
-    torch.library.opcheck(op, (torch.randn(8, 5, device=device, dtype=torch.bfloat16), torch.rand(5, device=device),
-                               None, torch.zeros(5, device=device), torch.ones(5, device=device), True, 0.1, 1e-5, 0.2))
+    torch.library.opcheck(
+        op,
+        (
+            torch.randn(8, 5, device=device, dtype=torch.bfloat16),
+            torch.rand(5, device=device),
+            None,
+            torch.zeros(5, device=device),
+            torch.ones(5, device=device),
+            True,
+            0.1,
+            1e-5,
+            0.2,
+        ),
+    )
     sm, si = torch.randn(6, device=device), torch.rand(6, device=device) + 0.5
     xb = torch.randn(4, 6, 3, 3, device=device)
-    torch.library.opcheck(torch.ops.fastgan.batch_norm_backward.default,
-                          (torch.randn(4, 6, 3, 3, device=device), xb, w.detach(), b.detach(), sm, si, True, 0.2,
-                           [True, True, False]))
-    torch.library.opcheck(torch.ops.fastgan.batch_norm_backward.default,
-                          (torch.randn(8, 5, device=device), torch.randn(8, 5, device=device), None, None,
-                           sm[:5], si[:5], False, None, [True, False, False]))
+    torch.library.opcheck(
+        torch.ops.fastgan.batch_norm_backward.default,
+        (torch.randn(4, 6, 3, 3, device=device), xb, w.detach(), b.detach(), sm, si, True, 0.2, [True, True, False]),
+    )
+    torch.library.opcheck(
+        torch.ops.fastgan.batch_norm_backward.default,
+        (
+            torch.randn(8, 5, device=device),
+            torch.randn(8, 5, device=device),
+            None,
+            None,
+            sm[:5],
+            si[:5],
+            False,
+            None,
+            [True, False, False],
+        ),
+    )
 
 
 @requires_kernels
@@ -354,6 +395,7 @@ def test_torch_compile_fullgraph(device, slope):
 
 # ---- bad input: the compiled op and the Python checks (fake kernel, reference fallback) ----
 
+
 def _python_path(monkeypatch):
     import sys
 
@@ -386,26 +428,35 @@ def test_one_value_per_channel_in_training_raises_like_torch(path):
     torch.testing.assert_close(y, F.batch_norm(x, torch.zeros(4), torch.ones(4), training=False, eps=0.0))
 
 
-@pytest.mark.parametrize("kwargs,match,exc", [
-    (dict(weight=torch.ones(5)), "weight must have shape", ValueError),
-    (dict(bias=torch.ones(2, 2)), "bias must have shape", ValueError),
-    (dict(weight=torch.ones(4, dtype=torch.float64)), "weight must have x's dtype", TypeError),
-    (dict(running_mean=torch.zeros(3), running_var=torch.ones(4)), "running_mean must have shape", ValueError),
-    (dict(running_mean=torch.zeros(4), running_var=torch.ones(5)), "running_var must have shape", ValueError),
-    (dict(running_mean=torch.zeros(4, dtype=torch.float64), running_var=torch.ones(4)),
-     "running_mean must have x's dtype", TypeError),
-    (dict(running_mean=torch.zeros(4, dtype=torch.int64), running_var=torch.ones(4)),
-     "running_mean must be float32", TypeError),
-    (dict(running_mean=torch.zeros(4), running_var=None), "both be None or neither", ValueError),
-    (dict(training=False), "running_mean and running_var must be given when training is False", ValueError),
-    (dict(eps=-1.0), "eps must be >= 0", ValueError),
-    (dict(eps=0.0), "eps must be > 0 when training", ValueError),   # torch: "eps must be positive"
-    (dict(momentum=float("nan")), "momentum must be finite", ValueError),
-    (dict(negative_slope=float("inf")), "negative_slope must be finite", ValueError),
-    (dict(momentum=None), "momentum must be a number", TypeError),   # torch: TypeError too
-    (dict(eps="1e-5"), "eps must be a number", TypeError),
-    (dict(negative_slope=True), "negative_slope must be a number", TypeError),
-])
+@pytest.mark.parametrize(
+    "kwargs,match,exc",
+    [
+        (dict(weight=torch.ones(5)), "weight must have shape", ValueError),
+        (dict(bias=torch.ones(2, 2)), "bias must have shape", ValueError),
+        (dict(weight=torch.ones(4, dtype=torch.float64)), "weight must have x's dtype", TypeError),
+        (dict(running_mean=torch.zeros(3), running_var=torch.ones(4)), "running_mean must have shape", ValueError),
+        (dict(running_mean=torch.zeros(4), running_var=torch.ones(5)), "running_var must have shape", ValueError),
+        (
+            dict(running_mean=torch.zeros(4, dtype=torch.float64), running_var=torch.ones(4)),
+            "running_mean must have x's dtype",
+            TypeError,
+        ),
+        (
+            dict(running_mean=torch.zeros(4, dtype=torch.int64), running_var=torch.ones(4)),
+            "running_mean must be float32",
+            TypeError,
+        ),
+        (dict(running_mean=torch.zeros(4), running_var=None), "both be None or neither", ValueError),
+        (dict(training=False), "running_mean and running_var must be given when training is False", ValueError),
+        (dict(eps=-1.0), "eps must be >= 0", ValueError),
+        (dict(eps=0.0), "eps must be > 0 when training", ValueError),  # torch: "eps must be positive"
+        (dict(momentum=float("nan")), "momentum must be finite", ValueError),
+        (dict(negative_slope=float("inf")), "negative_slope must be finite", ValueError),
+        (dict(momentum=None), "momentum must be a number", TypeError),  # torch: TypeError too
+        (dict(eps="1e-5"), "eps must be a number", TypeError),
+        (dict(negative_slope=True), "negative_slope must be a number", TypeError),
+    ],
+)
 def test_bad_arguments(path, kwargs, match, exc):
     args = dict(weight=None, bias=None, running_mean=None, running_var=None, training=True)
     args.update(kwargs)
@@ -483,6 +534,7 @@ def test_params_on_other_device():
 
 # ---- modules ----
 
+
 def _pair(cls, torch_cls, shape, **kw):
     slope = kw.pop("negative_slope", None)
     mine, theirs = cls(shape[1], negative_slope=slope, **kw), torch_cls(shape[1], **kw)
@@ -490,13 +542,24 @@ def _pair(cls, torch_cls, shape, **kw):
     return mine, theirs, slope
 
 
-@pytest.mark.parametrize("cls,torch_cls,shape", [
-    (fastgan.nn.BatchNorm1d, torch.nn.BatchNorm1d, (16, 10)),
-    (fastgan.nn.BatchNorm1d, torch.nn.BatchNorm1d, (8, 6, 5)),
-    (fastgan.nn.BatchNorm2d, torch.nn.BatchNorm2d, (4, 6, 5, 5)),
-])
-@pytest.mark.parametrize("kw", [dict(), dict(momentum=None), dict(momentum=0.3, negative_slope=0.2),
-                                dict(affine=False), dict(track_running_stats=False, negative_slope=0.1)])
+@pytest.mark.parametrize(
+    "cls,torch_cls,shape",
+    [
+        (fastgan.nn.BatchNorm1d, torch.nn.BatchNorm1d, (16, 10)),
+        (fastgan.nn.BatchNorm1d, torch.nn.BatchNorm1d, (8, 6, 5)),
+        (fastgan.nn.BatchNorm2d, torch.nn.BatchNorm2d, (4, 6, 5, 5)),
+    ],
+)
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(momentum=None),
+        dict(momentum=0.3, negative_slope=0.2),
+        dict(affine=False),
+        dict(track_running_stats=False, negative_slope=0.1),
+    ],
+)
 def test_module_matches_torch_over_steps(cls, torch_cls, shape, kw):
     torch.manual_seed(13)
     mine, theirs, slope = _pair(cls, torch_cls, shape, **kw)
@@ -510,8 +573,9 @@ def test_module_matches_torch_over_steps(cls, torch_cls, shape, kw):
         y, yt = mine(xs), act(theirs(xt))
         torch.testing.assert_close(y, yt, rtol=1e-5, atol=1e-5)
         g = torch.randn(shape)
-        torch.testing.assert_close(torch.autograd.grad(y, xs, g)[0], torch.autograd.grad(yt, xt, g)[0],
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            torch.autograd.grad(y, xs, g)[0], torch.autograd.grad(yt, xt, g)[0], rtol=1e-4, atol=1e-5
+        )
         for (k, a), (k2, e) in zip(mine.state_dict().items(), theirs.state_dict().items()):
             assert k == k2
             torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6, msg=f"step {step}: {k}")
@@ -523,7 +587,7 @@ def test_module_matches_torch_over_steps(cls, torch_cls, shape, kw):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("shape", [(16, 8), (4, 8, 5, 5), (300, 64), (1024, 512), (64, 8, 32, 32)])
-def test_num_batches_tracked_counts_in_the_kernel(device, layout, shape):   # (the last two: CUDA's split plans)
+def test_num_batches_tracked_counts_in_the_kernel(device, layout, shape):  # (the last two: CUDA's split plans)
     """Training adds exactly 1 to num_batches_tracked per call (whichever kernel plan the shape
     takes), eval adds nothing, and a module's counter matches torch.nn's."""
     x = torch.randn(shape, device=device)
@@ -558,10 +622,13 @@ def test_num_batches_tracked_counts_on_the_python_path_too(path):
     assert int(count) == 8
 
 
-@pytest.mark.parametrize("bad,match,exc", [
-    (torch.tensor(1.0), "num_batches_tracked must be int64", TypeError),
-    (torch.tensor([1, 2]), "num_batches_tracked must hold one number", ValueError),
-])
+@pytest.mark.parametrize(
+    "bad,match,exc",
+    [
+        (torch.tensor(1.0), "num_batches_tracked must be int64", TypeError),
+        (torch.tensor([1, 2]), "num_batches_tracked must hold one number", ValueError),
+    ],
+)
 def test_num_batches_tracked_bad_arguments(bad, match, exc):
     with pytest.raises(exc, match=match):
         ops.batch_norm(torch.randn(4, 3), None, None, None, None, True, 0.1, 1e-5, None, bad)
@@ -569,7 +636,7 @@ def test_num_batches_tracked_bad_arguments(bad, match, exc):
 
 def test_module_with_weight_but_no_bias_like_torch():
     torch.manual_seed(15)
-    mine = fastgan.nn.BatchNorm2d(4, bias=False)   # torch.nn.BatchNorm2d's keyword
+    mine = fastgan.nn.BatchNorm2d(4, bias=False)  # torch.nn.BatchNorm2d's keyword
     assert mine.bias is None and mine.weight is not None and "bias" not in mine.state_dict()
     with torch.no_grad():
         mine.weight.uniform_(0.5, 1.5)
@@ -580,7 +647,7 @@ def test_module_with_weight_but_no_bias_like_torch():
     torch.testing.assert_close(mine.running_var, rv)
     if "bias" in inspect.signature(torch.nn.BatchNorm2d.__init__).parameters:
         theirs = torch.nn.BatchNorm2d(4, bias=False)
-        theirs.load_state_dict(mine.state_dict())   # strict, both ways
+        theirs.load_state_dict(mine.state_dict())  # strict, both ways
         mine.load_state_dict(theirs.state_dict())
 
 
@@ -650,7 +717,7 @@ def test_statistics_of_a_huge_channel_are_accurate():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape", [(16, 3), (16, 11), (4, 3, 5), (4, 3, 13)])   # vectors and scalar tails
+@pytest.mark.parametrize("shape", [(16, 3), (16, 11), (4, 3, 5), (4, 3, 13)])  # vectors and scalar tails
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_a_dead_channel_takes_the_slope_at_exactly_zero(device, shape, dtype):
     """A channel of zeros with bias 0 normalizes to z == 0 exactly, where torch's LeakyReLU
@@ -670,7 +737,7 @@ def test_a_dead_channel_takes_the_slope_at_exactly_zero(device, shape, dtype):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape", [(4, 8), (64, 4, 2, 2), (64, 4, 1, 3)])   # fewer than 8 values to shift by
+@pytest.mark.parametrize("shape", [(4, 8), (64, 4, 2, 2), (64, 4, 1, 3)])  # fewer than 8 values to shift by
 def test_a_large_mean_with_few_values_per_row_or_plane(device, shape):
     seed_for(shape)
     x = torch.randn(shape) + 1e4
@@ -716,7 +783,7 @@ def test_running_stat_updates_are_seen_by_autograd(device):
     ops.batch_norm(x, None, None, rm, rv, True, 0.1, 1e-5, 0.2)
     assert rm._version > v0[0] and rv._version > v0[1]
     a = torch.ones(c, device=device, requires_grad=True)
-    z = (a * rm).sum()   # saves rm for a's gradient
+    z = (a * rm).sum()  # saves rm for a's gradient
     ops.batch_norm(x, None, None, rm, rv, True, 0.1, 1e-5)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         z.backward()

@@ -12,8 +12,10 @@ from fastgan.train.step import make_step
 def _tutorial_vs_fastgan(model, steps=3, batch_size=8, seed=0):
     fg = make_step(model, batch_size, "cpu", seed=seed)
     tut = bench_train.tutorial_train_step(model, "cpu", seed=seed)
-    fg.initial = {**{"G." + k: v.clone() for k, v in fg.G.state_dict().items()},
-                  **{"D." + k: v.clone() for k, v in fg.D.state_dict().items()}}
+    fg.initial = {
+        **{"G." + k: v.clone() for k, v in fg.G.state_dict().items()},
+        **{"D." + k: v.clone() for k, v in fg.D.state_dict().items()},
+    }
     # the same initial weights (same seed, same layer order in both backends)
     for (n, a), b in zip(fg.G.state_dict().items(), tut.G.state_dict().values()):
         assert torch.equal(a, b), n
@@ -32,7 +34,10 @@ def _tutorial_vs_fastgan(model, steps=3, batch_size=8, seed=0):
 
 def _states(fg, tut):
     """(name, initial, fastgan's, the tutorial's) for every floating-point tensor of G and D."""
-    ours = {**{"G." + k: v for k, v in fg.G.state_dict().items()}, **{"D." + k: v for k, v in fg.D.state_dict().items()}}
+    ours = {
+        **{"G." + k: v for k, v in fg.G.state_dict().items()},
+        **{"D." + k: v for k, v in fg.D.state_dict().items()},
+    }
     theirs = list(tut.G.state_dict().values()) + list(tut.D.D.state_dict().values())
     return [(n, fg.initial[n], a, b) for (n, a), b in zip(ours.items(), theirs) if a.is_floating_point()]
 
@@ -59,9 +64,8 @@ def test_tutorial_epoch_is_torchvisions_loader(monkeypatch):
 
     n = 64 * 3 + 10
     images = torch.zeros(n, 28, 28, dtype=torch.uint8)
-    images[:, 0, 0] = torch.arange(n) % 256          # image i is identified by its first pixel
-    images[:, 1:, :] = torch.randint(0, 256, (n, 27, 28), generator=torch.Generator().manual_seed(0),
-                                     dtype=torch.uint8)
+    images[:, 0, 0] = torch.arange(n) % 256  # image i is identified by its first pixel
+    images[:, 1:, :] = torch.randint(0, 256, (n, 27, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     labels = torch.arange(n) % 10
     seen = []
 
@@ -76,8 +80,8 @@ def test_tutorial_epoch_is_torchvisions_loader(monkeypatch):
     assert all(b.shape == (64, 1, 28, 28) and b.dtype == torch.float32 for b in batches)
     assert all(b.min() >= -1 and b.max() <= 1 for b in batches)
     order = torch.cat([((b[:, 0, 0, 0] + 1) / 2 * 255).round().long() for b in batches])
-    assert len(set(order.tolist())) == 192                      # no image twice in an epoch
-    assert not torch.equal(order, torch.arange(192))            # shuffled
+    assert len(set(order.tolist())) == 192  # no image twice in an epoch
+    assert not torch.equal(order, torch.arange(192))  # shuffled
     expected = scale_images(images[order].unsqueeze(1))
     torch.testing.assert_close(torch.cat(batches), expected, rtol=0, atol=1e-6)
 

@@ -2,6 +2,7 @@
 fastgan.bench.gemm|profile|dispatch`): each is refused before anything is timed, with exit
 status 2 and one line naming the option, never a traceback. No benchmark runs here: the
 functions that would time anything are replaced by ones that fail the test."""
+
 import json
 import os
 import subprocess
@@ -15,20 +16,55 @@ from fastgan.bench import dispatch, epoch, gemm, ops, profile, quality, train
 
 PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastgan.__file__)))
 
-TRAIN_RESULT = {"machine": "CPU test", "rows": [{"model": "mlp", "batch_size": 8, "tutorial": 2.0, "fastgan": 1.0}],
-                "precision": "fp32", "channels_last": False, "blas": "default", "impls": ["tutorial", "fastgan"]}
-OPS_RESULT = {"machine": "CPU test", "copy_bandwidth_gbs": None, "graph": False, "impls": ["eager", "fastgan"],
-              "rows": [{"op": "gan_d_loss", "shape": "64x1", "layout": "contiguous", "dtype": "float32",
-                        "eager": 0.2, "fastgan": 0.1}]}
-EPOCH_RESULT = {"machine": "CPU test", "data": "synthetic", "rows": [
-    {"model": "mlp", "tutorial_s": 2.0, "tutorial_steps": 4, "fastgan_s": 1.0, "fastgan_steps": 4,
-     "fastgan_setup_s": 0.1}]}
-QUALITY_RESULT = {"machine": "CPU test", "dataset": "mnist-5k", "steps": 2, "eval_every": 1, "eval_n": 2,
-                  "seeds": [0], "fid_real": 1.0, "classifier_accuracy": 0.9, "runs": [
-                      {"model": "mlp", "impl": "fastgan", "seed": 0,
-                       "evals": [{"step": 2, "train_seconds": 1.0, "fid": 5.0}]}]}
-GEMM_RESULT = {"machine": "CPU test", "batch_size": 8, "precision": "fp32", "libraries": ["default"], "rows": [
-    {"model": "mlp", "op": "mm", "count": 2, "shapes": "8x100 @ 100x256^T", "bias": False, "default": 3.0}]}
+TRAIN_RESULT = {
+    "machine": "CPU test",
+    "rows": [{"model": "mlp", "batch_size": 8, "tutorial": 2.0, "fastgan": 1.0}],
+    "precision": "fp32",
+    "channels_last": False,
+    "blas": "default",
+    "impls": ["tutorial", "fastgan"],
+}
+OPS_RESULT = {
+    "machine": "CPU test",
+    "copy_bandwidth_gbs": None,
+    "graph": False,
+    "impls": ["eager", "fastgan"],
+    "rows": [
+        {"op": "gan_d_loss", "shape": "64x1", "layout": "contiguous", "dtype": "float32", "eager": 0.2, "fastgan": 0.1}
+    ],
+}
+EPOCH_RESULT = {
+    "machine": "CPU test",
+    "data": "synthetic",
+    "rows": [
+        {
+            "model": "mlp",
+            "tutorial_s": 2.0,
+            "tutorial_steps": 4,
+            "fastgan_s": 1.0,
+            "fastgan_steps": 4,
+            "fastgan_setup_s": 0.1,
+        }
+    ],
+}
+QUALITY_RESULT = {
+    "machine": "CPU test",
+    "dataset": "mnist-5k",
+    "steps": 2,
+    "eval_every": 1,
+    "eval_n": 2,
+    "seeds": [0],
+    "fid_real": 1.0,
+    "classifier_accuracy": 0.9,
+    "runs": [{"model": "mlp", "impl": "fastgan", "seed": 0, "evals": [{"step": 2, "train_seconds": 1.0, "fid": 5.0}]}],
+}
+GEMM_RESULT = {
+    "machine": "CPU test",
+    "batch_size": 8,
+    "precision": "fp32",
+    "libraries": ["default"],
+    "rows": [{"model": "mlp", "op": "mm", "count": 2, "shapes": "8x100 @ 100x256^T", "bias": False, "default": 3.0}],
+}
 
 MAINS = {"ops": ops.main, "train": train.main, "quality": quality.main, "gemm": gemm.main}
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -60,8 +96,9 @@ def usage_error(capsys, main, argv, *fragments):
 def cli(*args):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     env["PYTHONPATH"] = PKG_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "fastgan", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fastgan", *map(str, args)], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def write(path, obj):
@@ -70,6 +107,7 @@ def write(path, obj):
 
 
 # 1. --from-json: not JSON, truncated, missing, another benchmark's result
+
 
 @pytest.mark.parametrize("what", ["ops", "train", "quality", "gemm"])
 @pytest.mark.parametrize("content", ["not json at all", '{"machine": "x", "rows": [', None, "[1, 2]"])
@@ -80,8 +118,16 @@ def test_from_json_that_is_not_a_result_file(capsys, tmp_path, what, content):
     usage_error(capsys, MAINS[what], ["--from-json", path], f"--from-json {path}")
 
 
-@pytest.mark.parametrize("what, other", [("ops", TRAIN_RESULT), ("train", OPS_RESULT), ("train", EPOCH_RESULT),
-                                         ("quality", TRAIN_RESULT), ("gemm", OPS_RESULT)])
+@pytest.mark.parametrize(
+    "what, other",
+    [
+        ("ops", TRAIN_RESULT),
+        ("train", OPS_RESULT),
+        ("train", EPOCH_RESULT),
+        ("quality", TRAIN_RESULT),
+        ("gemm", OPS_RESULT),
+    ],
+)
 def test_from_json_of_another_benchmark(capsys, tmp_path, what, other):
     path = write(tmp_path / "other.json", other)
     usage_error(capsys, MAINS[what], ["--from-json", path], f"--from-json {path}: not a `", "result")
@@ -98,9 +144,16 @@ def test_from_json_of_another_benchmark_through_the_cli(tmp_path):
     assert cli("bench", "train", "--epoch", "--from-json", epoch_json).returncode == 0
 
 
-@pytest.mark.parametrize("what, good, extra", [("ops", OPS_RESULT, []), ("train", TRAIN_RESULT, []),
-                                               ("train", EPOCH_RESULT, ["--epoch"]), ("quality", QUALITY_RESULT, []),
-                                               ("gemm", GEMM_RESULT, [])])
+@pytest.mark.parametrize(
+    "what, good, extra",
+    [
+        ("ops", OPS_RESULT, []),
+        ("train", TRAIN_RESULT, []),
+        ("train", EPOCH_RESULT, ["--epoch"]),
+        ("quality", QUALITY_RESULT, []),
+        ("gemm", GEMM_RESULT, []),
+    ],
+)
 def test_from_json_still_prints_its_own_results(capsys, tmp_path, what, good, extra):
     path, md = write(tmp_path / "good.json", good), tmp_path / "new" / "table.md"
     assert MAINS[what](["--from-json", str(path), "--markdown", str(md), *extra]) == 0
@@ -109,6 +162,7 @@ def test_from_json_still_prints_its_own_results(capsys, tmp_path, what, good, ex
 
 
 # 2. --device: not a device, or CUDA where there is none
+
 
 @pytest.mark.parametrize("what", ["ops", "train", "quality", "gemm"])
 def test_device_that_is_not_a_device(capsys, what):
@@ -141,15 +195,25 @@ def test_profile_without_a_gpu(capsys):
 
 # 3. counts must be positive integers
 
-@pytest.mark.parametrize("argv, option", [
-    (["train", "--batch-size", 0], "--batch-size"), (["train", "--batch-size", -8], "--batch-size"),
-    (["train", "--batch-size", "x"], "--batch-size"), (["train", "--epoch", "--epoch-size", 0], "--epoch-size"),
-    (["train", "--epoch", "--epoch-size", 10], "--epoch-size"), (["gemm", "--batch-size", 0], "--batch-size"),
-    (["quality", "--steps", 0], "--steps"), (["quality", "--eval-every", -1], "--eval-every"),
-    (["quality", "--eval-n", 1], "--eval-n"), (["quality", "--seeds", -1], "--seeds"),
-    (["quality", "--seeds", 1, 1], "--seeds"), (["profile", "--ops", "--device", "cpu", "--batch-size", 0],
-                                                "--batch-size"),
-    (["profile", "--ops", "--device", "cpu", "--top", 0], "--top")])
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["train", "--batch-size", 0], "--batch-size"),
+        (["train", "--batch-size", -8], "--batch-size"),
+        (["train", "--batch-size", "x"], "--batch-size"),
+        (["train", "--epoch", "--epoch-size", 0], "--epoch-size"),
+        (["train", "--epoch", "--epoch-size", 10], "--epoch-size"),
+        (["gemm", "--batch-size", 0], "--batch-size"),
+        (["quality", "--steps", 0], "--steps"),
+        (["quality", "--eval-every", -1], "--eval-every"),
+        (["quality", "--eval-n", 1], "--eval-n"),
+        (["quality", "--seeds", -1], "--seeds"),
+        (["quality", "--seeds", 1, 1], "--seeds"),
+        (["profile", "--ops", "--device", "cpu", "--batch-size", 0], "--batch-size"),
+        (["profile", "--ops", "--device", "cpu", "--top", 0], "--top"),
+    ],
+)
 def test_counts_must_be_positive(capsys, argv, option):
     main = profile.main if argv[0] == "profile" else MAINS[argv[0]]
     usage_error(capsys, main, ["--device", "cpu", *argv[1:]] if argv[0] != "profile" else argv[1:], option)
@@ -163,10 +227,15 @@ def test_batch_size_zero_through_the_cli():
 
 # 4. CUDA-only implementations and options on the CPU
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["--impl", "graph"], "--impl graph: needs a CUDA device"),
-    (["--impl", "fastgan", "--impl", "expert"], "--impl expert: needs a CUDA device"),
-    (["--impl", "fastgan", "--blas", "cublaslt"], "--blas cublaslt")])
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--impl", "graph"], "--impl graph: needs a CUDA device"),
+        (["--impl", "fastgan", "--impl", "expert"], "--impl expert: needs a CUDA device"),
+        (["--impl", "fastgan", "--blas", "cublaslt"], "--blas cublaslt"),
+    ],
+)
 def test_train_cuda_only_on_cpu(capsys, argv, fragment):
     usage_error(capsys, train.main, ["--device", "cpu", "--model", "mlp", "--batch-size", 8, *argv], fragment)
 
@@ -177,10 +246,17 @@ def test_ops_graph_on_cpu(capsys):
 
 # options that only apply to one mode of `bench train`
 
-@pytest.mark.parametrize("argv, option", [
-    (["--data-dir", "."], "--data-dir"), (["--epoch-size", 256], "--epoch-size"),
-    (["--epoch", "--batch-size", 8], "--batch-size"), (["--epoch", "--impl", "graph"], "--impl"),
-    (["--epoch", "--data-dir", "/no/such/folder"], "--data-dir")])
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["--data-dir", "."], "--data-dir"),
+        (["--epoch-size", 256], "--epoch-size"),
+        (["--epoch", "--batch-size", 8], "--batch-size"),
+        (["--epoch", "--impl", "graph"], "--impl"),
+        (["--epoch", "--data-dir", "/no/such/folder"], "--data-dir"),
+    ],
+)
 def test_train_options_of_the_other_mode(capsys, argv, option):
     usage_error(capsys, train.main, ["--device", "cpu", *argv], option)
 
@@ -188,33 +264,47 @@ def test_train_options_of_the_other_mode(capsys, argv, option):
 def test_quality_dataset_and_data_dir(capsys):
     usage_error(capsys, quality.main, ["--device", "cpu", "--dataset", "cifar"], "--dataset")
     usage_error(capsys, quality.main, ["--device", "cpu", "--dataset", "mnist"], "--dataset mnist: needs --data-dir")
-    usage_error(capsys, quality.main, ["--device", "cpu", "--dataset", "mnist", "--data-dir", "/no/such/folder"],
-                "--data-dir /no/such/folder")
+    usage_error(
+        capsys,
+        quality.main,
+        ["--device", "cpu", "--dataset", "mnist", "--data-dir", "/no/such/folder"],
+        "--data-dir /no/such/folder",
+    )
 
 
 # 5. output paths: checked (and their folder made) before anything runs
 
+
 @pytest.mark.parametrize("what", ["ops", "train", "quality", "gemm"])
 @pytest.mark.parametrize("option", ["--json", "--markdown"])
 def test_output_path_that_is_a_folder(capsys, tmp_path, what, option):
-    usage_error(capsys, MAINS[what], ["--device", "cpu", option, tmp_path], f"{option} {tmp_path} is a folder, not a file")
+    usage_error(
+        capsys, MAINS[what], ["--device", "cpu", option, tmp_path], f"{option} {tmp_path} is a folder, not a file"
+    )
 
 
 @pytest.mark.parametrize("what", ["ops", "train", "quality", "gemm"])
 def test_output_path_under_a_file(capsys, tmp_path, what):
     (tmp_path / "file").write_text("")
     bad = tmp_path / "file" / "out.json"
-    usage_error(capsys, MAINS[what], ["--device", "cpu", "--json", bad], f"--json {bad}: {tmp_path / 'file'} is a file, not a folder")
+    usage_error(
+        capsys,
+        MAINS[what],
+        ["--device", "cpu", "--json", bad],
+        f"--json {bad}: {tmp_path / 'file'} is a file, not a folder",
+    )
 
 
 def test_quality_plot_path(capsys, tmp_path):
-    usage_error(capsys, quality.main, ["--device", "cpu", "--plot", tmp_path], f"--plot {tmp_path} is a folder, not a file")
+    usage_error(
+        capsys, quality.main, ["--device", "cpu", "--plot", tmp_path], f"--plot {tmp_path} is a folder, not a file"
+    )
 
 
 def test_an_output_in_a_missing_folder_passes_the_check(capsys, tmp_path):
     # atomic_write makes the folder when the result is written
     out = tmp_path / "a" / "b" / "r.json"
-    with pytest.raises(AssertionError, match="a benchmark ran"):   # the check passed: it would run now
+    with pytest.raises(AssertionError, match="a benchmark ran"):  # the check passed: it would run now
         train.main(["--device", "cpu", "--model", "mlp", "--batch-size", "8", "--impl", "fastgan", "--json", str(out)])
     assert not out.exists()
 

@@ -2,6 +2,7 @@
 second, % of copy bandwidth, the 50-epoch extrapolation, mean +- sample sd over seeds, the gemm
 totals; each run's JSON reprinted by --from-json as it was printed; the options reaching run().
 Nothing is timed here: the timing functions are replaced."""
+
 import collections
 import inspect
 import json
@@ -19,25 +20,55 @@ def _row(table, prefix):
 
 
 def test_train_table_ratios_and_images_per_second():
-    result = {"machine": "m", "impls": list(train.IMPLS), "precision": "fp32", "blas": "default",
-              "channels_last": False,
-              "rows": [{"model": "mlp", "batch_size": 256, "tutorial": 4.0, "compile": 3.0, "expert": 2.0,
-                        "fastgan": 1.0, "graph": 0.5}]}
+    result = {
+        "machine": "m",
+        "impls": list(train.IMPLS),
+        "precision": "fp32",
+        "blas": "default",
+        "channels_last": False,
+        "rows": [
+            {
+                "model": "mlp",
+                "batch_size": 256,
+                "tutorial": 4.0,
+                "compile": 3.0,
+                "expert": 2.0,
+                "fastgan": 1.0,
+                "graph": 0.5,
+            }
+        ],
+    }
     table = train.markdown(result)
     head = _row(table, "| model")
     assert head[-4:] == ["graph img/s", "graph vs tutorial", "graph vs compile", "graph vs expert"]
     # 256 images / 0.5 ms = 512,000 img/s; speed-ups are other / graph
     assert _row(table, "| mlp")[-4:] == ["512,000", "8.0x", "6.0x", "4.0x"]
     # without graph (CPU): fastgan is the reference
-    cpu = dict(result, impls=["tutorial", "fastgan"],
-               rows=[{"model": "mlp", "batch_size": 8, "tutorial": 2.0, "fastgan": 0.5}])
+    cpu = dict(
+        result, impls=["tutorial", "fastgan"], rows=[{"model": "mlp", "batch_size": 8, "tutorial": 2.0, "fastgan": 0.5}]
+    )
     assert _row(train.markdown(cpu), "| mlp")[-2:] == ["16,000", "4.0x"]
 
 
 def test_ops_table_ratios_and_bandwidth_fraction():
-    result = {"machine": "m", "copy_bandwidth_gbs": 3000.0, "graph": True, "impls": ["eager", "compile", "fastgan"],
-              "rows": [{"op": "bias_leaky_relu", "shape": "8x4", "layout": "contiguous", "dtype": "float32",
-                        "eager": 0.3, "compile": 0.2, "fastgan": 0.1, "fastgan_bw_frac": 0.8}]}
+    result = {
+        "machine": "m",
+        "copy_bandwidth_gbs": 3000.0,
+        "graph": True,
+        "impls": ["eager", "compile", "fastgan"],
+        "rows": [
+            {
+                "op": "bias_leaky_relu",
+                "shape": "8x4",
+                "layout": "contiguous",
+                "dtype": "float32",
+                "eager": 0.3,
+                "compile": 0.2,
+                "fastgan": 0.1,
+                "fastgan_bw_frac": 0.8,
+            }
+        ],
+    }
     table = ops.markdown(result)
     assert "measured copy bandwidth 3000 GB/s" in table
     assert _row(table, "| bias_leaky_relu")[-3:] == ["3.00x", "2.00x", "80%"]
@@ -45,8 +76,14 @@ def test_ops_table_ratios_and_bandwidth_fraction():
 
 def test_ops_case_byte_counts_are_the_documented_minimums():
     """The % copy BW column divides these bytes by the time: pin them to the comments' counts."""
-    expected = {"bias_leaky_relu": 5, "batch_norm": 8, "batch_norm+leaky_relu": 8, "gan_d_loss": 6,
-                "gan_g_loss": 3, "bce_with_logits": 5}
+    expected = {
+        "bias_leaky_relu": 5,
+        "batch_norm": 8,
+        "batch_norm+leaky_relu": 8,
+        "gan_d_loss": 6,
+        "gan_g_loss": 3,
+        "bce_with_logits": 5,
+    }
     for name, per_element in expected.items():
         case, shapes, _ = ops.CASES[name]
         shape, layout = shapes[0]
@@ -66,7 +103,7 @@ def test_ops_run_result_reads_back_with_from_json(monkeypatch, tmp_path, capsys)
 
 
 def test_train_run_result_reads_back_with_from_json(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(train, "make", lambda *a, **k: (lambda: None))
+    monkeypatch.setattr(train, "make", lambda *a, **k: lambda: None)
     monkeypatch.setattr(train, "time_call", lambda *a, **k: 2.0)
     monkeypatch.setattr(train, "auto_iters", lambda *a, **k: 1)
     result = train.run("cpu", ("mlp",), (8,), ("tutorial", "fastgan"))
@@ -79,9 +116,20 @@ def test_train_run_result_reads_back_with_from_json(monkeypatch, tmp_path, capsy
 
 
 def test_epoch_table_speed_up_and_fifty_epochs_with_setup():
-    result = {"machine": "m", "data": "synthetic", "rows": [
-        {"model": "mlp", "tutorial_s": 100.0, "tutorial_steps": 9, "fastgan_s": 10.0, "fastgan_steps": 9,
-         "fastgan_setup_s": 5.0}]}
+    result = {
+        "machine": "m",
+        "data": "synthetic",
+        "rows": [
+            {
+                "model": "mlp",
+                "tutorial_s": 100.0,
+                "tutorial_steps": 9,
+                "fastgan_s": 10.0,
+                "fastgan_steps": 9,
+                "fastgan_setup_s": 5.0,
+            }
+        ],
+    }
     assert _row(epoch.markdown(result), "| mlp") == ["mlp", "100.00", "10.00", "10.0x", "5000 s", "505.0 s"]
 
 
@@ -99,16 +147,29 @@ def test_bench_train_epoch_defaults_to_the_mlp_only(monkeypatch, capsys):
 
 def test_quality_table_mean_sample_sd_and_speed_up():
     runs = []
-    for seed, fid in zip((0, 1, 2), (1.0, 2.0, 6.0)):   # mean 3, median 2, sample sd sqrt(7)
-        runs.append({"model": "mlp", "impl": "tutorial", "seed": seed,
-                     "evals": [{"step": 10, "train_seconds": 10.0 + seed, "fid": fid}]})
-        runs.append({"model": "mlp", "impl": "fastgan", "seed": seed,
-                     "evals": [{"step": 10, "train_seconds": 2.0, "fid": 4.0}]})
-    result = {"machine": "m", "dataset": "mnist-5k", "eval_n": 2, "seeds": [0, 1, 2], "fid_real": 1.0,
-              "classifier_accuracy": 0.9, "runs": runs}
+    for seed, fid in zip((0, 1, 2), (1.0, 2.0, 6.0)):  # mean 3, median 2, sample sd sqrt(7)
+        runs.append(
+            {
+                "model": "mlp",
+                "impl": "tutorial",
+                "seed": seed,
+                "evals": [{"step": 10, "train_seconds": 10.0 + seed, "fid": fid}],
+            }
+        )
+        runs.append(
+            {"model": "mlp", "impl": "fastgan", "seed": seed, "evals": [{"step": 10, "train_seconds": 2.0, "fid": 4.0}]}
+        )
+    result = {
+        "machine": "m",
+        "dataset": "mnist-5k",
+        "eval_n": 2,
+        "seeds": [0, 1, 2],
+        "fid_real": 1.0,
+        "classifier_accuracy": 0.9,
+        "runs": runs,
+    }
     # tutorial 11 s (mean of 10, 11, 12) over fastgan 2 s
-    assert _row(quality.markdown(result), "| mlp") == ["mlp", "10", "3.0 ± 2.6", "4.0 ± 0.0", "11.0", "2.0",
-                                                        "5.5x"]
+    assert _row(quality.markdown(result), "| mlp") == ["mlp", "10", "3.0 ± 2.6", "4.0 ± 0.0", "11.0", "2.0", "5.5x"]
 
 
 def test_bench_quality_options_reach_run(monkeypatch):
@@ -116,23 +177,70 @@ def test_bench_quality_options_reach_run(monkeypatch):
 
     def fake_run(*args, **kwargs):
         seen.update(signature.bind(*args, **kwargs).arguments)
-        return {"machine": "m", "dataset": "mnist-5k", "eval_n": 5, "seeds": [4], "fid_real": 1.0,
-                "classifier_accuracy": 0.9, "runs": []}
+        return {
+            "machine": "m",
+            "dataset": "mnist-5k",
+            "eval_n": 5,
+            "seeds": [4],
+            "fid_real": 1.0,
+            "classifier_accuracy": 0.9,
+            "runs": [],
+        }
 
     monkeypatch.setattr(quality, "run", fake_run)
-    assert quality.main(["--device", "cpu", "--model", "mlp", "--impl", "fastgan", "--seeds", "4", "0",
-                         "--steps", "7", "--eval-every", "3", "--eval-n", "5"]) == 0
-    assert (seen["models"], seen["impls"], seen["seeds"], seen["steps"], seen["eval_every"], seen["eval_n"]) == \
-        (("mlp",), ("fastgan",), [4, 0], 7, 3, 5)
+    assert (
+        quality.main(
+            [
+                "--device",
+                "cpu",
+                "--model",
+                "mlp",
+                "--impl",
+                "fastgan",
+                "--seeds",
+                "4",
+                "0",
+                "--steps",
+                "7",
+                "--eval-every",
+                "3",
+                "--eval-n",
+                "5",
+            ]
+        )
+        == 0
+    )
+    assert (seen["models"], seen["impls"], seen["seeds"], seen["steps"], seen["eval_every"], seen["eval_n"]) == (
+        ("mlp",),
+        ("fastgan",),
+        [4, 0],
+        7,
+        3,
+        5,
+    )
 
 
 def test_gemm_totals_count_each_product_per_step_and_are_microseconds(monkeypatch):
-    result = {"machine": "m", "batch_size": 8, "precision": "fp32", "libraries": ["default"], "rows": [
-        {"model": "mlp", "op": "mm", "count": 2, "shapes": "8x4 @ 4x4", "bias": False, "default": 3.0},
-        {"model": "mlp", "op": "addmm", "count": 1, "shapes": "8x4 @ 4x4^T", "bias": True, "default": 4.0,
-         "default as mm": 3.5}]}
+    result = {
+        "machine": "m",
+        "batch_size": 8,
+        "precision": "fp32",
+        "libraries": ["default"],
+        "rows": [
+            {"model": "mlp", "op": "mm", "count": 2, "shapes": "8x4 @ 4x4", "bias": False, "default": 3.0},
+            {
+                "model": "mlp",
+                "op": "addmm",
+                "count": 1,
+                "shapes": "8x4 @ 4x4^T",
+                "bias": True,
+                "default": 4.0,
+                "default as mm": 3.5,
+            },
+        ],
+    }
     assert "mlp: 3 products per step; summed one by one: default 10 us" in gemm.markdown(result)
-    monkeypatch.setattr(gemm, "time_product", lambda key, device: 0.002)   # 2 us in milliseconds
+    monkeypatch.setattr(gemm, "time_product", lambda key, device: 0.002)  # 2 us in milliseconds
     rows = gemm.run("cpu", ("mlp",), batch_size=8)["rows"]
     assert all(r["default"] == pytest.approx(2.0) for r in rows)
 

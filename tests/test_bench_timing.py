@@ -1,6 +1,7 @@
 """fastgan.bench.timing, which every benchmark number goes through: warm-up calls that are not
 timed, the median (not the best) of the timed windows, and a strict-float32 block that leaves
 the TF32 flags as it found them."""
+
 import contextlib
 import os
 
@@ -11,7 +12,7 @@ from fastgan.bench import timing
 
 
 def test_time_call_warms_up_and_returns_the_median_window(monkeypatch):
-    clock = iter([0.0, 0.001, 10.0, 10.002, 20.0, 20.009])   # windows of 1, 2 and 9 ms: best 1, mean 4
+    clock = iter([0.0, 0.001, 10.0, 10.002, 20.0, 20.009])  # windows of 1, 2 and 9 ms: best 1, mean 4
     monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
     calls = []
     ms = timing.time_call(lambda: calls.append(1), "cpu", warmup=4, iters=1, reps=3)
@@ -48,7 +49,7 @@ def test_strict_float32_turns_tf32_off_and_restores_the_flags(fails):
 
 
 def test_copy_bandwidth_counts_bytes_read_and_written(monkeypatch):
-    monkeypatch.setattr(timing, "time_call", lambda *a, **k: 1.0)    # 1 ms per copy
+    monkeypatch.setattr(timing, "time_call", lambda *a, **k: 1.0)  # 1 ms per copy
     # 1 MiB read + 1 MiB written in 1 ms
     assert timing.copy_bandwidth_gbs("cpu", nbytes=1 << 20) == pytest.approx(2 * (1 << 20) / 1e-3 / 1e9)
 

@@ -1,5 +1,6 @@
 """bias_leaky_relu: parity with fastgan.ops.reference, gradients, opcheck, torch.compile,
 layouts and bad input."""
+
 import math
 
 import pytest
@@ -21,8 +22,7 @@ from op_testing import (
     seed_for,
 )
 
-SHAPES = [(1, 1), (3, 5), (64, 1024), (7, 13), (5, 3, 7), (7, 13, 5, 3), (2, 8, 4, 4), (2, 16, 1, 1),
-          (4, 33, 3, 5)]
+SHAPES = [(1, 1), (3, 5), (64, 1024), (7, 13), (5, 3, 7), (7, 13, 5, 3), (2, 8, 4, 4), (2, 16, 1, 1), (4, 33, 3, 5)]
 PARAMS = [(0.2, 1.0), (0.0, math.sqrt(2)), (0.01, 0.5)]
 
 
@@ -91,9 +91,16 @@ def test_layouts(device, dtype, layout, shape):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape,layout", [((2048, 1024), "contiguous"), ((4096, 8), "contiguous"),
-                                          ((64, 128, 14, 14), "channels_last"), ((64, 128, 14, 14), "contiguous"),
-                                          ((33, 3, 17, 19), "contiguous")])
+@pytest.mark.parametrize(
+    "shape,layout",
+    [
+        ((2048, 1024), "contiguous"),
+        ((4096, 8), "contiguous"),
+        ((64, 128, 14, 14), "channels_last"),
+        ((64, 128, 14, 14), "contiguous"),
+        ((33, 3, 17, 19), "contiguous"),
+    ],
+)
 def test_large_shapes_split_reduction(device, shape, layout):
     """Shapes large enough that the bias gradient is reduced in several chunks."""
     torch.manual_seed(1)
@@ -107,28 +114,34 @@ def test_large_shapes_split_reduction(device, shape, layout):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype,bias_dtype,scale", [(torch.float16, torch.float32, 1.0),
-                                                    (torch.bfloat16, torch.float32, 1.0),
-                                                    (torch.float16, None, 0.5), (torch.float32, None, 0.5)])
-@pytest.mark.parametrize("shape", [(3, 37), (3, 37, 5), (2, 37, 3, 3)])   # rows, and (N, C, *) planes
+@pytest.mark.parametrize(
+    "dtype,bias_dtype,scale",
+    [
+        (torch.float16, torch.float32, 1.0),
+        (torch.bfloat16, torch.float32, 1.0),
+        (torch.float16, None, 0.5),
+        (torch.float32, None, 0.5),
+    ],
+)
+@pytest.mark.parametrize("shape", [(3, 37), (3, 37, 5), (2, 37, 3, 3)])  # rows, and (N, C, *) planes
 def test_a_positive_input_that_rounds_to_zero_keeps_gradient_one(device, dtype, bias_dtype, scale, shape):
     # The backward reads the mask from y. A positive x + bias whose output rounds to 0 (half y,
     # or a subnormal times scale < 1) is stored as the floor (float16's first subnormal, the
     # smallest normal otherwise) so that y > 0 still marks it: torch's gradient there is scale,
     # not slope * scale. Wide vectors and scalar tails both.
-    tiny = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps   # the dtype's smallest subnormal
+    tiny = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps  # the dtype's smallest subnormal
     floor = tiny if dtype == torch.float16 else torch.finfo(dtype).smallest_normal
     n = shape[1]
-    if bias_dtype is None:   # x itself is the subnormal; bias 0
+    if bias_dtype is None:  # x itself is the subnormal; bias 0
         x = torch.full(shape, tiny, dtype=dtype)
         b = torch.zeros(n, dtype=dtype)
-    else:                    # x + b = 1e-8 in float32, which rounds to 0 in x's dtype
+    else:  # x + b = 1e-8 in float32, which rounds to 0 in x's dtype
         x = torch.full(shape, 0.1, dtype=dtype)
         b = torch.full((n,), -0.1, dtype=dtype).float() + 1e-8
     b_view = b.view(n, *[1] * (len(shape) - 2))
     x, b = x.to(device).requires_grad_(), b.to(device).requires_grad_()
     y = ops.bias_leaky_relu(x, b, 0.2, scale)
-    if fastgan.build_info()["cpu_kernels"]:   # the kernels' floor (the reference path is torch's)
+    if fastgan.build_info()["cpu_kernels"]:  # the kernels' floor (the reference path is torch's)
         assert (y > 0).all()
     torch.testing.assert_close(y.float(), (x.float() + b_view) * scale, rtol=torch.finfo(dtype).eps, atol=floor)
     gx, gb = torch.autograd.grad(y, (x, b), torch.ones_like(y))
@@ -169,14 +182,18 @@ def test_opcheck(device):
     x = torch.randn(4, 6, 3, 3, device=device, requires_grad=True)
     b = torch.randn(6, device=device, requires_grad=True)
     torch.library.opcheck(torch.ops.fastgan.bias_leaky_relu.default, (x, b, 0.2, 1.0))
-    torch.library.opcheck(torch.ops.fastgan.bias_leaky_relu.default,
-                          (x.detach().to(memory_format=torch.channels_last), None, 0.0, 2.0))
+    torch.library.opcheck(
+        torch.ops.fastgan.bias_leaky_relu.default, (x.detach().to(memory_format=torch.channels_last), None, 0.0, 2.0)
+    )
     y = torch.randn(8, 5, device=device)
-    torch.library.opcheck(torch.ops.fastgan.bias_leaky_relu_backward.default,
-                          (torch.randn(8, 5, device=device), y, 0.2, 1.0, y.dtype))
+    torch.library.opcheck(
+        torch.ops.fastgan.bias_leaky_relu_backward.default, (torch.randn(8, 5, device=device), y, 0.2, 1.0, y.dtype)
+    )
     yh = y.bfloat16()
-    torch.library.opcheck(torch.ops.fastgan.bias_leaky_relu_backward.default,
-                          (torch.randn(8, 5, device=device, dtype=torch.bfloat16), yh, 0.2, 1.0, torch.float32))
+    torch.library.opcheck(
+        torch.ops.fastgan.bias_leaky_relu_backward.default,
+        (torch.randn(8, 5, device=device, dtype=torch.bfloat16), yh, 0.2, 1.0, torch.float32),
+    )
 
 
 @requires_kernels
@@ -209,17 +226,20 @@ def test_empty_batch_gives_empty_output():
     assert torch.equal(gb, torch.zeros(4))
 
 
-@pytest.mark.parametrize("kwargs,match,exc", [
-    (dict(bias=torch.randn(5)), "bias must have shape", ValueError),
-    (dict(bias=torch.randn(4, dtype=torch.float64)), "bias must have x's dtype", TypeError),
-    (dict(bias=torch.randn(2, 2)), "bias must have shape", ValueError),
-    (dict(negative_slope="0.2"), "negative_slope must be a number", TypeError),
-    (dict(negative_slope=True), "negative_slope must be a number", TypeError),
-    (dict(scale=None), "scale must be a number", TypeError),
-    (dict(negative_slope=float("nan")), "negative_slope must be finite", ValueError),
-    (dict(negative_slope=-0.1), "negative_slope must be >= 0", ValueError),
-    (dict(scale=0.0), "scale must be > 0", ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs,match,exc",
+    [
+        (dict(bias=torch.randn(5)), "bias must have shape", ValueError),
+        (dict(bias=torch.randn(4, dtype=torch.float64)), "bias must have x's dtype", TypeError),
+        (dict(bias=torch.randn(2, 2)), "bias must have shape", ValueError),
+        (dict(negative_slope="0.2"), "negative_slope must be a number", TypeError),
+        (dict(negative_slope=True), "negative_slope must be a number", TypeError),
+        (dict(scale=None), "scale must be a number", TypeError),
+        (dict(negative_slope=float("nan")), "negative_slope must be finite", ValueError),
+        (dict(negative_slope=-0.1), "negative_slope must be >= 0", ValueError),
+        (dict(scale=0.0), "scale must be > 0", ValueError),
+    ],
+)
 def test_bad_arguments(kwargs, match, exc):
     x = torch.randn(3, 4)
     with pytest.raises(exc, match=match):
@@ -228,10 +248,15 @@ def test_bad_arguments(kwargs, match, exc):
 
 def test_bad_mixed_dtypes():
     x = torch.randn(3, 4)
-    with pytest.raises(TypeError, match=r"bias must have x's dtype (torch.float32|Float), got (torch.bfloat16|BFloat16)"):
-        ops.bias_leaky_relu(x, torch.zeros(4, dtype=torch.bfloat16))   # only float32 may mix, only with half x
-    with pytest.raises(TypeError, match=r"bias must have x's dtype \S*(float16|Half) \(or \S*float32\), "
-                                        r"got \S*(float64|Double)"):
+    with pytest.raises(
+        TypeError, match=r"bias must have x's dtype (torch.float32|Float), got (torch.bfloat16|BFloat16)"
+    ):
+        ops.bias_leaky_relu(x, torch.zeros(4, dtype=torch.bfloat16))  # only float32 may mix, only with half x
+    with pytest.raises(
+        TypeError,
+        match=r"bias must have x's dtype \S*(float16|Half) \(or \S*float32\), "
+        r"got \S*(float64|Double)",
+    ):
         ops.bias_leaky_relu(x.half(), torch.zeros(4, dtype=torch.float64))
 
 
@@ -240,6 +265,7 @@ def test_the_fake_kernel_refuses_the_dtypes_the_kernel_refuses():
     """torch.compile traces through the fake kernel: it must refuse what the kernel refuses
     (a float32 bias mixes only with a half x, not with float64)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
+
     x, b = torch.randn(3, 4, dtype=torch.float64), torch.zeros(4)
     with pytest.raises(TypeError, match=r"bias must have x's dtype"):
         torch.ops.fastgan.bias_leaky_relu(x, b, 0.2, 1.0)
@@ -247,7 +273,7 @@ def test_the_fake_kernel_refuses_the_dtypes_the_kernel_refuses():
         fx, fb = mode.from_tensor(x), mode.from_tensor(b)
         with pytest.raises(TypeError, match=r"bias must have x's dtype"):
             torch.ops.fastgan.bias_leaky_relu(fx, fb, 0.2, 1.0)
-        y = torch.ops.fastgan.bias_leaky_relu(fx.to(torch.bfloat16), fb, 0.2, 1.0)   # allowed: half x
+        y = torch.ops.fastgan.bias_leaky_relu(fx.to(torch.bfloat16), fb, 0.2, 1.0)  # allowed: half x
         assert y.dtype == torch.bfloat16 and y.shape == (3, 4)
 
 
@@ -266,10 +292,18 @@ def test_backward_op_rejects_a_bias_dtype_it_cannot_return():
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("shape,layout", [((64, 1024), "contiguous"), ((7, 13), "contiguous"),
-                                          ((2, 16, 4, 4), "contiguous"), ((4, 8, 5, 3), "channels_last"),
-                                          ((8192, 64), "contiguous"), ((64, 32, 14, 14), "channels_last"),
-                                          ((64, 32, 14, 14), "contiguous")])
+@pytest.mark.parametrize(
+    "shape,layout",
+    [
+        ((64, 1024), "contiguous"),
+        ((7, 13), "contiguous"),
+        ((2, 16, 4, 4), "contiguous"),
+        ((4, 8, 5, 3), "channels_last"),
+        ((8192, 64), "contiguous"),
+        ((64, 32, 14, 14), "channels_last"),
+        ((64, 32, 14, 14), "contiguous"),
+    ],
+)
 def test_float32_bias_with_half_x(device, dtype, shape, layout):
     """A float32 bias (a model's parameter under autocast) with half x is read as it is: y and
     grad x in x's dtype, within its rounding of the float32 reference; grad bias in float32,
@@ -288,7 +322,7 @@ def test_float32_bias_with_half_x(device, dtype, shape, layout):
     assert_close(gx, gxr, GRAD_TOL[dtype], "grad x")
     n = x.numel() // shape[1]
     assert_close(gb, gbr, scaled_atol(GRAD_TOL[torch.float32], math.sqrt(n)), "grad bias")
-    assert reference.bias_leaky_relu(x.detach(), b.detach()).dtype == dtype   # the oracle agrees on dtypes
+    assert reference.bias_leaky_relu(x.detach(), b.detach()).dtype == dtype  # the oracle agrees on dtypes
 
 
 def test_float32_bias_with_half_x_double_backward():
@@ -298,7 +332,10 @@ def test_float32_bias_with_half_x_double_backward():
     x = torch.randn(16, 6).bfloat16().requires_grad_()
     b = torch.randn(6, requires_grad=True)
     results = []
-    for xi, bi, f in ((x, b, ops.bias_leaky_relu), (x.detach().float().requires_grad_(), b.detach().clone().requires_grad_(), reference.bias_leaky_relu)):
+    for xi, bi, f in (
+        (x, b, ops.bias_leaky_relu),
+        (x.detach().float().requires_grad_(), b.detach().clone().requires_grad_(), reference.bias_leaky_relu),
+    ):
         y = f(xi, bi, 0.2, 1.0)
         gx, gb = torch.autograd.grad(y.float().square().sum(), (xi, bi), create_graph=True)
         assert gb.dtype == torch.float32
@@ -326,9 +363,11 @@ def test_fused_layers_read_their_float32_bias_under_autocast():
                 self.shapes.append(tuple(args[0].shape))
             return func(*args, **(kwargs or {}))
 
-    for layer, x in ((LinearLeakyReLU(8, 16), torch.randn(4, 8)),
-                     (Conv2dLeakyReLU(3, 16, 3, 1, 1), torch.randn(2, 3, 5, 5)),
-                     (fastgan.nn.FusedLeakyReLU(16), torch.randn(4, 16))):
+    for layer, x in (
+        (LinearLeakyReLU(8, 16), torch.randn(4, 8)),
+        (Conv2dLeakyReLU(3, 16, 3, 1, 1), torch.randn(2, 3, 5, 5)),
+        (fastgan.nn.FusedLeakyReLU(16), torch.randn(4, 16)),
+    ):
         with Casts() as casts:
             with torch.autocast("cpu", torch.bfloat16):
                 y = layer(x.bfloat16() if isinstance(layer, fastgan.nn.FusedLeakyReLU) else x)
@@ -389,7 +428,7 @@ def test_fused_leaky_relu_module_checks_its_arguments_when_made():
     layer = fastgan.nn.FusedLeakyReLU(4)
     with torch.no_grad():
         layer.bias.fill_(3.0)
-    layer.reset_parameters()   # as torch modules have
+    layer.reset_parameters()  # as torch modules have
     assert torch.equal(layer.bias, torch.zeros(4))
 
 

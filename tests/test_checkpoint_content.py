@@ -1,6 +1,7 @@
 """load_checkpoint checks what a checkpoint holds, not only its format markers: a torch file
 with the wrong content is a CheckpointError naming the field (no traceback later in sample or
 --resume); load_module_state explains weights that do not fit a model."""
+
 import fractions
 import os
 
@@ -20,8 +21,18 @@ def one_thread():
 
 
 def tiny(out, **kw):
-    base = dict(model="mlp", g_widths=(16,), d_widths=(16,), latent_dim=8, steps=2, batch_size=8,
-                log_every=1, num_samples=4, out=str(out), progress=False)
+    base = dict(
+        model="mlp",
+        g_widths=(16,),
+        d_widths=(16,),
+        latent_dim=8,
+        steps=2,
+        batch_size=8,
+        log_every=1,
+        num_samples=4,
+        out=str(out),
+        progress=False,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -55,17 +66,20 @@ def error(path):
     return str(info.value)
 
 
-@pytest.mark.parametrize("config, fragments", [
-    (dict(latent_dim="abc"), ["latent_dim must be an integer", "'abc'"]),
-    (dict(noise="weird"), ["noise must be one of normal, uniform", "'weird'"]),
-    (dict(lr="fast"), ["lr must be a number", "'fast'"]),
-    (dict(batch_size=0), ["batch_size must be a positive integer"]),
-    (dict(seed=1.5), ["seed must be an integer"]),
-    (dict(g_widths=["x"]), ["g_widths must be a list of integers"]),
-    (dict(epochs=3), ["give epochs or steps, not both"]),
-    (dict(bogus=1), ["unknown training options: bogus"]),
-    ([1, 2], ["a list, not a dict of training options"]),
-])
+@pytest.mark.parametrize(
+    "config, fragments",
+    [
+        (dict(latent_dim="abc"), ["latent_dim must be an integer", "'abc'"]),
+        (dict(noise="weird"), ["noise must be one of normal, uniform", "'weird'"]),
+        (dict(lr="fast"), ["lr must be a number", "'fast'"]),
+        (dict(batch_size=0), ["batch_size must be a positive integer"]),
+        (dict(seed=1.5), ["seed must be an integer"]),
+        (dict(g_widths=["x"]), ["g_widths must be a list of integers"]),
+        (dict(epochs=3), ["give epochs or steps, not both"]),
+        (dict(bogus=1), ["unknown training options: bogus"]),
+        ([1, 2], ["a list, not a dict of training options"]),
+    ],
+)
 def test_bad_config(good, tmp_path, config, fragments):
     msg = error(damaged(good, tmp_path, config=config))
     assert msg.startswith(f"{tmp_path / 'damaged.pt'}: bad config in checkpoint: "), msg
@@ -74,23 +88,26 @@ def test_bad_config(good, tmp_path, config, fragments):
     assert "--" not in msg, msg  # the checkpoint's field, not a command-line option
 
 
-@pytest.mark.parametrize("fields, fragments", [
-    (dict(generator="x"), ["bad generator in checkpoint", "dict of tensors", "str"]),
-    (dict(generator={"net.0.weight": "x"}), ["bad generator", "'net.0.weight' must be a tensor"]),
-    (dict(discriminator={1: torch.zeros(2)}), ["bad discriminator", "named by strings"]),
-    (dict(discriminator=[torch.zeros(2)]), ["bad discriminator", "dict of tensors"]),
-    (dict(step=-1), ["bad step", "integer >= 0", "-1"]),
-    (dict(step="3"), ["bad step", "'3'"]),
-    (dict(step=True), ["bad step", "True"]),
-    (dict(opt_g="x"), ["bad opt_g", "must be a dict"]),
-    (dict(opt_d={"state": {}}), ["bad opt_d", "param_groups"]),
-    (dict(history=torch.zeros(5)), ["bad history", "shape (N, 2)", "(5,)"]),
-    (dict(history=[[1.0, 2.0]]), ["bad history", "list"]),
-    (dict(rng="x"), ["bad rng", "must be a dict"]),
-    (dict(rng={"torch": "x"}), ["bad rng", "rng['torch']"]),
-    (dict(train_seconds="x"), ["bad train_seconds"]),
-    (dict(evals=[{"fid": 1.0}]), ["bad evals", "'step'"]),
-])
+@pytest.mark.parametrize(
+    "fields, fragments",
+    [
+        (dict(generator="x"), ["bad generator in checkpoint", "dict of tensors", "str"]),
+        (dict(generator={"net.0.weight": "x"}), ["bad generator", "'net.0.weight' must be a tensor"]),
+        (dict(discriminator={1: torch.zeros(2)}), ["bad discriminator", "named by strings"]),
+        (dict(discriminator=[torch.zeros(2)]), ["bad discriminator", "dict of tensors"]),
+        (dict(step=-1), ["bad step", "integer >= 0", "-1"]),
+        (dict(step="3"), ["bad step", "'3'"]),
+        (dict(step=True), ["bad step", "True"]),
+        (dict(opt_g="x"), ["bad opt_g", "must be a dict"]),
+        (dict(opt_d={"state": {}}), ["bad opt_d", "param_groups"]),
+        (dict(history=torch.zeros(5)), ["bad history", "shape (N, 2)", "(5,)"]),
+        (dict(history=[[1.0, 2.0]]), ["bad history", "list"]),
+        (dict(rng="x"), ["bad rng", "must be a dict"]),
+        (dict(rng={"torch": "x"}), ["bad rng", "rng['torch']"]),
+        (dict(train_seconds="x"), ["bad train_seconds"]),
+        (dict(evals=[{"fid": 1.0}]), ["bad evals", "'step'"]),
+    ],
+)
 def test_bad_field(good, tmp_path, fields, fragments):
     msg = error(damaged(good, tmp_path, **fields))
     assert msg.startswith(f"{tmp_path / 'damaged.pt'}: "), msg
@@ -174,7 +191,7 @@ def test_load_module_state(tmp_path):
 def test_sample_and_resume_explain_weights_that_do_not_fit(good, tmp_path):
     state = torch.load(good, weights_only=True)
     gen = dict(state["generator"])
-    gen.pop(next(iter(gen)))   # one tensor missing
+    gen.pop(next(iter(gen)))  # one tensor missing
     path = damaged(good, tmp_path, generator=gen)
     with pytest.raises(CheckpointError, match="the mlp generator weights do not fit this model: missing keys"):
         sample(path, n=4, out=str(tmp_path / "g.png"))

@@ -1,5 +1,6 @@
 """The `fastgan` command through subprocess: train, sample, info, Ctrl-C, and every bad input
 (exit code 2, a message naming the problem, no traceback)."""
+
 import json
 import os
 import signal
@@ -11,8 +12,7 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--model", "mlp", "--g-widths", "16,32", "--d-widths", "32,16", "--batch-size", "32",
-        "--no-progress"]
+TINY = ["--model", "mlp", "--g-widths", "16,32", "--d-widths", "32,16", "--batch-size", "32", "--no-progress"]
 
 
 def env():
@@ -22,8 +22,14 @@ def env():
 
 
 def fastgan(*args, cwd=None, timeout=180):
-    return subprocess.run([sys.executable, "-m", "fastgan.cli", *map(str, args)], cwd=cwd or ROOT,
-                          env=env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fastgan.cli", *map(str, args)],
+        cwd=cwd or ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_usage_error(result, *fragments):
@@ -72,13 +78,29 @@ def test_info():
 
 def test_bench_train_prints_a_table_and_json(tmp_path):
     out, md = tmp_path / "train.json", tmp_path / "train.md"
-    result = fastgan("bench", "train", "--device", "cpu", "--model", "mlp", "--batch-size", 8,
-                     "--impl", "tutorial", "--impl", "fastgan", "--json", out, "--markdown", md)
+    result = fastgan(
+        "bench",
+        "train",
+        "--device",
+        "cpu",
+        "--model",
+        "mlp",
+        "--batch-size",
+        8,
+        "--impl",
+        "tutorial",
+        "--impl",
+        "fastgan",
+        "--json",
+        out,
+        "--markdown",
+        md,
+    )
     assert result.returncode == 0, result.stderr
     assert "| mlp | 8 |" in result.stdout and "fastgan vs tutorial" in result.stdout
     rows = json.loads(out.read_text())["rows"]
     assert rows[0]["tutorial"] > 0 and rows[0]["fastgan"] > 0
-    assert md.read_text().strip() == result.stdout.strip()    # the printed table, written whole
+    assert md.read_text().strip() == result.stdout.strip()  # the printed table, written whole
     # the table again from the JSON alone, without timing anything
     again = fastgan("bench", "train", "--from-json", out)
     assert again.returncode == 0 and again.stdout.strip() == result.stdout.strip()
@@ -94,8 +116,21 @@ def test_bench_train_bf16_runs_fastgan_under_autocast():
 
 def test_bench_train_channels_last(tmp_path):
     out = tmp_path / "train.json"
-    result = fastgan("bench", "train", "--device", "cpu", "--model", "dcgan", "--batch-size", 8,
-                     "--impl", "fastgan", "--channels-last", "--json", out)
+    result = fastgan(
+        "bench",
+        "train",
+        "--device",
+        "cpu",
+        "--model",
+        "dcgan",
+        "--batch-size",
+        8,
+        "--impl",
+        "fastgan",
+        "--channels-last",
+        "--json",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     assert "channels_last weights for expert, fastgan and graph (tutorial: NCHW)" in result.stdout
     data = json.loads(out.read_text())
@@ -121,8 +156,8 @@ def test_bench_gemm_records_and_times_every_matrix_product_of_a_step():
     assert sum(r["count"] for r in rows) == 30
     assert all(r["default"] > 0 for r in rows)
     assert {r["op"] for r in rows} == {"mm", "addmm"} and sum(r["bias"] for r in rows) == 3
-    assert "8x100 @ 100x256^T" in {r["shapes"] for r in rows}   # G's first layer: x @ W.t()
-    assert all(("default as mm" in r) == r["bias"] for r in rows)   # each addmm also timed as mm
+    assert "8x100 @ 100x256^T" in {r["shapes"] for r in rows}  # G's first layer: x @ W.t()
+    assert all(("default as mm" in r) == r["bias"] for r in rows)  # each addmm also timed as mm
     assert all(r["default as mm"] > 0 for r in rows if r["bias"])
     assert "mlp: 30 products per step" in markdown(result)
 
@@ -135,31 +170,49 @@ def test_bench_train_epoch_times_both_loops():
 
 def test_conditional_sample_label(tmp_path):
     out = tmp_path / "c"
-    result = fastgan("train", "--model", "cgan", "--g-widths", "16,32", "--d-widths", "32,16",
-                     "--steps", 3, "--batch-size", 16, "--no-progress", "--out", out)
+    result = fastgan(
+        "train",
+        "--model",
+        "cgan",
+        "--g-widths",
+        "16,32",
+        "--d-widths",
+        "32,16",
+        "--steps",
+        3,
+        "--batch-size",
+        16,
+        "--no-progress",
+        "--out",
+        out,
+    )
     assert result.returncode == 0, result.stderr
-    result = fastgan("sample", "--checkpoint", out / "checkpoint.pt", "--n", 8, "--label", 7,
-                     "--out", tmp_path / "sevens.png")
+    result = fastgan(
+        "sample", "--checkpoint", out / "checkpoint.pt", "--n", 8, "--label", 7, "--out", tmp_path / "sevens.png"
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sevens.png").is_file()
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--model", "wgan"], ["invalid choice: 'wgan'"]),
-    (["--dataset", "cifar10"], ["invalid choice: 'cifar10'"]),
-    (["--dataset", "mnist", "--data-dir", "/nonexistent/fastgan"], ["/nonexistent/fastgan", "does not exist"]),
-    (["--dataset", "fashion-mnist"], ["needs a data directory"]),
-    (["--batch-size", "6000"], ["batch size 6000 is larger than the dataset (5000 images)"]),
-    (["--epochs", "0"], ["--epochs", "positive integer"]),
-    (["--steps", "-5"], ["--steps", "positive integer"]),
-    (["--epochs", "2", "--steps", "3"], ["not allowed with argument"]),
-    (["--lr", "-1"], ["--lr must be a positive number"]),
-    (["--dropout", "1.5"], ["--dropout must be in [0, 1)"]),
-    (["--seed", "99999999999999999999"], ["--seed", "must be from 0 to"]),
-    (["--model", "mlp-bn", "--batch-size", "1"], ["--batch-size must be at least 2 for mlp-bn"]),
-    (["--data-dir", "/tmp"], ["--data-dir /tmp: mnist-5k is embedded"]),
-    (["--optimizer", "rmsprop", "--lr", "1e-3"], ["--lr is Adam's learning rate", "--lr-d and --lr-g"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--model", "wgan"], ["invalid choice: 'wgan'"]),
+        (["--dataset", "cifar10"], ["invalid choice: 'cifar10'"]),
+        (["--dataset", "mnist", "--data-dir", "/nonexistent/fastgan"], ["/nonexistent/fastgan", "does not exist"]),
+        (["--dataset", "fashion-mnist"], ["needs a data directory"]),
+        (["--batch-size", "6000"], ["batch size 6000 is larger than the dataset (5000 images)"]),
+        (["--epochs", "0"], ["--epochs", "positive integer"]),
+        (["--steps", "-5"], ["--steps", "positive integer"]),
+        (["--epochs", "2", "--steps", "3"], ["not allowed with argument"]),
+        (["--lr", "-1"], ["--lr must be a positive number"]),
+        (["--dropout", "1.5"], ["--dropout must be in [0, 1)"]),
+        (["--seed", "99999999999999999999"], ["--seed", "must be from 0 to"]),
+        (["--model", "mlp-bn", "--batch-size", "1"], ["--batch-size must be at least 2 for mlp-bn"]),
+        (["--data-dir", "/tmp"], ["--data-dir /tmp: mnist-5k is embedded"]),
+        (["--optimizer", "rmsprop", "--lr", "1e-3"], ["--lr is Adam's learning rate", "--lr-d and --lr-g"]),
+    ],
+)
 def test_train_bad_input(args, fragments, tmp_path):
     assert_usage_error(fastgan("train", *args, "--out", tmp_path / "x", "--no-progress"), *fragments)
 
@@ -172,23 +225,26 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
     assert_usage_error(fastgan("train", *TINY, "--steps", 1, "--out", ""), "--out is empty")
     assert_usage_error(fastgan("sample", "--checkpoint", "x.pt", "--out", tmp_path / "g.jpg"), "--out", ".png")
     (tmp_path / "grid.png").mkdir()
-    assert_usage_error(fastgan("sample", "--checkpoint", "x.pt", "--out", tmp_path / "grid.png"), "--out",
-                       "is a folder")
+    assert_usage_error(
+        fastgan("sample", "--checkpoint", "x.pt", "--out", tmp_path / "grid.png"), "--out", "is a folder"
+    )
     assert_usage_error(fastgan("eval", "--checkpoint", "x.pt", "--json", tmp_path), "--json", "is a folder")
-    assert_usage_error(fastgan("eval", "--checkpoint", "x.pt", "--cache-dir", afile), "--cache-dir",
-                       "is a file, not a folder")
+    assert_usage_error(
+        fastgan("eval", "--checkpoint", "x.pt", "--cache-dir", afile), "--cache-dir", "is a file, not a folder"
+    )
     assert afile.read_text() == "keep" and sorted(os.listdir(tmp_path)) == ["afile", "grid.png"]
 
 
 def test_on_off_options_a_resumed_run_may_change_have_both_forms():
     # a run started with --channels-last (or --no-cuda-graph...) can be resumed without it
     from fastgan.cli import build_parser
+
     parse = build_parser().parse_args
     for name in ("cuda_graph", "compile", "channels_last", "tensorboard", "progress"):
         flag = "--" + name.replace("_", "-")
         assert getattr(parse(["train", flag]), name) is True
         assert getattr(parse(["train", "--no-" + flag[2:]]), name) is False
-        assert not hasattr(parse(["train"]), name)   # not given: the checkpoint's value on --resume
+        assert not hasattr(parse(["train"]), name)  # not given: the checkpoint's value on --resume
 
 
 def test_bench_without_a_benchmark_names_it():
@@ -196,8 +252,7 @@ def test_bench_without_a_benchmark_names_it():
 
 
 def test_train_data_dir_without_files(tmp_path):
-    assert_usage_error(fastgan("train", "--dataset", "mnist", "--data-dir", tmp_path),
-                       "no MNIST files", str(tmp_path))
+    assert_usage_error(fastgan("train", "--dataset", "mnist", "--data-dir", tmp_path), "no MNIST files", str(tmp_path))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the message without a GPU")
@@ -215,14 +270,16 @@ def _has_tensorboard():
 
 @pytest.mark.skipif(_has_tensorboard(), reason="tests the message without tensorboard")
 def test_tensorboard_missing(tmp_path):
-    assert_usage_error(fastgan("train", *TINY, "--steps", 1, "--tensorboard", "--out", tmp_path),
-                       "--tensorboard needs the tensorboard package", "pip install")
+    assert_usage_error(
+        fastgan("train", *TINY, "--steps", 1, "--tensorboard", "--out", tmp_path),
+        "--tensorboard needs the tensorboard package",
+        "pip install",
+    )
 
 
 def test_resume_bad_input(run, tmp_path):
     out, _ = run
-    assert_usage_error(fastgan("train", "--model", "dcgan", "--out", out, "--resume"),
-                       "from model 'mlp', not 'dcgan'")
+    assert_usage_error(fastgan("train", "--model", "dcgan", "--out", out, "--resume"), "from model 'mlp', not 'dcgan'")
     assert_usage_error(fastgan("train", "--out", tmp_path / "empty", "--resume"), "no checkpoint")
 
 
@@ -232,8 +289,10 @@ def test_sample_bad_input(run, tmp_path):
     junk.write_bytes(b"\x00not a checkpoint" * 10)
     assert_usage_error(fastgan("sample", "--checkpoint", junk), "cannot read checkpoint", str(junk))
     assert_usage_error(fastgan("sample", "--checkpoint", tmp_path / "missing.pt"), "does not exist")
-    assert_usage_error(fastgan("sample", "--checkpoint", out / "checkpoint.pt", "--label", 3,
-                               "--out", tmp_path / "g.png"), "--label needs a conditional model")
+    assert_usage_error(
+        fastgan("sample", "--checkpoint", out / "checkpoint.pt", "--label", 3, "--out", tmp_path / "g.png"),
+        "--label needs a conditional model",
+    )
     assert_usage_error(fastgan("sample", "--checkpoint", out / "checkpoint.pt", "--n", 0), "--n")
 
 
@@ -243,10 +302,27 @@ def test_ctrl_c_keeps_checkpoint_and_says_how_to_resume(tmp_path):
     # A test run started as a background job (`pytest &`) ignores SIGINT, and an ignored signal
     # stays ignored in children, where Python then installs no KeyboardInterrupt handler: give
     # the child the default disposition, as a user's foreground `fastgan train` has.
-    proc = subprocess.Popen([sys.executable, "-m", "fastgan.cli", "train", *TINY, "--steps", "1000000",
-                             "--checkpoint-every", "5", "--out", str(out)], cwd=ROOT, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fastgan.cli",
+            "train",
+            *TINY,
+            "--steps",
+            "1000000",
+            "--checkpoint-every",
+            "5",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.time() + 120
         while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:

@@ -2,6 +2,7 @@
 load strictly both ways, outputs, gradients and running statistics equal to the original's in
 training and eval (float32 and float64), strip_sigmoid, and the tutorials' models as users write
 them."""
+
 import collections
 import copy
 import io
@@ -51,7 +52,7 @@ def same_state(a, b, dtype=torch.float32, exact=True):
 
 
 def run(model, x, seed, extra=()):
-    torch.manual_seed(seed)          # the same dropout masks in both models
+    torch.manual_seed(seed)  # the same dropout masks in both models
     return model(x, *extra)
 
 
@@ -82,7 +83,7 @@ def check_parity(orig, conv, make_x, dtype, steps=3, logits=False, extra=()):
                     assert gb is None, k
                 else:
                     close(gb, ga, dtype, f"{mode} step {step}: grad of {k}")
-            same_state(orig, conv, dtype, exact=False)    # running stats, num_batches_tracked
+            same_state(orig, conv, dtype, exact=False)  # running stats, num_batches_tracked
             # a small SGD step on the original, and the converted model given its exact state, so
             # that each step is compared from the same weights and statistics (rounding differences
             # are not compounded over the steps)
@@ -154,7 +155,7 @@ def test_layer_with_bias_and_activation_is_fused(layer, act, dtype):
     model = nn.Sequential(make(), make_act()).to(dtype)
     conv, report = convert_checked(model)
     assert type(conv[0]) is fused_cls and conv[0].negative_slope == slope
-    assert isinstance(conv[0], type(model[0]))              # still an nn.Linear / nn.Conv2d ...
+    assert isinstance(conv[0], type(model[0]))  # still an nn.Linear / nn.Conv2d ...
     assert type(conv[1]) is nn.Identity
     assert conv[0].bias is not None and "bias" in dict(conv[0].named_parameters())
     assert [r.slots for r in report.replaced] == [("0", "1")]
@@ -164,8 +165,10 @@ def test_layer_with_bias_and_activation_is_fused(layer, act, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("slope", [None, 0.0, 0.2])
-@pytest.mark.parametrize("options", [{}, {"affine": False}, {"track_running_stats": False}, {"momentum": None},
-                                     {"momentum": 0.3, "eps": 1e-3}])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"affine": False}, {"track_running_stats": False}, {"momentum": None}, {"momentum": 0.3, "eps": 1e-3}],
+)
 @pytest.mark.parametrize("dims", [1, 2])
 def test_batch_norm_and_activation(dims, options, slope, dtype):
     torch.manual_seed(0)
@@ -178,8 +181,12 @@ def test_batch_norm_and_activation(dims, options, slope, dtype):
     conv, report = convert_checked(model)
     assert type(conv[0]) is (fnn.BatchNorm1d if dims == 1 else fnn.BatchNorm2d)
     assert conv[0].negative_slope == slope
-    assert (conv[0].affine, conv[0].track_running_stats, conv[0].momentum, conv[0].eps) == \
-        (bn.affine, bn.track_running_stats, bn.momentum, bn.eps)
+    assert (conv[0].affine, conv[0].track_running_stats, conv[0].momentum, conv[0].eps) == (
+        bn.affine,
+        bn.track_running_stats,
+        bn.momentum,
+        bn.eps,
+    )
     if slope is not None:
         assert type(conv[1]) is nn.Identity and report.replaced[0].slots == ("0", "1")
     check_parity(model, conv, x2(8, 6) if dims == 1 else x4(4, 6, 3), dtype, steps=4)
@@ -203,8 +210,9 @@ def test_keras_order_linear_leaky_relu_batch_norm():
     assert [type(m) for m in conv] == [FusedLinear, nn.Identity, fnn.BatchNorm1d, nn.Linear]
     assert conv[2].negative_slope is None and conv[2].momentum == 0.2
     assert patterns(report) == {"0": "Linear + LeakyReLU(0.2)", "2": "BatchNorm1d"}
-    assert reasons(report)["3"] == ("last in its Sequential, with no LeakyReLU/ReLU after it: nothing to fuse its bias "
-                                    "with")
+    assert reasons(report)["3"] == (
+        "last in its Sequential, with no LeakyReLU/ReLU after it: nothing to fuse its bias with"
+    )
     for dtype in DTYPES:
         check_parity(model.to(dtype), convert(model.to(dtype)), x2(8, 6), dtype)
 
@@ -214,12 +222,27 @@ def test_dropout_between_layer_and_activation(dtype):
     """leaky_relu(dropout(x)) = dropout(leaky_relu(x)) with the same mask: the fused op first, the
     Dropout kept in its slot after it (and Identity skipped over)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.5), nn.Identity(), nn.LeakyReLU(0.2),
-                          nn.BatchNorm1d(16), nn.Dropout(0.3, inplace=True), nn.ReLU(inplace=True),
-                          nn.Linear(16, 3)).to(dtype)
+    model = nn.Sequential(
+        nn.Linear(6, 16),
+        nn.Dropout(0.5),
+        nn.Identity(),
+        nn.LeakyReLU(0.2),
+        nn.BatchNorm1d(16),
+        nn.Dropout(0.3, inplace=True),
+        nn.ReLU(inplace=True),
+        nn.Linear(16, 3),
+    ).to(dtype)
     conv, report = convert_checked(model)
-    assert [type(m) for m in conv] == [FusedLinear, nn.Dropout, nn.Identity, nn.Identity, fnn.BatchNorm1d,
-                                       nn.Dropout, nn.Identity, nn.Linear]
+    assert [type(m) for m in conv] == [
+        FusedLinear,
+        nn.Dropout,
+        nn.Identity,
+        nn.Identity,
+        fnn.BatchNorm1d,
+        nn.Dropout,
+        nn.Identity,
+        nn.Linear,
+    ]
     assert [r.slots for r in report.replaced] == [("0", "1", "2", "3"), ("4", "5", "6")]
     assert report.replaced[0].pattern == "Linear + Dropout(p=0.5) + LeakyReLU(0.2)"
     check_parity(model, conv, x2(8, 6), dtype)
@@ -227,14 +250,20 @@ def test_dropout_between_layer_and_activation(dtype):
 
 def test_ordered_dict_and_nested_sequentials():
     torch.manual_seed(0)
-    inner = nn.Sequential(collections.OrderedDict([("fc", nn.Linear(8, 8)), ("act", nn.LeakyReLU(0.2)),
-                                                   ("bn", nn.BatchNorm1d(8))]))
-    model = nn.Sequential(collections.OrderedDict([
-        ("fc1", nn.Linear(6, 8)), ("relu1", nn.ReLU()),
-        ("block", inner),
-        ("deeper", nn.Sequential(nn.Sequential(nn.Linear(8, 4), nn.ReLU()))),
-        ("out", nn.Linear(4, 2)),
-    ]))
+    inner = nn.Sequential(
+        collections.OrderedDict([("fc", nn.Linear(8, 8)), ("act", nn.LeakyReLU(0.2)), ("bn", nn.BatchNorm1d(8))])
+    )
+    model = nn.Sequential(
+        collections.OrderedDict(
+            [
+                ("fc1", nn.Linear(6, 8)),
+                ("relu1", nn.ReLU()),
+                ("block", inner),
+                ("deeper", nn.Sequential(nn.Sequential(nn.Linear(8, 4), nn.ReLU()))),
+                ("out", nn.Linear(4, 2)),
+            ]
+        )
+    )
     conv, report = convert_checked(model)
     assert type(conv.fc1) is FusedLinear and type(conv.relu1) is nn.Identity
     assert type(conv.block.fc) is FusedLinear and type(conv.block.act) is nn.Identity
@@ -321,41 +350,82 @@ def _hooked(where):
 
 LEFT_ALONE = {
     # name: (model, {path: part of the reason}, x)
-    "bias_false": (lambda: nn.Sequential(nn.Linear(6, 6, bias=False), nn.LeakyReLU(0.2)),
-                   {"0": "bias=False", "1": "bias=False"}, x2()),
-    "conv_bias_false_end": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.Tanh()),
-                            {"0": "nothing to fuse (bias=False)", "1": "no fused op for Tanh"}, x4()),
-    "negative_slope": (lambda: nn.Sequential(nn.Linear(6, 6), nn.LeakyReLU(-0.1)),
-                       {"0": "slope >= 0", "1": "negative_slope=-0.1"}, x2()),
-    "bn_negative_slope": (lambda: nn.Sequential(nn.BatchNorm1d(6), nn.LeakyReLU(-0.5)),
-                          {"1": "not fused with 0 (BatchNorm1d): negative_slope=-0.5"}, x2()),
+    "bias_false": (
+        lambda: nn.Sequential(nn.Linear(6, 6, bias=False), nn.LeakyReLU(0.2)),
+        {"0": "bias=False", "1": "bias=False"},
+        x2(),
+    ),
+    "conv_bias_false_end": (
+        lambda: nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.Tanh()),
+        {"0": "nothing to fuse (bias=False)", "1": "no fused op for Tanh"},
+        x4(),
+    ),
+    "negative_slope": (
+        lambda: nn.Sequential(nn.Linear(6, 6), nn.LeakyReLU(-0.1)),
+        {"0": "slope >= 0", "1": "negative_slope=-0.1"},
+        x2(),
+    ),
+    "bn_negative_slope": (
+        lambda: nn.Sequential(nn.BatchNorm1d(6), nn.LeakyReLU(-0.5)),
+        {"1": "not fused with 0 (BatchNorm1d): negative_slope=-0.5"},
+        x2(),
+    ),
     "shared_layer": (_shared, {"0": "used in 2 places", "1": "used in 2 places"}, x2()),
     "forward_hook": (lambda: _hooked("forward"), {"0": "forward/backward hooks"}, x2()),
     "backward_hook": (lambda: _hooked("backward"), {"0": "forward/backward hooks"}, x2()),
     "activation_hook": (lambda: _hooked("act"), {"1": "the activation has hooks"}, x2()),
-    "subclass": (lambda: nn.Sequential(LinearTwice(6, 6), nn.ReLU()),
-                 {"0": "custom module (LinearTwice)", "1": "nothing to fuse it with"}, x2()),
-    "inplace_after": (lambda: nn.Sequential(nn.Linear(6, 6), nn.LeakyReLU(0.2), nn.Dropout(0.2, inplace=True)),
-                      {"0": "in-place Dropout"}, x2()),
-    "inplace_dropout_between": (lambda: nn.Sequential(nn.Linear(6, 6), nn.Dropout(0.2, inplace=True), nn.ReLU()),
-                                {"0": "Dropout(inplace=True) between", "1": "no fused op for Dropout",
-                                 "2": "not fused with 0 (Linear)"}, x2()),
-    "alpha_dropout_between": (lambda: nn.Sequential(nn.Linear(6, 6), nn.AlphaDropout(0.2), nn.ReLU()),
-                              {"0": "followed by AlphaDropout", "1": "no fused op for AlphaDropout",
-                               "2": "nothing to fuse it with"}, x2()),
-    "bn_eps_zero": (lambda: nn.Sequential(nn.BatchNorm1d(6, eps=0.0), nn.ReLU()),
-                    {"0": "eps=0.0", "1": "eps=0.0"}, x2()),
-    "other_activations": (lambda: nn.Sequential(nn.Linear(6, 6), nn.GELU(), nn.Linear(6, 6), nn.Sigmoid(),
-                                                nn.PReLU(), nn.SiLU()),
-                          {"0": "followed by GELU", "1": "no fused op for GELU", "3": "no fused op for Sigmoid",
-                           "4": "no fused op for PReLU"}, x2()),
-    "other_norms": (lambda: nn.Sequential(nn.Conv2d(3, 4, 1), nn.InstanceNorm2d(4), nn.ReLU(),
-                                          nn.GroupNorm(2, 4), nn.Unflatten(1, (4, 1))),
-                    {"1": "no fused op for InstanceNorm2d", "3": "no fused op for GroupNorm"}, x4()),
-    "batch_norm3d": (lambda: nn.Sequential(nn.BatchNorm3d(3), nn.ReLU()),
-                     {"0": "no fused op for BatchNorm3d"}, lambda g: torch.randn(2, 3, 2, 2, 2, generator=g)),
-    "activation_alone": (lambda: nn.Sequential(nn.ReLU(), nn.Linear(6, 6)),
-                         {"0": "nothing to fuse it with", "1": "last in its Sequential"}, x2()),
+    "subclass": (
+        lambda: nn.Sequential(LinearTwice(6, 6), nn.ReLU()),
+        {"0": "custom module (LinearTwice)", "1": "nothing to fuse it with"},
+        x2(),
+    ),
+    "inplace_after": (
+        lambda: nn.Sequential(nn.Linear(6, 6), nn.LeakyReLU(0.2), nn.Dropout(0.2, inplace=True)),
+        {"0": "in-place Dropout"},
+        x2(),
+    ),
+    "inplace_dropout_between": (
+        lambda: nn.Sequential(nn.Linear(6, 6), nn.Dropout(0.2, inplace=True), nn.ReLU()),
+        {"0": "Dropout(inplace=True) between", "1": "no fused op for Dropout", "2": "not fused with 0 (Linear)"},
+        x2(),
+    ),
+    "alpha_dropout_between": (
+        lambda: nn.Sequential(nn.Linear(6, 6), nn.AlphaDropout(0.2), nn.ReLU()),
+        {"0": "followed by AlphaDropout", "1": "no fused op for AlphaDropout", "2": "nothing to fuse it with"},
+        x2(),
+    ),
+    "bn_eps_zero": (
+        lambda: nn.Sequential(nn.BatchNorm1d(6, eps=0.0), nn.ReLU()),
+        {"0": "eps=0.0", "1": "eps=0.0"},
+        x2(),
+    ),
+    "other_activations": (
+        lambda: nn.Sequential(nn.Linear(6, 6), nn.GELU(), nn.Linear(6, 6), nn.Sigmoid(), nn.PReLU(), nn.SiLU()),
+        {
+            "0": "followed by GELU",
+            "1": "no fused op for GELU",
+            "3": "no fused op for Sigmoid",
+            "4": "no fused op for PReLU",
+        },
+        x2(),
+    ),
+    "other_norms": (
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 4, 1), nn.InstanceNorm2d(4), nn.ReLU(), nn.GroupNorm(2, 4), nn.Unflatten(1, (4, 1))
+        ),
+        {"1": "no fused op for InstanceNorm2d", "3": "no fused op for GroupNorm"},
+        x4(),
+    ),
+    "batch_norm3d": (
+        lambda: nn.Sequential(nn.BatchNorm3d(3), nn.ReLU()),
+        {"0": "no fused op for BatchNorm3d"},
+        lambda g: torch.randn(2, 3, 2, 2, 2, generator=g),
+    ),
+    "activation_alone": (
+        lambda: nn.Sequential(nn.ReLU(), nn.Linear(6, 6)),
+        {"0": "nothing to fuse it with", "1": "last in its Sequential"},
+        x2(),
+    ),
 }
 
 
@@ -415,7 +485,7 @@ def test_pre_hooks_and_old_spectral_norm_are_kept():
     assert type(conv[0]) is FusedLinear and type(conv[2]) is FusedLinear
     assert "0.weight_orig" in conv.state_dict() and "0.weight_u" in conv.state_dict()
     check_parity(model, conv, x2(8, 6), torch.float32)
-    assert len(calls) == 2 * 4      # both models, 3 train steps and eval
+    assert len(calls) == 2 * 4  # both models, 3 train steps and eval
 
 
 def test_parametrized_layers_keep_their_parametrizations():
@@ -455,10 +525,17 @@ def test_state_dict_round_trip_through_a_file():
     """A checkpoint of the user's model loads strictly into the converted one, and the converted
     one's back into a freshly built original."""
     torch.manual_seed(0)
-    build = lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.LeakyReLU(0.2), nn.Flatten(),
-                                  nn.Linear(16, 5), nn.ReLU(), nn.BatchNorm1d(5, affine=False))
+    build = lambda: nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.LeakyReLU(0.2),
+        nn.Flatten(),
+        nn.Linear(16, 5),
+        nn.ReLU(),
+        nn.BatchNorm1d(5, affine=False),
+    )
     model = build()
-    model(torch.randn(4, 3, 4, 4))      # running stats that are not the defaults
+    model(torch.randn(4, 3, 4, 4))  # running stats that are not the defaults
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     fresh = build()
@@ -517,8 +594,9 @@ def test_layers_on_other_input_ranks():
     convt = nn.ConvTranspose2d(3, 4, 3, 2)
     fused = convert(nn.Sequential(convt, nn.ReLU()))[0]
     x = torch.randn(1, 3, 5, 5)
-    torch.testing.assert_close(fused(x, output_size=[12, 12]), F.relu(convt(x, output_size=[12, 12])),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        fused(x, output_size=[12, 12]), F.relu(convt(x, output_size=[12, 12])), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_one_value_per_channel_is_refused_as_torch_does():
@@ -530,9 +608,12 @@ def test_one_value_per_channel_is_refused_as_torch_does():
         conv(torch.randn(1, 3))
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="fastgan.nn.BatchNorm refuses an empty batch in training (torch: an empty output, the "
-                          "batch counted); a fastgan bug, reported, not fixed here")
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="fastgan.nn.BatchNorm refuses an empty batch in training (torch: an empty output, the "
+    "batch counted); a fastgan bug, reported, not fixed here",
+)
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_an_empty_batch_in_training(momentum):
     model = nn.Sequential(nn.BatchNorm2d(3, momentum=momentum), nn.ReLU())
@@ -623,8 +704,9 @@ class TutorialD(nn.Module):
 
 def test_strip_sigmoid_in_a_sequential():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 8), nn.LeakyReLU(0.2), nn.Sequential(nn.Linear(8, 1), nn.Sigmoid()),
-                          nn.Flatten(0))
+    model = nn.Sequential(
+        nn.Linear(6, 8), nn.LeakyReLU(0.2), nn.Sequential(nn.Linear(8, 1), nn.Sigmoid()), nn.Flatten(0)
+    )
     conv, report = convert_checked(model, strip_sigmoid=True)
     assert type(conv[2][1]) is nn.Identity
     assert report.replaced[-1] == Replaced("2.1", "Sigmoid (final)", "Identity: the model returns logits", ("2.1",))
@@ -672,14 +754,17 @@ class ScaledOutput(nn.Module):
         return self.net(x) * 2
 
 
-@pytest.mark.parametrize("model, message", [
-    (lambda: nn.Sequential(nn.Linear(4, 1)), "comes from 0 (Linear), not from an nn.Sigmoid"),
-    (lambda: nn.Sequential(nn.Linear(4, 4), nn.Tanh()), "comes from 1 (Tanh)"),
-    (lambda: nn.Sequential(), "holds no layer"),
-    (lambda: FunctionalSigmoid(), "calls sigmoid itself"),
-    (lambda: ScaledOutput(), "returns the result of call_function mul"),
-    (lambda: nn.Linear(4, 1), "not from an nn.Sigmoid"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (lambda: nn.Sequential(nn.Linear(4, 1)), "comes from 0 (Linear), not from an nn.Sigmoid"),
+        (lambda: nn.Sequential(nn.Linear(4, 4), nn.Tanh()), "comes from 1 (Tanh)"),
+        (lambda: nn.Sequential(), "holds no layer"),
+        (lambda: FunctionalSigmoid(), "calls sigmoid itself"),
+        (lambda: ScaledOutput(), "returns the result of call_function mul"),
+        (lambda: nn.Linear(4, 1), "not from an nn.Sigmoid"),
+    ],
+)
 def test_strip_sigmoid_without_a_final_sigmoid_is_an_error(model, message):
     with pytest.raises(ValueError, match="no final nn.Sigmoid was found") as e:
         convert(model(), strip_sigmoid=True)
@@ -708,19 +793,26 @@ def test_report_format():
     model = nn.Sequential(nn.Linear(6, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1), nn.Sigmoid())
     conv, report = convert(model, strip_sigmoid=True, report=True)
     assert report.replaced == [
-        Replaced("0", "Linear + LeakyReLU(0.2)",
-                 "FusedLinear(negative_slope=0.2) (its bias added in the fused op), 1 -> Identity", ("0", "1")),
+        Replaced(
+            "0",
+            "Linear + LeakyReLU(0.2)",
+            "FusedLinear(negative_slope=0.2) (its bias added in the fused op), 1 -> Identity",
+            ("0", "1"),
+        ),
         Replaced("3", "Sigmoid (final)", "Identity: the model returns logits", ("3",)),
     ]
-    assert report.left_alone == [LeftAlone("2", "Linear", "followed by the removed Sigmoid, not by LeakyReLU/ReLU: "
-                                                          "nothing to fuse its bias with")]
+    assert report.left_alone == [
+        LeftAlone(
+            "2", "Linear", "followed by the removed Sigmoid, not by LeakyReLU/ReLU: nothing to fuse its bias with"
+        )
+    ]
     text = str(report)
     assert text.splitlines()[0] == "fastgan.convert: 2 replaced, 1 left alone"
     assert "  0, 1 " in text and "Linear + LeakyReLU(0.2) -> FusedLinear" in text
     assert "left alone:" in text and "  2 " in text
     d = report.as_dict()
     assert d["replaced"][0]["slots"] == ("0", "1") and d["left_alone"][0]["module"] == "Linear"
-    assert isinstance(convert(model), nn.Sequential)     # report=False: the module alone
+    assert isinstance(convert(model), nn.Sequential)  # report=False: the module alone
     assert "(model)" in str(convert(Custom(), report=True)[1])
 
 
@@ -736,15 +828,28 @@ def test_the_package_exports_convert():
 def tutorial_mlp_gan(act):
     """The PyTorch tutorial's MLP GAN (MNIST 28x28)."""
     G = nn.Sequential(
-        nn.Linear(100, 256), act(),
-        nn.Linear(256, 512), act(),
-        nn.Linear(512, 1024), act(),
-        nn.Linear(1024, 784), nn.Tanh())
+        nn.Linear(100, 256),
+        act(),
+        nn.Linear(256, 512),
+        act(),
+        nn.Linear(512, 1024),
+        act(),
+        nn.Linear(1024, 784),
+        nn.Tanh(),
+    )
     D = nn.Sequential(
-        nn.Linear(784, 1024), nn.LeakyReLU(0.2), nn.Dropout(0.3),
-        nn.Linear(1024, 512), nn.LeakyReLU(0.2), nn.Dropout(0.3),
-        nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3),
-        nn.Linear(256, 1), nn.Sigmoid())
+        nn.Linear(784, 1024),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.3),
+        nn.Linear(1024, 512),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.3),
+        nn.Linear(512, 256),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.3),
+        nn.Linear(256, 1),
+        nn.Sigmoid(),
+    )
     return G, D
 
 
@@ -791,17 +896,20 @@ def test_pytorch_examples_dcgan_64x64():
     G, D = ExamplesG(), ExamplesD()
     Gc, reportG = convert_checked(G)
     Dc, reportD = convert_checked(D, strip_sigmoid="main.12")
-    assert [type(m) for m in Gc.main] == [nn.ConvTranspose2d, fnn.BatchNorm2d, nn.Identity] * 4 + \
-        [nn.ConvTranspose2d, nn.Tanh]
+    assert [type(m) for m in Gc.main] == [nn.ConvTranspose2d, fnn.BatchNorm2d, nn.Identity] * 4 + [
+        nn.ConvTranspose2d,
+        nn.Tanh,
+    ]
     assert all(m.negative_slope == 0.0 for m in Gc.main if isinstance(m, fnn.BatchNorm2d))
     assert "nothing to fuse (bias=False)" in reasons(reportG)["main.0"]
-    assert [type(m) for m in Dc.main] == [nn.Conv2d, nn.LeakyReLU] + [nn.Conv2d, fnn.BatchNorm2d, nn.Identity] * 3 \
-        + [nn.Conv2d, nn.Identity]
+    assert [type(m) for m in Dc.main] == [nn.Conv2d, nn.LeakyReLU] + [nn.Conv2d, fnn.BatchNorm2d, nn.Identity] * 3 + [
+        nn.Conv2d,
+        nn.Identity,
+    ]
     assert "bias=False" in reasons(reportD)["main.0"] and "bias=False" in reasons(reportD)["main.1"]
     assert patterns(reportD)["main.3"] == "BatchNorm2d + LeakyReLU(0.2) (inplace)"
     check_parity(G, Gc, lambda g: torch.randn(2, 16, 1, 1, generator=g), torch.float32, steps=2)
-    check_parity(D, Dc, lambda g: torch.rand(2, 3, 64, 64, generator=g) * 2 - 1, torch.float32, steps=2,
-                 logits=True)
+    check_parity(D, Dc, lambda g: torch.rand(2, 3, 64, 64, generator=g) * 2 - 1, torch.float32, steps=2, logits=True)
 
 
 class CondG(nn.Module):
@@ -819,8 +927,9 @@ class CondG(nn.Module):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             return layers
 
-        self.model = nn.Sequential(*block(latent + n_classes, 16, normalize=False), *block(16, 32),
-                                   nn.Linear(32, 36), nn.Tanh())
+        self.model = nn.Sequential(
+            *block(latent + n_classes, 16, normalize=False), *block(16, 32), nn.Linear(32, 36), nn.Tanh()
+        )
 
     def forward(self, noise, labels):
         gen_input = torch.cat((self.label_emb(labels), noise), -1)
@@ -833,9 +942,14 @@ class CondD(nn.Module):
         super().__init__()
         self.label_embedding = nn.Embedding(n_classes, n_classes)
         self.model = nn.Sequential(
-            nn.Linear(n_classes + pixels, 32), nn.LeakyReLU(0.2, inplace=True),
-            nn.Linear(32, 32), nn.Dropout(0.4), nn.LeakyReLU(0.2, inplace=True),
-            nn.Linear(32, 1), nn.Sigmoid())
+            nn.Linear(n_classes + pixels, 32),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(32, 32),
+            nn.Dropout(0.4),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(32, 1),
+            nn.Sigmoid(),
+        )
 
     def forward(self, img, labels):
         d_in = torch.cat((img.view(img.size(0), -1), self.label_embedding(labels)), -1)
@@ -847,22 +961,42 @@ def test_conditional_gan_with_an_embedding():
     torch.manual_seed(0)
     G, D = CondG(), CondD()
     Gc, reportG = convert_checked(G)
-    Dc, reportD = convert_checked(D, strip_sigmoid=True)   # traced: forward's result is model.6's
-    assert [type(m) for m in Gc.model] == [FusedLinear, nn.Identity, nn.Linear, fnn.BatchNorm1d, nn.Identity,
-                                           nn.Linear, nn.Tanh]
+    Dc, reportD = convert_checked(D, strip_sigmoid=True)  # traced: forward's result is model.6's
+    assert [type(m) for m in Gc.model] == [
+        FusedLinear,
+        nn.Identity,
+        nn.Linear,
+        fnn.BatchNorm1d,
+        nn.Identity,
+        nn.Linear,
+        nn.Tanh,
+    ]
     assert Gc.model[3].eps == 0.8 and Gc.model[3].negative_slope == 0.2
     assert reasons(reportG)["label_emb"] == "no fused op for Embedding"
     assert "custom forward" in reasons(reportG)[""]
-    assert [type(m) for m in Dc.model] == [FusedLinear, nn.Identity, FusedLinear, nn.Dropout, nn.Identity,
-                                           nn.Linear, nn.Identity]
+    assert [type(m) for m in Dc.model] == [
+        FusedLinear,
+        nn.Identity,
+        FusedLinear,
+        nn.Dropout,
+        nn.Identity,
+        nn.Linear,
+        nn.Identity,
+    ]
     labels = torch.arange(8) % 10
     check_parity(G, Gc, lambda g: torch.randn(8, 8, generator=g), torch.float32, extra=(labels,))
     check_parity(D, Dc, lambda g: torch.rand(8, 1, 6, 6, generator=g), torch.float32, logits=True, extra=(labels,))
     for dtype in DTYPES[1:]:
         G64, D64 = copy.deepcopy(G).to(dtype), copy.deepcopy(D).to(dtype)
         check_parity(G64, convert(G64), lambda g: torch.randn(8, 8, generator=g), dtype, extra=(labels,))
-        check_parity(D64, convert(D64, strip_sigmoid=True), lambda g: torch.rand(8, 1, 6, 6, generator=g), dtype,
-                     logits=True, extra=(labels,))
+        check_parity(
+            D64,
+            convert(D64, strip_sigmoid=True),
+            lambda g: torch.rand(8, 1, 6, 6, generator=g),
+            dtype,
+            logits=True,
+            extra=(labels,),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -872,11 +1006,15 @@ def test_conditional_gan_with_an_embedding():
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and the CUDA kernels")
 def test_converted_models_on_cuda():
     torch.manual_seed(0)
-    pairs = [(ExamplesG().cuda(), lambda g: torch.randn(4, 16, 1, 1, generator=g).cuda(), False),
-             (TutorialD().cuda(), lambda g: (torch.rand(4, 3, 64, 64, generator=g) * 2 - 1).cuda(), True)]
+    pairs = [
+        (ExamplesG().cuda(), lambda g: torch.randn(4, 16, 1, 1, generator=g).cuda(), False),
+        (TutorialD().cuda(), lambda g: (torch.rand(4, 3, 64, 64, generator=g) * 2 - 1).cuda(), True),
+    ]
     G, D = tutorial_mlp_gan(nn.ReLU)
-    pairs += [(G.cuda(), lambda g: torch.randn(8, 100, generator=g).cuda(), False),
-              (D.cuda(), lambda g: (torch.rand(8, 784, generator=g) * 2 - 1).cuda(), True)]
+    pairs += [
+        (G.cuda(), lambda g: torch.randn(8, 100, generator=g).cuda(), False),
+        (D.cuda(), lambda g: (torch.rand(8, 784, generator=g) * 2 - 1).cuda(), True),
+    ]
     for model, make_x, logits in pairs:
         conv = convert(model, strip_sigmoid=logits)
         assert all(p.is_cuda for p in conv.parameters())

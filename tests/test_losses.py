@@ -1,6 +1,7 @@
 """bce_with_logits, gan_d_loss, gan_g_loss: parity with torch (values and gradients) for every
 reduction, dtype, weight/pos_weight combination and shape; saturated logits; determinism;
 gradcheck/gradgradcheck; opcheck; torch.compile; bad input; fastgan.nn.BCEWithLogitsLoss."""
+
 import inspect
 
 import pytest
@@ -51,8 +52,9 @@ def torch_bce(x, target, w, pw, reduction, rd):
         t = target.detach().to(rd).requires_grad_(target.requires_grad)
     else:
         t = torch.full_like(x, target)
-    out = F.binary_cross_entropy_with_logits(x, t, None if w is None else w.to(rd), reduction=reduction,
-                                             pos_weight=None if pw is None else pw.to(rd))
+    out = F.binary_cross_entropy_with_logits(
+        x, t, None if w is None else w.to(rd), reduction=reduction, pos_weight=None if pw is None else pw.to(rd)
+    )
     return out, x, t
 
 
@@ -69,8 +71,11 @@ def test_bce_matches_torch(device, dtype, shape, which, target_kind):
     rd = ref_dtype(dtype)
     for reduction in REDUCTIONS:
         xg = x.detach().requires_grad_()
-        tg = target.detach().requires_grad_(dtype in (torch.float32, torch.float64)) \
-            if torch.is_tensor(target) else target
+        tg = (
+            target.detach().requires_grad_(dtype in (torch.float32, torch.float64))
+            if torch.is_tensor(target)
+            else target
+        )
         out = ops.bce_with_logits(xg, tg, w, pw, reduction)
         ref, xr, tr = torch_bce(xg, tg, w, pw, reduction, rd)
         assert out.dtype == dtype and out.shape == ref.shape
@@ -109,8 +114,7 @@ def test_gan_losses_match_reference(device, dtype, sizes, labels):
     g_r = reference.gan_g_loss(fake_r, labels[0])
     assert g.shape == () and g.dtype == rd
     assert_close(g, g_r, FORWARD_TOL[torch.float32 if dtype != torch.float64 else dtype], "g loss")
-    assert_close(torch.autograd.grad(g, fake)[0], torch.autograd.grad(g_r, fake_r)[0], GRAD_TOL[dtype],
-                 "g grad")
+    assert_close(torch.autograd.grad(g, fake)[0], torch.autograd.grad(g_r, fake_r)[0], GRAD_TOL[dtype], "g grad")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -159,7 +163,7 @@ def test_large_and_misaligned_inputs(device, n):
             (g_r,) = torch.autograd.grad(ref, xr)
             # sigmoid(x) - t cancels: float32's absolute error is about one ulp of 1
             assert_close(g, g_r.float(), (1e-4, 1e-6 / (n if reduction == "mean" else 1)), f"{reduction} grad")
-        real, fake = x[: n // 3], x[n // 3:]
+        real, fake = x[: n // 3], x[n // 3 :]
         d = ops.gan_d_loss(real, fake, 0.9, 0.1)
         d_r = reference.gan_d_loss(real.double(), fake.double(), 0.9, 0.1)
         assert_close(d, d_r.float(), (1e-5, 1e-6), "gan_d_loss")
@@ -235,20 +239,19 @@ def test_opcheck(device):
     lib = torch.ops.fastgan
     for reduction in REDUCTIONS:
         torch.library.opcheck(lib.bce_with_logits.default, (x, t, 0.0, w, pw, reduction))
-        t_grad = t.clone().requires_grad_()   # the target's gradient too (a 1/numel for the mean)
+        t_grad = t.clone().requires_grad_()  # the target's gradient too (a 1/numel for the mean)
         torch.library.opcheck(lib.bce_with_logits.default, (x, t_grad, 0.0, w, pw, reduction))
         torch.library.opcheck(lib.bce_with_logits.default, (x, None, 0.9, None, None, reduction))
         g = torch.randn(6, 3, device=device) if reduction == "none" else torch.tensor(1.5, device=device)
-        torch.library.opcheck(lib.bce_with_logits_backward.default,
-                              (g, x.detach(), t, 0.0, w, pw, reduction))
+        torch.library.opcheck(lib.bce_with_logits_backward.default, (g, x.detach(), t, 0.0, w, pw, reduction))
     real = torch.randn(8, 1, device=device, requires_grad=True)
     fake = torch.randn(5, 1, device=device, requires_grad=True)
     torch.library.opcheck(lib.gan_d_loss.default, (real, fake, 0.9, 0.0))
-    torch.library.opcheck(lib.gan_d_loss_backward.default,
-                          (torch.tensor(1.0, device=device), real.detach(), fake.detach(), 1.0, 0.0))
+    torch.library.opcheck(
+        lib.gan_d_loss_backward.default, (torch.tensor(1.0, device=device), real.detach(), fake.detach(), 1.0, 0.0)
+    )
     torch.library.opcheck(lib.gan_g_loss.default, (fake, 1.0))
-    torch.library.opcheck(lib.gan_g_loss_backward.default,
-                          (torch.tensor(2.0, device=device), fake.detach(), 1.0))
+    torch.library.opcheck(lib.gan_g_loss_backward.default, (torch.tensor(2.0, device=device), fake.detach(), 1.0))
 
 
 @requires_kernels
@@ -258,6 +261,7 @@ def test_opcheck_gan_losses_of_other_dtypes(device, dtype):
     """The GAN losses of half logits are float32 (of float64 ones, float64), in the kernel and in
     the fake kernel that torch.compile traces with."""
     from torch._subclasses.fake_tensor import FakeTensorMode
+
     real = torch.randn(8, 1, device=device, dtype=dtype, requires_grad=True)
     fake = torch.randn(5, 1, device=device, dtype=dtype, requires_grad=True)
     lib = torch.ops.fastgan
@@ -279,8 +283,12 @@ def test_torch_compile_fullgraph(device):
 
     def d_step(x_real, x_fake, t):
         real, fake = x_real @ w.t(), x_fake @ w.t()
-        return (ops.gan_d_loss(real, fake, 0.9, 0.0) + ops.gan_g_loss(fake)
-                + ops.bce_with_logits(real, t, reduction="sum") + ops.bce_with_logits(fake, 0.0))
+        return (
+            ops.gan_d_loss(real, fake, 0.9, 0.0)
+            + ops.gan_g_loss(fake)
+            + ops.bce_with_logits(real, t, reduction="sum")
+            + ops.bce_with_logits(fake, 0.0)
+        )
 
     compiled = torch.compile(d_step, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
     args = (torch.randn(6, 8, device=device), torch.randn(4, 8, device=device), torch.rand(6, 1, device=device))
@@ -298,8 +306,12 @@ def test_torch_compile_with_changing_number_labels():
     SymFloat, which the Python-side label check (math.isfinite) could not trace in fullgraph."""
     torch._dynamo.reset()
     x, y = torch.randn(8, 1), torch.randn(5, 1)
-    losses = (lambda x, v: ops.bce_with_logits(x, v), lambda x, v: fastgan.nn.BCEWithLogitsLoss()(x, v),
-              lambda x, v: ops.gan_g_loss(x, v), lambda x, v: ops.gan_d_loss(x, y, v, 1.0 - v))
+    losses = (
+        lambda x, v: ops.bce_with_logits(x, v),
+        lambda x, v: fastgan.nn.BCEWithLogitsLoss()(x, v),
+        lambda x, v: ops.gan_g_loss(x, v),
+        lambda x, v: ops.gan_d_loss(x, y, v, 1.0 - v),
+    )
     for fn in losses:
         compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
         for label in (1.0, 0.0, 0.9):
@@ -311,8 +323,12 @@ def test_torch_compile_with_changing_number_labels():
 def test_torch_compile_dynamic_shapes_with_a_target_gradient(reduction):
     # the mean's 1/numel in the target's gradient is symbolic under dynamic shapes (numel() raised)
     torch._dynamo.reset()
-    compiled = torch.compile(lambda x, t: ops.bce_with_logits(x, t, reduction=reduction).sum(), fullgraph=True,
-                             dynamic=True, backend="aot_eager")
+    compiled = torch.compile(
+        lambda x, t: ops.bce_with_logits(x, t, reduction=reduction).sum(),
+        fullgraph=True,
+        dynamic=True,
+        backend="aot_eager",
+    )
     for n in (8, 16):
         x = torch.randn(n, 1, requires_grad=True)
         t = torch.rand(n, 1, requires_grad=True)
@@ -337,30 +353,37 @@ def path(request, monkeypatch):
 X = torch.randn(4, 3)
 
 
-@pytest.mark.parametrize("call,exc,match", [
-    (lambda: ops.bce_with_logits(X, torch.rand(4, 2)), ValueError, "target must have logits' shape"),
-    (lambda: ops.bce_with_logits(X, torch.rand(3)), ValueError, "target must have logits' shape"),
-    (lambda: ops.bce_with_logits(X.long(), 1.0), TypeError, "logits must be float32"),
-    (lambda: ops.bce_with_logits(X, 1.0, reduction="avg"), ValueError, "reduction must be 'none', 'mean' or 'sum'"),
-    (lambda: ops.bce_with_logits(X, 1.5), ValueError, r"target must be in \[0, 1\]"),
-    (lambda: ops.bce_with_logits(X, float("nan")), ValueError, r"target must be in \[0, 1\]"),
-    (lambda: ops.bce_with_logits(X, "1"), TypeError, "target must be a Tensor or a number"),
-    (lambda: ops.bce_with_logits(X, X.long()), TypeError, "target must be float32"),
-    (lambda: ops.bce_with_logits(torch.randn(0, 1), 1.0), ValueError, "logits must not be empty"),
-    (lambda: ops.bce_with_logits(X, 1.0, torch.rand(4)), ValueError, "weight of shape .* must broadcast"),
-    (lambda: ops.bce_with_logits(X, 1.0, None, torch.rand(2, 4, 3)), ValueError, "pos_weight of shape"),
-    (lambda: ops.bce_with_logits(X, 1.0, None, torch.ones(3, dtype=torch.int32)), TypeError, "pos_weight must be float32"),
-    (lambda: ops.gan_d_loss(X, X, 1.0, -0.1), ValueError, r"fake_label must be in \[0, 1\]"),
-    (lambda: ops.gan_d_loss(X, X, 2.0), ValueError, r"real_label must be in \[0, 1\]"),
-    (lambda: ops.gan_d_loss(torch.randn(0, 1), X), ValueError, "real_logits must not be empty"),
-    (lambda: ops.gan_d_loss(X, torch.randn(0)), ValueError, "fake_logits must not be empty"),
-    (lambda: ops.gan_d_loss(X, X.half()), TypeError, "fake_logits must have real_logits' dtype"),
-    (lambda: ops.gan_d_loss(X.int(), X), TypeError, "real_logits must be float32"),
-    (lambda: ops.gan_g_loss(torch.randn(0)), ValueError, "fake_logits must not be empty"),
-    (lambda: ops.gan_g_loss(X, 1.01), ValueError, r"real_label must be in \[0, 1\]"),
-    (lambda: ops.gan_g_loss(X, "1"), TypeError, "real_label must be a number"),
-    (lambda: ops.gan_d_loss(X, X, 1, None), TypeError, "fake_label must be a number"),
-])
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda: ops.bce_with_logits(X, torch.rand(4, 2)), ValueError, "target must have logits' shape"),
+        (lambda: ops.bce_with_logits(X, torch.rand(3)), ValueError, "target must have logits' shape"),
+        (lambda: ops.bce_with_logits(X.long(), 1.0), TypeError, "logits must be float32"),
+        (lambda: ops.bce_with_logits(X, 1.0, reduction="avg"), ValueError, "reduction must be 'none', 'mean' or 'sum'"),
+        (lambda: ops.bce_with_logits(X, 1.5), ValueError, r"target must be in \[0, 1\]"),
+        (lambda: ops.bce_with_logits(X, float("nan")), ValueError, r"target must be in \[0, 1\]"),
+        (lambda: ops.bce_with_logits(X, "1"), TypeError, "target must be a Tensor or a number"),
+        (lambda: ops.bce_with_logits(X, X.long()), TypeError, "target must be float32"),
+        (lambda: ops.bce_with_logits(torch.randn(0, 1), 1.0), ValueError, "logits must not be empty"),
+        (lambda: ops.bce_with_logits(X, 1.0, torch.rand(4)), ValueError, "weight of shape .* must broadcast"),
+        (lambda: ops.bce_with_logits(X, 1.0, None, torch.rand(2, 4, 3)), ValueError, "pos_weight of shape"),
+        (
+            lambda: ops.bce_with_logits(X, 1.0, None, torch.ones(3, dtype=torch.int32)),
+            TypeError,
+            "pos_weight must be float32",
+        ),
+        (lambda: ops.gan_d_loss(X, X, 1.0, -0.1), ValueError, r"fake_label must be in \[0, 1\]"),
+        (lambda: ops.gan_d_loss(X, X, 2.0), ValueError, r"real_label must be in \[0, 1\]"),
+        (lambda: ops.gan_d_loss(torch.randn(0, 1), X), ValueError, "real_logits must not be empty"),
+        (lambda: ops.gan_d_loss(X, torch.randn(0)), ValueError, "fake_logits must not be empty"),
+        (lambda: ops.gan_d_loss(X, X.half()), TypeError, "fake_logits must have real_logits' dtype"),
+        (lambda: ops.gan_d_loss(X.int(), X), TypeError, "real_logits must be float32"),
+        (lambda: ops.gan_g_loss(torch.randn(0)), ValueError, "fake_logits must not be empty"),
+        (lambda: ops.gan_g_loss(X, 1.01), ValueError, r"real_label must be in \[0, 1\]"),
+        (lambda: ops.gan_g_loss(X, "1"), TypeError, "real_label must be a number"),
+        (lambda: ops.gan_d_loss(X, X, 1, None), TypeError, "fake_label must be a number"),
+    ],
+)
 def test_bad_input(path, call, exc, match):
     with pytest.raises(exc, match=match):
         call()
@@ -430,7 +453,7 @@ def test_losses_run_in_float32_under_autocast(device, path, monkeypatch):
         pytest.skip("needs the compiled kernels")
     torch.manual_seed(5)
     real = (torch.randn(8, 1, device=device) * 3).bfloat16().requires_grad_()
-    fake = (torch.randn(6, 1, device=device) * 3).requires_grad_()   # float32
+    fake = (torch.randn(6, 1, device=device) * 3).requires_grad_()  # float32
     target = torch.rand(8, 1, device=device)
     with torch.autocast(device, dtype=torch.bfloat16):
         d = ops.gan_d_loss(real, fake)
@@ -477,8 +500,9 @@ def test_bce_with_logits_loss_module():
         torch.testing.assert_close(a, b)
         torch.testing.assert_close(torch.autograd.grad(a.sum(), x)[0], torch.autograd.grad(b.sum(), x)[0])
     # a number target is a constant label
-    torch.testing.assert_close(fastgan.nn.BCEWithLogitsLoss()(x, 0.9),
-                               torch.nn.BCEWithLogitsLoss()(x, torch.full_like(x, 0.9)))
+    torch.testing.assert_close(
+        fastgan.nn.BCEWithLogitsLoss()(x, 0.9), torch.nn.BCEWithLogitsLoss()(x, torch.full_like(x, 0.9))
+    )
     assert isinstance(fastgan.nn.BCEWithLogitsLoss(), torch.nn.BCEWithLogitsLoss)
     # float32 buffers follow bfloat16 logits, as FusedLeakyReLU's bias does
     xb = x.detach().bfloat16()
@@ -488,7 +512,7 @@ def test_bce_with_logits_loss_module():
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype,xs", [(torch.float32, [20.0, 30.0, 40.0]), (torch.float64, [40.0, 50.0, 60.0])])
-@pytest.mark.parametrize("n", [1, 13])   # a scalar tail alone, and vector bodies
+@pytest.mark.parametrize("n", [1, 13])  # a scalar tail alone, and vector bodies
 def test_a_tiny_loss_keeps_its_relative_accuracy(device, dtype, xs, n):
     """BCE of a confidently right logit x is log1p(exp(-x)) = exp(-x) to the dtype's precision,
     not 0 (log(1 + e) rounds 1 + e to 1): relative error 1e-5, no absolute slack."""

@@ -1,6 +1,7 @@
 """fastgan.metrics: float64 Fréchet distance and matrix square root, the cached classifier
 (hit, miss, corrupt-file recovery), evaluate() and the `fastgan eval` CLI with its bad inputs.
 Tiny classifier settings keep the whole file well under a minute on 2 CPU cores."""
+
 import dataclasses
 import math
 import os
@@ -55,7 +56,7 @@ def test_fid_with_itself_is_zero_and_symmetric():
 
 def test_fid_of_singular_covariances_is_finite():
     g = torch.Generator().manual_seed(1)
-    a = torch.randn(5, 32, generator=g)   # rank 4 < 32
+    a = torch.randn(5, 32, generator=g)  # rank 4 < 32
     b = torch.randn(6, 32, generator=g)
     d = metrics.fid_from_features(a, b)
     assert d == d and d < float("inf") and d >= 0
@@ -108,8 +109,9 @@ def test_inception_score_and_entropy():
 def test_running_stats_in_chunks_match_all_at_once():
     """Chunks of any size (one row, uneven) merge to the two-pass statistics, also far from 0."""
     g = torch.Generator().manual_seed(2)
-    f = (torch.randn(203, 12, generator=g, dtype=torch.float64) @ torch.randn(12, 12, generator=g,
-                                                                            dtype=torch.float64)) + 1e4
+    f = (
+        torch.randn(203, 12, generator=g, dtype=torch.float64) @ torch.randn(12, 12, generator=g, dtype=torch.float64)
+    ) + 1e4
     mu = f.mean(0)
     cov = (f - mu).T @ (f - mu) / (len(f) - 1)
     for sizes in ((203,), (1, 202), (100, 3, 0, 99, 1), (7,) * 29):
@@ -141,7 +143,8 @@ def test_evaluator_measures_batch_by_batch(runs, tiny, monkeypatch):
     """Memory does not grow with --eval-n / --n: no more than batch_size images at a time, and
     the metrics are those of all the images at once."""
     import importlib
-    ev = importlib.import_module("fastgan.metrics.evaluate")   # the module, not the function
+
+    ev = importlib.import_module("fastgan.metrics.evaluate")  # the module, not the function
     G, cfg, _ = metrics.load_generator(str(runs / "cgan" / "checkpoint.pt"), "cpu")
     evaluator = metrics.Evaluator("mnist-5k", cache_dir=tiny[2], classifier=TINY_CLF, batch_size=16)
     images, labels = metrics.generate(G, cfg, 70, seed=3, batch_size=70)
@@ -151,8 +154,9 @@ def test_evaluator_measures_batch_by_batch(runs, tiny, monkeypatch):
     monkeypatch.setattr(ev, "classify", lambda model, x, bs: seen.append(len(x)) or real(model, x, bs))
     m = evaluator(G, cfg, 70, seed=3)
     assert max(seen) == 16 and sum(seen) == 70
-    assert m["fid"] == pytest.approx(metrics.frechet_distance(*metrics.feature_stats(features),
-                                                              *evaluator.real_stats), rel=1e-9)
+    assert m["fid"] == pytest.approx(
+        metrics.frechet_distance(*metrics.feature_stats(features), *evaluator.real_stats), rel=1e-9
+    )
     assert m["inception_score"] == pytest.approx(metrics.inception_score(probs), rel=1e-12)
     assert m["class_histogram"] == metrics.class_histogram(probs.argmax(1))
     assert m["label_accuracy"] == pytest.approx((probs.argmax(1) == labels).double().mean().item())
@@ -195,7 +199,7 @@ def test_classifier_is_deterministic(data):
         torch.set_num_threads(1)
         a = clf.train_classifier(x, y, settings)
         torch.set_num_threads(2)
-        b = clf.train_classifier(x, y, settings)   # the same weights whatever the caller's threads
+        b = clf.train_classifier(x, y, settings)  # the same weights whatever the caller's threads
     finally:
         torch.set_num_threads(threads)
     assert torch.get_num_threads() == threads
@@ -226,7 +230,7 @@ def test_corrupt_cache_is_retrained(tiny, data, tmp_path, damage):
     with pytest.warns(RuntimeWarning, match="unreadable.*retraining"):
         _, info2 = metrics.get_classifier("mnist-5k", cache=tmp_path, settings=TINY_CLF, data=data)
     assert not info2["cached"] and clf.TRAIN_CALLS == calls + 1
-    assert info2["test_accuracy"] == info["test_accuracy"]   # deterministic retraining
+    assert info2["test_accuracy"] == info["test_accuracy"]  # deterministic retraining
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _, info3 = metrics.get_classifier("mnist-5k", cache=tmp_path, settings=TINY_CLF, data=data)
@@ -236,10 +240,10 @@ def test_corrupt_cache_is_retrained(tiny, data, tmp_path, damage):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
-    result = fastgan("train", *TINY, "--steps", 5, "--out", out / "mlp")   # the real command
+    result = fastgan("train", *TINY, "--steps", 5, "--out", out / "mlp")  # the real command
     assert result.returncode == 0, result.stderr
     cgan = [a if a != "mlp" else "cgan" for a in TINY]
-    assert cli_main(["train", *cgan, "--steps", "5", "--out", str(out / "cgan")]) == 0   # in-process: faster
+    assert cli_main(["train", *cgan, "--steps", "5", "--out", str(out / "cgan")]) == 0  # in-process: faster
     return out
 
 
@@ -254,15 +258,33 @@ def test_evaluate_conditional(runs, tiny):
 
 def test_eval_cli(runs, tmp_path):
     cache = tmp_path / "cache"
-    out = tmp_path / "results" / "m.json"   # a folder that does not exist yet is made
-    result = fastgan("eval", "--checkpoint", runs / "mlp" / "checkpoint.pt", "--n", 100, "--cache-dir",
-                     cache, "--classifier-epochs", 1, "--json", out)
+    out = tmp_path / "results" / "m.json"  # a folder that does not exist yet is made
+    result = fastgan(
+        "eval",
+        "--checkpoint",
+        runs / "mlp" / "checkpoint.pt",
+        "--n",
+        100,
+        "--cache-dir",
+        cache,
+        "--classifier-epochs",
+        1,
+        "--json",
+        out,
+    )
     assert result.returncode == 0, result.stderr
-    for word in ("mlp on mnist-5k, step 5, 100 samples", "classifier       trained", "fid ",
-                 "inception_score", "class_entropy", "class_histogram"):
+    for word in (
+        "mlp on mnist-5k, step 5, 100 samples",
+        "classifier       trained",
+        "fid ",
+        "inception_score",
+        "class_entropy",
+        "class_histogram",
+    ):
         assert word in result.stdout, (word, result.stdout)
     assert "label_accuracy" not in result.stdout
     import json
+
     m = json.loads(out.read_text())
     assert m["n"] == 100 and m["fid"] > 0 and m["label_accuracy"] is None
     assert len(os.listdir(cache)) == 1
@@ -304,8 +326,18 @@ def test_train_eval_every(tiny, tmp_path):
     from fastgan.train import TrainConfig, Trainer
     from fastgan.train.images import EVAL_COLUMNS
 
-    cfg = TrainConfig(model="mlp", g_widths=(16, 32), d_widths=(32, 16), batch_size=32, steps=7,
-                      eval_every=3, eval_n=64, out=str(tmp_path / "run"), progress=False, device="cpu")
+    cfg = TrainConfig(
+        model="mlp",
+        g_widths=(16, 32),
+        d_widths=(32, 16),
+        batch_size=32,
+        steps=7,
+        eval_every=3,
+        eval_n=64,
+        out=str(tmp_path / "run"),
+        progress=False,
+        device="cpu",
+    )
     evaluator = metrics.Evaluator("mnist-5k", cache_dir=tiny[2], classifier=TINY_CLF)
     log = open(os.devnull, "w")
     trainer = Trainer(cfg, log=log, evaluator=evaluator)
@@ -317,6 +349,7 @@ def test_train_eval_every(tiny, tmp_path):
         assert e["fid"] > 0 and 1.0 <= e["inception_score"] <= 10.0 + 1e-9 and e["label_accuracy"] is None
 
     import csv
+
     with open(tmp_path / "run" / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 7 and all(c in rows[0] for c in EVAL_COLUMNS)
@@ -351,10 +384,13 @@ def test_bench_quality_runs_both_recipes(tiny, tmp_path):
     from fastgan.bench import quality
 
     evaluator = metrics.Evaluator("mnist-5k", cache_dir=tiny[2], classifier=TINY_CLF)
-    result = quality.run("cpu", models=("mlp",), seeds=(0, 1), steps=5, eval_every=3, eval_n=40,
-                         evaluator=evaluator)
-    assert [(r["impl"], r["seed"]) for r in result["runs"]] == [("tutorial", 0), ("fastgan", 0),
-                                                                ("tutorial", 1), ("fastgan", 1)]
+    result = quality.run("cpu", models=("mlp",), seeds=(0, 1), steps=5, eval_every=3, eval_n=40, evaluator=evaluator)
+    assert [(r["impl"], r["seed"]) for r in result["runs"]] == [
+        ("tutorial", 0),
+        ("fastgan", 0),
+        ("tutorial", 1),
+        ("fastgan", 1),
+    ]
     for r in result["runs"]:
         assert [e["step"] for e in r["evals"]] == [3, 5]
         assert 0 < r["evals"][0]["train_seconds"] < r["evals"][1]["train_seconds"]
@@ -368,8 +404,7 @@ def test_bench_quality_runs_both_recipes(tiny, tmp_path):
 def test_python_m_fastgan_metrics_prints_the_accuracy(tiny, monkeypatch, capsys):
     from fastgan.metrics import __main__ as entry
 
-    monkeypatch.setattr(entry, "get_classifier",
-                        lambda *a: metrics.get_classifier(*a, settings=TINY_CLF))
+    monkeypatch.setattr(entry, "get_classifier", lambda *a: metrics.get_classifier(*a, settings=TINY_CLF))
     assert entry.main(["--dataset", "mnist-5k", "--cache-dir", str(tiny[2])]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"mnist-5k: test accuracy {tiny[1]['test_accuracy']:.2%} (cached;"), out
@@ -379,12 +414,14 @@ def test_python_m_fastgan_metrics_bad_inputs(tmp_path, capsys):
     from fastgan.metrics import __main__ as entry
 
     (tmp_path / "afile").write_text("")
-    for args, words in ((["--dataset", "mnist", "--data-dir", str(tmp_path / "nope")], "does not exist"),
-                        (["--data-dir", str(tmp_path)], "mnist-5k is embedded"),
-                        (["--cache-dir", str(tmp_path / "afile")], "is a file, not a folder")):
+    for args, words in (
+        (["--dataset", "mnist", "--data-dir", str(tmp_path / "nope")], "does not exist"),
+        (["--data-dir", str(tmp_path)], "mnist-5k is embedded"),
+        (["--cache-dir", str(tmp_path / "afile")], "is a file, not a folder"),
+    ):
         try:
             rc = entry.main(args)
-        except SystemExit as exc:   # argparse's usage errors
+        except SystemExit as exc:  # argparse's usage errors
             rc = exc.code
         assert rc == 2, args
         assert words in capsys.readouterr().err
@@ -396,7 +433,7 @@ def test_fid_of_non_finite_features_is_nan_not_zero_or_an_error():
     bad[3, 2] = float("nan")
     assert math.isnan(metrics.fid_from_features(bad, f))
     mu, cov = metrics.feature_stats(f)
-    assert math.isnan(metrics.frechet_distance(mu * float("inf"), cov, mu, cov))   # max(0, nan) was 0.0
+    assert math.isnan(metrics.frechet_distance(mu * float("inf"), cov, mu, cov))  # max(0, nan) was 0.0
 
 
 def test_a_diverged_generator_is_measured_not_fatal(runs, tiny):
@@ -417,7 +454,7 @@ def test_images_that_are_not_finite_are_left_out_of_the_class_scores(runs, tiny)
     (the non-finite ones are counted, and make the FID nan)."""
     G, cfg, _ = metrics.load_generator(str(runs / "mlp" / "checkpoint.pt"), "cpu")
 
-    class HalfNaN(torch.nn.Module):   # every other image diverged
+    class HalfNaN(torch.nn.Module):  # every other image diverged
         def forward(self, z, labels=None):
             x = G(z, labels).clone()
             x[::2] = float("nan")
@@ -431,7 +468,7 @@ def test_images_that_are_not_finite_are_left_out_of_the_class_scores(runs, tiny)
     assert sum(healthy["class_histogram"]) == 40
     with torch.no_grad():
         next(G.parameters()).fill_(float("nan"))
-    m = evaluator(G, cfg, 40)   # nothing finite: no scores, not a histogram of zeros' entropy
+    m = evaluator(G, cfg, 40)  # nothing finite: no scores, not a histogram of zeros' entropy
     assert m["class_histogram"] == [0] * 10 and math.isnan(m["class_entropy"]) and math.isnan(m["inception_score"])
 
 
@@ -453,12 +490,13 @@ def test_classifier_settings_from_a_list_are_the_same_settings(tiny, data):
 
 def test_fid_real_uses_as_many_real_images_as_it_is_compared_with(tiny, monkeypatch):
     import importlib
+
     ev = importlib.import_module("fastgan.metrics.evaluate")
     evaluator = metrics.Evaluator("mnist-5k", cache_dir=tiny[2], classifier=TINY_CLF)
     seen = []
     real = ev.classify
     monkeypatch.setattr(ev, "classify", lambda model, x, bs: seen.append(len(x)) or real(model, x, bs))
-    for n, want in ((100, 100), (2000, 2000), (10 ** 6, 4000)):   # mnist-5k: 4,000 training images
+    for n, want in ((100, 100), (2000, 2000), (10**6, 4000)):  # mnist-5k: 4,000 training images
         evaluator.fid_real(n)
         assert seen.pop() == want
 
@@ -469,6 +507,7 @@ def test_a_run_on_files_is_evaluated_from_another_folder(tmp_path, tiny, monkeyp
     import numpy as np
 
     from fastgan.data import write_idx
+
     rng = np.random.default_rng(0)
     raw = tmp_path / "work" / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -477,12 +516,20 @@ def test_a_run_on_files_is_evaluated_from_another_folder(tmp_path, tiny, monkeyp
         write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n, dtype=np.uint8) % 10)
     monkeypatch.chdir(tmp_path / "work")
     # --download with the files already there (nothing is fetched) and no --data-dir: ./data
-    args = ["train", *[a if a != "32" else "16" for a in TINY], "--dataset", "mnist", "--download",
-            "--steps", "2", "--out", "run"]
+    args = [
+        "train",
+        *[a if a != "32" else "16" for a in TINY],
+        "--dataset",
+        "mnist",
+        "--download",
+        "--steps",
+        "2",
+        "--out",
+        "run",
+    ]
     assert cli_main(args) == 0
     ckpt = torch.load("run/checkpoint.pt", weights_only=True)
     assert ckpt["config"]["data_dir"] == str(tmp_path / "work" / "data")
     monkeypatch.chdir(tmp_path)
-    m = metrics.evaluate(str(tmp_path / "work" / "run" / "checkpoint.pt"), n=20, cache_dir=tiny[2],
-                         classifier=TINY_CLF)
+    m = metrics.evaluate(str(tmp_path / "work" / "run" / "checkpoint.pt"), n=20, cache_dir=tiny[2], classifier=TINY_CLF)
     assert m["dataset"] == "mnist" and m["n"] == 20

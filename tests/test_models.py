@@ -1,5 +1,6 @@
 """fastgan.models: shapes, both backends (fused ops vs plain torch.nn) giving the same outputs
 and gradients for the same weights, init, options and bad input."""
+
 import pytest
 import torch
 from torch import nn
@@ -43,7 +44,7 @@ def test_backends_share_state_dict_and_outputs(name):
         sa, sb = a.state_dict(), b.state_dict()
         assert list(sa) == list(sb)
         assert all(sa[k].shape == sb[k].shape for k in sa)
-        b.load_state_dict(sa)   # and the other way round
+        b.load_state_dict(sa)  # and the other way round
         a.load_state_dict(b.state_dict())
     # the fastgan backend really runs fastgan's fused modules
     fused = (LinearLeakyReLU, Conv2dLeakyReLU, fnn.BatchNorm1d, fnn.BatchNorm2d)
@@ -63,8 +64,10 @@ def test_backends_share_state_dict_and_outputs(name):
         if mode == "train":
             (lf.square().mean()).backward()
             (lt.square().mean()).backward()
-            for (k, pf), (_, pt) in zip(list(Gf.named_parameters()) + list(Df.named_parameters()),
-                                        list(Gt.named_parameters()) + list(Dt.named_parameters())):
+            for (k, pf), (_, pt) in zip(
+                list(Gf.named_parameters()) + list(Df.named_parameters()),
+                list(Gt.named_parameters()) + list(Dt.named_parameters()),
+            ):
                 # float32 sums in another order (fused kernels, other conv algorithms): 1e-4
                 # relative, or 1e-5 of the gradient's largest entry for entries near zero
                 scale = float(pt.grad.abs().max())
@@ -149,10 +152,12 @@ def test_bad_names():
         build("mlp", backend="jax")
     with pytest.raises(ModelError, match="dropout"):
         build("mlp", dropout=1.5)
-    for kw, match in ((dict(g_widths=(16, 0)), "g_widths must be a positive integer, got 0"),   # a dead G
-                      (dict(d_widths=()), "d_widths must be a non-empty list"),
-                      (dict(g_act="bogus"), "g_act must be one of relu, leaky"),
-                      (dict(latent_dim=100.5), "latent_dim must be a positive integer")):
+    for kw, match in (
+        (dict(g_widths=(16, 0)), "g_widths must be a positive integer, got 0"),  # a dead G
+        (dict(d_widths=()), "d_widths must be a non-empty list"),
+        (dict(g_act="bogus"), "g_act must be one of relu, leaky"),
+        (dict(latent_dim=100.5), "latent_dim must be a positive integer"),
+    ):
         with pytest.raises(ModelError, match=match):
             build("mlp-bn", **kw)
     with pytest.raises(ModelError, match="g_widths: this model takes 2 channel counts, got 3"):
@@ -163,8 +168,7 @@ def test_bad_names():
 def test_labels_are_checked(name):
     """Labels an unconditional model would ignore, and labels of the wrong shape or dtype for a
     conditional one, are named (they gave embedding/cat errors, or were silently ignored)."""
-    G, D = build(name, g_widths=(8, 16) if "dc" in name else (8, 16, 32), d_widths=(8, 16) if "dc" in name
-                 else (16, 8))
+    G, D = build(name, g_widths=(8, 16) if "dc" in name else (8, 16, 32), d_widths=(8, 16) if "dc" in name else (16, 8))
     z, x = torch.randn(4, 100), torch.randn(4, 1, 28, 28)
     if name not in CONDITIONAL:
         with pytest.raises(ValueError, match="not conditional: it takes no labels"):

@@ -1,4 +1,5 @@
 """The package itself: build_info, and the reference fallback where _C is missing."""
+
 import json
 import os
 import pathlib
@@ -14,8 +15,7 @@ import fastgan
 
 def test_build_info_says_what_was_compiled():
     info = fastgan.build_info()
-    for key in ("version", "torch_version", "cpu_kernels", "cuda_kernels", "cuda_arch_list", "openmp",
-                "num_threads"):
+    for key in ("version", "torch_version", "cpu_kernels", "cuda_kernels", "cuda_arch_list", "openmp", "num_threads"):
         assert key in info
     assert info["version"] == fastgan.__version__
     assert isinstance(info["cpu_kernels"], bool) and isinstance(info["cuda_kernels"], bool)
@@ -69,11 +69,21 @@ def test_sdist_carries_every_source_the_build_needs(tmp_path):
     if not (root / "setup.py").is_file() or not (root / "csrc").is_dir():
         pytest.skip("not a source checkout")
     src = tmp_path / "src"
-    shutil.copytree(root, src, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.so", "*.egg-info",
-                                                             "__pycache__", ".venv", "runs", ".benchmarks"))
+    shutil.copytree(
+        root,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", "build", "dist", "*.so", "*.egg-info", "__pycache__", ".venv", "runs", ".benchmarks"
+        ),
+    )
     env = dict(os.environ, FASTGAN_CUDA="0")
-    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")], cwd=src, env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")],
+        cwd=src,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     (sdist,) = (tmp_path / "dist").glob("fastgan-*.tar.gz")
     with tarfile.open(sdist) as tar:
         packed = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}

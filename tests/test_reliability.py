@@ -1,6 +1,7 @@
 """Faults and hostile input (issue 22): one run per folder, no stale files, divergence and a full
 disk handled, every checkpoint field checked before anything is written, clear messages.
 Signal and concurrency tests spawn real processes, each bounded in time."""
+
 import math
 import os
 import re
@@ -21,8 +22,16 @@ TINY = ["--model", "mlp", "--g-widths", "16,32", "--d-widths", "32,16", "--batch
 
 
 def small(out, **kw):
-    base = dict(model="mlp", g_widths=(16, 32), d_widths=(32, 16), latent_dim=8, batch_size=256, out=str(out),
-                progress=False, log_every=1)
+    base = dict(
+        model="mlp",
+        g_widths=(16, 32),
+        d_widths=(32, 16),
+        latent_dim=8,
+        batch_size=256,
+        out=str(out),
+        progress=False,
+        log_every=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -34,16 +43,27 @@ def env():
 
 
 def fastgan(*args, timeout=180):
-    return subprocess.run([sys.executable, "-m", "fastgan.cli", *map(str, args)], cwd=ROOT, env=env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fastgan.cli", *map(str, args)],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start_long_run(out, *extra):
     """A `fastgan train` that would run for hours, in its own process (default SIGINT/SIGTERM)."""
-    return subprocess.Popen([sys.executable, "-m", "fastgan.cli", "train", *TINY, "--steps", "1000000",
-                             "--out", str(out), *extra], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastgan.cli", "train", *TINY, "--steps", "1000000", "--out", str(out), *extra],
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def wait_for(predicate, proc, seconds=120):
@@ -64,6 +84,7 @@ def one_line_error(result, code, *fragments):
 
 # -- 1. one run per folder ------------------------------------------------------------------
 
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file locks")
 def test_a_second_run_into_a_busy_folder_is_refused_and_a_killed_run_blocks_nothing(tmp_path):
     out = tmp_path / "run"
@@ -80,9 +101,9 @@ def test_a_second_run_into_a_busy_folder_is_refused_and_a_killed_run_blocks_noth
     finally:
         if first.poll() is None:
             first.kill()
-    assert (out / "checkpoint.pt").read_bytes()[:1] == before[:1]   # the first run's file, still a checkpoint
+    assert (out / "checkpoint.pt").read_bytes()[:1] == before[:1]  # the first run's file, still a checkpoint
     step = load_checkpoint(out / "checkpoint.pt")["step"]
-    resumed = fastgan("train", *TINY, "--steps", step + 2, "--out", out, "--resume")   # the OS dropped the lock
+    resumed = fastgan("train", *TINY, "--steps", step + 2, "--out", out, "--resume")  # the OS dropped the lock
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(out / "checkpoint.pt")["step"] == step + 2
 
@@ -96,14 +117,15 @@ def test_the_folder_lock_names_its_holder_and_is_released_when_fit_ends(tmp_path
     with pytest.raises(ConfigError, match=rf"in use by another fastgan train \(PID {os.getpid()}\)"):
         FolderLock(str(tmp_path)).acquire()
     with pytest.raises(ConfigError, match="in use by another fastgan train"):
-        Trainer(small(tmp_path, steps=2))   # refused before any work
+        Trainer(small(tmp_path, steps=2))  # refused before any work
     held.release()
     t = Trainer(small(tmp_path, steps=2))
     t.fit()
-    FolderLock(str(tmp_path)).acquire()   # fit() let go of it
+    FolderLock(str(tmp_path)).acquire()  # fit() let go of it
 
 
 # -- 2. stale temporary files and SIGTERM ---------------------------------------------------
+
 
 def test_temporary_files_of_dead_processes_are_removed_when_a_run_starts(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -115,10 +137,10 @@ def test_temporary_files_of_dead_processes_are_removed_when_a_run_starts(tmp_pat
         live = tmp_path / f".checkpoint.pt.tmp{alive.pid}"
         for path in (*stale, live):
             path.write_bytes(b"x" * 1000)
-        (tmp_path / "notes.tmp1").write_text("not ours")   # not a temp_path name: kept
+        (tmp_path / "notes.tmp1").write_text("not ours")  # not a temp_path name: kept
         Trainer(small(tmp_path, steps=2), log=open(os.devnull, "w")).fit()
         assert not any(p.exists() for p in stale)
-        assert live.exists() and (tmp_path / "notes.tmp1").exists()   # a writer that still runs keeps its file
+        assert live.exists() and (tmp_path / "notes.tmp1").exists()  # a writer that still runs keeps its file
     finally:
         alive.kill()
         alive.wait()
@@ -145,6 +167,7 @@ def test_sigterm_lands_the_write_in_flight_prints_the_resume_hint_and_exits_143(
 
 # -- 3. divergence --------------------------------------------------------------------------
 
+
 def _poison_at(t, step):
     """t's step fills a G weight with NaN after `step` steps (the losses follow)."""
     real = t._step
@@ -154,6 +177,7 @@ def _poison_at(t, step):
             with torch.no_grad():
                 next(t.G.parameters()).fill_(math.nan)
         return real()
+
     t._step = step_fn
 
 
@@ -184,12 +208,13 @@ def test_a_huge_learning_rate_exits_1_with_one_line(tmp_path):
 
 # -- 4. resuming on other data ----------------------------------------------------------------
 
+
 def test_resume_on_other_data_is_refused_unless_allowed(tmp_path):
     Trainer(small(tmp_path, steps=2)).fit()
     path = tmp_path / "checkpoint.pt"
     state = load_checkpoint(path)
     assert state["data_sha256"] == Trainer(small(tmp_path, steps=3), resume=True).data_sha256
-    state = dict(state, config=state["config"].to_dict(), data_sha256="0" * 64)   # as if trained on other files
+    state = dict(state, config=state["config"].to_dict(), data_sha256="0" * 64)  # as if trained on other files
     save_checkpoint(state, path)
     with pytest.raises(CheckpointError, match="is not what .* was trained on .*--allow-changed-data"):
         Trainer(small(tmp_path, steps=3), resume=True, explicit={"steps"})
@@ -197,10 +222,11 @@ def test_resume_on_other_data_is_refused_unless_allowed(tmp_path):
     t.fit()
     assert t.step == 3
     result = fastgan("train", "--out", tmp_path, "--resume", "--steps", 4)
-    assert result.returncode == 0, result.stderr   # the checkpoint now holds this data's hash
+    assert result.returncode == 0, result.stderr  # the checkpoint now holds this data's hash
 
 
 # -- 5. a full disk ----------------------------------------------------------------------------
+
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_a_full_disk_is_one_line_naming_the_path_and_the_old_checkpoint_survives(tmp_path, monkeypatch, capsys):
@@ -211,7 +237,7 @@ def test_a_full_disk_is_one_line_naming_the_path_and_the_old_checkpoint_survives
     before = (out / "checkpoint.pt").read_bytes()
     real = files.temp_path
 
-    def full(path):   # the checkpoint's temporary file lies on a full disk
+    def full(path):  # the checkpoint's temporary file lies on a full disk
         if os.path.basename(path) == "checkpoint.pt":
             link = real(path)
             os.symlink("/dev/full", link)
@@ -241,8 +267,10 @@ def test_any_write_error_names_the_users_path_not_the_temporary(tmp_path):
 
 # -- 6. sizes that cannot fit ----------------------------------------------------------------
 
-@pytest.mark.parametrize("option", [["--latent-dim", "100000000"], ["--d-widths", "100000000"],
-                                    ["--g-widths", "100000000,100000000"]])
+
+@pytest.mark.parametrize(
+    "option", [["--latent-dim", "100000000"], ["--d-widths", "100000000"], ["--g-widths", "100000000,100000000"]]
+)
 def test_models_that_cannot_fit_are_refused_before_allocating(tmp_path, option):
     result = fastgan("train", "--model", "mlp", *option, "--out", tmp_path / "r", "--device", "cpu")
     one_line_error(result, 2, "parameters", "GiB", option[0])
@@ -283,6 +311,7 @@ def test_a_checkpoint_whose_models_cannot_fit_or_whose_step_no_history_reaches(f
 
 # -- 7. crafted checkpoints ------------------------------------------------------------------
 
+
 def _set_opt_state(state, key, value):
     first = next(iter(state["opt_g"]["state"]))
     state["opt_g"]["state"][first][key] = value
@@ -298,15 +327,18 @@ CRAFTED = [
     (lambda s: s.update(evals=[{"step": 1, "fid": [1.0]}]), "evals[0]['fid']"),
     (lambda s: s.update(data_sha256=42), "bad data_sha256"),
 ] + [
-    (lambda s, dtype=dtype: s["generator"].update({k: v.to(dtype) for k, v in s["generator"].items()}),
-     "bad generator in checkpoint")
+    (
+        lambda s, dtype=dtype: s["generator"].update({k: v.to(dtype) for k, v in s["generator"].items()}),
+        "bad generator in checkpoint",
+    )
     for dtype in (torch.complex64, torch.int32, torch.float16, torch.float64)
 ]
 
 
 @pytest.mark.parametrize("change, fragment", CRAFTED)
-def test_a_crafted_checkpoint_is_refused_naming_the_field_before_anything_is_written(finished, tmp_path, change,
-                                                                                    fragment):
+def test_a_crafted_checkpoint_is_refused_naming_the_field_before_anything_is_written(
+    finished, tmp_path, change, fragment
+):
     out = _crafted(finished, tmp_path, change)
     files = {name: (out / name).read_bytes() for name in os.listdir(out)}
     with pytest.raises(CheckpointError, match=re.escape(fragment)):
@@ -316,6 +348,7 @@ def test_a_crafted_checkpoint_is_refused_naming_the_field_before_anything_is_wri
 
 # -- 8. messages -----------------------------------------------------------------------------
 
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("echo never",))
@@ -324,8 +357,11 @@ class _Evil:
 def test_a_blocked_global_is_named_not_called_damage(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "fastgan-checkpoint", "x": _Evil()}, path)
-    with pytest.raises(CheckpointError, match=r"holds a Python object \((posix|os|nt)\.system\) that fastgan does "
-                                              "not load") as info:
+    with pytest.raises(
+        CheckpointError,
+        match=r"holds a Python object \((posix|os|nt)\.system\) that fastgan does "
+        "not load",
+    ) as info:
         load_checkpoint(path)
     assert "damaged" not in str(info.value)
 
@@ -334,7 +370,7 @@ def test_an_unreadable_checkpoint_is_permission_denied(tmp_path, monkeypatch):
     path = tmp_path / "c.pt"
     path.write_bytes(b"x")
 
-    def denied(*a, **k):   # (root reads any file: the OS's answer to anyone else)
+    def denied(*a, **k):  # (root reads any file: the OS's answer to anyone else)
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(torch, "load", denied)
@@ -343,18 +379,21 @@ def test_an_unreadable_checkpoint_is_permission_denied(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (a folder nobody can create files in)")
-@pytest.mark.parametrize("args", [
-    ["eval", "--checkpoint", "CKPT", "--json", "/proc/fastgan.json"],
-    ["bench", "train", "--device", "cpu", "--json", "/proc/fastgan.json"],
-    ["bench", "ops", "--device", "cpu", "--markdown", "/proc/fastgan.md"],
-    ["bench", "quality", "--device", "cpu", "--plot", "/proc/fastgan.png"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "--checkpoint", "CKPT", "--json", "/proc/fastgan.json"],
+        ["bench", "train", "--device", "cpu", "--json", "/proc/fastgan.json"],
+        ["bench", "ops", "--device", "cpu", "--markdown", "/proc/fastgan.md"],
+        ["bench", "quality", "--device", "cpu", "--plot", "/proc/fastgan.png"],
+    ],
+)
 def test_output_paths_that_cannot_be_written_are_refused_before_the_work(finished, args):
     t0 = time.time()
     result = fastgan(*[str(finished / "checkpoint.pt") if a == "CKPT" else a for a in args], timeout=120)
     assert result.returncode == 2 and "cannot write into /proc" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and ".tmp" not in result.stderr
-    assert time.time() - t0 < 60   # refused up front, not after an evaluation or a benchmark
+    assert time.time() - t0 < 60  # refused up front, not after an evaluation or a benchmark
 
 
 def test_quality_plot_must_be_a_png(capsys, tmp_path):
@@ -382,8 +421,9 @@ def test_steps_must_be_an_integer_not_a_rounded_float(value, tmp_path):
 
 # -- 9. numbers ------------------------------------------------------------------------------
 
+
 def test_the_img_per_s_of_a_resumed_epoch_counts_the_steps_trained_since_the_resume(tmp_path):
-    Trainer(small(tmp_path, steps=25, batch_size=256)).fit()   # 19 steps an epoch: stops 6 into epoch 2
+    Trainer(small(tmp_path, steps=25, batch_size=256)).fit()  # 19 steps an epoch: stops 6 into epoch 2
     lines = []
     t = Trainer(small(tmp_path, epochs=2, batch_size=256), resume=True, explicit={"epochs"})
     t._print = lambda line, logfile=True: lines.append(line)
@@ -391,7 +431,7 @@ def test_the_img_per_s_of_a_resumed_epoch_counts_the_steps_trained_since_the_res
     t.step = 38
     t._end_epoch(2, seconds=1.0)
     t._files.wait()
-    assert f" {(38 - 25) * 256:,} img/s " in lines[-1], lines   # 13 steps in that second, not the epoch's 19
+    assert f" {(38 - 25) * 256:,} img/s " in lines[-1], lines  # 13 steps in that second, not the epoch's 19
 
 
 def test_resume_with_fewer_steps_trains_nothing_and_keeps_config_json(tmp_path):

@@ -1,4 +1,5 @@
 """make_step and the CUDA-graph step: a captured step does exactly what the eager one does."""
+
 import os
 
 import pytest
@@ -24,10 +25,10 @@ def test_device_loader_steps_walk_the_permutation_in_order_and_wrap():
     x, _ = b.next()
     assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
     torch.testing.assert_close(x[:, 0, 0, 0], torch.tensor([6, 5, 4]) * (2 / 255) - 1)
-    x, y = b.next(labels=False)   # unconditional models skip the label gather
+    x, y = b.next(labels=False)  # unconditional models skip the label gather
     assert y is None and x.shape == (3, 1, 2, 2)
-    torch.testing.assert_close(b.images[:, 0, 0, 0], torch.arange(10) * (2 / 255) - 1)   # scaled once
-    assert images.dtype == torch.uint8 and images[9, 0, 0, 0] == 9                         # input untouched
+    torch.testing.assert_close(b.images[:, 0, 0, 0], torch.arange(10) * (2 / 255) - 1)  # scaled once
+    assert images.dtype == torch.uint8 and images[9, 0, 0, 0] == 9  # input untouched
     with pytest.raises(ValueError, match="images must be uint8"):
         DeviceLoader(images.float(), labels, 3, generator=torch.Generator())
 
@@ -35,10 +36,10 @@ def test_device_loader_steps_walk_the_permutation_in_order_and_wrap():
 def test_device_loader_steps_new_epoch_starts_at_the_first_batch_of_its_order():
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
     b = DeviceLoader(images, torch.arange(10), 3, generator=torch.Generator().manual_seed(0))
-    b.next(), b.next()                      # two batches into the dataset-order epoch
+    b.next(), b.next()  # two batches into the dataset-order epoch
     b.new_epoch(torch.tensor([4, 0, 7, 1, 9, 2, 8, 3, 6, 5]))
     assert b.next()[1].tolist() == [4, 0, 7] and b.next()[1].tolist() == [1, 9, 2]
-    b.new_epoch()                           # a fresh permutation from the generator
+    b.new_epoch()  # a fresh permutation from the generator
     first = b.next()[1]
     expected = torch.randperm(10, generator=torch.Generator().manual_seed(0))[:3]
     assert first.tolist() == expected.tolist()
@@ -108,7 +109,7 @@ def test_batch_norm_launches_nothing_around_its_kernels(model):
     ops = ops_per_step(model, 16)
     assert ops["fastgan.batch_norm_backward.default"] > 0
     assert "aten.zeros.default" not in ops and "aten.zero_.default" not in ops, ops
-    assert ops["aten.add_.Tensor"] == 1, ops   # the batch index's own step, nothing per batch norm
+    assert ops["aten.add_.Tensor"] == 1, ops  # the batch index's own step, nothing per batch norm
 
 
 @needs_kernels
@@ -143,7 +144,7 @@ def test_make_step_rejects_bad_options():
     for bad in (0, 8.0, True):
         with pytest.raises(ValueError, match="batch_size must be a positive integer"):
             make_step("mlp", bad, "cpu")
-    if not torch.cuda.is_available():   # the default device, on a machine without a GPU
+    if not torch.cuda.is_available():  # the default device, on a machine without a GPU
         with pytest.raises(ValueError, match="needs a CUDA GPU.*pass device='cpu'"):
             make_step("mlp", 8)
     with pytest.raises(ValueError, match="cgan is conditional: give labels"):
@@ -178,7 +179,7 @@ def test_bf16_step_runs_forward_in_bf16_and_keeps_float32_state(model):
             assert p.grad is None or p.grad.dtype == torch.float32
             assert all(v.dtype == torch.float32 for k, v in opt.state[p].items() if k != "step")
         for name, b in net.named_buffers():
-            if "running" in name:   # batch-norm statistics accumulate in float32
+            if "running" in name:  # batch-norm statistics accumulate in float32
                 assert b.dtype == torch.float32 and torch.isfinite(b).all(), name
 
 
@@ -188,24 +189,36 @@ def test_bf16_step_is_as_close_to_float32_as_torchs_own_bf16(model):
     layers under the same autocast: the first step's gradients of both, against the float32
     step's, differ by about the same relative error (whole-network norms, so that a single
     near-zero gradient that cancels does not decide)."""
+
     def grads(net):
         return torch.cat([p.grad.flatten() for p in net.parameters()])
 
-    runs = [make_step(model, 32, "cpu", precision=p, backend=b)
-            for p, b in (("bf16", "fastgan"), ("bf16", "torch"), ("fp32", "torch"))]
+    runs = [
+        make_step(model, 32, "cpu", precision=p, backend=b)
+        for p, b in (("bf16", "fastgan"), ("bf16", "torch"), ("fp32", "torch"))
+    ]
     losses = [s() for s in runs]
     torch.testing.assert_close(losses[0], losses[2], rtol=2e-2, atol=2e-2)
     for net in ("G", "D"):
         ours, theirs, exact = (grads(getattr(s, net)) for s in runs)
         err_ours = ((ours - exact).norm() / exact.norm()).item()
         err_theirs = ((theirs - exact).norm() / exact.norm()).item()
-        assert 0 < err_ours < 0.25, (net, err_ours)       # bfloat16 really ran, and not wildly off
+        assert 0 < err_ours < 0.25, (net, err_ours)  # bfloat16 really ran, and not wildly off
         assert err_ours <= 1.25 * err_theirs, (net, err_ours, err_theirs)
 
 
 def test_trainer_bf16_on_cpu(tmp_path):
-    cfg = TrainConfig(model="mlp", g_widths=(16, 32), d_widths=(32, 16), batch_size=32, steps=3,
-                      precision="bf16", progress=False, device="cpu", out=str(tmp_path / "run"))
+    cfg = TrainConfig(
+        model="mlp",
+        g_widths=(16, 32),
+        d_widths=(32, 16),
+        batch_size=32,
+        steps=3,
+        precision="bf16",
+        progress=False,
+        device="cpu",
+        out=str(tmp_path / "run"),
+    )
     trainer = Trainer(cfg, log=open(os.devnull, "w"))
     history = trainer.fit()
     assert history.shape == (3, 2) and torch.isfinite(history).all()
@@ -256,39 +269,74 @@ def test_channels_last_step_is_the_same_math(model):
         close = (a - b).abs() <= 1e-5 + 1e-4 * b.abs()
         assert close.float().mean() > 0.98 and (a - b).abs().max() <= 3 * 2 * 2e-4, k
     weights = [p for net in (nhwc.G, nhwc.D) for p in net.parameters() if p.dim() == 4]
-    opt_state = [t for opt in (nhwc.opt_g, nhwc.opt_d) for p in weights if p in opt.state
-                 for k, t in opt.state[p].items() if k != "step"]
+    opt_state = [
+        t
+        for opt in (nhwc.opt_g, nhwc.opt_d)
+        for p in weights
+        if p in opt.state
+        for k, t in opt.state[p].items()
+        if k != "step"
+    ]
     assert len(weights) == 4 and len(opt_state) == 8
     assert all(t.is_contiguous(memory_format=torch.channels_last) for t in weights + opt_state)
     assert all(not t.is_contiguous() for t in weights + opt_state if t.shape[1] > 1)  # NHWC, not NCHW
 
 
 def test_trainer_channels_last_on_cpu(tmp_path):
-    cfg = TrainConfig(model="dcgan", g_widths=(8, 4), d_widths=(4, 8), batch_size=16, steps=2,
-                      channels_last=True, progress=False, device="cpu", out=str(tmp_path / "run"))
+    cfg = TrainConfig(
+        model="dcgan",
+        g_widths=(8, 4),
+        d_widths=(4, 8),
+        batch_size=16,
+        steps=2,
+        channels_last=True,
+        progress=False,
+        device="cpu",
+        out=str(tmp_path / "run"),
+    )
     trainer = Trainer(cfg, log=open(os.devnull, "w"))
     assert trainer.G.net.deconv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.isfinite(trainer.fit()).all()
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ckpt["config"]["channels_last"] is True
     # the layout is not part of the math: a run may resume in the other one
-    cfg2 = TrainConfig(model="dcgan", g_widths=(8, 4), d_widths=(4, 8), batch_size=16, steps=3,
-                       progress=False, device="cpu", out=str(tmp_path / "run"))
+    cfg2 = TrainConfig(
+        model="dcgan",
+        g_widths=(8, 4),
+        d_widths=(4, 8),
+        batch_size=16,
+        steps=3,
+        progress=False,
+        device="cpu",
+        out=str(tmp_path / "run"),
+    )
     resumed = Trainer(cfg2, resume=True, explicit={"steps", "channels_last"}, log=open(os.devnull, "w"))
     assert not resumed.cfg.channels_last and resumed.G.net.deconv1.weight.is_contiguous()
     assert torch.isfinite(resumed.fit()).all() and resumed.step == 3
 
 
 def _state(step):
-    return {**{f"G.{k}": v for k, v in step.G.state_dict().items()},
-            **{f"D.{k}": v for k, v in step.D.state_dict().items()}}
+    return {
+        **{f"G.{k}": v for k, v in step.G.state_dict().items()},
+        **{f"D.{k}": v for k, v in step.D.state_dict().items()},
+    }
 
 
 @pytest.mark.cuda
 @cuda
-@pytest.mark.parametrize("model,precision,channels_last", [
-    ("mlp", "fp32", False), ("mlp-bn", "fp32", False), ("dcgan", "fp32", False), ("cdcgan", "fp32", False),
-    ("mlp", "bf16", False), ("dcgan", "bf16", False), ("dcgan", "fp32", True), ("dcgan", "bf16", True)])
+@pytest.mark.parametrize(
+    "model,precision,channels_last",
+    [
+        ("mlp", "fp32", False),
+        ("mlp-bn", "fp32", False),
+        ("dcgan", "fp32", False),
+        ("cdcgan", "fp32", False),
+        ("mlp", "bf16", False),
+        ("dcgan", "bf16", False),
+        ("dcgan", "fp32", True),
+        ("dcgan", "bf16", True),
+    ],
+)
 def test_graph_step_matches_eager_steps(model, precision, channels_last):
     """N graph-captured steps from the same state and seed give the weights, batch-norm
     running statistics and losses of N eager steps (also under bfloat16 autocast, and with
@@ -320,8 +368,16 @@ def test_trainer_with_and_without_graph_agree(tmp_path):
     torch.backends.cudnn.allow_tf32 = False
     histories = []
     for graph in (False, True):
-        cfg = TrainConfig(model="mlp", steps=40, batch_size=32, log_every=10, progress=False,
-                          out=str(tmp_path / f"graph{graph}"), device="cuda", cuda_graph=graph)
+        cfg = TrainConfig(
+            model="mlp",
+            steps=40,
+            batch_size=32,
+            log_every=10,
+            progress=False,
+            out=str(tmp_path / f"graph{graph}"),
+            device="cuda",
+            cuda_graph=graph,
+        )
         trainer = Trainer(cfg)
         assert trainer.cuda_graph == graph
         histories.append(trainer.fit())

@@ -1,6 +1,7 @@
 """The package's structure, read from its source (ast, nothing imported): imports run one way
 (no cycle), no private name is borrowed from another package, and the README's layout names
 files that exist."""
+
 import ast
 import os
 import re
@@ -9,7 +10,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "fastgan")
-COMPILED = {"fastgan._C"}   # the extension module: a leaf, it imports nothing of fastgan
+COMPILED = {"fastgan._C"}  # the extension module: a leaf, it imports nothing of fastgan
 
 
 def _modules():
@@ -46,7 +47,7 @@ def _imports(name, path):
             for a in node.names:
                 sub = f"{source}.{a.name}"
                 if sub in MODULES or sub in COMPILED:
-                    found.append((sub, None, node.lineno))     # a module
+                    found.append((sub, None, node.lineno))  # a module
                 else:
                     found.append((source, a.name, node.lineno))  # a name from a module
     return found
@@ -70,7 +71,7 @@ def _cycles(graph):
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -97,19 +98,27 @@ def test_the_cycle_finder_finds_cycles():
     assert _cycles({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
 
 
-@pytest.mark.parametrize("lower, higher", [
-    ("fastgan.metrics", "fastgan.train.trainer"),   # metrics use sampling, never the trainer
-    ("fastgan.metrics", "fastgan.cli"),
-    ("fastgan.train", "fastgan.metrics"),            # the trainer is handed an evaluator
-    ("fastgan.train", "fastgan.bench"),
-    ("fastgan.data", "fastgan.train"),
-    ("fastgan.models", "fastgan.train"),
-    ("fastgan.ops", "fastgan.nn"),
-])
+@pytest.mark.parametrize(
+    "lower, higher",
+    [
+        ("fastgan.metrics", "fastgan.train.trainer"),  # metrics use sampling, never the trainer
+        ("fastgan.metrics", "fastgan.cli"),
+        ("fastgan.train", "fastgan.metrics"),  # the trainer is handed an evaluator
+        ("fastgan.train", "fastgan.bench"),
+        ("fastgan.data", "fastgan.train"),
+        ("fastgan.models", "fastgan.train"),
+        ("fastgan.ops", "fastgan.nn"),
+    ],
+)
 def test_lower_layers_do_not_import_higher_ones(lower, higher):
     graph = _graph()
-    bad = [(m, t) for m, targets in graph.items() if m == lower or m.startswith(lower + ".")
-           for t in targets if t == higher or t.startswith(higher + ".")]
+    bad = [
+        (m, t)
+        for m, targets in graph.items()
+        if m == lower or m.startswith(lower + ".")
+        for t in targets
+        if t == higher or t.startswith(higher + ".")
+    ]
     assert not bad, bad
 
 
@@ -123,8 +132,12 @@ def test_no_private_name_is_imported_across_packages():
     bad = []
     for name, path in MODULES.items():
         for source, imported, line in _imports(name, path):
-            if imported and imported.startswith("_") and not imported.startswith("__") \
-                    and _package(name) != _package(_resolve(source)):
+            if (
+                imported
+                and imported.startswith("_")
+                and not imported.startswith("__")
+                and _package(name) != _package(_resolve(source))
+            ):
                 bad.append(f"{os.path.relpath(path, ROOT)}:{line} imports {imported} from {source}")
     assert not bad, bad
 
@@ -138,8 +151,12 @@ def test_the_readme_layout_names_files_that_exist():
     assert not missing, missing
     # and every module of fastgan's subpackages is named there
     named = set(paths)
-    unnamed = [os.path.relpath(p, ROOT) for m, p in MODULES.items()
-               if m.count(".") == 2 and not p.endswith(("__init__.py", "__main__.py"))
-               and os.path.relpath(p, ROOT) not in named
-               and os.path.relpath(os.path.dirname(p), ROOT) not in named]
+    unnamed = [
+        os.path.relpath(p, ROOT)
+        for m, p in MODULES.items()
+        if m.count(".") == 2
+        and not p.endswith(("__init__.py", "__main__.py"))
+        and os.path.relpath(p, ROOT) not in named
+        and os.path.relpath(os.path.dirname(p), ROOT) not in named
+    ]
     assert not unnamed, unnamed

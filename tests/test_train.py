@@ -1,4 +1,5 @@
 """fastgan.train: the step, learning on mnist-5k, outputs, checkpoints and exact resume."""
+
 import os
 
 import pytest
@@ -32,8 +33,17 @@ def one_thread():
 
 def small(out, **kw):
     """A small, fast configuration (narrow mlp-bn: batch norm, Adam and dropout all in play)."""
-    base = dict(model="mlp-bn", g_widths=(32, 64, 128), d_widths=(64, 32), latent_dim=16,
-                dropout=0.2, batch_size=256, out=str(out), progress=False, log_every=7)
+    base = dict(
+        model="mlp-bn",
+        g_widths=(32, 64, 128),
+        d_widths=(64, 32),
+        latent_dim=16,
+        dropout=0.2,
+        batch_size=256,
+        out=str(out),
+        progress=False,
+        log_every=7,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -62,8 +72,7 @@ def test_a_few_hundred_steps_learn_mnist_5k(tmp_path):
     """300 steps of the tutorial MLP GAN move the samples' pixel distribution toward MNIST's."""
     images, _ = load_mnist_5k()
     data = images.float() / 127.5 - 1
-    trainer = Trainer(TrainConfig(model="mlp", steps=300, out=str(tmp_path), progress=False,
-                                  log_every=100, seed=0))
+    trainer = Trainer(TrainConfig(model="mlp", steps=300, out=str(tmp_path), progress=False, log_every=100, seed=0))
     before = trainer.samples()
     history = trainer.fit()
     after = trainer.samples()
@@ -75,16 +84,23 @@ def test_a_few_hundred_steps_learn_mnist_5k(tmp_path):
     hd = _hist(data)
     assert (_hist(after) - hd).abs().sum() < (_hist(before) - hd).abs().sum() - 0.1
     # the first losses are those of an untrained D (logits ~0): 2 ln 2 and ln 2
-    torch.testing.assert_close(history[0], torch.tensor([1.3863, 0.6931], dtype=torch.float64),
-                               atol=0.01, rtol=0)
+    torch.testing.assert_close(history[0], torch.tensor([1.3863, 0.6931], dtype=torch.float64), atol=0.01, rtol=0)
 
 
 def test_outputs(tmp_path):
     trainer = Trainer(small(tmp_path, epochs=2))
     trainer.fit()
     spe = 5000 // 256
-    for name in ("checkpoint.pt", "samples.png", "losses.png", "history.csv", "train.log",
-                 "config.json", "samples/epoch_0001.png", "samples/epoch_0002.png"):
+    for name in (
+        "checkpoint.pt",
+        "samples.png",
+        "losses.png",
+        "history.csv",
+        "train.log",
+        "config.json",
+        "samples/epoch_0001.png",
+        "samples/epoch_0002.png",
+    ):
         assert os.path.isfile(tmp_path / name), name
     for png in ("samples.png", "losses.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -116,6 +132,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
     from fastgan._files import atomic_write
+
     path = tmp_path / "result.json"
     with atomic_write(path, "w") as f:
         f.write("first")
@@ -141,8 +158,7 @@ def test_bad_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match="from model 'mlp-bn', not 'dcgan'"):
-        Trainer(small(tmp_path / "run", model="dcgan", g_widths=None, d_widths=None), resume=True,
-                explicit={"model"})
+        Trainer(small(tmp_path / "run", model="dcgan", g_widths=None, d_widths=None), resume=True, explicit={"model"})
     with pytest.raises(CheckpointError, match="--lr .* differs"):
         Trainer(small(tmp_path / "run", lr=1e-3), resume=True, explicit={"lr"})
     with pytest.raises(CheckpointError, match="no checkpoint"):
@@ -171,6 +187,7 @@ def test_resume_is_exact(tmp_path):
 def test_checkpoints_between_loss_syncs_hold_every_steps_losses(tmp_path, monkeypatch):
     # log_every 7, checkpoint_every 5: the step-5 and step-10 checkpoints fall between syncs
     from fastgan.train import outputs as outputs_mod
+
     saved, save = [], outputs_mod.save_checkpoint
 
     def recording_save(state, path):
@@ -197,15 +214,15 @@ def test_epoch_files_are_written_while_the_next_epoch_trains(tmp_path, monkeypat
     import threading
 
     from fastgan.train import outputs as outputs_mod
+
     written, save = [], outputs_mod.save_checkpoint
     mid_epoch_2 = threading.Event()
 
     def held_save(state, path):
-        if state["step"] == 19:   # on the main thread this would wait in vain
+        if state["step"] == 19:  # on the main thread this would wait in vain
             written.append(("epoch 2 trained meanwhile", mid_epoch_2.wait(timeout=60)))
         save(state, path)
-        written.append((state["step"], threading.current_thread() is threading.main_thread(),
-                        load_checkpoint(path)))
+        written.append((state["step"], threading.current_thread() is threading.main_thread(), load_checkpoint(path)))
 
     monkeypatch.setattr(outputs_mod, "save_checkpoint", held_save)
     two = Trainer(small(tmp_path / "two", epochs=2))
@@ -228,8 +245,9 @@ def test_epoch_files_are_written_while_the_next_epoch_trains(tmp_path, monkeypat
             assert torch.equal(epoch1[key][k], v), (key, k)
     assert torch.equal(epoch1["history"], one.history)
     assert epoch1["opt_g"]["state"][0]["exp_avg"].equal(one.opt_g.state_dict()["state"][0]["exp_avg"])
-    assert (tmp_path / "two" / "samples" / "epoch_0001.png").read_bytes() == \
-        (tmp_path / "one" / "samples" / "epoch_0001.png").read_bytes()
+    assert (tmp_path / "two" / "samples" / "epoch_0001.png").read_bytes() == (
+        tmp_path / "one" / "samples" / "epoch_0001.png"
+    ).read_bytes()
 
 
 def _failing_trainer(tmp_path, monkeypatch, at_step, then):
@@ -241,12 +259,12 @@ def _failing_trainer(tmp_path, monkeypatch, at_step, then):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(outputs_mod, "save_checkpoint", failing_save)
-    t = Trainer(small(tmp_path, epochs=3))   # 19 steps an epoch, loss syncs every 7 steps
+    t = Trainer(small(tmp_path, epochs=3))  # 19 steps an epoch, loss syncs every 7 steps
     real_step = t._step
 
     def step():
         if t.step == at_step:
-            t._files._thread.join()   # the epoch-1 write has failed by now
+            t._files._thread.join()  # the epoch-1 write has failed by now
             then(t)
         return real_step()
 
@@ -258,8 +276,8 @@ def test_a_failed_background_write_stops_the_run_at_the_next_loss_sync(tmp_path,
     t = _failing_trainer(tmp_path, monkeypatch, 20, lambda t: None)
     with pytest.raises(OSError, match="No space left"):
         t.fit()
-    assert t.step == 21 and t.checkpoint_step is None   # 21: the first sync after the failure
-    assert not (tmp_path / "samples" / "epoch_0001.png").exists()   # the checkpoint is written first
+    assert t.step == 21 and t.checkpoint_step is None  # 21: the first sync after the failure
+    assert not (tmp_path / "samples" / "epoch_0001.png").exists()  # the checkpoint is written first
 
 
 def test_ctrl_c_names_a_write_that_failed(tmp_path, monkeypatch, capsys):
@@ -270,18 +288,21 @@ def test_ctrl_c_names_a_write_that_failed(tmp_path, monkeypatch, capsys):
     with pytest.raises(KeyboardInterrupt):
         t.fit()
     err = capsys.readouterr().err
-    assert "interrupted at step 20; no checkpoint was written yet; writing the run's files had failed: " \
-           "[Errno 28] No space left on device" in err
+    assert (
+        "interrupted at step 20; no checkpoint was written yet; writing the run's files had failed: "
+        "[Errno 28] No space left on device" in err
+    )
 
 
 def test_ctrl_c_lets_the_checkpoint_being_written_land(tmp_path, monkeypatch, capsys):
     import threading
 
     from fastgan.train import outputs as outputs_mod
+
     save, interrupted = outputs_mod.save_checkpoint, threading.Event()
 
     def held_save(state, path):
-        assert interrupted.wait(timeout=60)   # the write is in flight when Ctrl-C comes
+        assert interrupted.wait(timeout=60)  # the write is in flight when Ctrl-C comes
         save(state, path)
 
     monkeypatch.setattr(outputs_mod, "save_checkpoint", held_save)
@@ -297,8 +318,10 @@ def test_ctrl_c_lets_the_checkpoint_being_written_land(tmp_path, monkeypatch, ca
     t._step = step
     with pytest.raises(KeyboardInterrupt):
         t.fit()
-    assert f"interrupted at step 20; the last checkpoint (step 19) is intact in {t.checkpoint_path}" \
+    assert (
+        f"interrupted at step 20; the last checkpoint (step 19) is intact in {t.checkpoint_path}"
         in capsys.readouterr().err
+    )
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 19
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
@@ -307,6 +330,7 @@ def test_cpu_copy_is_a_snapshot_that_keeps_state_dict_metadata():
     from collections import OrderedDict
 
     from fastgan.train.background import cpu_copy
+
     bn = torch.nn.BatchNorm1d(3)
     sd = bn.state_dict()
     state = {"model": sd, "betas": (0.5, 0.999), "list": [torch.ones(2)], "step": 3}
@@ -323,6 +347,7 @@ def test_background_writer_runs_jobs_in_order_and_hands_back_errors():
     import threading
 
     from fastgan.train.background import BackgroundWriter
+
     w, seen = BackgroundWriter(), []
     for i in range(5):
         w.submit(lambda i=i: seen.append((i, threading.current_thread().name)))
@@ -330,18 +355,18 @@ def test_background_writer_runs_jobs_in_order_and_hands_back_errors():
     assert [i for i, _ in seen] == list(range(5)) and {n for _, n in seen} == {"fastgan-writer"}
     w.submit(lambda: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        w.submit(lambda: seen.append("after"))   # the next call raises the failed job's error
-    w.wait()   # the error was handed over once; the job that raised it was not run
+        w.submit(lambda: seen.append("after"))  # the next call raises the failed job's error
+    w.wait()  # the error was handed over once; the job that raised it was not run
     assert seen[-1] != "after"
     w.submit(lambda: 1 / 0)
     assert isinstance(w.drain(), ZeroDivisionError) and w.drain() is None
     gate = threading.Event()
     w.submit(lambda: gate.wait(60) and 1 / 0)
-    w.check()                                  # still running: check() does not wait
+    w.check()  # still running: check() does not wait
     gate.set()
     w._thread.join()
     with pytest.raises(ZeroDivisionError):
-        w.check()                              # finished with an error: raised now
+        w.check()  # finished with an error: raised now
     w.check()
 
 
@@ -365,10 +390,14 @@ def test_resume_extends_epochs(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 38
 
 
-@pytest.mark.parametrize("opts", [dict(optimizer="rmsprop", noise="uniform"),
-                                  dict(model="cdcgan", g_widths=(8, 4), d_widths=(4, 8), dropout=0.4),
-                                  dict(model="cgan", backend="torch", g_act="leaky", g_widths=(16, 32),
-                                       d_widths=(32, 16), dropout=0.3)])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(optimizer="rmsprop", noise="uniform"),
+        dict(model="cdcgan", g_widths=(8, 4), d_widths=(4, 8), dropout=0.4),
+        dict(model="cgan", backend="torch", g_act="leaky", g_widths=(16, 32), d_widths=(32, 16), dropout=0.3),
+    ],
+)
 def test_options_train(tmp_path, opts):
     t = Trainer(small(tmp_path, steps=5, **opts))
     if opts.get("optimizer") == "rmsprop":
@@ -387,12 +416,15 @@ def test_sample(tmp_path):
     with pytest.raises(ConfigError, match="digit 0-9"):
         sample(tmp_path / "c" / "checkpoint.pt", label=12, out=str(tmp_path / "x.png"))
     np = pytest.importorskip("numpy")
-    assert sample(tmp_path / "c" / "checkpoint.pt", n=np.int64(4), label=torch.tensor(2),
-                  out=str(tmp_path / "n.png")).shape == (4, 1, 28, 28)
-    for kw, match in ((dict(label=3.5), "--label must be an integer"),   # was drawn as 3
-                      (dict(label="3"), "--label must be an integer"),
-                      (dict(seed=2 ** 70), "--seed must be an integer from 0"),
-                      (dict(out=str(tmp_path / "g.jpg")), "--out must be a .png file name")):
+    assert sample(
+        tmp_path / "c" / "checkpoint.pt", n=np.int64(4), label=torch.tensor(2), out=str(tmp_path / "n.png")
+    ).shape == (4, 1, 28, 28)
+    for kw, match in (
+        (dict(label=3.5), "--label must be an integer"),  # was drawn as 3
+        (dict(label="3"), "--label must be an integer"),
+        (dict(seed=2**70), "--seed must be an integer from 0"),
+        (dict(out=str(tmp_path / "g.jpg")), "--out must be a .png file name"),
+    ):
         with pytest.raises(ConfigError, match=match):
             sample(tmp_path / "c" / "checkpoint.pt", **dict(dict(out=str(tmp_path / "x.png")), **kw))
     assert not (tmp_path / "g.jpg").exists()
@@ -404,8 +436,11 @@ def test_sample(tmp_path):
 def test_subpackages_load_on_first_use():
     import subprocess
     import sys
-    code = ("import fastgan, sys; assert 'fastgan.metrics' not in sys.modules; "
-            "print(fastgan.metrics.evaluate.__name__, fastgan.train.Trainer.__name__, fastgan.models.build.__name__)")
+
+    code = (
+        "import fastgan, sys; assert 'fastgan.metrics' not in sys.modules; "
+        "print(fastgan.metrics.evaluate.__name__, fastgan.train.Trainer.__name__, fastgan.models.build.__name__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["evaluate", "Trainer", "build"]
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
@@ -413,14 +448,16 @@ def test_subpackages_load_on_first_use():
 
 
 def test_config_validation(tmp_path):
-    for bad, match in ((dict(epochs=0), "--epochs must be a positive"),
-                       (dict(steps=-3), "--steps must be a positive"),
-                       (dict(epochs=1, steps=1), "not both"),
-                       (dict(model="gan"), "unknown model"),
-                       (dict(dataset="cifar"), "unknown dataset"),
-                       (dict(lr=0.0), "--lr must be a positive"),
-                       (dict(beta1=1.0), "--beta1"),
-                       (dict(noise="cauchy"), "--noise")):
+    for bad, match in (
+        (dict(epochs=0), "--epochs must be a positive"),
+        (dict(steps=-3), "--steps must be a positive"),
+        (dict(epochs=1, steps=1), "not both"),
+        (dict(model="gan"), "unknown model"),
+        (dict(dataset="cifar"), "unknown dataset"),
+        (dict(lr=0.0), "--lr must be a positive"),
+        (dict(beta1=1.0), "--beta1"),
+        (dict(noise="cauchy"), "--noise"),
+    ):
         with pytest.raises(ConfigError, match=match):
             Trainer(TrainConfig(out=str(tmp_path), **bad))
 
@@ -445,12 +482,12 @@ def test_a_folder_holding_a_run_is_not_overwritten_silently(tmp_path):
     assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
     (tmp_path / "r" / "notes.txt").write_text("mine")
     again = Trainer(small(tmp_path / "r", steps=2, lr=1e-3), overwrite=True)
-    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before   # nothing removed before fit()
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before  # nothing removed before fit()
     again.fit()
     assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["step"] == 2
-    assert os.listdir(tmp_path / "r" / "samples") == ["step_0000002.png"]   # the old run's grid is gone
+    assert os.listdir(tmp_path / "r" / "samples") == ["step_0000002.png"]  # the old run's grid is gone
     assert (tmp_path / "r" / "train.log").read_text().count("done:") == 1
-    assert (tmp_path / "r" / "notes.txt").read_text() == "mine"           # what is not a run's output stays
+    assert (tmp_path / "r" / "notes.txt").read_text() == "mine"  # what is not a run's output stays
 
 
 def test_resume_from_python_takes_the_config_it_is_given(tmp_path):
@@ -477,15 +514,25 @@ def test_options_from_numpy_pathlib_and_torch_are_plain_in_the_checkpoint(tmp_pa
     object under weights_only) or crashed writing config.json (a Path --out)."""
     np = pytest.importorskip("numpy")
     import pathlib
-    cfg = small(pathlib.Path(tmp_path / "r"), steps=2, lr=np.float64(3e-4), dropout=np.float32(0.25),
-                seed=torch.tensor(4), device=torch.device("cpu"), g_widths=[np.int64(32), 64, 128])
+
+    cfg = small(
+        pathlib.Path(tmp_path / "r"),
+        steps=2,
+        lr=np.float64(3e-4),
+        dropout=np.float32(0.25),
+        seed=torch.tensor(4),
+        device=torch.device("cpu"),
+        g_widths=[np.int64(32), 64, 128],
+    )
     Trainer(cfg).fit()
     saved = load_checkpoint(tmp_path / "r" / "checkpoint.pt")["config"]
     assert saved.lr == 3e-4 and type(saved.lr) is float and saved.dropout == 0.25 and saved.seed == 4
     assert saved.out == str(tmp_path / "r") and saved.device == "cpu" and saved.g_widths == (32, 64, 128)
-    for bad, match in ((dict(checkpoint_every=2.5), "--checkpoint-every must be an integer"),
-                       (dict(checkpoint_every=True), "--checkpoint-every must be an integer"),
-                       (dict(lr="2e-4"), "--lr must be a number")):
+    for bad, match in (
+        (dict(checkpoint_every=2.5), "--checkpoint-every must be an integer"),
+        (dict(checkpoint_every=True), "--checkpoint-every must be an integer"),
+        (dict(lr="2e-4"), "--lr must be a number"),
+    ):
         with pytest.raises(ConfigError, match=match):
             Trainer(small(tmp_path / "s", **bad))
 
@@ -510,11 +557,12 @@ def test_epoch_outputs_append_the_history_and_redraw_the_curves_sparingly(tmp_pa
     at most every PLOT_EVERY_S seconds, and at the end."""
     from fastgan.train import images
     from fastgan.train import outputs as outputs_mod
+
     drawn = []
     real = outputs_mod.plot_losses
     monkeypatch.setattr(outputs_mod, "plot_losses", lambda *a, **k: drawn.append(len(a[0])) or real(*a, **k))
     monkeypatch.setattr(outputs_mod, "PLOT_EVERY_S", 1e9)
-    t = Trainer(small(tmp_path / "r", steps=19 * 3 + 5))   # 19 steps an epoch: 4 epochs, the last short
+    t = Trainer(small(tmp_path / "r", steps=19 * 3 + 5))  # 19 steps an epoch: 4 epochs, the last short
     t.fit()
     assert drawn == [19, 19 * 3 + 5]
     full = tmp_path / "full.csv"
@@ -561,6 +609,7 @@ def test_grad_clip_clips_each_network_by_its_own_norm(monkeypatch):
 
 def test_each_epoch_draws_a_new_order_and_a_resume_replays_it(tmp_path, monkeypatch):
     from fastgan.data.loader import DeviceLoader
+
     orders, new_epoch = [], DeviceLoader.new_epoch
 
     def recording(self, perm=None, start=0):
@@ -573,10 +622,14 @@ def test_each_epoch_draws_a_new_order_and_a_resume_replays_it(tmp_path, monkeypa
     assert len(straight) == 3 and all(o is not None for o in straight)
     assert not torch.equal(straight[0], straight[1]) and not torch.equal(straight[1], straight[2])
     orders.clear()
-    Trainer(small(tmp_path / "b", steps=25)).fit()      # stops mid-epoch 2
+    Trainer(small(tmp_path / "b", steps=25)).fit()  # stops mid-epoch 2
     Trainer(small(tmp_path / "b", epochs=3), resume=True, explicit={"epochs"}).fit()
-    assert [o.tolist() for o in orders] == [straight[0].tolist(), straight[1].tolist(),
-                                            straight[1].tolist(), straight[2].tolist()]
+    assert [o.tolist() for o in orders] == [
+        straight[0].tolist(),
+        straight[1].tolist(),
+        straight[1].tolist(),
+        straight[2].tolist(),
+    ]
 
 
 def test_a_steps_run_resumed_with_epochs_runs_to_that_many_epochs(tmp_path):
@@ -607,6 +660,7 @@ def test_each_step_starts_from_fresh_gradients():
 
 def test_eval_options_are_resumable(tmp_path):
     Trainer(small(tmp_path, steps=1)).fit()
-    t = Trainer(small(tmp_path, steps=2, eval_every=5, eval_n=64), resume=True,
-                explicit={"steps", "eval_every", "eval_n"})
+    t = Trainer(
+        small(tmp_path, steps=2, eval_every=5, eval_n=64), resume=True, explicit={"steps", "eval_every", "eval_n"}
+    )
     assert (t.cfg.eval_every, t.cfg.eval_n) == (5, 64)

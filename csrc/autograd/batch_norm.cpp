@@ -34,12 +34,12 @@ ForwardOut forward_op(const at::Tensor& x, const std::optional<at::Tensor>& weig
                       const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
                       const std::optional<at::Tensor>& running_var, bool training, double momentum, double eps,
                       std::optional<double> slope, const std::optional<at::Tensor>& num_batches_tracked) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastgan::batch_norm", "")
-                       .typed<ForwardOut(const at::Tensor&, const std::optional<at::Tensor>&,
-                                         const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                                         const std::optional<at::Tensor>&, bool, double, double,
-                                         std::optional<double>, const std::optional<at::Tensor>&)>();
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fastgan::batch_norm", "")
+          .typed<ForwardOut(const at::Tensor&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                            const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool, double, double,
+                            std::optional<double>, const std::optional<at::Tensor>&)>();
   return op.call(x, weight, bias, running_mean, running_var, training, momentum, eps, slope, num_batches_tracked);
 }
 
@@ -49,8 +49,8 @@ ForwardOut backward_op(const at::Tensor& grad, const at::Tensor& x, const std::o
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastgan::batch_norm_backward", "")
                        .typed<ForwardOut(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                                         const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
-                                         bool, std::optional<double>, std::array<bool, 3>)>();
+                                         const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&, bool,
+                                         std::optional<double>, std::array<bool, 3>)>();
   return op.call(grad, x, weight, bias, mean, invstd, training, slope, mask);
 }
 
@@ -121,13 +121,12 @@ std::array<at::Tensor, 3> reference_backward(const at::Tensor& grad, const at::T
 struct BatchNormBackward : public torch::autograd::Function<BatchNormBackward> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& x,
                                const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
-                               const at::Tensor& save_mean,
-                               const at::Tensor& save_invstd, bool training, std::optional<double> slope,
-                               std::array<bool, 3> mask) {
+                               const at::Tensor& save_mean, const at::Tensor& save_invstd, bool training,
+                               std::optional<double> slope, std::array<bool, 3> mask) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [dx, dw, db] = backward_op(grad, x, weight, bias, save_mean, save_invstd, training, slope, mask);
-    ctx->save_for_backward({grad, x, weight.value_or(at::Tensor()), bias.value_or(at::Tensor()), save_mean,
-                            save_invstd});
+    ctx->save_for_backward(
+        {grad, x, weight.value_or(at::Tensor()), bias.value_or(at::Tensor()), save_mean, save_invstd});
     ctx->saved_data["training"] = training;
     save_slope(ctx, slope);
     for (int i = 0; i < 3; ++i) ctx->saved_data["mask" + std::to_string(i)] = mask[i];
@@ -183,9 +182,8 @@ struct BatchNormBackward : public torch::autograd::Function<BatchNormBackward> {
 struct BatchNorm : public torch::autograd::Function<BatchNorm> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const std::optional<at::Tensor>& weight,
                                const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
-                               const std::optional<at::Tensor>& running_var, bool training, double momentum,
-                               double eps, std::optional<double> slope,
-                               const std::optional<at::Tensor>& num_batches_tracked) {
+                               const std::optional<at::Tensor>& running_var, bool training, double momentum, double eps,
+                               std::optional<double> slope, const std::optional<at::Tensor>& num_batches_tracked) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [y, mean, invstd] =
         forward_op(x, weight, bias, running_mean, running_var, training, momentum, eps, slope, num_batches_tracked);
@@ -223,21 +221,19 @@ struct BatchNorm : public torch::autograd::Function<BatchNorm> {
 
 ForwardOut batch_norm_autograd(const at::Tensor& x, const std::optional<at::Tensor>& weight,
                                const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
-                               const std::optional<at::Tensor>& running_var, bool training, double momentum,
-                               double eps, std::optional<double> slope,
-                               const std::optional<at::Tensor>& num_batches_tracked) {
-  auto out = BatchNorm::apply(x, opt_defined(weight), opt_defined(bias), running_mean, running_var, training,
-                              momentum, eps, slope, num_batches_tracked);
+                               const std::optional<at::Tensor>& running_var, bool training, double momentum, double eps,
+                               std::optional<double> slope, const std::optional<at::Tensor>& num_batches_tracked) {
+  auto out = BatchNorm::apply(x, opt_defined(weight), opt_defined(bias), running_mean, running_var, training, momentum,
+                              eps, slope, num_batches_tracked);
   return {out[0], out[1], out[2]};
 }
 
 ForwardOut batch_norm_backward_autograd(const at::Tensor& grad, const at::Tensor& x,
-                                        const std::optional<at::Tensor>& weight,
-                                        const std::optional<at::Tensor>& bias, const at::Tensor& save_mean,
-                                        const at::Tensor& save_invstd, bool training,
+                                        const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+                                        const at::Tensor& save_mean, const at::Tensor& save_invstd, bool training,
                                         std::optional<double> slope, std::array<bool, 3> mask) {
-  auto out = BatchNormBackward::apply(grad, x, opt_defined(weight), opt_defined(bias), save_mean, save_invstd,
-                                      training, slope, mask);
+  auto out = BatchNormBackward::apply(grad, x, opt_defined(weight), opt_defined(bias), save_mean, save_invstd, training,
+                                      slope, mask);
   return {out[0], out[1], out[2]};
 }
 

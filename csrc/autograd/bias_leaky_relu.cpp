@@ -19,8 +19,7 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-at::Tensor forward_op(const at::Tensor& x, const std::optional<at::Tensor>& bias, double slope,
-                      double scale) {
+at::Tensor forward_op(const at::Tensor& x, const std::optional<at::Tensor>& bias, double slope, double scale) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastgan::bias_leaky_relu", "")
                        .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, double, double)>();
@@ -29,19 +28,19 @@ at::Tensor forward_op(const at::Tensor& x, const std::optional<at::Tensor>& bias
 
 using BiasDtype = std::optional<at::ScalarType>;  // the bias gradient's dtype; none: no bias gradient
 
-std::tuple<at::Tensor, at::Tensor> backward_op(const at::Tensor& grad, const at::Tensor& y,
-                                               double slope, double scale, BiasDtype bias_dtype) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastgan::bias_leaky_relu_backward", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                 double, double, BiasDtype)>();
+std::tuple<at::Tensor, at::Tensor> backward_op(const at::Tensor& grad, const at::Tensor& y, double slope, double scale,
+                                               BiasDtype bias_dtype) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fastgan::bias_leaky_relu_backward", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double, double, BiasDtype)>();
   return op.call(grad, y, slope, scale, bias_dtype);
 }
 
 // (grad, y) -> (grad_x, grad_bias)
 struct BiasLeakyReluBackward : public torch::autograd::Function<BiasLeakyReluBackward> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& y,
-                               double slope, double scale, BiasDtype bias_dtype) {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& y, double slope,
+                               double scale, BiasDtype bias_dtype) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [gx, gb] = backward_op(grad, y, slope, scale, bias_dtype);
     ctx->save_for_backward({y});
@@ -72,8 +71,8 @@ struct BiasLeakyReluBackward : public torch::autograd::Function<BiasLeakyReluBac
 };
 
 struct BiasLeakyRelu : public torch::autograd::Function<BiasLeakyRelu> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x,
-                            const std::optional<at::Tensor>& bias, double slope, double scale) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const std::optional<at::Tensor>& bias,
+                            double slope, double scale) {
     at::AutoDispatchBelowADInplaceOrView guard;
     at::Tensor y = forward_op(x, bias, slope, scale);
     ctx->save_for_backward({y});
@@ -102,14 +101,13 @@ struct BiasLeakyRelu : public torch::autograd::Function<BiasLeakyRelu> {
   }
 };
 
-at::Tensor bias_leaky_relu_autograd(const at::Tensor& x, const std::optional<at::Tensor>& bias,
-                                    double slope, double scale) {
+at::Tensor bias_leaky_relu_autograd(const at::Tensor& x, const std::optional<at::Tensor>& bias, double slope,
+                                    double scale) {
   return BiasLeakyRelu::apply(x, bias, slope, scale);
 }
 
-std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_backward_autograd(const at::Tensor& grad,
-                                                                     const at::Tensor& y, double slope,
-                                                                     double scale, BiasDtype bias_dtype) {
+std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_backward_autograd(const at::Tensor& grad, const at::Tensor& y,
+                                                                     double slope, double scale, BiasDtype bias_dtype) {
   auto out = BiasLeakyReluBackward::apply(grad, y, slope, scale, bias_dtype);
   return {out[0], out[1]};
 }

@@ -35,8 +35,8 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using OptTensor = std::optional<at::Tensor>;
 
-at::Tensor bce_op(const at::Tensor& x, const OptTensor& t, double tv, const OptTensor& w,
-                  const OptTensor& pw, c10::string_view reduction) {
+at::Tensor bce_op(const at::Tensor& x, const OptTensor& t, double tv, const OptTensor& w, const OptTensor& pw,
+                  c10::string_view reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastgan::bce_with_logits", "")
                        .typed<at::Tensor(const at::Tensor&, const OptTensor&, double, const OptTensor&,
@@ -44,8 +44,8 @@ at::Tensor bce_op(const at::Tensor& x, const OptTensor& t, double tv, const OptT
   return op.call(x, t, tv, w, pw, reduction);
 }
 
-at::Tensor bce_backward_op(const at::Tensor& g, const at::Tensor& x, const OptTensor& t, double tv,
-                           const OptTensor& w, const OptTensor& pw, c10::string_view reduction) {
+at::Tensor bce_backward_op(const at::Tensor& g, const at::Tensor& x, const OptTensor& t, double tv, const OptTensor& w,
+                           const OptTensor& pw, c10::string_view reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastgan::bce_with_logits_backward", "")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&, double,
@@ -134,17 +134,16 @@ constexpr auto kMean = losses::Reduction::Mean;  // the GAN losses are means
 
 // d(loss gradient)/d(grad) contracted with gg: gg * dloss elementwise, or its (mean-scaled)
 // sum shaped and typed like grad.
-at::Tensor grad_of_grad(const at::Tensor& gg, const at::Tensor& dloss, const at::Tensor& grad,
-                        losses::Reduction r, const at::Tensor& x) {
+at::Tensor grad_of_grad(const at::Tensor& gg, const at::Tensor& dloss, const at::Tensor& grad, losses::Reduction r,
+                        const at::Tensor& x) {
   if (r == losses::Reduction::None) return gg * dloss;
   return mean_scaled(at::sum(gg * dloss, grad.scalar_type()), r, x).reshape_symint(grad.sym_sizes());
 }
 
 // (grad, logits, target, ...) -> dloss/dlogits
 struct BceBackward : public torch::autograd::Function<BceBackward> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& x,
-                            const OptTensor& t, double tv, const OptTensor& w, const OptTensor& pw,
-                            const std::string& reduction) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& x, const OptTensor& t,
+                            double tv, const OptTensor& w, const OptTensor& pw, const std::string& reduction) {
     at::AutoDispatchBelowADInplaceOrView guard;
     at::Tensor gx = bce_backward_op(grad, x, t, tv, w, pw, reduction);
     ctx->save_for_backward({grad, x, defined_or_null(t), defined_or_null(w), defined_or_null(pw)});
@@ -174,8 +173,8 @@ struct BceBackward : public torch::autograd::Function<BceBackward> {
 
 void check_not_differentiable(const OptTensor& t, const char* name) {
   const bool wants_grad = at::GradMode::is_enabled() && t.has_value() && t->defined() && t->requires_grad();
-  TORCH_CHECK(!wants_grad, "bce_with_logits: ", name,
-              " must not require grad: the loss is not differentiable in ", name, " (as in torch)");
+  TORCH_CHECK(!wants_grad, "bce_with_logits: ", name, " must not require grad: the loss is not differentiable in ",
+              name, " (as in torch)");
 }
 
 struct Bce : public torch::autograd::Function<Bce> {
@@ -240,8 +239,8 @@ struct GanDBackward : public torch::autograd::Function<GanDBackward> {
 };
 
 struct GanD : public torch::autograd::Function<GanD> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& real, const at::Tensor& fake,
-                            double rl, double fl) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& real, const at::Tensor& fake, double rl,
+                            double fl) {
     at::AutoDispatchBelowADInplaceOrView guard;
     at::Tensor out = gan_d_op(real, fake, rl, fl);
     ctx->save_for_backward({real, fake});
@@ -305,9 +304,8 @@ at::Tensor bce_with_logits_autograd(const at::Tensor& x, const OptTensor& t, dou
   return Bce::apply(x, t, tv, w, pw, std::string(reduction.data(), reduction.size()));
 }
 
-at::Tensor bce_with_logits_backward_autograd(const at::Tensor& g, const at::Tensor& x, const OptTensor& t,
-                                             double tv, const OptTensor& w, const OptTensor& pw,
-                                             c10::string_view reduction) {
+at::Tensor bce_with_logits_backward_autograd(const at::Tensor& g, const at::Tensor& x, const OptTensor& t, double tv,
+                                             const OptTensor& w, const OptTensor& pw, c10::string_view reduction) {
   check_not_differentiable(w, "weight");
   check_not_differentiable(pw, "pos_weight");
   return BceBackward::apply(g, x, t, tv, w, pw, std::string(reduction.data(), reduction.size()));
@@ -323,7 +321,9 @@ std::tuple<at::Tensor, at::Tensor> gan_d_loss_backward_autograd(const at::Tensor
   return {out[0], out[1]};
 }
 
-at::Tensor gan_g_loss_autograd(const at::Tensor& fake, double rl) { return GanG::apply(fake, rl); }
+at::Tensor gan_g_loss_autograd(const at::Tensor& fake, double rl) {
+  return GanG::apply(fake, rl);
+}
 
 at::Tensor gan_g_loss_backward_autograd(const at::Tensor& g, const at::Tensor& fake, double rl) {
   return GanGBackward::apply(g, fake, rl);

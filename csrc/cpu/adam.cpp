@@ -41,13 +41,16 @@ void adam_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_av
           vj.store(v + j);
         }
       });
-      for (int64_t j = nvec * W; j < n; ++j) adam::update<scalar_t>(p[j], g[j], m[j], v[j], b1, b2, ss, bc, ep, wd, decay);
+      for (int64_t j = nvec * W; j < n; ++j)
+        adam::update<scalar_t>(p[j], g[j], m[j], v[j], b1, b2, ss, bc, ep, wd, decay);
     });
   }
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastgan, CPU, m) { m.impl("adam_", &adam_cpu); }
+TORCH_LIBRARY_IMPL(fastgan, CPU, m) {
+  m.impl("adam_", &adam_cpu);
+}
 
 }  // namespace fastgan

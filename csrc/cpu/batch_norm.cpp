@@ -26,7 +26,9 @@ constexpr int64_t kGrain = 32768;  // elements per parallel task, as ATen's GRAI
 // and added in chunk order. Short float sums (a two-level sum instead of one long running
 // sum) keep float32 statistics accurate, and the result does not depend on the thread count.
 constexpr int64_t kChunkRows = 64;
-inline int64_t row_chunks(int64_t rows) { return std::max<int64_t>(1, (rows + kChunkRows - 1) / kChunkRows); }
+inline int64_t row_chunks(int64_t rows) {
+  return std::max<int64_t>(1, (rows + kChunkRows - 1) / kChunkRows);
+}
 // The same for a channel's planes: cpu::planes_per_chunk.
 
 // Adds the chunks' two per-channel partial sums (chunk q holds [sum1(C), sum2(C)]) in chunk
@@ -61,8 +63,7 @@ struct Params {
 
 // y = act((x - shift) * scale + offset) over n elements of one channel (vectorized, constants).
 template <typename scalar_t, typename acc>
-void apply_forward_block(const scalar_t* x, scalar_t* y, int64_t n, acc shift, acc scale, acc offset,
-                         acc neg) {
+void apply_forward_block(const scalar_t* x, scalar_t* y, int64_t n, acc shift, acc scale, acc offset, acc neg) {
   using IO = cpu::VecIO<scalar_t>;
   using Vec = typename IO::Vec;
   const Vec vs(shift), va(scale), vo(offset), vneg(neg);
@@ -85,48 +86,48 @@ void forward_kernel(const scalar_t* x, scalar_t* y, ChannelGeometry g, const Par
   auto finalize = [&](int64_t c, acc s1, acc s2) {
     if (p.training) {
       bn::finalize_stats<acc>(s1, s2, m, shift[c], p.w_at(c), p.b_at(c), p.eps, p.momentum,
-                              p.rmean ? p.rmean + c : nullptr, p.rvar ? p.rvar + c : nullptr,
-                              p.save_mean + c, p.save_invstd + c, scale + c, offset + c);
+                              p.rmean ? p.rmean + c : nullptr, p.rvar ? p.rvar + c : nullptr, p.save_mean + c,
+                              p.save_invstd + c, scale + c, offset + c);
     } else {
       shift[c] = acc(0);
-      bn::finalize_eval<acc>(p.rmean[c], p.rvar[c], p.w_at(c), p.b_at(c), p.eps, p.save_mean + c,
-                             p.save_invstd + c, scale + c, offset + c);
+      bn::finalize_eval<acc>(p.rmean[c], p.rvar[c], p.w_at(c), p.b_at(c), p.eps, p.save_mean + c, p.save_invstd + c,
+                             scale + c, offset + c);
     }
   };
 
   if (g.inner > 1) {  // planes: one task per channel sums, finalizes and normalizes
     const int64_t inner = g.inner;
-    at::parallel_for(0, C, std::max<int64_t>(1, kGrain / std::max<int64_t>(g.outer * inner, 1)),
-                     [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        acc s1 = 0, s2 = 0;
-        if (p.training) {
-          shift[c] = bn::channel_shift<acc>(x, c, g.outer, C, inner);
-          const Vec vs(shift[c]);
-          const int64_t per = cpu::planes_per_chunk(inner);
-          for (int64_t n0 = 0; n0 < g.outer; n0 += per) {  // per plane, per chunk, then in total
-            Vec v1(acc(0)), v2(acc(0));
-            acc t1 = 0, t2 = 0;
-            for (int64_t n = n0; n < std::min(n0 + per, g.outer); ++n) {
-              const scalar_t* xk = x + (n * C + c) * inner;
-              Vec l1(acc(0)), l2(acc(0));
-              int64_t j = 0;
-              for (; j + IO::size <= inner; j += IO::size) bn::add_sums(IO::load(xk + j), vs, l1, l2);
-              v1 = v1 + l1;
-              v2 = v2 + l2;
-              for (; j < inner; ++j) bn::add_sums<acc>(acc(xk[j]), shift[c], t1, t2);
+    at::parallel_for(
+        0, C, std::max<int64_t>(1, kGrain / std::max<int64_t>(g.outer * inner, 1)), [&](int64_t c0, int64_t c1) {
+          for (int64_t c = c0; c < c1; ++c) {
+            acc s1 = 0, s2 = 0;
+            if (p.training) {
+              shift[c] = bn::channel_shift<acc>(x, c, g.outer, C, inner);
+              const Vec vs(shift[c]);
+              const int64_t per = cpu::planes_per_chunk(inner);
+              for (int64_t n0 = 0; n0 < g.outer; n0 += per) {  // per plane, per chunk, then in total
+                Vec v1(acc(0)), v2(acc(0));
+                acc t1 = 0, t2 = 0;
+                for (int64_t n = n0; n < std::min(n0 + per, g.outer); ++n) {
+                  const scalar_t* xk = x + (n * C + c) * inner;
+                  Vec l1(acc(0)), l2(acc(0));
+                  int64_t j = 0;
+                  for (; j + IO::size <= inner; j += IO::size) bn::add_sums(IO::load(xk + j), vs, l1, l2);
+                  v1 = v1 + l1;
+                  v2 = v2 + l2;
+                  for (; j < inner; ++j) bn::add_sums<acc>(acc(xk[j]), shift[c], t1, t2);
+                }
+                s1 += cpu::sum_lanes(v1) + t1;
+                s2 += cpu::sum_lanes(v2) + t2;
+              }
             }
-            s1 += cpu::sum_lanes(v1) + t1;
-            s2 += cpu::sum_lanes(v2) + t2;
+            finalize(c, s1, s2);
+            for (int64_t n = 0; n < g.outer; ++n) {
+              const int64_t off = (n * C + c) * inner;
+              apply_forward_block<scalar_t, acc>(x + off, y + off, inner, shift[c], scale[c], offset[c], p.neg);
+            }
           }
-        }
-        finalize(c, s1, s2);
-        for (int64_t n = 0; n < g.outer; ++n) {
-          const int64_t off = (n * C + c) * inner;
-          apply_forward_block<scalar_t, acc>(x + off, y + off, inner, shift[c], scale[c], offset[c], p.neg);
-        }
-      }
-    });
+        });
     return;
   }
 
@@ -218,50 +219,51 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, scalar_t* dx, Channe
 
   if (g.inner > 1) {  // planes: one task per channel
     const int64_t inner = g.inner;
-    at::parallel_for(0, C, std::max<int64_t>(1, kGrain / std::max<int64_t>(g.outer * inner, 1)),
-                     [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        const acc mu = cmean[c], zs = zscale[c], zo = zoffset[c];
-        const Vec vmu(mu), vzs(zs), vzo(zo);
-        acc sa = 0, sb = 0;
-        if (need_sums) {
-          const int64_t per = cpu::planes_per_chunk(inner);
-          for (int64_t n0 = 0; n0 < g.outer; n0 += per) {  // per plane, per chunk, then in total
-            Vec va(acc(0)), vb(acc(0));
-            acc ta = 0, tb = 0;
-            for (int64_t n = n0; n < std::min(n0 + per, g.outer); ++n) {
-              const int64_t off = (n * C + c) * inner;
-              Vec la(acc(0)), lb(acc(0));
-              int64_t j = 0;
-              for (; j + IO::size <= inner; j += IO::size) {
-                bn::add_grad_sums(IO::load(x + off + j), IO::load(dy + off + j), vmu, vzs, vzo, vneg, la, lb);
-              }
-              va = va + la;
-              vb = vb + lb;
-              for (; j < inner; ++j) {
-                bn::add_grad_sums<acc>(acc(x[off + j]), acc(dy[off + j]), mu, zs, zo, p.neg, ta, tb);
+    at::parallel_for(
+        0, C, std::max<int64_t>(1, kGrain / std::max<int64_t>(g.outer * inner, 1)), [&](int64_t c0, int64_t c1) {
+          for (int64_t c = c0; c < c1; ++c) {
+            const acc mu = cmean[c], zs = zscale[c], zo = zoffset[c];
+            const Vec vmu(mu), vzs(zs), vzo(zo);
+            acc sa = 0, sb = 0;
+            if (need_sums) {
+              const int64_t per = cpu::planes_per_chunk(inner);
+              for (int64_t n0 = 0; n0 < g.outer; n0 += per) {  // per plane, per chunk, then in total
+                Vec va(acc(0)), vb(acc(0));
+                acc ta = 0, tb = 0;
+                for (int64_t n = n0; n < std::min(n0 + per, g.outer); ++n) {
+                  const int64_t off = (n * C + c) * inner;
+                  Vec la(acc(0)), lb(acc(0));
+                  int64_t j = 0;
+                  for (; j + IO::size <= inner; j += IO::size) {
+                    bn::add_grad_sums(IO::load(x + off + j), IO::load(dy + off + j), vmu, vzs, vzo, vneg, la, lb);
+                  }
+                  va = va + la;
+                  vb = vb + lb;
+                  for (; j < inner; ++j) {
+                    bn::add_grad_sums<acc>(acc(x[off + j]), acc(dy[off + j]), mu, zs, zo, p.neg, ta, tb);
+                  }
+                }
+                sa += cpu::sum_lanes(va) + ta;
+                sb += cpu::sum_lanes(vb) + tb;
               }
             }
-            sa += cpu::sum_lanes(va) + ta;
-            sb += cpu::sum_lanes(vb) + tb;
+            finalize(c, sa, sb);
+            if (!dx) continue;
+            const Vec vk1(k1[c]), vk2(k2[c]), vk3(k3[c]);
+            for (int64_t n = 0; n < g.outer; ++n) {
+              const int64_t off = (n * C + c) * inner;
+              int64_t j = 0;
+              for (; j + IO::size <= inner; j += IO::size) {
+                IO::store(dx + off + j, bn::grad_x(IO::load(x + off + j), IO::load(dy + off + j), vmu, vzs, vzo, vneg,
+                                                   vk1, vk2, vk3));
+              }
+              for (; j < inner; ++j) {
+                dx[off + j] =
+                    bn::grad_x<acc>(acc(x[off + j]), acc(dy[off + j]), mu, zs, zo, p.neg, k1[c], k2[c], k3[c]);
+              }
+            }
           }
-        }
-        finalize(c, sa, sb);
-        if (!dx) continue;
-        const Vec vk1(k1[c]), vk2(k2[c]), vk3(k3[c]);
-        for (int64_t n = 0; n < g.outer; ++n) {
-          const int64_t off = (n * C + c) * inner;
-          int64_t j = 0;
-          for (; j + IO::size <= inner; j += IO::size) {
-            IO::store(dx + off + j, bn::grad_x(IO::load(x + off + j), IO::load(dy + off + j), vmu, vzs, vzo, vneg,
-                                               vk1, vk2, vk3));
-          }
-          for (; j < inner; ++j) {
-            dx[off + j] = bn::grad_x<acc>(acc(x[off + j]), acc(dy[off + j]), mu, zs, zo, p.neg, k1[c], k2[c], k3[c]);
-          }
-        }
-      }
-    });
+        });
     return;
   }
 
@@ -317,16 +319,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cpu(
     const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, bool training,
     double momentum, double eps, std::optional<double> negative_slope,
     const std::optional<at::Tensor>& num_batches_tracked) {
-  const BatchNormForward t = prepare_batch_norm(x_, weight, bias, running_mean, running_var, training,
-                                                momentum, eps, negative_slope, num_batches_tracked);
+  const BatchNormForward t = prepare_batch_norm(x_, weight, bias, running_mean, running_var, training, momentum, eps,
+                                                negative_slope, num_batches_tracked);
   if (empty_batch_norm(t, eps)) return {t.y, t.save_mean, t.save_invstd};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "batch_norm_cpu", [&] {
     using acc = acc_t<scalar_t>;
-    Params<acc> p{const_ptr_or_null<acc>(t.w), const_ptr_or_null<acc>(t.b), ptr_or_null<acc>(t.rm), ptr_or_null<acc>(t.rv),
-                  t.save_mean.mutable_data_ptr<acc>(), t.save_invstd.mutable_data_ptr<acc>(), acc(momentum),
-                  acc(eps), acc(negative_slope.has_value() ? *negative_slope : 1.0), training};
-    forward_kernel<scalar_t>(t.x.const_data_ptr<scalar_t>(), t.y.mutable_data_ptr<scalar_t>(),
-                             channel_geometry(t.x), p);
+    Params<acc> p{const_ptr_or_null<acc>(t.w),
+                  const_ptr_or_null<acc>(t.b),
+                  ptr_or_null<acc>(t.rm),
+                  ptr_or_null<acc>(t.rv),
+                  t.save_mean.mutable_data_ptr<acc>(),
+                  t.save_invstd.mutable_data_ptr<acc>(),
+                  acc(momentum),
+                  acc(eps),
+                  acc(negative_slope.has_value() ? *negative_slope : 1.0),
+                  training};
+    forward_kernel<scalar_t>(t.x.const_data_ptr<scalar_t>(), t.y.mutable_data_ptr<scalar_t>(), channel_geometry(t.x),
+                             p);
   });
   if (training) write_back_running_stats(t.rm, t.rv, running_mean, running_var);
   if (t.num_batches_tracked) ++*t.num_batches_tracked;
@@ -335,18 +344,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cpu(
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward_cpu(
     const at::Tensor& grad_, const at::Tensor& x_, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, const at::Tensor& save_mean_, const at::Tensor& save_invstd_,
-    bool training, std::optional<double> negative_slope, std::array<bool, 3> output_mask) {
-  const BatchNormBackward t = prepare_batch_norm_backward(grad_, x_, weight, bias, save_mean_, save_invstd_,
-                                                          output_mask);
+    const std::optional<at::Tensor>& bias, const at::Tensor& save_mean_, const at::Tensor& save_invstd_, bool training,
+    std::optional<double> negative_slope, std::array<bool, 3> output_mask) {
+  const BatchNormBackward t =
+      prepare_batch_norm_backward(grad_, x_, weight, bias, save_mean_, save_invstd_, output_mask);
   if (empty_batch_norm_backward(t)) return finish_batch_norm_backward(t, weight, bias);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.x.scalar_type(), "batch_norm_backward_cpu", [&] {
     using acc = acc_t<scalar_t>;
-    BackwardParams<acc> p{const_ptr_or_null<acc>(t.w), const_ptr_or_null<acc>(t.b),
-                          t.mean.const_data_ptr<acc>(), t.invstd.const_data_ptr<acc>(),
+    BackwardParams<acc> p{const_ptr_or_null<acc>(t.w),
+                          const_ptr_or_null<acc>(t.b),
+                          t.mean.const_data_ptr<acc>(),
+                          t.invstd.const_data_ptr<acc>(),
                           output_mask[1] ? t.gw.mutable_data_ptr<acc>() : nullptr,
                           output_mask[2] ? t.gb.mutable_data_ptr<acc>() : nullptr,
-                          acc(negative_slope.has_value() ? *negative_slope : 1.0), training};
+                          acc(negative_slope.has_value() ? *negative_slope : 1.0),
+                          training};
     backward_kernel<scalar_t>(t.grad.const_data_ptr<scalar_t>(), t.x.const_data_ptr<scalar_t>(),
                               output_mask[0] ? t.dx.mutable_data_ptr<scalar_t>() : nullptr, channel_geometry(t.x), p);
   });

@@ -19,8 +19,7 @@ namespace {
 constexpr int64_t kGrain = 32768;  // elements per parallel task, as ATen's GRAIN_SIZE
 
 template <typename scalar_t, typename bias_t>
-void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeometry g,
-                    double slope, double scale) {
+void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeometry g, double slope, double scale) {
   using IO = cpu::VecIO<scalar_t>;
   using acc = typename IO::acc;
   using Vec = typename IO::Vec;
@@ -30,8 +29,7 @@ void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeom
 
   if (g.inner == 1) {  // rows of C channels: the bias varies along the row
     const int64_t C = g.channels;
-    at::parallel_for(0, g.outer, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)),
-                     [&](int64_t r0, int64_t r1) {
+    at::parallel_for(0, g.outer, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const scalar_t* xr = x + r * C;
         scalar_t* yr = y + r * C;
@@ -48,8 +46,7 @@ void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeom
   }
   // blocks of `inner` elements share one channel
   const int64_t inner = g.inner;
-  at::parallel_for(0, g.outer * g.channels, std::max<int64_t>(1, kGrain / inner),
-                   [&](int64_t k0, int64_t k1) {
+  at::parallel_for(0, g.outer * g.channels, std::max<int64_t>(1, kGrain / inner), [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
       const acc bk = bias_at(k % g.channels);
       const Vec vb(bk);
@@ -72,8 +69,8 @@ void forward_kernel(const scalar_t* x, const bias_t* b, scalar_t* y, ChannelGeom
 // the input, not on the thread count, and float32 sums stay short.
 constexpr int64_t kMaxChunks = 64, kMinChunkRows = 8;
 template <typename scalar_t, typename bias_t>
-void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t* gb,
-                     ChannelGeometry g, double slope, double scale) {
+void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t* gb, ChannelGeometry g, double slope,
+                     double scale) {
   using IO = cpu::VecIO<scalar_t>;
   using acc = typename IO::acc;
   using Vec = typename IO::Vec;
@@ -87,33 +84,34 @@ void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t
     const int64_t rows = gb ? std::max<int64_t>(1, (g.outer + want - 1) / std::max<int64_t>(want, 1)) : 1;
     const int64_t chunks = std::max<int64_t>(1, (g.outer + rows - 1) / rows);
     std::vector<acc> partial(gb ? chunks * C : 0, acc(0));
-    at::parallel_for(0, chunks, std::max<int64_t>(1, kGrain / std::max<int64_t>(rows * C, 1)),
-                     [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1; ++q) {
-        const int64_t r0 = q * rows, r1 = std::min(g.outer, r0 + rows);
-        acc* part = gb ? partial.data() + q * C : nullptr;
-        for (int64_t r = r0; r < r1; ++r) {
-          const int64_t off = r * C;
-          int64_t c = 0;
-          for (; c + IO::size <= C; c += IO::size) {
-            const Vec d = bias_act::backward(IO::load(gr + off + c), IO::load(y + off + c), vpos, vneg);
-            IO::store(gx + off + c, d);
-            if (part) (Vec::loadu(part + c) + d).store(part + c);
+    at::parallel_for(
+        0, chunks, std::max<int64_t>(1, kGrain / std::max<int64_t>(rows * C, 1)), [&](int64_t q0, int64_t q1) {
+          for (int64_t q = q0; q < q1; ++q) {
+            const int64_t r0 = q * rows, r1 = std::min(g.outer, r0 + rows);
+            acc* part = gb ? partial.data() + q * C : nullptr;
+            for (int64_t r = r0; r < r1; ++r) {
+              const int64_t off = r * C;
+              int64_t c = 0;
+              for (; c + IO::size <= C; c += IO::size) {
+                const Vec d = bias_act::backward(IO::load(gr + off + c), IO::load(y + off + c), vpos, vneg);
+                IO::store(gx + off + c, d);
+                if (part) (Vec::loadu(part + c) + d).store(part + c);
+              }
+              for (; c < C; ++c) {
+                const acc d = bias_act::backward(acc(gr[off + c]), acc(y[off + c]), pos, neg);
+                gx[off + c] = d;
+                if (part) part[c] += d;
+              }
+            }
           }
-          for (; c < C; ++c) {
-            const acc d = bias_act::backward(acc(gr[off + c]), acc(y[off + c]), pos, neg);
-            gx[off + c] = d;
-            if (part) part[c] += d;
-          }
-        }
-      }
-    });
+        });
     if (gb) {  // the chunks' partials added in chunk order, whole vectors of channels at a time
       std::vector<acc> total(C, acc(0));
       for (int64_t q = 0; q < chunks; ++q) {
         const acc* part = partial.data() + q * C;
         int64_t c = 0;
-        for (; c + Vec::size() <= C; c += Vec::size()) (Vec::loadu(total.data() + c) + Vec::loadu(part + c)).store(total.data() + c);
+        for (; c + Vec::size() <= C; c += Vec::size())
+          (Vec::loadu(total.data() + c) + Vec::loadu(part + c)).store(total.data() + c);
         for (; c < C; ++c) total[c] += part[c];
       }
       for (int64_t c = 0; c < C; ++c) gb[c] = bias_t(total[c]);
@@ -122,37 +120,37 @@ void backward_kernel(const scalar_t* gr, const scalar_t* y, scalar_t* gx, bias_t
   }
   // NC*-contiguous: each channel's elements are `outer` blocks of `inner`; one task per channel
   const int64_t inner = g.inner;
-  at::parallel_for(0, C, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner * g.outer, 1)),
-                   [&](int64_t c0, int64_t c1) {
-    const int64_t per = cpu::planes_per_chunk(inner);
-    for (int64_t c = c0; c < c1; ++c) {
-      acc total = 0;
-      for (int64_t n0 = 0; n0 < g.outer; n0 += per) {
-        Vec vsum(acc(0));
-        acc ssum = 0;
-        for (int64_t n = n0; n < std::min(n0 + per, g.outer); ++n) {
-          const int64_t off = (n * C + c) * inner;
-          int64_t j = 0;
-          for (; j + IO::size <= inner; j += IO::size) {
-            const Vec d = bias_act::backward(IO::load(gr + off + j), IO::load(y + off + j), vpos, vneg);
-            IO::store(gx + off + j, d);
-            vsum = vsum + d;
+  at::parallel_for(
+      0, C, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner * g.outer, 1)), [&](int64_t c0, int64_t c1) {
+        const int64_t per = cpu::planes_per_chunk(inner);
+        for (int64_t c = c0; c < c1; ++c) {
+          acc total = 0;
+          for (int64_t n0 = 0; n0 < g.outer; n0 += per) {
+            Vec vsum(acc(0));
+            acc ssum = 0;
+            for (int64_t n = n0; n < std::min(n0 + per, g.outer); ++n) {
+              const int64_t off = (n * C + c) * inner;
+              int64_t j = 0;
+              for (; j + IO::size <= inner; j += IO::size) {
+                const Vec d = bias_act::backward(IO::load(gr + off + j), IO::load(y + off + j), vpos, vneg);
+                IO::store(gx + off + j, d);
+                vsum = vsum + d;
+              }
+              for (; j < inner; ++j) {
+                const acc d = bias_act::backward(acc(gr[off + j]), acc(y[off + j]), pos, neg);
+                gx[off + j] = d;
+                ssum += d;
+              }
+            }
+            total += cpu::sum_lanes(vsum) + ssum;
           }
-          for (; j < inner; ++j) {
-            const acc d = bias_act::backward(acc(gr[off + j]), acc(y[off + j]), pos, neg);
-            gx[off + j] = d;
-            ssum += d;
-          }
+          if (gb) gb[c] = bias_t(total);
         }
-        total += cpu::sum_lanes(vsum) + ssum;
-      }
-      if (gb) gb[c] = bias_t(total);
-    }
-  });
+      });
 }
 
-at::Tensor bias_leaky_relu_cpu(const at::Tensor& x_, const std::optional<at::Tensor>& bias,
-                               double negative_slope, double scale) {
+at::Tensor bias_leaky_relu_cpu(const at::Tensor& x_, const std::optional<at::Tensor>& bias, double negative_slope,
+                               double scale) {
   check_bias_leaky_relu_args(x_, bias, negative_slope, scale);
   const auto layout = out_layout(x_);
   const at::Tensor x = x_.contiguous(layout);
@@ -170,8 +168,7 @@ at::Tensor bias_leaky_relu_cpu(const at::Tensor& x_, const std::optional<at::Ten
   return y;
 }
 
-std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_backward_cpu(const at::Tensor& grad_,
-                                                                const at::Tensor& y_,
+std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_backward_cpu(const at::Tensor& grad_, const at::Tensor& y_,
                                                                 double negative_slope, double scale,
                                                                 std::optional<at::ScalarType> bias_dtype) {
   check_bias_leaky_relu_backward_args(grad_, y_, bias_dtype);
@@ -184,10 +181,9 @@ std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_backward_cpu(const at::Tensor
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "bias_leaky_relu_backward_cpu", [&] {
     with_bias_type<scalar_t>(gb.scalar_type() != y.scalar_type(), [&](auto* tag) {
       using bias_t = std::remove_pointer_t<decltype(tag)>;
-      backward_kernel<scalar_t, bias_t>(grad.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
-                                        gx.mutable_data_ptr<scalar_t>(),
-                                        need_bias_grad ? gb.mutable_data_ptr<bias_t>() : nullptr,
-                                        channel_geometry(y), negative_slope, scale);
+      backward_kernel<scalar_t, bias_t>(
+          grad.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(),
+          need_bias_grad ? gb.mutable_data_ptr<bias_t>() : nullptr, channel_geometry(y), negative_slope, scale);
     });
   });
   return {gx, gb};

@@ -53,8 +53,7 @@ acc_t<scalar_t> chunk_sum(const Segment<scalar_t>& s, int64_t i0, int64_t i1) {
   acc sum = 0;
   for (int64_t l = 0; l < IO::size; ++l) sum += lanes[l];
   for (; i < i1; ++i) {
-    sum += losses::element_loss(acc(s.x[i]), at_or(s.t, i, s.tv), at_or(s.w, i, acc(1)),
-                                at_or(s.pw, i, acc(1)));
+    sum += losses::element_loss(acc(s.x[i]), at_or(s.t, i, s.tv), at_or(s.w, i, acc(1)), at_or(s.pw, i, acc(1)));
   }
   return sum;
 }
@@ -74,8 +73,10 @@ acc_t<scalar_t> reduce(const Segment<scalar_t>* segs, int nseg) {
       partial[q] = chunk_sum(segs[k], i0, std::min(i0 + kChunk, segs[k].n));
     }
   };
-  if (chunks <= 2) work(0, chunks);  // a GAN batch: no thread pool round trip
-  else at::parallel_for(0, chunks, 1, work);
+  if (chunks <= 2)
+    work(0, chunks);  // a GAN batch: no thread pool round trip
+  else
+    at::parallel_for(0, chunks, 1, work);
   acc total = 0;
   for (int k = 0; k < nseg; ++k) {
     acc s = 0;
@@ -103,34 +104,36 @@ void elementwise(const Segment<scalar_t>& s, scalar_t* out, const scalar_t* ge, 
     }
     for (; i < i1; ++i) {
       const acc x = s.x[i], t = at_or(s.t, i, s.tv), w = at_or(s.w, i, acc(1)), pw = at_or(s.pw, i, acc(1));
-      out[i] = GRAD ? losses::element_grad(x, t, w, pw) * at_or(ge, i, g_all)
-                    : losses::element_loss(x, t, w, pw);
+      out[i] = GRAD ? losses::element_grad(x, t, w, pw) * at_or(ge, i, g_all) : losses::element_loss(x, t, w, pw);
     }
   };
-  if (s.n <= kGrain) work(0, s.n);
-  else at::parallel_for(0, s.n, kGrain, work);
+  if (s.n <= kGrain)
+    work(0, s.n);
+  else
+    at::parallel_for(0, s.n, kGrain, work);
 }
 
 // A 0-dim (one element) tensor's value.
 double scalar_value(const at::Tensor& t) {
   double v = 0;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "scalar_value", [&] {
-    v = double(*t.const_data_ptr<scalar_t>());
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "scalar_value",
+                                  [&] { v = double(*t.const_data_ptr<scalar_t>()); });
   return v;
 }
 
-at::Tensor bce_with_logits_cpu(const at::Tensor& logits, const std::optional<at::Tensor>& target,
-                               double target_value, const std::optional<at::Tensor>& weight,
-                               const std::optional<at::Tensor>& pos_weight, c10::string_view reduction) {
-  const BceArgs a = prepare_bce_args("bce_with_logits", logits, target, target_value, weight,
-                                     pos_weight, std::string_view(reduction.data(), reduction.size()));
+at::Tensor bce_with_logits_cpu(const at::Tensor& logits, const std::optional<at::Tensor>& target, double target_value,
+                               const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& pos_weight,
+                               c10::string_view reduction) {
+  const BceArgs a = prepare_bce_args("bce_with_logits", logits, target, target_value, weight, pos_weight,
+                                     std::string_view(reduction.data(), reduction.size()));
   const bool none = a.reduction == Reduction::None;
   at::Tensor out = none ? at::empty(a.x.sizes(), a.x.options()) : at::empty({}, a.x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "bce_with_logits_cpu", [&] {
     const auto seg = losses::segment_of<scalar_t>(a);
-    if (none) elementwise<scalar_t, false>(seg, out.mutable_data_ptr<scalar_t>(), nullptr, 0);
-    else *out.mutable_data_ptr<scalar_t>() = scalar_t(reduce(&seg, 1));
+    if (none)
+      elementwise<scalar_t, false>(seg, out.mutable_data_ptr<scalar_t>(), nullptr, 0);
+    else
+      *out.mutable_data_ptr<scalar_t>() = scalar_t(reduce(&seg, 1));
   });
   return out;
 }
@@ -138,8 +141,7 @@ at::Tensor bce_with_logits_cpu(const at::Tensor& logits, const std::optional<at:
 at::Tensor bce_with_logits_backward_cpu(const at::Tensor& grad_, const at::Tensor& logits,
                                         const std::optional<at::Tensor>& target, double target_value,
                                         const std::optional<at::Tensor>& weight,
-                                        const std::optional<at::Tensor>& pos_weight,
-                                        c10::string_view reduction) {
+                                        const std::optional<at::Tensor>& pos_weight, c10::string_view reduction) {
   constexpr const char* op = "bce_with_logits_backward";
   const BceArgs a = prepare_bce_args(op, logits, target, target_value, weight, pos_weight,
                                      std::string_view(reduction.data(), reduction.size()));
@@ -148,15 +150,13 @@ at::Tensor bce_with_logits_backward_cpu(const at::Tensor& grad_, const at::Tenso
   at::Tensor gx = at::empty(a.x.sizes(), a.x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "bce_with_logits_backward_cpu", [&] {
     const auto seg = losses::segment_of<scalar_t>(a);
-    elementwise<scalar_t, true>(seg, gx.mutable_data_ptr<scalar_t>(),
-                                none ? grad.const_data_ptr<scalar_t>() : nullptr,
+    elementwise<scalar_t, true>(seg, gx.mutable_data_ptr<scalar_t>(), none ? grad.const_data_ptr<scalar_t>() : nullptr,
                                 none ? 0 : acc_t<scalar_t>(scalar_value(grad)));
   });
   return gx;
 }
 
-at::Tensor gan_d_loss_cpu(const at::Tensor& real_, const at::Tensor& fake_, double real_label,
-                          double fake_label) {
+at::Tensor gan_d_loss_cpu(const at::Tensor& real_, const at::Tensor& fake_, double real_label, double fake_label) {
   check_gan_d_loss_args(real_, fake_, real_label, fake_label);
   const at::Tensor real = real_.contiguous(), fake = fake_.contiguous();
   at::Tensor out = at::empty({}, real.options().dtype(loss_acc_dtype(real)));
@@ -177,10 +177,10 @@ std::tuple<at::Tensor, at::Tensor> gan_d_loss_backward_cpu(const at::Tensor& gra
   at::Tensor gr = at::empty(real.sizes(), real.options()), gf = at::empty(fake.sizes(), fake.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "gan_d_loss_backward_cpu", [&] {
     const acc_t<scalar_t> g = scalar_value(grad);
-    elementwise<scalar_t, true>(losses::label_segment<scalar_t>(real, real_label),
-                                gr.mutable_data_ptr<scalar_t>(), nullptr, g);
-    elementwise<scalar_t, true>(losses::label_segment<scalar_t>(fake, fake_label),
-                                gf.mutable_data_ptr<scalar_t>(), nullptr, g);
+    elementwise<scalar_t, true>(losses::label_segment<scalar_t>(real, real_label), gr.mutable_data_ptr<scalar_t>(),
+                                nullptr, g);
+    elementwise<scalar_t, true>(losses::label_segment<scalar_t>(fake, fake_label), gf.mutable_data_ptr<scalar_t>(),
+                                nullptr, g);
   });
   return {gr, gf};
 }
@@ -202,8 +202,8 @@ at::Tensor gan_g_loss_backward_cpu(const at::Tensor& grad_, const at::Tensor& fa
   const at::Tensor grad = prepare_loss_grad("gan_g_loss_backward", grad_, fake, false);
   at::Tensor gf = at::empty(fake.sizes(), fake.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, fake.scalar_type(), "gan_g_loss_backward_cpu", [&] {
-    elementwise<scalar_t, true>(losses::label_segment<scalar_t>(fake, real_label),
-                                gf.mutable_data_ptr<scalar_t>(), nullptr, acc_t<scalar_t>(scalar_value(grad)));
+    elementwise<scalar_t, true>(losses::label_segment<scalar_t>(fake, real_label), gf.mutable_data_ptr<scalar_t>(),
+                                nullptr, acc_t<scalar_t>(scalar_value(grad)));
   });
   return gf;
 }

@@ -33,9 +33,7 @@ struct VecIO<scalar_t, std::enable_if_t<at::vec::is_reduced_floating_point_v<sca
     at::vec::load_to_float<scalar_t>(p, out);
     return out;
   }
-  static void store(scalar_t* p, const Vec& v) {
-    at::vec::convert_from_float<scalar_t>(v, v).store(p, size);
-  }
+  static void store(scalar_t* p, const Vec& v) { at::vec::convert_from_float<scalar_t>(v, v).store(p, size); }
 };
 
 // The sum of a vector's lanes, in lane order (deterministic).

@@ -33,8 +33,7 @@ __global__ void adam_kernel(AdamList<T> L, const float* __restrict__ step, T lr,
   const T bc2_sqrt = adam::root(T(1) - pow(beta2, s));
   const bool decay = weight_decay != T(0);
   const int64_t total = L.end[L.n - 1];
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int t = 0;
     while (i >= L.end[t]) ++t;
     const int64_t j = i - (t ? L.end[t - 1] : 0);
@@ -51,8 +50,8 @@ void adam_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_a
   check_adam_args(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay);
   if (params.empty()) return;
   TORCH_CHECK_VALUE(step.device() == params[0].device() && step.scalar_type() == at::kFloat,
-                    "adam_: step must be a float32 tensor on the parameters' device ", params[0].device(),
-                    ", got ", step.scalar_type(), " on ", step.device());
+                    "adam_: step must be a float32 tensor on the parameters' device ", params[0].device(), ", got ",
+                    step.scalar_type(), " on ", step.device());
   const c10::cuda::CUDAGuard guard(params[0].device());
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "adam_cuda", [&] {
@@ -82,6 +81,8 @@ void adam_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_a
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastgan, CUDA, m) { m.impl("adam_", &adam_cuda); }
+TORCH_LIBRARY_IMPL(fastgan, CUDA, m) {
+  m.impl("adam_", &adam_cuda);
+}
 
 }  // namespace fastgan

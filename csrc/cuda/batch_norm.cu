@@ -42,7 +42,7 @@ struct Args {
   acc* rmean;  // forward: updated in training (null: not tracked), read in eval
   acc* rvar;
   int64_t* num_batches_tracked;  // forward in training: + 1, by channel 0's finalize (null: none)
-  acc* save_mean;  // forward writes, backward reads
+  acc* save_mean;                // forward writes, backward reads
   acc* save_invstd;
   acc* gw;  // backward outputs; null when not wanted
   acc* gb;
@@ -99,8 +99,10 @@ __device__ __forceinline__ void channel_finalize(const Args<scalar_t>& a, int64_
 // One element's step with its channel's coefficients k: the same functions the CPU kernels run.
 template <bool BWD, typename acc>
 __device__ __forceinline__ void element_sums(acc xv, acc dyv, const acc* k, acc neg, acc& s1, acc& s2) {
-  if constexpr (BWD) bn::add_grad_sums(xv, dyv, k[bn::kMean], k[bn::kZScale], k[bn::kZOffset], neg, s1, s2);
-  else bn::add_sums(xv, k[bn::kShift], s1, s2);
+  if constexpr (BWD)
+    bn::add_grad_sums(xv, dyv, k[bn::kMean], k[bn::kZScale], k[bn::kZOffset], neg, s1, s2);
+  else
+    bn::add_sums(xv, k[bn::kShift], s1, s2);
 }
 
 template <bool BWD, typename acc>
@@ -115,7 +117,7 @@ __device__ __forceinline__ acc element_apply(acc xv, acc dyv, const acc* k, acc 
 // rows: grid (column tiles of 32 * VEC channels, chunks of rows), block (32, 8). FUSED (one
 // chunk): reduce, finalize in shared memory, apply. Otherwise write partial[chunk][2][C].
 template <typename scalar_t, int VEC, bool BWD, bool FUSED, typename index_t>
-__global__ void __launch_bounds__(kRowsX * kRowsY) rows_kernel(const Args<scalar_t> a) {
+__global__ void __launch_bounds__(kRowsX* kRowsY) rows_kernel(const Args<scalar_t> a) {
   using acc = acc_t<scalar_t>;
   using V = AlignedVec<scalar_t, VEC>;
   constexpr int K = num_coefs<BWD>();
@@ -323,7 +325,8 @@ void launch(Args<scalar_t> a, const at::Tensor& like, bool need_sums) {
   const bool rows = a.inner == 1;
   const int64_t n = a.outer * a.C * a.inner, C = a.C;
   const int vec = cuda::vec_width<scalar_t>({a.x, a.dy, a.out}, rows ? C : a.inner);
-  const auto acc_options = like.options().dtype(c10::CppTypeToScalarType<acc>::value).memory_format(at::MemoryFormat::Contiguous);
+  const auto acc_options =
+      like.options().dtype(c10::CppTypeToScalarType<acc>::value).memory_format(at::MemoryFormat::Contiguous);
 
   // chunks of rows (rows) or of outer (planes); 1 = the fused single launch
   int64_t chunks = 1;
@@ -345,8 +348,10 @@ void launch(Args<scalar_t> a, const at::Tensor& like, bool need_sums) {
   chunks = cuda::ceil_div(a.outer, a.per_chunk);
 
   auto by_vec = [&](int v, auto&& f) {
-    if (v == W) f(std::integral_constant<int, W>{});
-    else f(std::integral_constant<int, 1>{});
+    if (v == W)
+      f(std::integral_constant<int, W>{});
+    else
+      f(std::integral_constant<int, 1>{});
   };
 
   if (need_sums && chunks == 1) {  // one launch: reduce, finalize and apply
@@ -375,7 +380,8 @@ void launch(Args<scalar_t> a, const at::Tensor& like, bool need_sums) {
             <<<dim3(unsigned(cuda::ceil_div(C, int64_t(kRowsX) * V)), unsigned(chunks)), dim3(kRowsX, kRowsY), 0,
                stream>>>(a);
       } else {
-        planes_kernel<scalar_t, V, BWD, false, index_t><<<dim3(unsigned(C), unsigned(chunks)), kThreads, 0, stream>>>(a);
+        planes_kernel<scalar_t, V, BWD, false, index_t>
+            <<<dim3(unsigned(C), unsigned(chunks)), kThreads, 0, stream>>>(a);
       }
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -402,8 +408,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cuda(
     double momentum, double eps, std::optional<double> negative_slope,
     const std::optional<at::Tensor>& num_batches_tracked) {
   const c10::cuda::CUDAGuard guard(x_.device());
-  const BatchNormForward t = prepare_batch_norm(x_, weight, bias, running_mean, running_var, training,
-                                                momentum, eps, negative_slope, num_batches_tracked);
+  const BatchNormForward t = prepare_batch_norm(x_, weight, bias, running_mean, running_var, training, momentum, eps,
+                                                negative_slope, num_batches_tracked);
   if (empty_batch_norm(t, eps)) return {t.y, t.save_mean, t.save_invstd};
   const at::Tensor& x = t.x;
   const auto geo = channel_geometry(x);
@@ -429,8 +435,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cuda(
     a.neg = acc(negative_slope.has_value() ? *negative_slope : 1.0);
     a.training = training;
     // 32-bit indices where every element offset (and a grid-stride step past the end) fits
-    if (x.numel() <= INT32_MAX / 2) launch<scalar_t, false, int32_t>(a, x, training);
-    else launch<scalar_t, false, int64_t>(a, x, training);
+    if (x.numel() <= INT32_MAX / 2)
+      launch<scalar_t, false, int32_t>(a, x, training);
+    else
+      launch<scalar_t, false, int64_t>(a, x, training);
   });
   if (training) write_back_running_stats(t.rm, t.rv, running_mean, running_var);
   return {t.y, t.save_mean, t.save_invstd};
@@ -438,11 +446,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cuda(
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward_cuda(
     const at::Tensor& grad_, const at::Tensor& x_, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, const at::Tensor& save_mean_, const at::Tensor& save_invstd_,
-    bool training, std::optional<double> negative_slope, std::array<bool, 3> output_mask) {
+    const std::optional<at::Tensor>& bias, const at::Tensor& save_mean_, const at::Tensor& save_invstd_, bool training,
+    std::optional<double> negative_slope, std::array<bool, 3> output_mask) {
   const c10::cuda::CUDAGuard guard(x_.device());
-  const BatchNormBackward t = prepare_batch_norm_backward(grad_, x_, weight, bias, save_mean_, save_invstd_,
-                                                          output_mask);
+  const BatchNormBackward t =
+      prepare_batch_norm_backward(grad_, x_, weight, bias, save_mean_, save_invstd_, output_mask);
   if (empty_batch_norm_backward(t)) return finish_batch_norm_backward(t, weight, bias);
   const at::Tensor& x = t.x;
   const auto geo = channel_geometry(x);
@@ -466,8 +474,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward_cuda(
     a.training = training;
     const bool need_sums = output_mask[1] || output_mask[2] || (output_mask[0] && training);
     if (!need_sums && !output_mask[0]) return;
-    if (x.numel() <= INT32_MAX / 2) launch<scalar_t, true, int32_t>(a, x, need_sums);
-    else launch<scalar_t, true, int64_t>(a, x, need_sums);
+    if (x.numel() <= INT32_MAX / 2)
+      launch<scalar_t, true, int32_t>(a, x, need_sums);
+    else
+      launch<scalar_t, true, int64_t>(a, x, need_sums);
   });
   return finish_batch_norm_backward(t, weight, bias);
 }

@@ -20,9 +20,8 @@ constexpr int kRowLanes = 16;            // threadIdx.y extent of the rows kerne
 // ROWS: memory order is (outer, C) (inner == 1): the VEC elements of an access are VEC
 // consecutive channels. Otherwise the VEC elements share channel (i / inner) % C.
 template <typename scalar_t, typename bias_t, int VEC, bool ROWS, typename index_t>
-__global__ void forward_kernel(const scalar_t* __restrict__ x, const bias_t* __restrict__ b,
-                               scalar_t* __restrict__ y, index_t nvec, index_t C, index_t inner,
-                               acc_t<scalar_t> pos, acc_t<scalar_t> neg) {
+__global__ void forward_kernel(const scalar_t* __restrict__ x, const bias_t* __restrict__ b, scalar_t* __restrict__ y,
+                               index_t nvec, index_t C, index_t inner, acc_t<scalar_t> pos, acc_t<scalar_t> neg) {
   using acc = acc_t<scalar_t>;
   using V = AlignedVec<scalar_t, VEC>;
   for (index_t v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
@@ -48,8 +47,8 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x, const bias_t* __r
 // grad_x only (no bias gradient wanted): elementwise.
 template <typename scalar_t, int VEC, typename index_t>
 __global__ void backward_elementwise_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ y,
-                                            scalar_t* __restrict__ gx, index_t nvec,
-                                            acc_t<scalar_t> pos, acc_t<scalar_t> neg) {
+                                            scalar_t* __restrict__ gx, index_t nvec, acc_t<scalar_t> pos,
+                                            acc_t<scalar_t> neg) {
   using acc = acc_t<scalar_t>;
   using V = AlignedVec<scalar_t, VEC>;
   for (index_t v = blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += gridDim.x * blockDim.x) {
@@ -67,8 +66,8 @@ __global__ void backward_elementwise_kernel(const scalar_t* __restrict__ g, cons
 template <typename scalar_t, typename bias_t, int VEC, typename index_t>
 __global__ void backward_rows_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ y,
                                      scalar_t* __restrict__ gx, acc_t<scalar_t>* __restrict__ partial,
-                                     bias_t* __restrict__ gb, index_t rows, index_t C,
-                                     index_t rows_per_chunk, acc_t<scalar_t> pos, acc_t<scalar_t> neg) {
+                                     bias_t* __restrict__ gb, index_t rows, index_t C, index_t rows_per_chunk,
+                                     acc_t<scalar_t> pos, acc_t<scalar_t> neg) {
   using acc = acc_t<scalar_t>;
   using V = AlignedVec<scalar_t, VEC>;
   __shared__ acc sums[kRowLanes][32 * VEC];
@@ -100,8 +99,10 @@ __global__ void backward_rows_kernel(const scalar_t* __restrict__ g, const scala
     for (int k = 0; k < VEC; ++k) {
       acc t = acc(0);
       for (int j = 0; j < kRowLanes; ++j) t += sums[j][threadIdx.x * VEC + k];
-      if (partial) partial[index_t(blockIdx.y) * C + col + k] = t;
-      else gb[col + k] = bias_t(t);
+      if (partial)
+        partial[index_t(blockIdx.y) * C + col + k] = t;
+      else
+        gb[col + k] = bias_t(t);
     }
   }
 }
@@ -137,8 +138,10 @@ __global__ void backward_planes_kernel(const scalar_t* __restrict__ g, const sca
   }
   s = cuda::block_sum(s, shared);
   if (threadIdx.x == 0) {
-    if (partial) partial[index_t(blockIdx.y) * C + c] = s;
-    else gb[c] = bias_t(s);
+    if (partial)
+      partial[index_t(blockIdx.y) * C + c] = s;
+    else
+      gb[c] = bias_t(s);
   }
 }
 
@@ -166,21 +169,23 @@ void launch_forward(const at::Tensor& x, const bias_t* b, at::Tensor& y, double 
   auto go = [&](auto vec_tag, auto rows_tag) {
     constexpr int V = decltype(vec_tag)::value;
     constexpr bool R = decltype(rows_tag)::value;
-    forward_kernel<scalar_t, bias_t, V, R, index_t><<<cuda::grid_for(n / V, kThreads), kThreads, 0, stream>>>(
-        xp, b, yp, n / V, geo.channels, geo.inner, pos, neg);
+    forward_kernel<scalar_t, bias_t, V, R, index_t>
+        <<<cuda::grid_for(n / V, kThreads), kThreads, 0, stream>>>(xp, b, yp, n / V, geo.channels, geo.inner, pos, neg);
   };
   constexpr int W = 16 / sizeof(scalar_t);
   if (vec == W) {
-    rows ? go(std::integral_constant<int, W>{}, std::true_type{}) : go(std::integral_constant<int, W>{}, std::false_type{});
+    rows ? go(std::integral_constant<int, W>{}, std::true_type{})
+         : go(std::integral_constant<int, W>{}, std::false_type{});
   } else {
-    rows ? go(std::integral_constant<int, 1>{}, std::true_type{}) : go(std::integral_constant<int, 1>{}, std::false_type{});
+    rows ? go(std::integral_constant<int, 1>{}, std::true_type{})
+         : go(std::integral_constant<int, 1>{}, std::false_type{});
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename scalar_t, typename bias_t, typename index_t>
-void launch_backward(const at::Tensor& g, const at::Tensor& y, at::Tensor& gx, at::Tensor& gb,
-                     bool need_bias_grad, double slope, double scale) {
+void launch_backward(const at::Tensor& g, const at::Tensor& y, at::Tensor& gx, at::Tensor& gb, bool need_bias_grad,
+                     double slope, double scale) {
   using acc = acc_t<scalar_t>;
   const auto geo = channel_geometry(y);
   const auto stream = c10::cuda::getCurrentCUDAStream();
@@ -195,8 +200,8 @@ void launch_backward(const at::Tensor& g, const at::Tensor& y, at::Tensor& gx, a
     const int vec = cuda::vec_width<scalar_t>({gp, yp, gxp}, n);
     auto go = [&](auto vec_tag) {
       constexpr int V = decltype(vec_tag)::value;
-      backward_elementwise_kernel<scalar_t, V, index_t><<<cuda::grid_for(n / V, kThreads), kThreads, 0, stream>>>(
-          gp, yp, gxp, n / V, pos, neg);
+      backward_elementwise_kernel<scalar_t, V, index_t>
+          <<<cuda::grid_for(n / V, kThreads), kThreads, 0, stream>>>(gp, yp, gxp, n / V, pos, neg);
     };
     vec == W ? go(std::integral_constant<int, W>{}) : go(std::integral_constant<int, 1>{});
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -229,24 +234,26 @@ void launch_backward(const at::Tensor& g, const at::Tensor& y, at::Tensor& gx, a
   auto go = [&](auto vec_tag) {
     constexpr int V = decltype(vec_tag)::value;
     if (rows) {
-      backward_rows_kernel<scalar_t, bias_t, V, index_t><<<dim3(unsigned(cuda::ceil_div(C, 32 * V)), unsigned(chunks)), dim3(32, kRowLanes), 0, stream>>>(
-          gp, yp, gxp, pp, gbp, geo.outer, C, per_chunk, pos, neg);
+      backward_rows_kernel<scalar_t, bias_t, V, index_t>
+          <<<dim3(unsigned(cuda::ceil_div(C, 32 * V)), unsigned(chunks)), dim3(32, kRowLanes), 0, stream>>>(
+              gp, yp, gxp, pp, gbp, geo.outer, C, per_chunk, pos, neg);
     } else {
-      backward_planes_kernel<scalar_t, bias_t, V, index_t><<<dim3(unsigned(C), unsigned(chunks)), kThreads, 0, stream>>>(
-          gp, yp, gxp, pp, gbp, geo.outer, C, geo.inner, per_chunk, pos, neg);
+      backward_planes_kernel<scalar_t, bias_t, V, index_t>
+          <<<dim3(unsigned(C), unsigned(chunks)), kThreads, 0, stream>>>(gp, yp, gxp, pp, gbp, geo.outer, C, geo.inner,
+                                                                         per_chunk, pos, neg);
     }
   };
   vec == W ? go(std::integral_constant<int, W>{}) : go(std::integral_constant<int, 1>{});
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (chunks > 1) {
-    sum_partials_kernel<scalar_t, bias_t, index_t><<<unsigned(cuda::ceil_div(C, kThreads)), kThreads, 0, stream>>>(
-        pp, gbp, chunks, C);
+    sum_partials_kernel<scalar_t, bias_t, index_t>
+        <<<unsigned(cuda::ceil_div(C, kThreads)), kThreads, 0, stream>>>(pp, gbp, chunks, C);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
 
-at::Tensor bias_leaky_relu_cuda(const at::Tensor& x_, const std::optional<at::Tensor>& bias,
-                                double negative_slope, double scale) {
+at::Tensor bias_leaky_relu_cuda(const at::Tensor& x_, const std::optional<at::Tensor>& bias, double negative_slope,
+                                double scale) {
   check_bias_leaky_relu_args(x_, bias, negative_slope, scale);
   const auto layout = out_layout(x_);
   const at::Tensor x = x_.contiguous(layout);
@@ -260,8 +267,10 @@ at::Tensor bias_leaky_relu_cuda(const at::Tensor& x_, const std::optional<at::Te
       using bias_t = std::remove_pointer_t<decltype(tag)>;
       const bias_t* bp = has_bias ? b.const_data_ptr<bias_t>() : nullptr;
       // 32-bit indices where every offset and a grid-stride step past the end fit (as the other kernels)
-      if (x.numel() <= INT32_MAX / 2) launch_forward<scalar_t, bias_t, int32_t>(x, bp, y, negative_slope, scale);
-      else launch_forward<scalar_t, bias_t, int64_t>(x, bp, y, negative_slope, scale);
+      if (x.numel() <= INT32_MAX / 2)
+        launch_forward<scalar_t, bias_t, int32_t>(x, bp, y, negative_slope, scale);
+      else
+        launch_forward<scalar_t, bias_t, int64_t>(x, bp, y, negative_slope, scale);
     });
   });
   return y;
@@ -285,8 +294,10 @@ std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_backward_cuda(const at::Tenso
     with_bias_type<scalar_t>(gb.scalar_type() != y.scalar_type(), [&](auto* tag) {
       using bias_t = std::remove_pointer_t<decltype(tag)>;
       // 32-bit indices where (outer * C * inner) and the row offsets fit
-      if (y.numel() <= INT32_MAX / 2) launch_backward<scalar_t, bias_t, int32_t>(grad, y, gx, gb, need_bias_grad, negative_slope, scale);
-      else launch_backward<scalar_t, bias_t, int64_t>(grad, y, gx, gb, need_bias_grad, negative_slope, scale);
+      if (y.numel() <= INT32_MAX / 2)
+        launch_backward<scalar_t, bias_t, int32_t>(grad, y, gx, gb, need_bias_grad, negative_slope, scale);
+      else
+        launch_backward<scalar_t, bias_t, int64_t>(grad, y, gx, gb, need_bias_grad, negative_slope, scale);
     });
   });
   return {gx, gb};

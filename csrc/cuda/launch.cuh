@@ -42,7 +42,9 @@ inline int sm_count() {
   return count;
 }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
 
 // Grid for a grid-stride loop over n items with `threads` per block: enough blocks to fill
 // the GPU several times over, no more.

@@ -31,8 +31,7 @@ constexpr int kItemsPerThread = 16;  // below this many elements per thread, few
 // VEC elements of p from element i (a multiple of VEC; p 16-byte aligned when VEC > 1), as
 // acc; the number v where p is null.
 template <typename scalar_t, int VEC, typename index_t>
-__device__ __forceinline__ void load_or(const scalar_t* p, index_t i, acc_t<scalar_t> v,
-                                        acc_t<scalar_t> (&out)[VEC]) {
+__device__ __forceinline__ void load_or(const scalar_t* p, index_t i, acc_t<scalar_t> v, acc_t<scalar_t> (&out)[VEC]) {
   if (p == nullptr) {
 #pragma unroll
     for (int k = 0; k < VEC; ++k) out[k] = v;
@@ -51,8 +50,7 @@ __device__ __forceinline__ acc_t<scalar_t> at_or(const scalar_t* p, int64_t i, a
 // This thread's sum of the weighted losses of s: vectors v = tid, tid + stride, ... then the
 // n % VEC tail elements one by one.
 template <typename scalar_t, int VEC, typename index_t>
-__device__ __forceinline__ acc_t<scalar_t> segment_sum(const Segment<scalar_t>& s, index_t tid,
-                                                      index_t stride) {
+__device__ __forceinline__ acc_t<scalar_t> segment_sum(const Segment<scalar_t>& s, index_t tid, index_t stride) {
   using acc = acc_t<scalar_t>;
   const index_t n = index_t(s.n), nvec = n / VEC;
   acc sum = acc(0);
@@ -67,8 +65,7 @@ __device__ __forceinline__ acc_t<scalar_t> segment_sum(const Segment<scalar_t>& 
     for (int k = 0; k < VEC; ++k) sum += losses::element_loss(x[k], t[k], w[k], pw[k]);
   }
   for (index_t i = nvec * VEC + tid; i < n; i += stride) {
-    sum += losses::element_loss(acc(s.x[i]), at_or(s.t, i, s.tv), at_or(s.w, i, acc(1)),
-                                at_or(s.pw, i, acc(1)));
+    sum += losses::element_loss(acc(s.x[i]), at_or(s.t, i, s.tv), at_or(s.w, i, acc(1)), at_or(s.pw, i, acc(1)));
   }
   return sum;
 }
@@ -139,8 +136,7 @@ __device__ __forceinline__ void element_at(const Segment<scalar_t>& s, scalar_t*
                                            const scalar_t* __restrict__ ge, acc_t<scalar_t> g, index_t i) {
   using acc = acc_t<scalar_t>;
   const acc x = s.x[i], t = at_or(s.t, i, s.tv), w = at_or(s.w, i, acc(1)), pw = at_or(s.pw, i, acc(1));
-  out[i] = scalar_t(GRAD ? at_or(ge, i, g) * losses::element_grad(x, t, w, pw)
-                         : losses::element_loss(x, t, w, pw));
+  out[i] = scalar_t(GRAD ? at_or(ge, i, g) * losses::element_grad(x, t, w, pw) : losses::element_loss(x, t, w, pw));
 }
 
 // Both segments in one launch: a grid-stride loop over their vectors laid end to end, then
@@ -150,8 +146,7 @@ __device__ __forceinline__ void element_at(const Segment<scalar_t>& s, scalar_t*
 template <typename scalar_t, typename grad_t, bool GRAD, int VEC, typename index_t>
 __global__ void __launch_bounds__(kThreads)
     elementwise_kernel(Segment<scalar_t> s0, Segment<scalar_t> s1, scalar_t* __restrict__ out0,
-                       scalar_t* __restrict__ out1, const scalar_t* __restrict__ ge,
-                       const grad_t* __restrict__ gs) {
+                       scalar_t* __restrict__ out1, const scalar_t* __restrict__ ge, const grad_t* __restrict__ gs) {
   using acc = acc_t<scalar_t>;
   const index_t tid = index_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const index_t stride = index_t(gridDim.x) * blockDim.x;
@@ -159,12 +154,16 @@ __global__ void __launch_bounds__(kThreads)
   const acc g0 = g * s0.scale, g1 = g * s1.scale;
   const index_t nv0 = index_t(s0.n) / VEC, nv1 = index_t(s1.n) / VEC;
   for (index_t u = tid; u < nv0 + nv1; u += stride) {
-    if (u < nv0) vector_at<scalar_t, GRAD, VEC, index_t>(s0, out0, ge, g0, u * VEC);
-    else vector_at<scalar_t, GRAD, VEC, index_t>(s1, out1, nullptr, g1, (u - nv0) * VEC);
+    if (u < nv0)
+      vector_at<scalar_t, GRAD, VEC, index_t>(s0, out0, ge, g0, u * VEC);
+    else
+      vector_at<scalar_t, GRAD, VEC, index_t>(s1, out1, nullptr, g1, (u - nv0) * VEC);
   }
   const index_t r0 = index_t(s0.n) - nv0 * VEC, r1 = index_t(s1.n) - nv1 * VEC;  // each < VEC
-  if (tid < r0) element_at<scalar_t, GRAD, index_t>(s0, out0, ge, g0, nv0 * VEC + tid);
-  else if (tid < r0 + r1) element_at<scalar_t, GRAD, index_t>(s1, out1, nullptr, g1, nv1 * VEC + (tid - r0));
+  if (tid < r0)
+    element_at<scalar_t, GRAD, index_t>(s0, out0, ge, g0, nv0 * VEC + tid);
+  else if (tid < r0 + r1)
+    element_at<scalar_t, GRAD, index_t>(s1, out1, nullptr, g1, nv1 * VEC + (tid - r0));
 }
 
 template <typename scalar_t>
@@ -174,8 +173,7 @@ Segment<scalar_t> no_segment() {
 
 // 16 bytes per access where every pointer of both segments (and the outputs) is aligned.
 template <typename scalar_t>
-bool can_vectorize(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1,
-                   std::initializer_list<const void*> more) {
+bool can_vectorize(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1, std::initializer_list<const void*> more) {
   constexpr int W = 16 / int(sizeof(scalar_t));
   for (const Segment<scalar_t>* s : {&s0, &s1}) {
     if (cuda::vec_width<scalar_t>({s->x, s->t, s->w, s->pw}, 0) != W) return false;
@@ -213,8 +211,8 @@ void launch_reduce(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1, out
   auto go = [&](auto vec_tag, auto index_tag) {
     constexpr int V = decltype(vec_tag)::value;
     using index_t = decltype(index_tag);
-    reduce_kernel<scalar_t, out_t, V, index_t><<<unsigned(std::max<int64_t>(blocks, 1)), kThreads, 0, stream>>>(
-        s0, s1, partial, counter, out);
+    reduce_kernel<scalar_t, out_t, V, index_t>
+        <<<unsigned(std::max<int64_t>(blocks, 1)), kThreads, 0, stream>>>(s0, s1, partial, counter, out);
   };
   if (vec) {
     i32 ? go(std::integral_constant<int, W>{}, int32_t{}) : go(std::integral_constant<int, W>{}, int64_t{});
@@ -225,8 +223,8 @@ void launch_reduce(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1, out
 }
 
 template <typename scalar_t, typename grad_t, bool GRAD>
-void launch_elementwise(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1, scalar_t* out0,
-                        scalar_t* out1, const scalar_t* ge, const grad_t* gs) {
+void launch_elementwise(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1, scalar_t* out0, scalar_t* out1,
+                        const scalar_t* ge, const grad_t* gs) {
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const bool vec = can_vectorize(s0, s1, {out0, out1, ge});
   const bool i32 = fits_int32(s0, s1);
@@ -235,8 +233,8 @@ void launch_elementwise(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1
   auto go = [&](auto vec_tag, auto index_tag) {
     constexpr int V = decltype(vec_tag)::value;
     using index_t = decltype(index_tag);
-    elementwise_kernel<scalar_t, grad_t, GRAD, V, index_t><<<cuda::grid_for(cuda::ceil_div(total, V), kThreads),
-                                                             kThreads, 0, stream>>>(s0, s1, out0, out1, ge, gs);
+    elementwise_kernel<scalar_t, grad_t, GRAD, V, index_t>
+        <<<cuda::grid_for(cuda::ceil_div(total, V), kThreads), kThreads, 0, stream>>>(s0, s1, out0, out1, ge, gs);
   };
   if (vec) {
     i32 ? go(std::integral_constant<int, W>{}, int32_t{}) : go(std::integral_constant<int, W>{}, int64_t{});
@@ -248,8 +246,8 @@ void launch_elementwise(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1
 
 // Backward with a scalar incoming gradient of logits' dtype or of the accumulation dtype.
 template <typename scalar_t>
-void launch_scalar_grad(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1, scalar_t* out0,
-                        scalar_t* out1, const at::Tensor& grad) {
+void launch_scalar_grad(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1, scalar_t* out0, scalar_t* out1,
+                        const at::Tensor& grad) {
   if (grad.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value) {
     launch_elementwise<scalar_t, scalar_t, true>(s0, s1, out0, out1, nullptr, grad.const_data_ptr<scalar_t>());
   } else {
@@ -258,11 +256,11 @@ void launch_scalar_grad(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1
   }
 }
 
-at::Tensor bce_with_logits_cuda(const at::Tensor& logits, const std::optional<at::Tensor>& target,
-                                double target_value, const std::optional<at::Tensor>& weight,
-                                const std::optional<at::Tensor>& pos_weight, c10::string_view reduction) {
-  const BceArgs a = prepare_bce_args("bce_with_logits", logits, target, target_value, weight,
-                                     pos_weight, std::string_view(reduction.data(), reduction.size()));
+at::Tensor bce_with_logits_cuda(const at::Tensor& logits, const std::optional<at::Tensor>& target, double target_value,
+                                const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& pos_weight,
+                                c10::string_view reduction) {
+  const BceArgs a = prepare_bce_args("bce_with_logits", logits, target, target_value, weight, pos_weight,
+                                     std::string_view(reduction.data(), reduction.size()));
   const c10::cuda::CUDAGuard guard(a.x.device());
   const bool none = a.reduction == Reduction::None;
   at::Tensor out = none ? at::empty(a.x.sizes(), a.x.options()) : at::empty({}, a.x.options());
@@ -281,8 +279,7 @@ at::Tensor bce_with_logits_cuda(const at::Tensor& logits, const std::optional<at
 at::Tensor bce_with_logits_backward_cuda(const at::Tensor& grad_, const at::Tensor& logits,
                                          const std::optional<at::Tensor>& target, double target_value,
                                          const std::optional<at::Tensor>& weight,
-                                         const std::optional<at::Tensor>& pos_weight,
-                                         c10::string_view reduction) {
+                                         const std::optional<at::Tensor>& pos_weight, c10::string_view reduction) {
   constexpr const char* op = "bce_with_logits_backward";
   const BceArgs a = prepare_bce_args(op, logits, target, target_value, weight, pos_weight,
                                      std::string_view(reduction.data(), reduction.size()));
@@ -302,8 +299,7 @@ at::Tensor bce_with_logits_backward_cuda(const at::Tensor& grad_, const at::Tens
   return gx;
 }
 
-at::Tensor gan_d_loss_cuda(const at::Tensor& real_, const at::Tensor& fake_, double real_label,
-                           double fake_label) {
+at::Tensor gan_d_loss_cuda(const at::Tensor& real_, const at::Tensor& fake_, double real_label, double fake_label) {
   check_gan_d_loss_args(real_, fake_, real_label, fake_label);
   const c10::cuda::CUDAGuard guard(real_.device());
   const at::Tensor real = real_.contiguous(), fake = fake_.contiguous();
@@ -326,8 +322,8 @@ std::tuple<at::Tensor, at::Tensor> gan_d_loss_backward_cuda(const at::Tensor& gr
   at::Tensor gr = at::empty(real.sizes(), real.options()), gf = at::empty(fake.sizes(), fake.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "gan_d_loss_backward_cuda", [&] {
     launch_scalar_grad<scalar_t>(losses::label_segment<scalar_t>(real, real_label),
-                                 losses::label_segment<scalar_t>(fake, fake_label),
-                                 gr.mutable_data_ptr<scalar_t>(), gf.mutable_data_ptr<scalar_t>(), grad);
+                                 losses::label_segment<scalar_t>(fake, fake_label), gr.mutable_data_ptr<scalar_t>(),
+                                 gf.mutable_data_ptr<scalar_t>(), grad);
   });
   return {gr, gf};
 }
@@ -338,9 +334,8 @@ at::Tensor gan_g_loss_cuda(const at::Tensor& fake_, double real_label) {
   const at::Tensor fake = fake_.contiguous();
   at::Tensor out = at::empty({}, fake.options().dtype(loss_acc_dtype(fake)));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, fake.scalar_type(), "gan_g_loss_cuda", [&] {
-    launch_reduce<scalar_t, acc_t<scalar_t>>(losses::label_segment<scalar_t>(fake, real_label),
-                                             no_segment<scalar_t>(), out.mutable_data_ptr<acc_t<scalar_t>>(),
-                                             fake.options());
+    launch_reduce<scalar_t, acc_t<scalar_t>>(losses::label_segment<scalar_t>(fake, real_label), no_segment<scalar_t>(),
+                                             out.mutable_data_ptr<acc_t<scalar_t>>(), fake.options());
   });
   return out;
 }

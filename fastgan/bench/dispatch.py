@@ -5,6 +5,7 @@
 torch.library.register_autograd, the Python route. At GAN sizes an op costs about as much
 as its host overhead, so the front end's cost per call is the number that matters.
 """
+
 import torch
 
 from fastgan.bench.timing import check_device, machine_header, time_call
@@ -61,16 +62,25 @@ def run(device, shape=(64, 1024)):
 def main(argv=None):
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m fastgan.bench.dispatch", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("device", nargs="?", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="cpu, cuda or cuda:N (default: cuda where there is one)")
+    p = argparse.ArgumentParser(
+        prog="python -m fastgan.bench.dispatch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "device",
+        nargs="?",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda or cuda:N (default: cuda where there is one)",
+    )
     a = p.parse_args(argv)
     dev = check_device(p, a.device, option="device")
     r = run(dev)
-    print(f"{r['machine']}\nbias_leaky_relu {r['shape']} forward+backward, ms per call: "
-          f"C++ autograd {r['cpp']:.4f}, Python register_autograd {r['python']:.4f} "
-          f"({r['python'] / r['cpp']:.2f}x)")
+    print(
+        f"{r['machine']}\nbias_leaky_relu {r['shape']} forward+backward, ms per call: "
+        f"C++ autograd {r['cpp']:.4f}, Python register_autograd {r['python']:.4f} "
+        f"({r['python'] / r['cpp']:.2f}x)"
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ same size (60,000 images): the time does not depend on the pixels. Strict float3
 for matrix products and cuDNN), as `bench train`. The tutorial's per-sample transform is
 cheaper than torchvision's (no PIL image per item), so its epoch is if anything too fast.
 """
+
 import time
 
 import torch
@@ -30,14 +31,18 @@ def dataset(data_dir=None, n=60000, seed=0):
         images, labels = load_dataset("mnist", data_dir)
         return images, labels, "MNIST train (60,000 images)"
     gen = torch.Generator().manual_seed(seed)
-    return (torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=gen),
-            torch.randint(0, 10, (n,), generator=gen), f"synthetic uint8, {n:,} images")
+    return (
+        torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=gen),
+        torch.randint(0, 10, (n,), generator=gen),
+        f"synthetic uint8, {n:,} images",
+    )
 
 
 def tutorial_epoch(model, images, labels, device, batch_size=64):
     """Seconds for one epoch of the tutorial's loop (after one warm-up batch)."""
-    loader = torch.utils.data.DataLoader(TutorialDataset(images, labels), batch_size=batch_size,
-                                         shuffle=True, drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        TutorialDataset(images, labels), batch_size=batch_size, shuffle=True, drop_last=True
+    )
     step = tutorial_train_step(model, device)
     step(next(iter(loader))[0].to(device))  # warm-up: cuBLAS handles, allocator
     sync(device)
@@ -75,19 +80,32 @@ def run(device, models=("mlp",), data_dir=None, n=60000):
     for model in models:
         t_tut, steps_tut = tutorial_epoch(model, images, labels, device)
         t_fg, steps_fg, setup = fastgan_epoch(model, images, labels, device)
-        rows.append({"model": model, "tutorial_s": t_tut, "tutorial_steps": steps_tut, "fastgan_s": t_fg,
-                     "fastgan_steps": steps_fg, "fastgan_setup_s": setup})
+        rows.append(
+            {
+                "model": model,
+                "tutorial_s": t_tut,
+                "tutorial_steps": steps_tut,
+                "fastgan_s": t_fg,
+                "fastgan_steps": steps_fg,
+                "fastgan_setup_s": setup,
+            }
+        )
     return {"benchmark": NAME, "machine": machine_header(device), "data": source, "rows": rows}
 
 
 def markdown(result):
-    lines = [f"Machine: {result['machine']}; data: {result['data']}; strict float32 (TF32 off); "
-             "fastgan 50 epochs: 50 x its epoch + its one-time setup (device copy, warm-up, graph "
-             "capture), the step loop only: `fastgan train` also writes each epoch's outputs", "",
-             "| model | tutorial epoch s | fastgan epoch s | speed-up | tutorial 50 epochs | fastgan 50 epochs |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {result['machine']}; data: {result['data']}; strict float32 (TF32 off); "
+        "fastgan 50 epochs: 50 x its epoch + its one-time setup (device copy, warm-up, graph "
+        "capture), the step loop only: `fastgan train` also writes each epoch's outputs",
+        "",
+        "| model | tutorial epoch s | fastgan epoch s | speed-up | tutorial 50 epochs | fastgan 50 epochs |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['model']} | {r['tutorial_s']:.2f} | {r['fastgan_s']:.2f} | "
-                     f"{r['tutorial_s'] / r['fastgan_s']:.1f}x | {50 * r['tutorial_s']:.0f} s | "
-                     f"{50 * r['fastgan_s'] + r['fastgan_setup_s']:.1f} s |")
+        lines.append(
+            f"| {r['model']} | {r['tutorial_s']:.2f} | {r['fastgan_s']:.2f} | "
+            f"{r['tutorial_s'] / r['fastgan_s']:.1f}x | {50 * r['tutorial_s']:.0f} s | "
+            f"{50 * r['fastgan_s'] + r['fastgan_setup_s']:.1f} s |"
+        )
     return "\n".join(lines)

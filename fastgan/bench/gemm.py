@@ -10,6 +10,7 @@ Linear layer with its bias in the product's epilogue) it also times the same pro
 plain mm, the form fastgan's fused layers use (their bias goes into bias_leaky_relu): cuBLAS
 may pick another kernel for it.
 """
+
 import argparse
 import sys
 
@@ -91,20 +92,31 @@ def run(device, models=("mlp",), batch_size=64, precision="fp32"):
             for key, count in step_products(model, batch_size, device, precision).items():
                 func, args, _ = key
                 tensors = [s for s in args if s[0] == "tensor"]
-                row = {"model": model, "op": func.overloadpacket.__name__, "count": count,
-                       "shapes": " @ ".join("x".join(map(str, s[1])) + ("^T" if _transposed(s) else "")
-                                            for s in tensors[-2:]),
-                       "bias": len(tensors) == 3}
+                row = {
+                    "model": model,
+                    "op": func.overloadpacket.__name__,
+                    "count": count,
+                    "shapes": " @ ".join(
+                        "x".join(map(str, s[1])) + ("^T" if _transposed(s) else "") for s in tensors[-2:]
+                    ),
+                    "bias": len(tensors) == 3,
+                }
                 for lib in libraries:
                     if cuda:
                         torch.backends.cuda.preferred_blas_library("cublas" if lib == "default" else lib)
-                    row[lib] = time_product(key, device) * 1e3   # microseconds
+                    row[lib] = time_product(key, device) * 1e3  # microseconds
                     plain = _without_bias(key)
                     if plain is not None:
                         row[f"{lib} as mm"] = time_product(plain, device) * 1e3
                 rows.append(row)
-    return {"benchmark": NAME, "machine": machine_header(device), "batch_size": batch_size, "precision": precision,
-            "libraries": list(libraries), "rows": rows}
+    return {
+        "benchmark": NAME,
+        "machine": machine_header(device),
+        "batch_size": batch_size,
+        "precision": precision,
+        "libraries": list(libraries),
+        "rows": rows,
+    }
 
 
 def _transposed(spec):
@@ -117,13 +129,19 @@ def markdown(result):
     libs = result["libraries"]
     note = "each replayed from a CUDA graph (kernel time)" if "cublaslt" in libs else "each called on its own"
     cols = [c for l in libs for c in (l, f"{l} as mm")]
-    lines = [f"Machine: {result['machine']}; batch {result['batch_size']}, {result['precision']}; {note}; "
-             "'as mm': an addmm's product without its bias", "",
-             "| model | op | operands (^T: transposed view) | per step | " + " | ".join(f"{c} us" for c in cols) + " |",
-             "|---|---|---|---|" + "---|" * len(cols)]
+    lines = [
+        f"Machine: {result['machine']}; batch {result['batch_size']}, {result['precision']}; {note}; "
+        "'as mm': an addmm's product without its bias",
+        "",
+        "| model | op | operands (^T: transposed view) | per step | " + " | ".join(f"{c} us" for c in cols) + " |",
+        "|---|---|---|---|" + "---|" * len(cols),
+    ]
     for r in sorted(result["rows"], key=lambda r: (r["model"], -r["default"] * r["count"])):
-        lines.append(f"| {r['model']} | {r['op']}{' + bias' if r['bias'] else ''} | {r['shapes']} | {r['count']} | "
-                     + " | ".join(f"{r[c]:.1f}" if c in r else "–" for c in cols) + " |")
+        lines.append(
+            f"| {r['model']} | {r['op']}{' + bias' if r['bias'] else ''} | {r['shapes']} | {r['count']} | "
+            + " | ".join(f"{r[c]:.1f}" if c in r else "–" for c in cols)
+            + " |"
+        )
     for model in dict.fromkeys(r["model"] for r in result["rows"]):
         mine = [r for r in result["rows"] if r["model"] == model]
         totals = ", ".join(f"{l} {sum(r[l] * r['count'] for r in mine):.0f} us" for l in libs)
@@ -132,8 +150,7 @@ def markdown(result):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog=NAME, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=NAME, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model", action="append", choices=("mlp", "mlp-bn", "cgan"), help="default: mlp")
     p.add_argument("--batch-size", type=positive_int, default=64)
@@ -141,12 +158,22 @@ def main(argv=None):
     add_output_options(p)
     a = p.parse_args(argv)
     check_output_paths(p, a)
-    if from_json(a, markdown, p, keys=("machine", "batch_size", "precision", "libraries", "rows"), rows="rows",
-                 row_keys=("model", "op", "count", "shapes", "bias", "default")) is not None:
+    if (
+        from_json(
+            a,
+            markdown,
+            p,
+            keys=("machine", "batch_size", "precision", "libraries", "rows"),
+            rows="rows",
+            row_keys=("model", "op", "count", "shapes", "bias", "default"),
+        )
+        is not None
+    ):
         return 0
     device = check_device(p, a.device)
-    report(run(device, tuple(dict.fromkeys(a.model or ("mlp",))), a.batch_size, a.precision), markdown, a.json,
-           a.markdown)
+    report(
+        run(device, tuple(dict.fromkeys(a.model or ("mlp",))), a.batch_size, a.precision), markdown, a.json, a.markdown
+    )
     return 0
 
 

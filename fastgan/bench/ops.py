@@ -1,6 +1,7 @@
 """Per-op benchmarks: each fastgan op against PyTorch eager and torch.compile of the same
 math, forward + backward (Adam: one optimizer step), at GAN shapes. `fastgan bench ops` prints
 a markdown table; benchmarks/test_<op>.py time the same cases with pytest-benchmark."""
+
 import argparse
 import sys
 
@@ -22,8 +23,12 @@ from fastgan.bench.timing import (
 
 NAME = "fastgan bench ops"
 
-SHAPES = [((64, 1024), "contiguous"), ((1024, 1024), "contiguous"), ((8192, 4096), "contiguous"),
-          ((256, 128, 14, 14), "channels_last")]
+SHAPES = [
+    ((64, 1024), "contiguous"),
+    ((1024, 1024), "contiguous"),
+    ((8192, 4096), "contiguous"),
+    ((256, 128, 14, 14), "channels_last"),
+]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -43,8 +48,11 @@ def bias_leaky_relu_case(shape, layout, dtype, device, impl):
     x.requires_grad_()
     b = torch.randn(shape[1], device=device, dtype=dtype, requires_grad=True)
     g = torch.randn_like(x)
-    fn = {"eager": _eager_bias_leaky_relu, "fastgan": _fastgan_bias_leaky_relu,
-          "compile": torch.compile(_eager_bias_leaky_relu)}[impl]
+    fn = {
+        "eager": _eager_bias_leaky_relu,
+        "fastgan": _fastgan_bias_leaky_relu,
+        "compile": torch.compile(_eager_bias_leaky_relu),
+    }[impl]
 
     def step():
         y = fn(x, b)
@@ -75,8 +83,7 @@ def batch_norm_case(shape, layout, dtype, device, impl, act=True):
     b = torch.zeros(c, device=device, requires_grad=True)
     rm, rv = torch.zeros(c, device=device), torch.ones(c, device=device)
     g = torch.randn_like(x)
-    fn = {"eager": _eager_batch_norm, "fastgan": _fastgan_batch_norm,
-          "compile": torch.compile(_eager_batch_norm)}[impl]
+    fn = {"eager": _eager_batch_norm, "fastgan": _fastgan_batch_norm, "compile": torch.compile(_eager_batch_norm)}[impl]
     slope = 0.2 if act else None
 
     def step():
@@ -129,8 +136,11 @@ def bce_with_logits_case(shape, layout, dtype, device, impl):
     """BCE with logits against a tensor target (mean), forward + backward in the logits."""
     x = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
     t = torch.rand(shape, device=device, dtype=dtype)
-    fn = {"eager": F.binary_cross_entropy_with_logits, "fastgan": ops.bce_with_logits,
-          "compile": torch.compile(F.binary_cross_entropy_with_logits)}[impl]
+    fn = {
+        "eager": F.binary_cross_entropy_with_logits,
+        "fastgan": ops.bce_with_logits,
+        "compile": torch.compile(F.binary_cross_entropy_with_logits),
+    }[impl]
 
     def step():
         return torch.autograd.grad(fn(x, t), x)
@@ -157,17 +167,18 @@ def adam_case(shape, layout, dtype, device, impl):
 LOSS_SHAPES = [((64, 1), "contiguous"), ((1024, 1), "contiguous"), ((4194304, 1), "contiguous")]
 ADAM_SHAPES = [((8, 256, 256), "contiguous"), ((4, 1024, 1024), "contiguous"), ((16, 1024, 1024), "contiguous")]
 # op: (case, shapes, dtypes it runs in (None: every one asked for))
-CASES = {"bias_leaky_relu": (bias_leaky_relu_case, SHAPES, None),
-         "batch_norm": (lambda *a: batch_norm_case(*a, act=False), SHAPES, None),
-         "batch_norm+leaky_relu": (batch_norm_case, SHAPES, None),
-         "gan_d_loss": (gan_d_loss_case, LOSS_SHAPES, None),
-         "gan_g_loss": (gan_g_loss_case, LOSS_SHAPES, None),
-         "bce_with_logits": (bce_with_logits_case, LOSS_SHAPES, None),
-         "adam": (adam_case, ADAM_SHAPES, ("float32",))}   # fastgan's Adam: float32/float64 parameters
+CASES = {
+    "bias_leaky_relu": (bias_leaky_relu_case, SHAPES, None),
+    "batch_norm": (lambda *a: batch_norm_case(*a, act=False), SHAPES, None),
+    "batch_norm+leaky_relu": (batch_norm_case, SHAPES, None),
+    "gan_d_loss": (gan_d_loss_case, LOSS_SHAPES, None),
+    "gan_g_loss": (gan_g_loss_case, LOSS_SHAPES, None),
+    "bce_with_logits": (bce_with_logits_case, LOSS_SHAPES, None),
+    "adam": (adam_case, ADAM_SHAPES, ("float32",)),
+}  # fastgan's Adam: float32/float64 parameters
 
 
-def run(device, op_names=None, dtypes=("float32", "bfloat16"), impls=("eager", "compile", "fastgan"),
-        graph=False):
+def run(device, op_names=None, dtypes=("float32", "bfloat16"), impls=("eager", "compile", "fastgan"), graph=False):
     """graph: time each forward+backward captured in a CUDA graph, so the numbers are the
     kernels' own time without the host's per-call overhead (what bandwidth fractions mean)."""
     rows = []
@@ -196,24 +207,40 @@ def run(device, op_names=None, dtypes=("float32", "bfloat16"), impls=("eager", "
                     if impl == "fastgan" and bw and graph and nbytes >= 2 * l2:
                         row["fastgan_bw_frac"] = nbytes / (ms * 1e-3) / 1e9 / bw
                 rows.append(row)
-    return {"benchmark": NAME, "machine": machine_header(device), "copy_bandwidth_gbs": bw, "rows": rows,
-            "graph": graph, "impls": list(impls)}
+    return {
+        "benchmark": NAME,
+        "machine": machine_header(device),
+        "copy_bandwidth_gbs": bw,
+        "rows": rows,
+        "graph": graph,
+        "impls": list(impls),
+    }
 
 
 def markdown(result):
     impls = result.get("impls", ["eager", "compile", "fastgan"])
     others = [i for i in impls if i != "fastgan"]
-    lines = [f"Machine: {result['machine']}" + (f"; measured copy bandwidth {result['copy_bandwidth_gbs']:.0f} GB/s"
-                                                if result["copy_bandwidth_gbs"] else "")
-             + ("; each call replayed from a CUDA graph (kernel time only)" if result.get("graph") else ""), "",
-             "| op | shape | layout | dtype | " + " | ".join(f"{i} ms" for i in impls) + " | "
-             + " | ".join(f"vs {i}" for i in others) + " | % copy BW |",
-             "|---|---|---|---|" + "---|" * (len(impls) + len(others) + 1)]
+    lines = [
+        f"Machine: {result['machine']}"
+        + (f"; measured copy bandwidth {result['copy_bandwidth_gbs']:.0f} GB/s" if result["copy_bandwidth_gbs"] else "")
+        + ("; each call replayed from a CUDA graph (kernel time only)" if result.get("graph") else ""),
+        "",
+        "| op | shape | layout | dtype | "
+        + " | ".join(f"{i} ms" for i in impls)
+        + " | "
+        + " | ".join(f"vs {i}" for i in others)
+        + " | % copy BW |",
+        "|---|---|---|---|" + "---|" * (len(impls) + len(others) + 1),
+    ]
     for r in result["rows"]:
         frac = f"{100 * r['fastgan_bw_frac']:.0f}%" if r.get("fastgan_bw_frac") else "–"
-        lines.append(f"| {r['op']} | {r['shape']} | {r['layout']} | {r['dtype']} | "
-                     + " | ".join(f"{r[i]:.3f}" for i in impls) + " | "
-                     + " | ".join(f"{r[i] / r['fastgan']:.2f}x" for i in others) + f" | {frac} |")
+        lines.append(
+            f"| {r['op']} | {r['shape']} | {r['layout']} | {r['dtype']} | "
+            + " | ".join(f"{r[i]:.3f}" for i in impls)
+            + " | "
+            + " | ".join(f"{r[i] / r['fastgan']:.2f}x" for i in others)
+            + f" | {frac} |"
+        )
     return "\n".join(lines)
 
 
@@ -222,15 +249,31 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--op", action="append", choices=sorted(CASES), help="ops to time (default: all)")
     p.add_argument("--dtype", action="append", choices=sorted(DTYPES), help="default: float32 and bfloat16")
-    p.add_argument("--impl", action="append", choices=["eager", "compile", "fastgan"],
-                   help="default: all three (fastgan is always timed)")
-    p.add_argument("--graph", action="store_true",
-                   help="CUDA: time each call replayed from a CUDA graph (kernel time, no host overhead)")
+    p.add_argument(
+        "--impl",
+        action="append",
+        choices=["eager", "compile", "fastgan"],
+        help="default: all three (fastgan is always timed)",
+    )
+    p.add_argument(
+        "--graph",
+        action="store_true",
+        help="CUDA: time each call replayed from a CUDA graph (kernel time, no host overhead)",
+    )
     add_output_options(p)
     a = p.parse_args(argv)
     check_output_paths(p, a)
-    if from_json(a, markdown, p, keys=("machine", "copy_bandwidth_gbs", "rows"), rows="rows",
-                 row_keys=("op", "shape", "layout", "dtype", "fastgan")) is not None:
+    if (
+        from_json(
+            a,
+            markdown,
+            p,
+            keys=("machine", "copy_bandwidth_gbs", "rows"),
+            rows="rows",
+            row_keys=("op", "shape", "layout", "dtype", "fastgan"),
+        )
+        is not None
+    ):
         return 0
     device = check_device(p, a.device)
     if a.graph and torch.device(device).type != "cuda":

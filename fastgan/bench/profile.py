@@ -2,6 +2,7 @@
 op-by-op step. `python -m fastgan.bench.profile --model mlp --batch-size 64`; `--shapes` lists
 the step's ops by input shape instead (which matrix product runs which slow kernel).
 Float32 with TF32 off, as `fastgan bench train` times it."""
+
 import argparse
 import collections
 import sys
@@ -44,16 +45,23 @@ def count_step(model, batch_size, device, key, precision="fp32"):
 
 
 # metadata-only ops and the profiler's own markers (optimizers wrap step() in record_function)
-_NOT_KERNELS = {torch.ops.aten.detach.default, torch.ops.profiler._record_function_enter_new.default,
-                torch.ops.profiler._record_function_exit._RecordFunction}
+_NOT_KERNELS = {
+    torch.ops.aten.detach.default,
+    torch.ops.profiler._record_function_enter_new.default,
+    torch.ops.profiler._record_function_exit._RecordFunction,
+}
 
 
 def ops_per_step(model, batch_size, device="cpu"):
     """{op name: calls} of one fastgan step, leaving out views: on a GPU each is (at least) one
     kernel, so this counts the step's kernels on any device, except the extra ones a library
     launches inside an op (cuBLAS split-K reductions)."""
-    return count_step(model, batch_size, device,
-                      lambda func, args, kwargs: None if func.is_view or func in _NOT_KERNELS else str(func))
+    return count_step(
+        model,
+        batch_size,
+        device,
+        lambda func, args, kwargs: None if func.is_view or func in _NOT_KERNELS else str(func),
+    )
 
 
 def _profiled(impl, model, batch_size, **kw):
@@ -64,8 +72,14 @@ def _profiled(impl, model, batch_size, **kw):
     return step, profile(**kw)
 
 
-PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::cudnn_convolution",
-            "aten::cudnn_convolution_transpose", "aten::convolution_backward")
+PRODUCTS = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::cudnn_convolution",
+    "aten::cudnn_convolution_transpose",
+    "aten::convolution_backward",
+)
 
 
 def _kernels_under(event):
@@ -81,8 +95,9 @@ def ops_by_shape(impl, model, batch_size, top=30, steps=5):
     """torch.profiler's table of the step's ops grouped by input shape, by GPU time; then each
     matrix product and convolution by input shapes with the kernels it ran (name, us per call),
     which the table cannot say."""
-    step, prof = _profiled(impl, model, batch_size, record_shapes=True,
-                           activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+    step, prof = _profiled(
+        impl, model, batch_size, record_shapes=True, activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]
+    )
     with prof:
         for _ in range(steps):
             step()
@@ -123,15 +138,24 @@ def kernels_per_step(impl, model, batch_size, steps=5):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m fastgan.bench.profile", description=__doc__)
-    p.add_argument("--model", default="mlp", choices=sorted(ALL_MODELS),
-                   help="default mlp (tutorial and compile: mlp, mlp-bn or dcgan)")
+    p.add_argument(
+        "--model",
+        default="mlp",
+        choices=sorted(ALL_MODELS),
+        help="default mlp (tutorial and compile: mlp, mlp-bn or dcgan)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--impl", default="fastgan", choices=[i for i in IMPLS if i not in CUDA_ONLY],
-                   help="an op-by-op step (a graph replays the same kernels as 'fastgan')")
+    p.add_argument(
+        "--impl",
+        default="fastgan",
+        choices=[i for i in IMPLS if i not in CUDA_ONLY],
+        help="an op-by-op step (a graph replays the same kernels as 'fastgan')",
+    )
     p.add_argument("--top", type=positive_int, default=25)
     p.add_argument("--shapes", action="store_true", help="ops by input shape (profiler table) instead")
-    p.add_argument("--ops", action="store_true",
-                   help="count the ops of a fastgan step instead (no GPU needed: --device cpu works)")
+    p.add_argument(
+        "--ops", action="store_true", help="count the ops of a fastgan step instead (no GPU needed: --device cpu works)"
+    )
     p.add_argument("--device", default=None, help="with --ops: the device to run the step on (default cuda)")
     a = p.parse_args(argv)
     if a.ops:

@@ -14,6 +14,7 @@ counts training only (steps and data loading), not evaluations or fastgan's per-
 Data order and noise come from each recipe's own random streams, so the two curves of a seed
 are two different draws of the same algorithm: compare them with the spread over seeds.
 """
+
 import argparse
 import importlib.util
 import os
@@ -39,7 +40,7 @@ from fastgan.bench.tutorial import TutorialDataset, sync, tutorial_train_step
 
 MODELS = ("mlp", "dcgan")
 IMPLS = ("tutorial", "fastgan")
-KEPT = ("step", "train_seconds", "fid", "inception_score", "class_entropy")   # per evaluation
+KEPT = ("step", "train_seconds", "fid", "inception_score", "class_entropy")  # per evaluation
 NAME = "fastgan bench quality"
 
 
@@ -47,9 +48,13 @@ def tutorial_run(model, seed, steps, eval_every, evaluate, images, labels, devic
     """[{step, train_seconds, fid, ...}] of the tutorial's loop, measured every eval_every steps
     and at the end by evaluate(G)."""
     step = tutorial_train_step(model, device, seed=seed)
-    loader = torch.utils.data.DataLoader(TutorialDataset(images, labels), batch_size=batch_size,
-                                         shuffle=True, drop_last=True,
-                                         generator=torch.Generator().manual_seed(seed + 1))
+    loader = torch.utils.data.DataLoader(
+        TutorialDataset(images, labels),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed + 1),
+    )
     evals, done, seconds = [], 0, 0.0
     t0 = time.perf_counter()
     while done < steps:
@@ -70,9 +75,18 @@ def fastgan_run(model, seed, steps, eval_every, evaluator, eval_n, device, datas
     """The same through fastgan's Trainer (--eval-every), in a scratch run folder."""
     from fastgan.train import TrainConfig, Trainer
 
-    cfg = TrainConfig(model=model, dataset=dataset, data_dir=data_dir, steps=steps, seed=seed,
-                      eval_every=eval_every, eval_n=eval_n, device=str(device), progress=False,
-                      out=os.path.join(out, f"{model}-seed{seed}"))
+    cfg = TrainConfig(
+        model=model,
+        dataset=dataset,
+        data_dir=data_dir,
+        steps=steps,
+        seed=seed,
+        eval_every=eval_every,
+        eval_n=eval_n,
+        device=str(device),
+        progress=False,
+        out=os.path.join(out, f"{model}-seed{seed}"),
+    )
     with open(os.devnull, "w") as log:
         trainer = Trainer(cfg, log=log, evaluator=evaluator)
         trainer.fit()
@@ -80,8 +94,19 @@ def fastgan_run(model, seed, steps, eval_every, evaluator, eval_n, device, datas
 
 
 @strict_float32()
-def run(device, models=MODELS, seeds=(0, 1, 2), steps=2000, eval_every=500, eval_n=2000,
-        dataset="mnist-5k", data_dir=None, impls=IMPLS, log=None, evaluator=None):
+def run(
+    device,
+    models=MODELS,
+    seeds=(0, 1, 2),
+    steps=2000,
+    eval_every=500,
+    eval_n=2000,
+    dataset="mnist-5k",
+    data_dir=None,
+    impls=IMPLS,
+    log=None,
+    evaluator=None,
+):
     """Trains each (model, seed, impl) and returns the measurements (see markdown()).
     evaluator: a fastgan.metrics.Evaluator for `dataset` (default: the default classifier's)."""
     from fastgan.data import load_dataset
@@ -104,18 +129,32 @@ def run(device, models=MODELS, seeds=(0, 1, 2), steps=2000, eval_every=500, eval
                     if impl == "tutorial":
                         evals = tutorial_run(model, seed, steps, eval_every, measure, images, labels, device)
                     else:
-                        evals = fastgan_run(model, seed, steps, eval_every, evaluator, eval_n, device,
-                                            dataset, data_dir, out)
+                        evals = fastgan_run(
+                            model, seed, steps, eval_every, evaluator, eval_n, device, dataset, data_dir, out
+                        )
                     evals = [{k: e[k] for k in KEPT} for e in evals]
                     runs.append({"model": model, "impl": impl, "seed": seed, "evals": evals})
                     if log:
                         last = evals[-1]
-                        print(f"{model} {impl} seed {seed}: step {last['step']} FID {last['fid']:.2f} "
-                              f"in {last['train_seconds']:.1f} s", file=log, flush=True)
+                        print(
+                            f"{model} {impl} seed {seed}: step {last['step']} FID {last['fid']:.2f} "
+                            f"in {last['train_seconds']:.1f} s",
+                            file=log,
+                            flush=True,
+                        )
     info = evaluator.classifier_info
-    return {"benchmark": NAME, "machine": machine_header(device), "dataset": dataset, "steps": steps,
-            "eval_every": eval_every, "eval_n": eval_n, "seeds": list(seeds), "fid_real": evaluator.fid_real(eval_n),
-            "classifier_accuracy": info["test_accuracy"], "runs": runs}
+    return {
+        "benchmark": NAME,
+        "machine": machine_header(device),
+        "dataset": dataset,
+        "steps": steps,
+        "eval_every": eval_every,
+        "eval_n": eval_n,
+        "seeds": list(seeds),
+        "fid_real": evaluator.fid_real(eval_n),
+        "classifier_accuracy": info["test_accuracy"],
+        "runs": runs,
+    }
 
 
 def _mean_sd(values):
@@ -129,21 +168,31 @@ def summary(result):
     for r in result["runs"]:
         for e in r["evals"]:
             out.setdefault((r["model"], r["impl"]), {}).setdefault(e["step"], []).append(e)
-    return {key: {step: (*_mean_sd([e["fid"] for e in es]), statistics.fmean(e["train_seconds"] for e in es))
-                  for step, es in sorted(by_step.items())}
-            for key, by_step in out.items()}
+    return {
+        key: {
+            step: (*_mean_sd([e["fid"] for e in es]), statistics.fmean(e["train_seconds"] for e in es))
+            for step, es in sorted(by_step.items())
+        }
+        for key, by_step in out.items()
+    }
 
 
 def markdown(result):
     s = summary(result)
     impls = [i for i in IMPLS if any(k[1] == i for k in s)]
-    lines = [f"Machine: {result['machine']}; data: {result['dataset']}; classifier test accuracy "
-             f"{result['classifier_accuracy']:.2%}; classifier FID of {result['eval_n']} generated images, "
-             f"mean ± sd over seeds {', '.join(map(str, result['seeds']))} (real training images: "
-             f"{result['fid_real']:.2f}); seconds: training time to that step, mean over seeds", "",
-             "| model | step | " + " | ".join(f"{i} FID" for i in impls) + " | "
-             + " | ".join(f"{i} s" for i in impls) + (" | speed-up |" if len(impls) == 2 else " |"),
-             "|---|---|" + "---|" * (2 * len(impls) + (len(impls) == 2))]
+    lines = [
+        f"Machine: {result['machine']}; data: {result['dataset']}; classifier test accuracy "
+        f"{result['classifier_accuracy']:.2%}; classifier FID of {result['eval_n']} generated images, "
+        f"mean ± sd over seeds {', '.join(map(str, result['seeds']))} (real training images: "
+        f"{result['fid_real']:.2f}); seconds: training time to that step, mean over seeds",
+        "",
+        "| model | step | "
+        + " | ".join(f"{i} FID" for i in impls)
+        + " | "
+        + " | ".join(f"{i} s" for i in impls)
+        + (" | speed-up |" if len(impls) == 2 else " |"),
+        "|---|---|" + "---|" * (2 * len(impls) + (len(impls) == 2)),
+    ]
     for model in dict.fromkeys(k[0] for k in s):
         for step in sorted({k for (m, _), by_step in s.items() if m == model for k in by_step}):
             cells = [s.get((model, i), {}).get(step) for i in impls]
@@ -179,8 +228,9 @@ def plot(result, path):
             sd = [by_step[k][1] for k in steps]
             t = [by_step[k][2] for k in steps]
             ax.plot(t, mean, "o-", color=color, label=impl)
-            ax.fill_between(t, [m - d for m, d in zip(mean, sd)], [m + d for m, d in zip(mean, sd)],
-                            color=color, alpha=0.2)
+            ax.fill_between(
+                t, [m - d for m, d in zip(mean, sd)], [m + d for m, d in zip(mean, sd)], color=color, alpha=0.2
+            )
         ax.set_title(f"{model} on {result['dataset']} ({len(result['seeds'])} seeds)")
         ax.set_xlabel("training time, s")
         ax.set_ylabel("classifier FID (lower is better)")
@@ -200,8 +250,7 @@ def _at_least_2(text):
 def main(argv=None):
     from fastgan.data import DATASETS
 
-    p = argparse.ArgumentParser(prog=NAME, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=NAME, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model", action="append", choices=MODELS, help="default: mlp and dcgan")
     p.add_argument("--impl", action="append", choices=IMPLS, help="default: both")
@@ -209,8 +258,7 @@ def main(argv=None):
     p.add_argument("--steps", type=positive_int, default=2000, help="training steps per run (default 2000)")
     p.add_argument("--eval-every", type=positive_int, default=500, help="steps between evaluations (default 500)")
     p.add_argument("--eval-n", type=_at_least_2, default=2000, help="images per evaluation (default 2000)")
-    p.add_argument("--dataset", choices=DATASETS, default="mnist-5k",
-                   help="mnist-5k (default), mnist or fashion-mnist")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist-5k", help="mnist-5k (default), mnist or fashion-mnist")
     p.add_argument("--data-dir", help="IDX files for mnist / fashion-mnist")
     add_output_options(p)
     p.add_argument("--plot", help="also draw FID against training time into this PNG")
@@ -220,9 +268,14 @@ def main(argv=None):
         p.error(f"--plot must be a .png file name (the plot is written as PNG), got {a.plot!r}")
     if a.plot and importlib.util.find_spec("matplotlib") is None:
         p.error(f"--plot {a.plot}: needs matplotlib (pip install matplotlib)")
-    result = from_json(a, markdown, p, keys=("machine", "dataset", "eval_n", "seeds", "fid_real",
-                                             "classifier_accuracy", "runs"),
-                       rows="runs", row_keys=("model", "impl", "evals"))
+    result = from_json(
+        a,
+        markdown,
+        p,
+        keys=("machine", "dataset", "eval_n", "seeds", "fid_real", "classifier_accuracy", "runs"),
+        rows="runs",
+        row_keys=("model", "impl", "evals"),
+    )
     if result is None:
         repeated = [s for i, s in enumerate(a.seeds) if s in a.seeds[:i]]
         if repeated:
@@ -232,8 +285,18 @@ def main(argv=None):
         if a.dataset != "mnist-5k" and a.data_dir is None:
             p.error(f"--dataset {a.dataset}: needs --data-dir (a folder with its IDX files)")
         device = check_device(p, a.device)
-        result = run(device, tuple(dict.fromkeys(a.model or MODELS)), a.seeds, a.steps, a.eval_every, a.eval_n,
-                     a.dataset, a.data_dir, tuple(dict.fromkeys(a.impl or IMPLS)), log=sys.stderr)
+        result = run(
+            device,
+            tuple(dict.fromkeys(a.model or MODELS)),
+            a.seeds,
+            a.steps,
+            a.eval_every,
+            a.eval_n,
+            a.dataset,
+            a.data_dir,
+            tuple(dict.fromkeys(a.impl or IMPLS)),
+            log=sys.stderr,
+        )
         report(result, markdown, a.json, a.markdown)
     if a.plot:
         plot(result, a.plot)

@@ -1,5 +1,6 @@
 """Timing that can be trusted: warm-up first, then the median of repeated timed windows;
 CUDA events on the GPU (no host clock around asynchronous work)."""
+
 import contextlib
 import json
 import os
@@ -85,8 +86,9 @@ def _commit():
 
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        out = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None

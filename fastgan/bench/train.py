@@ -11,6 +11,7 @@
 All run the same algorithm: one D step on a real and a fake batch, then one G step on the
 same fake batch against the updated D, Adam lr 2e-4, betas (0.5, 0.999).
 """
+
 import argparse
 import functools
 import os
@@ -41,7 +42,7 @@ from fastgan.train.step import amp_dtype, autocast, d_pass_mergeable, make_step,
 MODELS = ("mlp", "mlp-bn", "dcgan")
 BATCH_SIZES = (64, 256, 1024)
 IMPLS = ("tutorial", "compile", "expert", "fastgan", "graph")
-CUDA_ONLY = ("expert", "graph")   # whole-step CUDA graphs
+CUDA_ONLY = ("expert", "graph")  # whole-step CUDA graphs
 NAME = "fastgan bench train"
 
 
@@ -66,8 +67,13 @@ def expert_step(model, batch_size, device, seed=0, precision="fp32", channels_la
     opt_g, opt_d = torch.optim.Adam(G.parameters(), **kw), torch.optim.Adam(D.parameters(), **kw)
     gen = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (max(16 * batch_size, 4096), 1, 28, 28), dtype=torch.uint8, generator=gen)
-    batches = DeviceLoader(images, torch.zeros(images.shape[0], dtype=torch.int64), batch_size, device,
-                           generator=torch.Generator(device=device).manual_seed(seed + 1))
+    batches = DeviceLoader(
+        images,
+        torch.zeros(images.shape[0], dtype=torch.int64),
+        batch_size,
+        device,
+        generator=torch.Generator(device=device).manual_seed(seed + 1),
+    )
     noise_gen = torch.Generator(device=device).manual_seed(seed + 2)
     ones = torch.ones(batch_size, 1, device=device)
     zeros = torch.zeros(batch_size, 1, device=device)
@@ -81,8 +87,9 @@ def expert_step(model, batch_size, device, seed=0, precision="fp32", channels_la
                 logits_real, logits_fake = D(torch.cat([real, fake.detach()])).split(batch_size)
             else:
                 logits_real, logits_fake = D(real), D(fake.detach())
-        d_loss = (F.binary_cross_entropy_with_logits(logits_real.float(), ones)
-                  + F.binary_cross_entropy_with_logits(logits_fake.float(), zeros))
+        d_loss = F.binary_cross_entropy_with_logits(logits_real.float(), ones) + F.binary_cross_entropy_with_logits(
+            logits_fake.float(), zeros
+        )
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
@@ -109,16 +116,25 @@ def make(impl, model, batch_size, device, precision="fp32", channels_last=False)
     if impl == "expert":
         return expert_step(model, batch_size, device, precision=precision, channels_last=channels_last)
     if impl in ("fastgan", "graph"):
-        return make_step(model, batch_size, device, cuda_graph=impl == "graph", precision=precision,
-                         channels_last=channels_last)
+        return make_step(
+            model, batch_size, device, cuda_graph=impl == "graph", precision=precision, channels_last=channels_last
+        )
     raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLS}")
 
 
 BLAS = ("default", "cublas", "cublaslt")
 
 
-def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, precision="fp32",
-        channels_last=False, blas="default"):
+def run(
+    device,
+    models=MODELS,
+    batch_sizes=BATCH_SIZES,
+    impls=IMPLS,
+    log=None,
+    precision="fp32",
+    channels_last=False,
+    blas="default",
+):
     """blas: torch's BLAS library for every implementation's matrix products on CUDA
     (torch.backends.cuda.preferred_blas_library); "default" leaves torch's choice (cuBLAS)."""
     if blas not in BLAS:
@@ -127,9 +143,15 @@ def run(device, models=MODELS, batch_sizes=BATCH_SIZES, impls=IMPLS, log=None, p
     impls = [i for i in impls if cuda or i not in CUDA_ONLY]
     with strict_float32(blas if cuda and blas != "default" else None):
         rows = _run(device, models, batch_sizes, impls, log, precision, channels_last)
-    return {"benchmark": NAME, "machine": machine_header(device), "rows": rows, "precision": precision,
-            "channels_last": channels_last, "blas": blas if cuda else "default",
-            "impls": impls}
+    return {
+        "benchmark": NAME,
+        "machine": machine_header(device),
+        "rows": rows,
+        "precision": precision,
+        "channels_last": channels_last,
+        "blas": blas if cuda else "default",
+        "impls": impls,
+    }
 
 
 def _run(device, models, batch_sizes, impls, log, precision, channels_last):
@@ -160,8 +182,12 @@ def markdown(result):
     impls = result["impls"]
     best = "graph" if "graph" in impls else "fastgan"
     others = [i for i in impls if i != best and i != "fastgan"]
-    head = "| model | batch | " + " | ".join(f"{i} ms" for i in impls) + f" | {best} img/s |" + \
-        "".join(f" {best} vs {i} |" for i in others)
+    head = (
+        "| model | batch | "
+        + " | ".join(f"{i} ms" for i in impls)
+        + f" | {best} img/s |"
+        + "".join(f" {best} vs {i} |" for i in others)
+    )
     precision = result.get("precision", "fp32")
     note = "" if precision == "fp32" else f"; {precision} autocast for expert, fastgan and graph (tutorial: fp32)"
     if result.get("blas", "default") != "default":
@@ -173,8 +199,12 @@ def markdown(result):
         cells = [f"{r[i]:.3f}" if i in r else ("failed" if i in r.get("errors", {}) else "–") for i in impls]
         ratios = [f"{r[i] / r[best]:.1f}x" if i in r and best in r else "–" for i in others]
         ips = f"{r['batch_size'] / (r[best] * 1e-3):,.0f}" if best in r else "–"
-        lines.append(f"| {r['model']} | {r['batch_size']} | " + " | ".join(cells) + f" | {ips} |"
-                     + "".join(f" {x} |" for x in ratios))
+        lines.append(
+            f"| {r['model']} | {r['batch_size']} | "
+            + " | ".join(cells)
+            + f" | {ips} |"
+            + "".join(f" {x} |" for x in ratios)
+        )
     return "\n".join(lines)
 
 
@@ -185,8 +215,13 @@ def _check_epoch_options(p, a):
             if given:
                 p.error(f"{option}: only with --epoch")
         return
-    for option, given in (("--batch-size", a.batch_size), ("--impl", a.impl), ("--precision", a.precision != "fp32"),
-                          ("--channels-last", a.channels_last), ("--blas", a.blas != "default")):
+    for option, given in (
+        ("--batch-size", a.batch_size),
+        ("--impl", a.impl),
+        ("--precision", a.precision != "fp32"),
+        ("--channels-last", a.channels_last),
+        ("--blas", a.blas != "default"),
+    ):
         if given:
             p.error(f"{option}: not with --epoch (it times the tutorial's and fastgan's loops at batch 64, fp32)")
     if a.data_dir is not None:
@@ -199,24 +234,40 @@ def _check_epoch_options(p, a):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog=NAME, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=NAME, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model", action="append", choices=MODELS, help="default: all")
     p.add_argument("--batch-size", action="append", type=positive_int, help="default: 64, 256, 1024")
-    p.add_argument("--impl", action="append", choices=IMPLS,
-                   help="default: all (expert and graph only on CUDA)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (default) or bf16 (autocast) for expert, fastgan and graph")
-    p.add_argument("--channels-last", action="store_true",
-                   help="convolution weights in channels_last for expert, fastgan and graph")
-    p.add_argument("--blas", choices=BLAS, default="default",
-                   help="on CUDA, the BLAS library of every implementation's matrix products (default: torch's)")
-    p.add_argument("--epoch", action="store_true",
-                   help="time one full epoch with data loading instead (tutorial DataLoader vs fastgan)")
+    p.add_argument("--impl", action="append", choices=IMPLS, help="default: all (expert and graph only on CUDA)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (default) or bf16 (autocast) for expert, fastgan and graph",
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="convolution weights in channels_last for expert, fastgan and graph",
+    )
+    p.add_argument(
+        "--blas",
+        choices=BLAS,
+        default="default",
+        help="on CUDA, the BLAS library of every implementation's matrix products (default: torch's)",
+    )
+    p.add_argument(
+        "--epoch",
+        action="store_true",
+        help="time one full epoch with data loading instead (tutorial DataLoader vs fastgan)",
+    )
     p.add_argument("--data-dir", help="with --epoch: a folder with MNIST's IDX files (default: synthetic)")
-    p.add_argument("--epoch-size", type=positive_int, default=None,
-                   help="with --epoch and no --data-dir: images (default 60000, at least 64)")
+    p.add_argument(
+        "--epoch-size",
+        type=positive_int,
+        default=None,
+        help="with --epoch and no --data-dir: images (default 60000, at least 64)",
+    )
     add_output_options(p)
     a = p.parse_args(argv)
     check_output_paths(p, a)
@@ -225,14 +276,30 @@ def main(argv=None):
     if a.epoch:
         from fastgan.bench import epoch
 
-        if from_json(a, epoch.markdown, p, name=epoch.NAME, keys=("machine", "data", "rows"), rows="rows",
-                     row_keys=("model", "tutorial_s", "fastgan_s", "fastgan_setup_s")) is None:
+        if (
+            from_json(
+                a,
+                epoch.markdown,
+                p,
+                name=epoch.NAME,
+                keys=("machine", "data", "rows"),
+                rows="rows",
+                row_keys=("model", "tutorial_s", "fastgan_s", "fastgan_setup_s"),
+            )
+            is None
+        ):
             device = check_device(p, a.device)
-            report(epoch.run(device, models if a.model else ("mlp",), a.data_dir, a.epoch_size or 60000),
-                   epoch.markdown, a.json, a.markdown)
+            report(
+                epoch.run(device, models if a.model else ("mlp",), a.data_dir, a.epoch_size or 60000),
+                epoch.markdown,
+                a.json,
+                a.markdown,
+            )
         return 0
-    if from_json(a, markdown, p, keys=("machine", "rows", "impls"), rows="rows",
-                 row_keys=("model", "batch_size")) is not None:
+    if (
+        from_json(a, markdown, p, keys=("machine", "rows", "impls"), rows="rows", row_keys=("model", "batch_size"))
+        is not None
+    ):
         return 0
     device = check_device(p, a.device)
     cuda = torch.device(device).type == "cuda"
@@ -241,14 +308,29 @@ def main(argv=None):
         if a.impl:
             for impl in impls:
                 if impl in CUDA_ONLY:
-                    p.error(f"--impl {impl}: needs a CUDA device (it runs the step as one CUDA graph), "
-                            f"not --device {a.device}")
-        else:   # run() leaves them out
+                    p.error(
+                        f"--impl {impl}: needs a CUDA device (it runs the step as one CUDA graph), "
+                        f"not --device {a.device}"
+                    )
+        else:  # run() leaves them out
             print(f"note: {' and '.join(CUDA_ONLY)} need a CUDA device: left out on {device}", file=sys.stderr)
         if a.blas != "default":
             p.error(f"--blas {a.blas}: only on a CUDA device, not --device {a.device}")
-    report(run(device, models, tuple(dict.fromkeys(a.batch_size or BATCH_SIZES)), impls, log=sys.stderr,
-               precision=a.precision, channels_last=a.channels_last, blas=a.blas), markdown, a.json, a.markdown)
+    report(
+        run(
+            device,
+            models,
+            tuple(dict.fromkeys(a.batch_size or BATCH_SIZES)),
+            impls,
+            log=sys.stderr,
+            precision=a.precision,
+            channels_last=a.channels_last,
+            blas=a.blas,
+        ),
+        markdown,
+        a.json,
+        a.markdown,
+    )
     return 0
 
 

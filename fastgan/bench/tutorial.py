@@ -1,6 +1,7 @@
 """The tutorial's training code, as the benchmarks run it against fastgan: its step (sigmoid +
 BCELoss, torch.optim.Adam, eager) and its per-sample dataset for a DataLoader.
 `fastgan bench train`, `bench train --epoch` and `bench quality` all take it from here."""
+
 import torch
 from torch import nn
 
@@ -46,7 +47,7 @@ def tutorial_train_step(model, device, compile=False, seed=0):
         opt_g.step()
         return d_loss, g_loss
 
-    step.G, step.D = G, D   # for measuring the generator (fastgan.bench.quality)
+    step.G, step.D = G, D  # for measuring the generator (fastgan.bench.quality)
     return step
 
 
@@ -61,7 +62,7 @@ class TutorialDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         x = self.images[i].to(torch.float32).div(255.0).unsqueeze(0)  # ToTensor
-        return (x - 0.5) / 0.5, int(self.labels[i])                    # Normalize
+        return (x - 0.5) / 0.5, int(self.labels[i])  # Normalize
 
 
 def sync(device):

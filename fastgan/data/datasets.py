@@ -6,6 +6,7 @@
 
 images: (N, 28, 28) uint8 tensor, labels: (N,) int64 tensor (0-9), both on the CPU.
 """
+
 import gzip
 import hashlib
 import http.client
@@ -25,10 +26,11 @@ from fastgan.data.idx import DatasetError, read_images_labels
 # torchvision's folder names (root/MNIST/raw, root/FashionMNIST/raw), mirrors and checksums.
 FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 MIRRORS = {
-    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/",
-              "https://storage.googleapis.com/cvdf-datasets/mnist/"),
-    "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-                      "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"),
+    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+    "fashion-mnist": (
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    ),
 }
 MD5 = {
     "mnist": {
@@ -103,25 +105,28 @@ def find_files(name, data_dir, train=True):
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise DatasetError(f"data directory {data_dir} is a file, not a folder")
     if not os.path.isdir(data_dir):
-        raise DatasetError(f"data directory {data_dir} does not exist (use --download to fetch "
-                           f"{PRETTY[name]}, or --dataset mnist-5k for the embedded set)")
+        raise DatasetError(
+            f"data directory {data_dir} does not exist (use --download to fetch "
+            f"{PRETTY[name]}, or --dataset mnist-5k for the embedded set)"
+        )
     stems = _split_files(train)
     folders = [data_dir, os.path.join(data_dir, FOLDERS[name], "raw")]
     found = [(folder, _find(folder, stems[0]), _find(folder, stems[1])) for folder in folders]
-    for _, images, labels in found:   # a complete pair anywhere wins over a stray file
+    for _, images, labels in found:  # a complete pair anywhere wins over a stray file
         if images and labels:
             return images, labels
     for folder, images, labels in found:
         if images or labels:
             missing = stems[1] if images else stems[0]
-            raise DatasetError(f"{folder}: found {os.path.basename(images or labels)} but not "
-                               f"{missing}[.gz]")
+            raise DatasetError(f"{folder}: found {os.path.basename(images or labels)} but not {missing}[.gz]")
     other = [k for k in FOLDERS if k != name][0]
     hint = ""
     if os.path.isdir(os.path.join(data_dir, FOLDERS[other], "raw")):
         hint = f" (there is {PRETTY[other]} in {os.path.join(data_dir, FOLDERS[other], 'raw')}: wrong --dataset?)"
-    raise DatasetError(f"no {PRETTY[name]} files ({stems[0]}[.gz], {stems[1]}[.gz]) in "
-                       f"{' or '.join(folders)}{hint}; pass download=True / --download to fetch them")
+    raise DatasetError(
+        f"no {PRETTY[name]} files ({stems[0]}[.gz], {stems[1]}[.gz]) in "
+        f"{' or '.join(folders)}{hint}; pass download=True / --download to fetch them"
+    )
 
 
 def load_idx_dataset(name, data_dir, train=True, download=False, mirrors=None, md5=None):
@@ -132,8 +137,8 @@ def load_idx_dataset(name, data_dir, train=True, download=False, mirrors=None, m
     if download:
         try:
             return _read_idx_dataset(name, data_dir, train)
-        except DatasetError:   # missing, or damaged (an interrupted download): fetch replaces
-            fetch(name, data_dir, mirrors=mirrors, md5=md5)   # what fails its checksum
+        except DatasetError:  # missing, or damaged (an interrupted download): fetch replaces
+            fetch(name, data_dir, mirrors=mirrors, md5=md5)  # what fails its checksum
     return _read_idx_dataset(name, data_dir, train)
 
 
@@ -141,17 +146,18 @@ def _read_idx_dataset(name, data_dir, train):
     images_path, labels_path = find_files(name, data_dir, train)
     images, labels = read_images_labels(images_path, labels_path)
     if images.shape[1:] != (28, 28):
-        raise DatasetError(f"{images_path}: {PRETTY[name]} images are 28x28, got "
-                           f"{images.shape[1]}x{images.shape[2]}")
+        raise DatasetError(f"{images_path}: {PRETTY[name]} images are 28x28, got {images.shape[1]}x{images.shape[2]}")
     first = tuple(int(v) for v in labels[:10])
     for (other, split), fingerprint in FINGERPRINTS.items():
         if other != name and first == fingerprint:
-            raise DatasetError(f"{labels_path} is the {PRETTY[other]} {'training' if split else 'test'} "
-                               f"set, not {PRETTY[name]}: wrong folder or wrong --dataset")
+            raise DatasetError(
+                f"{labels_path} is the {PRETTY[other]} {'training' if split else 'test'} "
+                f"set, not {PRETTY[name]}: wrong folder or wrong --dataset"
+            )
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
-DOWNLOAD_DIR = "data"   # where download=True without a data_dir puts the files
+DOWNLOAD_DIR = "data"  # where download=True without a data_dir puts the files
 
 
 def resolve_data_dir(name, data_dir=None, download=False):
@@ -170,17 +176,22 @@ def load_dataset(name, data_dir=None, train=True, download=False, mirrors=None, 
     mnist-5k has a single split (train=True); fastgan.metrics.split holds part of it out."""
     check_name(name)
     if name == "mnist-5k":
-        if data_dir is not None:   # rather than ignore it: the user may have meant --dataset mnist
-            raise DatasetError(f"--data-dir {data_dir}: mnist-5k is embedded in fastgan and reads no "
-                               "files (leave --data-dir out, or choose --dataset mnist / fashion-mnist)")
+        if data_dir is not None:  # rather than ignore it: the user may have meant --dataset mnist
+            raise DatasetError(
+                f"--data-dir {data_dir}: mnist-5k is embedded in fastgan and reads no "
+                "files (leave --data-dir out, or choose --dataset mnist / fashion-mnist)"
+            )
         if not train:
-            raise DatasetError("mnist-5k has no test split (fastgan.metrics.split holds 100 images per "
-                               "digit out of it)")
+            raise DatasetError(
+                "mnist-5k has no test split (fastgan.metrics.split holds 100 images per digit out of it)"
+            )
         return load_mnist_5k()
     data_dir = resolve_data_dir(name, data_dir, download)
     if data_dir is None:
-        raise DatasetError(f"dataset {name} needs a data directory (--data-dir) holding its IDX "
-                           "files, or --download; --dataset mnist-5k needs none")
+        raise DatasetError(
+            f"dataset {name} needs a data directory (--data-dir) holding its IDX "
+            "files, or --download; --dataset mnist-5k needs none"
+        )
     return load_idx_dataset(name, data_dir, train, download, mirrors, md5)
 
 

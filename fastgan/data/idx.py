@@ -4,6 +4,7 @@ An IDX file is: two zero bytes, a type code (0x08 = uint8), the number of dimens
 big-endian uint32 per dimension, then the data. Everything is checked; a bad file raises
 DatasetError naming the file.
 """
+
 import gzip
 import math
 import os
@@ -52,19 +53,22 @@ def read_idx(path, ndim=None):
     dims = data[3]
     if ndim is not None and dims != ndim:
         kind = {3: "an image file (magic 0x00000803)", 1: "a label file (magic 0x00000801)"}.get(ndim, f"{ndim}-D")
-        raise DatasetError(f"{path}: expected {kind}, got an IDX file with {dims} dimensions "
-                           f"(magic 0x{data[:4].hex()})")
+        raise DatasetError(
+            f"{path}: expected {kind}, got an IDX file with {dims} dimensions (magic 0x{data[:4].hex()})"
+        )
     header = 4 + 4 * dims
     if len(data) < header:
         raise DatasetError(f"{path}: truncated IDX header ({len(data)} bytes, need {header})")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=dims, offset=4))
-    size = math.prod(shape)   # Python ints: np.prod in int64 wraps for huge (corrupt) headers
+    size = math.prod(shape)  # Python ints: np.prod in int64 wraps for huge (corrupt) headers
     if len(data) - header < size:
-        raise DatasetError(f"{path}: truncated IDX file: header says {shape} = {size} bytes of data, "
-                           f"found {len(data) - header}")
+        raise DatasetError(
+            f"{path}: truncated IDX file: header says {shape} = {size} bytes of data, found {len(data) - header}"
+        )
     if len(data) - header > size:
-        raise DatasetError(f"{path}: corrupt IDX file: {len(data) - header - size} bytes after the "
-                           f"{shape} data the header declares")
+        raise DatasetError(
+            f"{path}: corrupt IDX file: {len(data) - header - size} bytes after the {shape} data the header declares"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -72,10 +76,13 @@ def write_idx(path, array):
     """Writes an array of integers 0-255 as a uint8 IDX file (gzip-compressed when path ends in
     .gz), atomically."""
     a = np.asarray(array)
-    if a.dtype != np.uint8 and (a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer)
-                                or (a.size and (a.min() < 0 or a.max() > 255))):
-        raise ValueError(f"write_idx: array must hold integers 0-255 (IDX type uint8), got {a.dtype}"
-                         + (f" values {a.min()}..{a.max()}" if a.size and np.issubdtype(a.dtype, np.number) else ""))
+    if a.dtype != np.uint8 and (
+        a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer) or (a.size and (a.min() < 0 or a.max() > 255))
+    ):
+        raise ValueError(
+            f"write_idx: array must hold integers 0-255 (IDX type uint8), got {a.dtype}"
+            + (f" values {a.min()}..{a.max()}" if a.size and np.issubdtype(a.dtype, np.number) else "")
+        )
     a = np.ascontiguousarray(a, dtype=np.uint8)
     header = bytes([0, 0, 0x08, a.ndim]) + np.asarray(a.shape, dtype=">u4").tobytes()
     payload = header + a.tobytes()
@@ -89,8 +96,7 @@ def read_images_labels(images_path, labels_path):
     images = read_idx(images_path, ndim=3)
     labels = read_idx(labels_path, ndim=1)
     if images.shape[0] != labels.shape[0]:
-        raise DatasetError(f"{images_path} has {images.shape[0]} images but {labels_path} has "
-                           f"{labels.shape[0]} labels")
+        raise DatasetError(f"{images_path} has {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels")
     if images.shape[0] == 0:
         raise DatasetError(f"{images_path}: no images")
     if labels.size and labels.max() > 9:

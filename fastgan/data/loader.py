@@ -10,6 +10,7 @@ gather. Two ways to walk an epoch:
   `new_epoch()` draws the next order.
 - `epoch()` / `batch(perm, i)` (Python loops): the batches of a permutation in turn.
 """
+
 import torch
 
 from fastgan._argtypes import as_index
@@ -46,14 +47,15 @@ class DeviceLoader:
             raise DatasetError(f"batch size must be a positive integer, got {batch_size!r}")
         if batch_size > n:
             raise DatasetError(f"batch size {batch_size} is larger than the dataset ({n} images)")
-        if (images.dim() != 4 or images.shape[1] != 1 or labels.dim() != 1
-                or images.shape[0] != labels.shape[0]):
-            raise DatasetError(f"DeviceLoader: images (N,[1,]H,W) and labels (N,) must match, got "
-                               f"{tuple(images.shape)} and {tuple(labels.shape)}")
+        if images.dim() != 4 or images.shape[1] != 1 or labels.dim() != 1 or images.shape[0] != labels.shape[0]:
+            raise DatasetError(
+                f"DeviceLoader: images (N,[1,]H,W) and labels (N,) must match, got "
+                f"{tuple(images.shape)} and {tuple(labels.shape)}"
+            )
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise DatasetError(f"DeviceLoader: labels must be integers, got {labels.dtype}")
         seed = _index("seed", seed)
-        if not -2 ** 63 <= seed < 2 ** 64:
+        if not -(2**63) <= seed < 2**64:
             raise DatasetError(f"seed must fit in 64 bits, got {seed}")
         self.device = torch.device(device) if device is not None else images.device
         self.images = scale_images(images.to(self.device), dtype).contiguous()
@@ -96,7 +98,7 @@ class DeviceLoader:
     # -- Python loops over an epoch ----------------------------------------------------
     def batch(self, perm, index):
         """Batch `index` of the epoch ordered by `perm`."""
-        idx = perm[index * self.batch_size:(index + 1) * self.batch_size]
+        idx = perm[index * self.batch_size : (index + 1) * self.batch_size]
         return self.images.index_select(0, idx), self.labels.index_select(0, idx)
 
     def epoch(self, start=0):

@@ -8,6 +8,7 @@ of the dataset's uint8 images and labels and by the training settings. Cache fil
 written to a temporary name and renamed, and read with torch.load(weights_only=True); a
 damaged cache file is reported in a warning and retrained.
 """
+
 import dataclasses
 import hashlib
 import json
@@ -27,21 +28,22 @@ from fastgan.data import dataset_hash, load_dataset
 
 FORMAT = "fastgan-classifier"
 VERSION = 1
-HOLDOUT_PER_CLASS = 100   # mnist-5k: the last 100 images of each digit (1,000) are the test split
+HOLDOUT_PER_CLASS = 100  # mnist-5k: the last 100 images of each digit (1,000) are the test split
 
 
 @dataclass(frozen=True)
 class ClassifierSettings:
     """How the classifier is trained; every field is part of the cache key."""
+
     seed: int = 0
     epochs: int = 8
     batch_size: int = 64
     lr: float = 4e-3
     channels: Tuple[int, int] = (16, 32)
-    features: int = 128           # width of the penultimate layer (the FID features)
-    max_train: int = 0            # use at most this many training images (0: all)
-    threads: int = 1              # CPU threads while training: a fixed count makes the weights the
-                                  # same on every machine (0: all of torch's, faster, not portable)
+    features: int = 128  # width of the penultimate layer (the FID features)
+    max_train: int = 0  # use at most this many training images (0: all)
+    threads: int = 1  # CPU threads while training: a fixed count makes the weights the
+    # same on every machine (0: all of torch's, faster, not portable)
 
     def __post_init__(self):
         # a list (from JSON, a dict) is the same settings, and must find the same cache file
@@ -58,8 +60,8 @@ class LeNet(nn.Module):
     def __init__(self, channels=(16, 32), features=128, num_classes=NUM_CLASSES):
         super().__init__()
         c1, c2 = channels
-        self.conv1 = nn.Conv2d(1, c1, 5, padding=2)    # 28x28 -> pool 14x14
-        self.conv2 = nn.Conv2d(c1, c2, 5)              # 10x10 -> pool 5x5
+        self.conv1 = nn.Conv2d(1, c1, 5, padding=2)  # 28x28 -> pool 14x14
+        self.conv2 = nn.Conv2d(c1, c2, 5)  # 10x10 -> pool 5x5
         self.fc1 = nn.Linear(c2 * 25, features)
         self.fc2 = nn.Linear(features, num_classes)
 
@@ -88,7 +90,7 @@ def split(name, data_dir=None):
     """
     if name != "mnist-5k":
         return load_dataset(name, data_dir, train=True), load_dataset(name, data_dir, train=False)
-    images, labels = load_dataset(name, data_dir)   # (a data_dir is an error there, not ignored)
+    images, labels = load_dataset(name, data_dir)  # (a data_dir is an error there, not ignored)
     test = torch.zeros(len(labels), dtype=torch.bool)
     for c in range(NUM_CLASSES):
         idx = (labels == c).nonzero().flatten()
@@ -107,12 +109,12 @@ def accuracy(model, images, labels, batch_size=1000):
     model.eval()
     correct = 0
     for i in range(0, len(labels), batch_size):
-        logits = model(to_input(images[i:i + batch_size]))
-        correct += (logits.argmax(1) == labels[i:i + batch_size]).sum().item()
+        logits = model(to_input(images[i : i + batch_size]))
+        correct += (logits.argmax(1) == labels[i : i + batch_size]).sum().item()
     return correct / max(1, len(labels))
 
 
-TRAIN_CALLS = 0   # how many classifiers this process has trained (tests check cache hits)
+TRAIN_CALLS = 0  # how many classifiers this process has trained (tests check cache hits)
 
 
 def train_classifier(images, labels, settings=ClassifierSettings()):
@@ -132,7 +134,7 @@ def train_classifier(images, labels, settings=ClassifierSettings()):
 def _train(images, labels, settings):
     gen = torch.Generator().manual_seed(settings.seed)
     if settings.max_train and len(labels) > settings.max_train:
-        keep = torch.randperm(len(labels), generator=gen)[:settings.max_train]
+        keep = torch.randperm(len(labels), generator=gen)[: settings.max_train]
         images, labels = images[keep], labels[keep]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
@@ -145,7 +147,7 @@ def _train(images, labels, settings):
     for _ in range(settings.epochs):
         perm = torch.randperm(len(labels), generator=gen)
         for i in range(0, len(labels), settings.batch_size):
-            idx = perm[i:i + settings.batch_size]
+            idx = perm[i : i + settings.batch_size]
             x = x_all[idx]
             # light augmentation: random shifts of up to 2 pixels
             dx, dy = torch.randint(-2, 3, (2,), generator=gen).tolist()
@@ -171,14 +173,17 @@ def _load_cached(path, settings, data_sha):
             raise ValueError("not a fastgan classifier cache file")
         if state.get("data_sha256") != data_sha or state.get("settings") != dataclasses.asdict(settings):
             raise ValueError("it was written for other data or settings")
-        with torch.random.fork_rng(devices=[]):   # its initial weights are overwritten: leave the
-            model = LeNet(settings.channels, settings.features)   # caller's random stream alone
+        with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: leave the
+            model = LeNet(settings.channels, settings.features)  # caller's random stream alone
         model.load_state_dict(state["state_dict"])
         float(state["test_accuracy"])
     except Exception as exc:  # torch raises many kinds for a damaged file
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        warnings.warn(f"fastgan: classifier cache {path} is unreadable ({type(exc).__name__}: {msg}); "
-                      "retraining it", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"fastgan: classifier cache {path} is unreadable ({type(exc).__name__}: {msg}); retraining it",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return None
     model.eval()
     return model, state
@@ -200,22 +205,38 @@ def get_classifier(dataset="mnist-5k", data_dir=None, cache=None, settings=Class
         loaded = _load_cached(path, settings, data_sha)
         if loaded is not None:
             model, state = loaded
-            return model, dict(path=path, cached=True, dataset=dataset, data_sha256=data_sha,
-                               test_accuracy=float(state["test_accuracy"]),
-                               train_seconds=float(state.get("train_seconds", 0.0)))
+            return model, dict(
+                path=path,
+                cached=True,
+                dataset=dataset,
+                data_sha256=data_sha,
+                test_accuracy=float(state["test_accuracy"]),
+                train_seconds=float(state.get("train_seconds", 0.0)),
+            )
     t0 = time.perf_counter()
     model = train_classifier(train_x, train_y, settings)
     seconds = time.perf_counter() - t0
     acc = accuracy(model, test_x, test_y)
-    state = dict(format=FORMAT, version=VERSION, dataset=dataset, data_sha256=data_sha,
-                 settings=dataclasses.asdict(settings), state_dict=model.state_dict(),
-                 test_accuracy=acc, train_seconds=seconds)
+    state = dict(
+        format=FORMAT,
+        version=VERSION,
+        dataset=dataset,
+        data_sha256=data_sha,
+        settings=dataclasses.asdict(settings),
+        state_dict=model.state_dict(),
+        test_accuracy=acc,
+        train_seconds=seconds,
+    )
     try:
         atomic_torch_save(state, path)
-    except (OSError, RuntimeError) as exc:   # torch.save's own "open file failed" is a RuntimeError
-        warnings.warn(f"fastgan: could not cache the classifier in {folder} ({type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0]}); using it uncached (it is trained again next time; "
-                      "--cache-dir or $FASTGAN_CACHE choose another folder)", stacklevel=2)
+    except (OSError, RuntimeError) as exc:  # torch.save's own "open file failed" is a RuntimeError
+        warnings.warn(
+            f"fastgan: could not cache the classifier in {folder} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0]}); using it uncached (it is trained again next time; "
+            "--cache-dir or $FASTGAN_CACHE choose another folder)",
+            stacklevel=2,
+        )
         path = None
-    return model, dict(path=path, cached=False, dataset=dataset, data_sha256=data_sha,
-                       test_accuracy=acc, train_seconds=seconds)
+    return model, dict(
+        path=path, cached=False, dataset=dataset, data_sha256=data_sha, test_accuracy=acc, train_seconds=seconds
+    )

@@ -1,4 +1,5 @@
 """evaluate(checkpoint): sample quality of a fastgan checkpoint, measured by the classifier."""
+
 import math
 import time
 
@@ -24,7 +25,7 @@ def classify(model, images, batch_size=1000):
     (N, 1, 28, 28) in [-1, 1]."""
     feats, probs = [], []
     for i in range(0, len(images), batch_size):
-        f = model.features(images[i:i + batch_size])
+        f = model.features(images[i : i + batch_size])
         feats.append(f.double().cpu())
         probs.append(torch.softmax(model.fc2(f).double(), 1).cpu())
     return torch.cat(feats), torch.cat(probs)
@@ -56,8 +57,7 @@ class Evaluator:
     needed (`fastgan train --eval-every`): the dataset's classifier (cached, see
     get_classifier) and the statistics of its features on the real test images."""
 
-    def __init__(self, dataset, data_dir=None, device="cpu", cache_dir=None, classifier=None,
-                 batch_size=1000):
+    def __init__(self, dataset, data_dir=None, device="cpu", cache_dir=None, classifier=None, batch_size=1000):
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.dataset = dataset
@@ -85,7 +85,7 @@ class Evaluator:
                 finite = torch.isfinite(images).flatten(1).all(1).cpu()
                 nonfinite += int((~finite).sum())
                 features, probs = classify(self.model, images, self.batch_size)
-                stats.update(features)   # a non-finite image makes the FID nan (and is counted)
+                stats.update(features)  # a non-finite image makes the FID nan (and is counted)
                 # the class scores of the images that are images: a NaN image is no digit 0
                 scores.update(probs[finite], labels[finite] if labels is not None else None)
         finally:
@@ -97,7 +97,7 @@ class Evaluator:
             "class_histogram": hist,
             "class_entropy": entropy_bits(hist) if sum(hist) else math.nan,
             "label_accuracy": scores.label_accuracy() if cfg.model in CONDITIONAL else None,
-            "nonfinite_images": nonfinite,   # a diverged G: its fid is nan, not an error
+            "nonfinite_images": nonfinite,  # a diverged G: its fid is nan, not an error
         }
 
     def fid_real(self, n, seed=0):
@@ -116,8 +116,9 @@ def check_n(n, option="--n"):
         raise ConfigError(f"{option} must be an integer of at least 2 (a covariance needs 2 samples), got {n!r}")
 
 
-def evaluate(checkpoint, n=10000, device="cpu", data_dir=None, cache_dir=None, seed=0,
-             classifier=None, batch_size=1000):
+def evaluate(
+    checkpoint, n=10000, device="cpu", data_dir=None, cache_dir=None, seed=0, classifier=None, batch_size=1000
+):
     """Sample-quality metrics of the generator in `checkpoint` (a fastgan checkpoint.pt).
 
     Draws n images (noise from `seed`), and measures them with the classifier of the
@@ -145,8 +146,9 @@ def evaluate(checkpoint, n=10000, device="cpu", data_dir=None, cache_dir=None, s
     t0 = time.perf_counter()
     device = resolve_device(device)
     G, cfg, state = load_generator(checkpoint, device)
-    evaluator = Evaluator(cfg.dataset, data_dir if data_dir is not None else cfg.data_dir, device,
-                          cache_dir, classifier, batch_size)
+    evaluator = Evaluator(
+        cfg.dataset, data_dir if data_dir is not None else cfg.data_dir, device, cache_dir, classifier, batch_size
+    )
     metrics = evaluator(G, cfg, n, seed)
     info = evaluator.classifier_info
     return {

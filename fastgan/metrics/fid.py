@@ -1,4 +1,5 @@
 """Fréchet distance, Inception Score and class-histogram entropy, all in float64."""
+
 import math
 
 import torch
@@ -71,7 +72,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     non-symmetric sqrtm, no complex parts, no NaN for singular covariances."""
     mu1, mu2, s1, s2 = map(_f64, (mu1, mu2, sigma1, sigma2))
     if not all(torch.isfinite(t).all() for t in (mu1, mu2, s1, s2)):
-        return math.nan   # features of non-finite images (a diverged G): no distance, and no eigh error
+        return math.nan  # features of non-finite images (a diverged G): no distance, and no eigh error
     r1 = sqrtm_psd(s1)
     m = r1 @ s2 @ r1
     tr_covmean = torch.linalg.eigvalsh((m + m.T) / 2).clamp(min=0).sqrt().sum()

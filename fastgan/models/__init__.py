@@ -10,6 +10,7 @@ Names: mlp, mlp-bn, dcgan, cgan, cdcgan (see MODELS). Options (all models unless
 latent_dim=100, dropout=0.0 (discriminator), g_widths / d_widths (MLP layer widths or DCGAN
 channels), g_act="relu"|"leaky" (mlp, cgan), num_classes=10 (cgan, cdcgan), embed_dim=10.
 """
+
 import numbers
 
 from fastgan._options import BACKENDS, CONDITIONAL, G_ACTS, MODELS, NUM_CLASSES
@@ -52,12 +53,21 @@ def check_options(name, dropout=0.0, g_widths=None, d_widths=None):
     check_name(name)
     if not 0.0 <= float(dropout) < 1.0:
         raise ModelError(f"dropout must be in [0, 1), got {dropout}")
-    count = 2 if MODELS[name].conv else None   # a DCGAN's two channel counts
+    count = 2 if MODELS[name].conv else None  # a DCGAN's two channel counts
     return _widths("g_widths", g_widths, count), _widths("d_widths", d_widths, count)
 
 
-def build(name, backend="fastgan", latent_dim=100, dropout=0.0, g_widths=None, d_widths=None,
-          g_act="relu", num_classes=NUM_CLASSES, embed_dim=10):
+def build(
+    name,
+    backend="fastgan",
+    latent_dim=100,
+    dropout=0.0,
+    g_widths=None,
+    d_widths=None,
+    g_act="relu",
+    num_classes=NUM_CLASSES,
+    embed_dim=10,
+):
     """(generator, discriminator) of model `name`, initialised N(0, 0.02) (DCGAN).
 
     The two backends build the same parameters with the same names, so a state_dict moves
@@ -72,22 +82,44 @@ def build(name, backend="fastgan", latent_dim=100, dropout=0.0, g_widths=None, d
         raise ModelError(f"g_act must be one of {', '.join(G_ACTS)}, got {g_act!r}")
     classes = num_classes if name in CONDITIONAL else 0
     if name in ("mlp", "cgan"):
-        G = MLPGenerator(latent_dim, tuple(g_widths or (256, 512, 1024)), act=g_act,
-                         num_classes=classes, embed_dim=embed_dim, backend=backend)
-        D = MLPDiscriminator(tuple(d_widths or (1024, 512, 256)), dropout, num_classes=classes,
-                             embed_dim=embed_dim, backend=backend)
+        G = MLPGenerator(
+            latent_dim,
+            tuple(g_widths or (256, 512, 1024)),
+            act=g_act,
+            num_classes=classes,
+            embed_dim=embed_dim,
+            backend=backend,
+        )
+        D = MLPDiscriminator(
+            tuple(d_widths or (1024, 512, 256)), dropout, num_classes=classes, embed_dim=embed_dim, backend=backend
+        )
     elif name == "mlp-bn":
-        G = MLPGenerator(latent_dim, tuple(g_widths or (256, 512, 1024)), batch_norm=True,
-                         bn_momentum=0.3, backend=backend)
+        G = MLPGenerator(
+            latent_dim, tuple(g_widths or (256, 512, 1024)), batch_norm=True, bn_momentum=0.3, backend=backend
+        )
         D = MLPDiscriminator(tuple(d_widths or (512, 256)), dropout, backend=backend)
-    else:   # dcgan, cdcgan
-        G = DCGANGenerator(latent_dim, tuple(g_widths or (128, 64)), num_classes=classes,
-                           embed_dim=embed_dim, backend=backend)
-        D = DCGANDiscriminator(tuple(d_widths or (64, 128)), dropout, num_classes=classes,
-                               backend=backend)
+    else:  # dcgan, cdcgan
+        G = DCGANGenerator(
+            latent_dim, tuple(g_widths or (128, 64)), num_classes=classes, embed_dim=embed_dim, backend=backend
+        )
+        D = DCGANDiscriminator(tuple(d_widths or (64, 128)), dropout, num_classes=classes, backend=backend)
     return G, D
 
 
-__all__ = ["MODELS", "CONDITIONAL", "BACKENDS", "G_ACTS", "ModelError", "build", "check_name", "check_options",
-           "init_dcgan", "MLPGenerator", "MLPDiscriminator", "DCGANGenerator",
-           "DCGANDiscriminator", "LinearLeakyReLU", "Conv2dLeakyReLU"]
+__all__ = [
+    "MODELS",
+    "CONDITIONAL",
+    "BACKENDS",
+    "G_ACTS",
+    "ModelError",
+    "build",
+    "check_name",
+    "check_options",
+    "init_dcgan",
+    "MLPGenerator",
+    "MLPDiscriminator",
+    "DCGANGenerator",
+    "DCGANDiscriminator",
+    "LinearLeakyReLU",
+    "Conv2dLeakyReLU",
+]

@@ -1,4 +1,5 @@
 """28x28 DCGAN (`dcgan`) and its class-conditional version (`cdcgan`)."""
+
 from collections import OrderedDict
 
 from torch import nn
@@ -10,8 +11,9 @@ class DCGANGenerator(nn.Module):
     """z (N, latent_dim) [+ labels] -> Linear -> (C0, 7, 7) -> BN+ReLU -> ConvT stride 2 (14x14)
     -> BN+ReLU -> ConvT stride 2 (28x28) -> tanh."""
 
-    def __init__(self, latent_dim=100, channels=(128, 64), num_classes=0, embed_dim=10,
-                 out_channels=1, backend="fastgan"):
+    def __init__(
+        self, latent_dim=100, channels=(128, 64), num_classes=0, embed_dim=10, out_channels=1, backend="fastgan"
+    ):
         super().__init__()
         check_backend(backend)
         c0, c1 = channels
@@ -35,8 +37,7 @@ class DCGANDiscriminator(nn.Module):
     """images (N, 1, 28, 28) [+ labels, as an extra 28x28 input map] -> Conv stride 2 + LeakyReLU
     (14x14) -> Conv stride 2 + BN + LeakyReLU (7x7) -> Linear -> logits (N, 1)."""
 
-    def __init__(self, channels=(64, 128), dropout_p=0.0, num_classes=0, in_channels=1,
-                 backend="fastgan"):
+    def __init__(self, channels=(64, 128), dropout_p=0.0, num_classes=0, in_channels=1, backend="fastgan"):
         super().__init__()
         check_backend(backend)
         c0, c1 = channels

@@ -8,6 +8,7 @@ Each helper returns (name, module) pairs for an OrderedDict Sequential. A parame
 has the same name, class of parameters and shapes in both backends (activations get their own
 parameter-free names in the torch backend), so state_dicts load across backends.
 """
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -41,10 +42,10 @@ class LinearLeakyReLU(nn.Linear):
 class Conv2dLeakyReLU(nn.Conv2d):
     """nn.Conv2d followed by LeakyReLU (slope 0: ReLU); bias + activation in one fused kernel."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 negative_slope=0.2, device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=True,
-                         device=device, dtype=dtype)
+    def __init__(
+        self, in_channels, out_channels, kernel_size, stride=1, padding=0, negative_slope=0.2, device=None, dtype=None
+    ):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=True, device=device, dtype=dtype)
         self.negative_slope = float(negative_slope)
 
     def forward(self, x):
@@ -70,8 +71,7 @@ def conv_act(name, in_channels, out_channels, kernel_size, stride, padding, slop
     """Conv2d (with bias) + LeakyReLU(slope)."""
     if backend == "fastgan":
         return [(name, Conv2dLeakyReLU(in_channels, out_channels, kernel_size, stride, padding, slope))]
-    return [(name, nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)),
-            (f"{name}_act", _act(slope))]
+    return [(name, nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)), (f"{name}_act", _act(slope))]
 
 
 def bn_act(name, num_features, slope, backend, dims=1, momentum=0.1):
@@ -94,19 +94,26 @@ def with_labels(x, embed, labels, role, shape=()):
     """x with the embedding of labels (N,) joined along dim 1 (reshaped to (N, *shape) when a
     shape is given): the input of a conditional model. x itself where embed is None."""
     if embed is None:
-        if labels is not None:   # rather than ignore them
+        if labels is not None:  # rather than ignore them
             raise ValueError(f"this {role} is not conditional: it takes no labels")
         return x
     if labels is None:
         raise ValueError(f"this {role} is conditional: pass labels (N,)")
     # shape and dtype only: a range check (0 <= label < num_classes) would read the labels back
     # from the GPU every step; an out-of-range label fails in the embedding instead
-    if (not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32)
-            or labels.shape != (x.shape[0],)):
-        got = (f"{labels.dtype} of shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor)
-               else type(labels).__name__)
-        raise ValueError(f"this {role}'s labels must be an int64 tensor of shape ({x.shape[0]},) "
-                         f"(one class per sample), got {got}")
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.dtype not in (torch.int64, torch.int32)
+        or labels.shape != (x.shape[0],)
+    ):
+        got = (
+            f"{labels.dtype} of shape {tuple(labels.shape)}"
+            if isinstance(labels, torch.Tensor)
+            else type(labels).__name__
+        )
+        raise ValueError(
+            f"this {role}'s labels must be an int64 tensor of shape ({x.shape[0]},) (one class per sample), got {got}"
+        )
     e = embed(labels)
     return torch.cat([x, e.view(x.shape[0], *shape) if shape else e], dim=1)
 

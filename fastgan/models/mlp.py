@@ -1,5 +1,6 @@
 """MLP GANs: the PyTorch tutorial GAN (`mlp`), the Keras one with batch norm (`mlp-bn`) and
 their class-conditional version (`cgan`)."""
+
 import math
 from collections import OrderedDict
 
@@ -16,9 +17,18 @@ class MLPGenerator(nn.Module):
     batch_norm=True the Keras layout Linear -> LeakyReLU 0.2 -> BatchNorm(momentum).
     """
 
-    def __init__(self, latent_dim=100, widths=(256, 512, 1024), act="relu", batch_norm=False,
-                 bn_momentum=0.3, num_classes=0, embed_dim=10, img_shape=(1, 28, 28),
-                 backend="fastgan"):
+    def __init__(
+        self,
+        latent_dim=100,
+        widths=(256, 512, 1024),
+        act="relu",
+        batch_norm=False,
+        bn_momentum=0.3,
+        num_classes=0,
+        embed_dim=10,
+        img_shape=(1, 28, 28),
+        backend="fastgan",
+    ):
         super().__init__()
         check_backend(backend)
         if act not in G_ACTS:
@@ -43,8 +53,15 @@ class MLPGenerator(nn.Module):
 class MLPDiscriminator(nn.Module):
     """images (N, 1, 28, 28) [+ labels (N,)] -> logits (N, 1); LeakyReLU 0.2, optional dropout."""
 
-    def __init__(self, widths=(1024, 512, 256), dropout_p=0.0, num_classes=0, embed_dim=10,
-                 img_shape=(1, 28, 28), backend="fastgan"):
+    def __init__(
+        self,
+        widths=(1024, 512, 256),
+        dropout_p=0.0,
+        num_classes=0,
+        embed_dim=10,
+        img_shape=(1, 28, 28),
+        backend="fastgan",
+    ):
         super().__init__()
         check_backend(backend)
         self.num_classes, self.img_shape = num_classes, tuple(img_shape)

@@ -3,6 +3,7 @@
 The compiled kernels check the same things in C++ (csrc/common.h and each op's header) with the same messages;
 every message names the op and the argument.
 """
+
 import math
 import numbers
 

@@ -2,6 +2,7 @@
 
 Kernels: csrc/adam.h (math), csrc/cpu/adam.cpp, csrc/cuda/adam.cu.
 """
+
 import torch
 
 from fastgan import _extension
@@ -13,23 +14,29 @@ OP = "adam_"
 def check_args(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay):
     n = len(params)
     if not (len(grads) == len(exp_avgs) == len(exp_avg_sqs) == n):
-        raise ValueError(f"{OP}: params, grads, exp_avgs and exp_avg_sqs must have the same length, got "
-                         f"{n}, {len(grads)}, {len(exp_avgs)}, {len(exp_avg_sqs)}")
+        raise ValueError(
+            f"{OP}: params, grads, exp_avgs and exp_avg_sqs must have the same length, got "
+            f"{n}, {len(grads)}, {len(exp_avgs)}, {len(exp_avg_sqs)}"
+        )
     for i, p in enumerate(params):
         if p.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"{OP}: params[{i}] must be float32 or float64, got {p.dtype}")
         if not _checks.dense(p):
-            raise ValueError(f"{OP}: params[{i}] must be dense (contiguous in some memory format), "
-                             f"got strides {list(p.stride())}")
+            raise ValueError(
+                f"{OP}: params[{i}] must be dense (contiguous in some memory format), got strides {list(p.stride())}"
+            )
         for name, t in (("grads", grads[i]), ("exp_avgs", exp_avgs[i]), ("exp_avg_sqs", exp_avg_sqs[i])):
             if t.shape != p.shape:
-                raise ValueError(f"{OP}: {name}[{i}] must have params[{i}]'s shape {tuple(p.shape)}, "
-                                 f"got {tuple(t.shape)}")
+                raise ValueError(
+                    f"{OP}: {name}[{i}] must have params[{i}]'s shape {tuple(p.shape)}, got {tuple(t.shape)}"
+                )
             if t.dtype != p.dtype:
                 raise TypeError(f"{OP}: {name}[{i}] must have params[{i}]'s dtype {p.dtype}, got {t.dtype}")
             if not _checks.same_dense_layout(t, p):
-                raise ValueError(f"{OP}: {name}[{i}] must have params[{i}]'s memory layout (strides "
-                                 f"{list(p.stride())}), got strides {list(t.stride())}")
+                raise ValueError(
+                    f"{OP}: {name}[{i}] must have params[{i}]'s memory layout (strides "
+                    f"{list(p.stride())}), got strides {list(t.stride())}"
+                )
     _checks.number(OP, "lr", lr, minimum=0.0)
     for name, b in (("beta1", beta1), ("beta2", beta2)):
         if not 0.0 <= _checks.number(OP, name, b) < 1.0:

@@ -6,6 +6,7 @@ csrc/autograd/batch_norm.cpp (autograd, double backward).
 The op torch.ops.fastgan.batch_norm returns (y, save_mean, save_invstd) and updates the
 running stats in place in training mode; this module's batch_norm returns y only.
 """
+
 import torch
 
 from fastgan import _extension
@@ -18,15 +19,17 @@ def _acc_dtype(x):
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def check_args(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope,
-               num_batches_tracked=None):
+def check_args(
+    x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope, num_batches_tracked=None
+):
     """The checks csrc/batch_norm.h:check_batch_norm_args makes, with the same messages."""
     _checks.float_tensor(OP, "x", x)
     if x.dim() < 2:
         raise ValueError(f"{OP}: x must have at least 2 dims (N, C, ...), got shape {tuple(x.shape)}")
     if training and x.numel() == 0:
-        raise ValueError(f"{OP}: x must not be empty when training (an empty batch has no statistics), "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{OP}: x must not be empty when training (an empty batch has no statistics), got shape {tuple(x.shape)}"
+        )
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
             _checks.channel_vector(OP, name, t, x, x.shape[1])
@@ -38,8 +41,10 @@ def check_args(x, weight, bias, running_mean, running_var, training, momentum, e
     if num_batches_tracked is not None:
         n = num_batches_tracked
         if not isinstance(n, torch.Tensor) or n.dtype != torch.int64:
-            raise TypeError(f"{OP}: num_batches_tracked must be int64, got "
-                            f"{n.dtype if isinstance(n, torch.Tensor) else type(n).__name__}")
+            raise TypeError(
+                f"{OP}: num_batches_tracked must be int64, got "
+                f"{n.dtype if isinstance(n, torch.Tensor) else type(n).__name__}"
+            )
         if n.numel() != 1:
             raise ValueError(f"{OP}: num_batches_tracked must hold one number, got shape {tuple(n.shape)}")
         if n.device != x.device:
@@ -47,8 +52,7 @@ def check_args(x, weight, bias, running_mean, running_var, training, momentum, e
     if not training and running_mean is None:
         raise ValueError(f"{OP}: running_mean and running_var must be given when training is False")
     if training and x.numel() // x.shape[1] <= 1:
-        raise ValueError(f"{OP}: Expected more than 1 value per channel when training, got input size "
-                         f"{list(x.shape)}")
+        raise ValueError(f"{OP}: Expected more than 1 value per channel when training, got input size {list(x.shape)}")
     _checks.number(OP, "momentum", momentum)
     _checks.number(OP, "eps", eps, minimum=0.0)
     if training and eps <= 0:
@@ -62,10 +66,12 @@ _forward = _extension.op("batch_norm")
 if _forward is not None:
 
     @torch.library.register_fake("fastgan::batch_norm")
-    def _fake_forward(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope,
-                      num_batches_tracked=None):
-        check_args(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope,
-                   num_batches_tracked)
+    def _fake_forward(
+        x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope, num_batches_tracked=None
+    ):
+        check_args(
+            x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope, num_batches_tracked
+        )
         y = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_checks.out_layout(x))
         acc = _acc_dtype(x)
         return y, x.new_empty((x.shape[1],), dtype=acc), x.new_empty((x.shape[1],), dtype=acc)
@@ -83,8 +89,18 @@ if _forward is not None:
         return dx, dw, db
 
 
-def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5,
-               negative_slope=None, num_batches_tracked=None):
+def batch_norm(
+    x,
+    weight,
+    bias,
+    running_mean,
+    running_var,
+    training,
+    momentum=0.1,
+    eps=1e-5,
+    negative_slope=None,
+    num_batches_tracked=None,
+):
     """torch.nn.functional.batch_norm semantics; negative_slope not None fuses a LeakyReLU.
 
     x: (N, C) or (N, C, *) float tensor, any memory format (channels_last is kept).
@@ -97,13 +113,17 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
     """
     # exact floats go straight to the kernel; anything else (None, a bool, a string) gets the
     # Python checks' TypeError naming it instead of the dispatcher's RuntimeError
-    numbers_ok = type(momentum) is float and type(eps) is float and (negative_slope is None
-                                                                     or type(negative_slope) is float)
+    numbers_ok = (
+        type(momentum) is float and type(eps) is float and (negative_slope is None or type(negative_slope) is float)
+    )
     if _forward is None or not numbers_ok:
-        check_args(x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope,
-                   num_batches_tracked)
+        check_args(
+            x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope, num_batches_tracked
+        )
     if _forward is None:
-        return reference.batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,
-                                    negative_slope, num_batches_tracked)
-    return _forward(x, weight, bias, running_mean, running_var, bool(training), momentum, eps, negative_slope,
-                    num_batches_tracked)[0]
+        return reference.batch_norm(
+            x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope, num_batches_tracked
+        )
+    return _forward(
+        x, weight, bias, running_mean, running_var, bool(training), momentum, eps, negative_slope, num_batches_tracked
+    )[0]

@@ -3,6 +3,7 @@
 Kernels: csrc/bias_leaky_relu.h (math), csrc/cpu/bias_leaky_relu.cpp,
 csrc/cuda/bias_leaky_relu.cu, csrc/autograd/bias_leaky_relu.cpp (autograd, double backward).
 """
+
 import torch
 
 from fastgan import _extension
@@ -28,8 +29,7 @@ if _forward is not None:
     @torch.library.register_fake("fastgan::bias_leaky_relu")
     def _fake_forward(x, bias, negative_slope, scale):
         check_args(x, bias, negative_slope, scale)
-        return torch.empty(x.shape, dtype=x.dtype, device=x.device,
-                           memory_format=_checks.out_layout(x))
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_checks.out_layout(x))
 
     @torch.library.register_fake("fastgan::bias_leaky_relu_backward")
     def _fake_backward(grad, y, negative_slope, scale, bias_dtype):

@@ -7,6 +7,7 @@ A Python float target (a constant label, e.g. 0.9 for label smoothing) goes to t
 a number and is never materialized as a tensor. Sums accumulate in float32 (float64 for
 float64 inputs) in a fixed order: the same input gives the same bits every run.
 """
+
 import math
 import numbers
 
@@ -49,8 +50,7 @@ def _like(op, name, t, xname, x):
 def _broadcastable(op, name, t, x):
     ok = t.dim() <= x.dim() and all(s == 1 or s == xs for s, xs in zip(reversed(t.shape), reversed(x.shape)))
     if not ok:
-        raise ValueError(f"{op}: {name} of shape {tuple(t.shape)} must broadcast to logits' shape "
-                         f"{tuple(x.shape)}")
+        raise ValueError(f"{op}: {name} of shape {tuple(t.shape)} must broadcast to logits' shape {tuple(x.shape)}")
 
 
 def check_bce_args(logits, target, target_value, weight, pos_weight, reduction, op="bce_with_logits"):
@@ -61,8 +61,7 @@ def check_bce_args(logits, target, target_value, weight, pos_weight, reduction, 
     if target is not None:
         _like(op, "target", target, "logits", logits)
         if target.shape != logits.shape:
-            raise ValueError(f"{op}: target must have logits' shape {tuple(logits.shape)}, "
-                             f"got {tuple(target.shape)}")
+            raise ValueError(f"{op}: target must have logits' shape {tuple(logits.shape)}, got {tuple(target.shape)}")
     else:
         _label(op, "target", target_value)
     for name, t in (("weight", weight), ("pos_weight", pos_weight)):
@@ -101,8 +100,7 @@ if _bce is not None:
 
     @torch.library.register_fake("fastgan::bce_with_logits_backward")
     def _fake_bce_backward(grad, logits, target, target_value, weight, pos_weight, reduction):
-        check_bce_args(logits, target, target_value, weight, pos_weight, reduction,
-                       op="bce_with_logits_backward")
+        check_bce_args(logits, target, target_value, weight, pos_weight, reduction, op="bce_with_logits_backward")
         return _empty(logits.shape, logits)
 
     @torch.library.register_fake("fastgan::gan_d_loss")
@@ -136,8 +134,8 @@ def _split_target(op, target):
     """(target tensor or None, label number): a number target is a constant label."""
     if isinstance(target, torch.Tensor):
         return target, 0.0
-    if type(target) is float:   # the kernel checks its range; under torch.compile it may be a SymFloat,
-        return None, target     # which math.isfinite in _label cannot trace (as gan_d_loss/gan_g_loss)
+    if type(target) is float:  # the kernel checks its range; under torch.compile it may be a SymFloat,
+        return None, target  # which math.isfinite in _label cannot trace (as gan_d_loss/gan_g_loss)
     return None, _label(op, "target", target)
 
 
@@ -160,8 +158,7 @@ def bce_with_logits(logits, target, weight=None, pos_weight=None, reduction="mea
         logits, target, t, weight, pos_weight = _autocast_inputs(logits, target, t, weight, pos_weight)
         check_bce_args(logits, t, tv, weight, pos_weight, reduction)
         # half types computed in float32, as the kernels do, and returned in logits' dtype
-        out = _float_reference(reference.bce_with_logits, logits, target, weight, pos_weight, reduction,
-                               n_tensors=4)
+        out = _float_reference(reference.bce_with_logits, logits, target, weight, pos_weight, reduction, n_tensors=4)
         return out.to(logits.dtype)
     return _bce(logits, t, tv, weight, pos_weight, reduction)
 
@@ -211,8 +208,7 @@ def gan_d_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0):
     if _gan_d is None:
         real_logits, fake_logits = _autocast_inputs(real_logits, fake_logits)
         check_gan_d_args(real_logits, fake_logits, real_label, fake_label)
-        return _float_reference(reference.gan_d_loss, real_logits, fake_logits, real_label, fake_label,
-                                n_tensors=2)
+        return _float_reference(reference.gan_d_loss, real_logits, fake_logits, real_label, fake_label, n_tensors=2)
     return _gan_d(real_logits, fake_logits, real_label, fake_label)
 
 

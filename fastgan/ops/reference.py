@@ -3,6 +3,7 @@
 Tests compare each kernel with these functions, and fastgan runs them where the compiled
 extension is missing. Same signatures and semantics as the fused ops in fastgan.ops.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -16,12 +17,22 @@ def bias_leaky_relu(x, bias=None, negative_slope=0.2, scale=1.0):
     """leaky_relu(x + bias, negative_slope) * scale, bias broadcast along dim 1."""
     dtype = x.dtype
     if bias is not None:
-        x = x + _channel_view(bias, x.dim())   # float32 for a float32 bias of half x
+        x = x + _channel_view(bias, x.dim())  # float32 for a float32 bias of half x
     return (F.leaky_relu(x, negative_slope) * scale).to(dtype)
 
 
-def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5,
-               negative_slope=None, num_batches_tracked=None):
+def batch_norm(
+    x,
+    weight,
+    bias,
+    running_mean,
+    running_var,
+    training,
+    momentum=0.1,
+    eps=1e-5,
+    negative_slope=None,
+    num_batches_tracked=None,
+):
     """torch.nn.functional.batch_norm, followed by leaky_relu when negative_slope is not None;
     training adds 1 to num_batches_tracked when given (torch.nn's batch-norm counter)."""
     if training and num_batches_tracked is not None:
@@ -34,8 +45,7 @@ def bce_with_logits(logits, target, weight=None, pos_weight=None, reduction="mea
     """binary_cross_entropy_with_logits; a float target is a constant label."""
     if not torch.is_tensor(target):
         target = torch.full_like(logits, float(target))
-    return F.binary_cross_entropy_with_logits(logits, target, weight, reduction=reduction,
-                                              pos_weight=pos_weight)
+    return F.binary_cross_entropy_with_logits(logits, target, weight, reduction=reduction, pos_weight=pos_weight)
 
 
 def gan_d_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0):
@@ -52,8 +62,8 @@ def gan_g_loss(fake_logits, real_label=1.0):
 def adam_(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay):
     """One Adam step in place, the update torch's fused Adam makes; step counts this step."""
     s = float(step)
-    step_size = lr / (1 - beta1 ** s)
-    bc2_sqrt = (1 - beta2 ** s) ** 0.5
+    step_size = lr / (1 - beta1**s)
+    bc2_sqrt = (1 - beta2**s) ** 0.5
     for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
         if weight_decay:
             g = g + weight_decay * p

@@ -6,6 +6,7 @@ The modules import one way: config and checkpoint -> sampling -> step -> outputs
 Names load on first use, so that fastgan.metrics can import fastgan.train.sampling without
 the trainer.
 """
+
 import importlib
 
 _NAMES = {
@@ -13,8 +14,15 @@ _NAMES = {
     "config": ("DEFAULT_EPOCHS", "CheckpointError", "ConfigError", "TrainConfig"),
     "images": ("make_grid", "plot_losses", "read_history", "save_grid", "write_history"),
     "outputs": ("CHECKPOINT",),
-    "sampling": ("build_models", "fixed_inputs", "latent_inputs", "load_generator", "noise", "resolve_device",
-                 "sample"),
+    "sampling": (
+        "build_models",
+        "fixed_inputs",
+        "latent_inputs",
+        "load_generator",
+        "noise",
+        "resolve_device",
+        "sample",
+    ),
     "step": ("make_step", "train_step"),
     "trainer": ("Trainer",),
 }
@@ -28,7 +36,7 @@ def __getattr__(name):
     if module is None:
         raise AttributeError(f"module 'fastgan.train' has no attribute {name!r}")
     value = getattr(importlib.import_module(f"fastgan.train.{module}"), name)
-    globals()[name] = value   # once: later lookups do not come here
+    globals()[name] = value  # once: later lookups do not come here
     return value
 
 

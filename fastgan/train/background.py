@@ -5,6 +5,7 @@ history.csv and a 35 MB checkpoint) took about 0.15 s more on the main thread, w
 third to a 50-epoch run. The trainer now copies what the files need to the CPU (a consistent
 snapshot: training changes the live tensors) and hands the writing to one worker thread.
 """
+
 import threading
 from collections import OrderedDict
 
@@ -46,7 +47,7 @@ class BackgroundWriter:
         self.wait()
         thread = threading.Thread(target=self._run, args=(fn, args), name="fastgan-writer")
         thread.start()
-        self._thread = thread   # only a started thread is ever joined
+        self._thread = thread  # only a started thread is ever joined
 
     def _run(self, fn, args):
         try:

@@ -6,6 +6,7 @@ dicts only, no pickled code. load_checkpoint checks the content too (a valid tor
 the wrong things inside is a CheckpointError naming the field, not a traceback later on: see
 checkpoint_checks).
 """
+
 import os
 from collections.abc import Mapping
 
@@ -41,8 +42,10 @@ def load_checkpoint(path, map_location="cpu"):
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fastgan checkpoint")
     if state.get("format_version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {state.get('format_version')} "
-                              f"is not supported (this fastgan reads version {VERSION})")
+        raise CheckpointError(
+            f"{path}: checkpoint format version {state.get('format_version')} "
+            f"is not supported (this fastgan reads version {VERSION})"
+        )
     missing = [k for k in ("config", "step", "generator", "discriminator") if k not in state]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint (missing {', '.join(missing)})")
@@ -56,8 +59,7 @@ def load_module_state(module, state_dict, path, what):
     or unexpected keys, size mismatches) are a CheckpointError naming path and `what` (e.g.
     "generator") with torch's whole explanation, compacted to a few lines. Returns module."""
     if not isinstance(state_dict, Mapping):
-        raise CheckpointError(f"{path}: the {what} weights are a {type(state_dict).__name__}, "
-                              "not a dict of tensors")
+        raise CheckpointError(f"{path}: the {what} weights are a {type(state_dict).__name__}, not a dict of tensors")
     try:
         module.load_state_dict(state_dict)
     except RuntimeError as exc:

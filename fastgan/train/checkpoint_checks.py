@@ -2,6 +2,7 @@
 not: a torch file with the wrong content is a CheckpointError naming the field (no traceback
 later in sample or --resume), torch's read errors without its weights_only=False advice, and
 load_state_dict's errors compacted to a few lines."""
+
 import math
 import re
 import typing
@@ -15,20 +16,24 @@ MAX_DETAIL_LINES = 4  # compact_load_error: lines of torch's error kept below th
 
 # -- reading errors ------------------------------------------------------------------------
 
+
 def read_error(path, exc):
     """One message for an exception of torch.load, without torch's advice to load with
     weights_only=False (wrong for a damaged file, and against fastgan's rule)."""
     text = str(exc).strip()
     head = f"cannot read checkpoint {path}"
-    if isinstance(exc, OSError) and exc.strerror:   # permission denied, an I/O error: not damage
+    if isinstance(exc, OSError) and exc.strerror:  # permission denied, an I/O error: not damage
         return f"{head}: {exc.strerror}"
     if "weights_only" in text and ("False" in text or "will likely succeed" in text):
-        found = (re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-                 or re.search(r"unsupported GLOBAL ([\w.]+) whose module", text))
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or re.search(
+            r"unsupported GLOBAL ([\w.]+) whose module", text
+        )
         if found:
-            return (f"{head}: it holds a Python object ({found.group(1)}) that fastgan does not "
-                    "load (checkpoints are read with weights_only=True: tensors, numbers, strings, "
-                    "lists and dicts only)")
+            return (
+                f"{head}: it holds a Python object ({found.group(1)}) that fastgan does not "
+                "load (checkpoints are read with weights_only=True: tensors, numbers, strings, "
+                "lists and dicts only)"
+            )
         return f"{head}: the file is damaged, truncated or not a torch file"
     first = text.splitlines()[0] if text else ""
     detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
@@ -37,8 +42,10 @@ def read_error(path, exc):
 
 # -- content checks ------------------------------------------------------------------------
 
+
 def load_config(path, raw):
     """raw (the checkpoint's config dict) as a validated TrainConfig, else CheckpointError."""
+
     def bad(message):
         # validate() speaks of command-line options (--latent-dim); name the stored fields
         message = re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), str(message))
@@ -51,7 +58,7 @@ def load_config(path, raw):
             v = raw[name]
             if not isinstance(v, (list, tuple)) or not all(type_ok(w, int) for w in v):
                 raise bad(f"{name} must be a list of integers, got {v!r}")
-    try:   # validate() type-checks every field first (TrainConfig.normalize)
+    try:  # validate() type-checks every field first (TrainConfig.normalize)
         return TrainConfig.from_dict(raw).validate()
     except (ConfigError, TypeError, ValueError) as exc:
         raise bad(exc) from None
@@ -59,6 +66,7 @@ def load_config(path, raw):
 
 def check_content(path, state):
     """CheckpointError naming the first field of state that is not what the trainer writes."""
+
     def bad(name, message):
         return CheckpointError(f"{path}: bad {name} in checkpoint: {message}")
 
@@ -72,10 +80,12 @@ def check_content(path, state):
             opt = state[name]
             if not isinstance(opt, dict):
                 raise bad(name, f"an optimizer state must be a dict, got {type(opt).__name__}")
-            if not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list) \
-                    or not all(isinstance(g, dict) for g in opt["param_groups"]):
-                raise bad(name, "an optimizer state must hold a 'state' dict and a "
-                                "'param_groups' list of dicts")
+            if (
+                not isinstance(opt.get("state"), dict)
+                or not isinstance(opt.get("param_groups"), list)
+                or not all(isinstance(g, dict) for g in opt["param_groups"])
+            ):
+                raise bad(name, "an optimizer state must hold a 'state' dict and a 'param_groups' list of dicts")
             for i, group in enumerate(opt["param_groups"]):
                 problem = _group_problem(group)
                 if problem:
@@ -94,8 +104,7 @@ def check_content(path, state):
             raise bad("rng", f"the random states must be a dict, got {type(rng).__name__}")
         for key in ("torch", "noise", "epoch", "cuda"):
             if key in rng and not (isinstance(rng[key], torch.Tensor) and rng[key].dtype == torch.uint8):
-                raise bad("rng", f"rng[{key!r}] must be a uint8 tensor (a generator state), "
-                                 f"got {_describe(rng[key])}")
+                raise bad("rng", f"rng[{key!r}] must be a uint8 tensor (a generator state), got {_describe(rng[key])}")
         if "device" in rng and not isinstance(rng["device"], str):
             raise bad("rng", f"rng['device'] must be a device name, got {rng['device']!r}")
     if "train_seconds" in state:
@@ -105,11 +114,11 @@ def check_content(path, state):
     if "evals" in state:
         evals = state["evals"]
         if not isinstance(evals, list) or not all(
-                isinstance(e, dict) and isinstance(e.get("step"), int) and not isinstance(e["step"], bool)
-                for e in evals):
+            isinstance(e, dict) and isinstance(e.get("step"), int) and not isinstance(e["step"], bool) for e in evals
+        ):
             raise bad("evals", "must be a list of dicts, each with an integer 'step'")
         for i, e in enumerate(evals):
-            for key in EVAL_NUMBERS:   # (a missing or None value is an empty cell of history.csv)
+            for key in EVAL_NUMBERS:  # (a missing or None value is an empty cell of history.csv)
                 v = e.get(key)
                 if v is not None and not _number(v):
                     raise bad("evals", f"evals[{i}][{key!r}] must be a number, got {_describe(v)}")
@@ -131,15 +140,17 @@ def _group_problem(group):
     for key in ("lr", "eps", "weight_decay", "alpha", "momentum"):
         if key in group:
             v = group[key]
-            low_ok = key in ("weight_decay", "momentum")   # these may be 0
+            low_ok = key in ("weight_decay", "momentum")  # these may be 0
             if not _number(v) or not math.isfinite(v) or v < 0 or (v == 0 and not low_ok):
                 return f"{key} must be a {'non-negative' if low_ok else 'positive'} number, got {_describe(v)}"
     if "betas" in group:
         b = group["betas"]
         if not (isinstance(b, (list, tuple)) and len(b) == 2 and all(_number(x) and 0 <= x < 1 for x in b)):
             return f"betas must be two numbers in [0, 1), got {_describe(b)}"
-    if "params" in group and not (isinstance(group["params"], list)
-                                  and all(isinstance(p, int) and not isinstance(p, bool) for p in group["params"])):
+    if "params" in group and not (
+        isinstance(group["params"], list)
+        and all(isinstance(p, int) and not isinstance(p, bool) for p in group["params"])
+    ):
         return "params must be a list of parameter indices"
     return None
 
@@ -168,8 +179,10 @@ def _describe(value):
 
 # -- load_module_state's message -----------------------------------------------------------
 
-_SIZE = re.compile(r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[(.*?)\]\) from "
-                   r"checkpoint, the shape in current model is torch\.Size\(\[(.*?)\]\)\.?")
+_SIZE = re.compile(
+    r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[(.*?)\]\) from "
+    r"checkpoint, the shape in current model is torch\.Size\(\[(.*?)\]\)\.?"
+)
 _KEYS = re.compile(r"(Missing|Unexpected) key\(s\) in state_dict: (.*)")
 
 
@@ -204,7 +217,7 @@ def compact_load_error(text):
     if head and not out:
         out.append(head)
     if len(out) > MAX_DETAIL_LINES:
-        out = out[:MAX_DETAIL_LINES - 1] + [f"... ({len(out) - MAX_DETAIL_LINES + 1} more problems)"]
+        out = out[: MAX_DETAIL_LINES - 1] + [f"... ({len(out) - MAX_DETAIL_LINES + 1} more problems)"]
     if not out:
         return "(no details from torch)"
     if len(out) == 1:

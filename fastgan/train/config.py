@@ -1,4 +1,5 @@
 """The training configuration: every option of `fastgan train`, stored in each checkpoint."""
+
 import dataclasses
 import json
 import math
@@ -46,8 +47,9 @@ def kind_name(kind):
         return " or ".join(names) + " or None"
     if typing.get_origin(kind) is tuple:
         return "a list of integers"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-            dict: "a dict"}.get(kind, getattr(kind, "__name__", str(kind)))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a dict"}.get(
+        kind, getattr(kind, "__name__", str(kind))
+    )
 
 
 def _plain(value):
@@ -61,7 +63,7 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return tuple(_plain(v) for v in value)
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0 and not isinstance(value, (bool, int, float)):
-        return value.item()   # numpy scalars, 0-dim arrays and tensors
+        return value.item()  # numpy scalars, 0-dim arrays and tensors
     return value
 
 
@@ -83,18 +85,18 @@ class TrainConfig:
     dataset: str = CHOICES["dataset"].default
     data_dir: Optional[str] = None
     download: bool = False
-    epochs: Optional[int] = None          # default DEFAULT_EPOCHS unless steps is given
+    epochs: Optional[int] = None  # default DEFAULT_EPOCHS unless steps is given
     steps: Optional[int] = None
     batch_size: int = 64
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    optimizer: str = CHOICES["optimizer"].default   # (the named choices: fastgan._options.CHOICES)
-    lr_d: Optional[float] = None          # per-network learning rates (default: lr, or RMSprop's)
+    optimizer: str = CHOICES["optimizer"].default  # (the named choices: fastgan._options.CHOICES)
+    lr_d: Optional[float] = None  # per-network learning rates (default: lr, or RMSprop's)
     lr_g: Optional[float] = None
-    grad_clip: Optional[float] = None     # gradient-norm clipping (default: 1.0 with rmsprop)
+    grad_clip: Optional[float] = None  # gradient-norm clipping (default: 1.0 with rmsprop)
     noise: str = CHOICES["noise"].default
-    dropout: float = 0.0                  # discriminator dropout (Keras: 0.3 MLP, 0.4 DCGAN)
+    dropout: float = 0.0  # discriminator dropout (Keras: 0.3 MLP, 0.4 DCGAN)
     g_act: str = CHOICES["g_act"].default
     latent_dim: int = 100
     g_widths: Optional[Tuple[int, ...]] = None
@@ -102,25 +104,40 @@ class TrainConfig:
     backend: str = CHOICES["backend"].default
     device: str = "auto"
     seed: int = 0
-    out: Optional[str] = None             # default: runs/MODEL-DATASET
-    checkpoint_every: int = 0             # steps between extra checkpoints (0: each epoch only)
-    log_every: int = 50                   # steps between loss syncs (progress bar, history)
-    num_samples: int = 64                 # images in the sample grids (conditional: 100)
+    out: Optional[str] = None  # default: runs/MODEL-DATASET
+    checkpoint_every: int = 0  # steps between extra checkpoints (0: each epoch only)
+    log_every: int = 50  # steps between loss syncs (progress bar, history)
+    num_samples: int = 64  # images in the sample grids (conditional: 100)
     tensorboard: bool = False
-    cuda_graph: bool = True               # on CUDA: capture the whole step in one CUDA graph
-    compile: bool = False                 # torch.compile the models (for comparison; no graph)
+    cuda_graph: bool = True  # on CUDA: capture the whole step in one CUDA graph
+    compile: bool = False  # torch.compile the models (for comparison; no graph)
     precision: str = CHOICES["precision"].default
-    channels_last: bool = False           # convolution weights and activations in NHWC memory format
+    channels_last: bool = False  # convolution weights and activations in NHWC memory format
     progress: bool = True
-    eval_every: int = 0                   # steps between sample-quality evaluations (0: never)
-    eval_n: int = 2000                    # generated images per evaluation
-    stop_on_nan: bool = True              # non-finite losses end the run (keeping the last finite checkpoint)
+    eval_every: int = 0  # steps between sample-quality evaluations (0: never)
+    eval_n: int = 2000  # generated images per evaluation
+    stop_on_nan: bool = True  # non-finite losses end the run (keeping the last finite checkpoint)
     extra: dict = field(default_factory=dict)
 
     # options that may change when a run is resumed; the rest must match the checkpoint
-    RESUMABLE = ("epochs", "steps", "device", "data_dir", "download", "checkpoint_every",
-                 "log_every", "tensorboard", "progress", "out", "cuda_graph", "compile", "channels_last",
-                 "eval_every", "eval_n", "stop_on_nan")
+    RESUMABLE = (
+        "epochs",
+        "steps",
+        "device",
+        "data_dir",
+        "download",
+        "checkpoint_every",
+        "log_every",
+        "tensorboard",
+        "progress",
+        "out",
+        "cuda_graph",
+        "compile",
+        "channels_last",
+        "eval_every",
+        "eval_n",
+        "stop_on_nan",
+    )
 
     def __post_init__(self):
         if self.out is None:
@@ -167,8 +184,11 @@ class TrainConfig:
             if kind is int or kind == Optional[int]:
                 if isinstance(value, numbers.Integral) and not isinstance(value, bool):
                     value = operator.index(value)
-            elif (kind is float or kind == Optional[float]) and isinstance(value, numbers.Real) \
-                    and not isinstance(value, bool):
+            elif (
+                (kind is float or kind == Optional[float])
+                and isinstance(value, numbers.Real)
+                and not isinstance(value, bool)
+            ):
                 value = float(value)
             setattr(self, name, value)
             if not type_ok(value, kind):
@@ -195,13 +215,16 @@ class TrainConfig:
         if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise ConfigError(f"--eval-every must be an integer >= 0 (0: off), got {self.eval_every}")
         if isinstance(self.eval_n, bool) or not isinstance(self.eval_n, int) or self.eval_n < 2:
-            raise ConfigError(f"--eval-n must be an integer of at least 2 (a covariance needs 2 "
-                              f"samples), got {self.eval_n}")
+            raise ConfigError(
+                f"--eval-n must be an integer of at least 2 (a covariance needs 2 samples), got {self.eval_n}"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         if MODELS[self.model].g_batch_norm_1d and self.batch_size < 2:
-            raise ConfigError(f"--batch-size must be at least 2 for {self.model}: its batch norm needs more "
-                              f"than one value per channel, got {self.batch_size}")
+            raise ConfigError(
+                f"--batch-size must be at least 2 for {self.model}: its batch norm needs more "
+                f"than one value per channel, got {self.batch_size}"
+            )
         if self.checkpoint_every < 0:
             raise ConfigError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         for name in ("lr", "lr_d", "lr_g"):

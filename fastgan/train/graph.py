@@ -7,6 +7,7 @@ writes lives at a fixed address (the batch is gathered inside the step from a de
 dataset through a device index, the noise drawn inside it), no host synchronization inside,
 and optimizers with `capturable=True`.
 """
+
 import torch
 
 

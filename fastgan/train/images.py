@@ -2,6 +2,7 @@
 
 PNGs are written with matplotlib's Agg canvas (no pyplot state, no display needed).
 """
+
 import csv
 import math
 
@@ -19,7 +20,7 @@ def make_grid(images, ncol=8, pad=2, scale=1):
     grid = np.ones((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32) * 0.5
     for i in range(n):
         r, q = divmod(i, ncol)
-        grid[:, pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = x[i]
+        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = x[i]
     if scale > 1:
         grid = grid.repeat(scale, axis=1).repeat(scale, axis=2)
     return grid[0] if c == 1 else grid.transpose(1, 2, 0)
@@ -35,7 +36,7 @@ def save_grid(images, path, ncol=8, scale=2):
     return grid
 
 
-PLOT_POINTS = 2000   # points per curve in losses.png
+PLOT_POINTS = 2000  # points per curve in losses.png
 EVAL_COLUMNS = ("train_seconds", "fid", "inception_score", "class_entropy", "label_accuracy")
 
 
@@ -95,11 +96,11 @@ def plot_losses(history, path, steps_per_epoch, title="", evals=()):
             else:
                 n = len(h) // b * b
                 bins = h[:n, col].reshape(-1, b)
-                ax.fill_between(steps[b - 1:n:b], bins.min(1), bins.max(1), color=color, alpha=0.2, linewidth=0)
+                ax.fill_between(steps[b - 1 : n : b], bins.min(1), bins.max(1), color=color, alpha=0.2, linewidth=0)
             if len(h) >= k:
                 c = np.concatenate([[0.0], np.cumsum(h[:, col], dtype=np.float64)])
-                smooth = (c[k:] - c[:-k]) / k      # the running mean of k, in O(steps)
-                ax.plot(steps[k - 1:][::b], smooth[::b], color=color, label=f"{name} (mean of {k})")
+                smooth = (c[k:] - c[:-k]) / k  # the running mean of k, in O(steps)
+                ax.plot(steps[k - 1 :][::b], smooth[::b], color=color, label=f"{name} (mean of {k})")
     ax.set_xlabel("step")
     ax.set_ylabel("BCE loss")
     ax.set_title(title)

@@ -2,13 +2,14 @@
 epoch) and samples.png, history.csv, losses.png (and tb/ with tensorboard, written by the
 trainer). RunFolder.write() is the background writer's job; the training thread only takes
 the snapshot it writes (see Trainer._write_in_background)."""
+
 import os
 import shutil
 import time
 
 try:
     import fcntl
-except ImportError:   # Windows: no advisory locks; one run per folder is then the user's care
+except ImportError:  # Windows: no advisory locks; one run per folder is then the user's care
     fcntl = None
 
 from fastgan._files import atomic_write, remove_stale_temps
@@ -17,9 +18,9 @@ from fastgan.train.config import ConfigError
 from fastgan.train.images import plot_losses, save_grid, write_history
 
 CHECKPOINT = "checkpoint.pt"
-PLOT_EVERY_S = 10.0   # losses.png is redrawn at most this often (and at the end of a run)
+PLOT_EVERY_S = 10.0  # losses.png is redrawn at most this often (and at the end of a run)
 RUN_FILES = (CHECKPOINT, "config.json", "train.log", "history.csv", "losses.png", "samples.png")
-LOCK = ".fastgan-train.lock"   # held (flock) by the run that writes the folder, with its PID inside
+LOCK = ".fastgan-train.lock"  # held (flock) by the run that writes the folder, with its PID inside
 
 
 class FolderLock:
@@ -48,8 +49,10 @@ class FolderLock:
         except OSError:
             holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise ConfigError(f"--out {self.out} is in use by another fastgan train (PID {holder}): wait for "
-                              "it to end, or choose another --out") from None
+            raise ConfigError(
+                f"--out {self.out} is in use by another fastgan train (PID {holder}): wait for "
+                "it to end, or choose another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -71,9 +74,9 @@ class RunFolder:
         self.steps_per_epoch = steps_per_epoch
         self.grid_cols = grid_cols
         self.title = title
-        self.checkpoint_step = None   # the step of the last checkpoint written (or read)
-        self._csv_written = (0, 0)    # (rows, evaluations) history.csv holds from this process
-        self._plotted = None          # when losses.png was last drawn (perf_counter)
+        self.checkpoint_step = None  # the step of the last checkpoint written (or read)
+        self._csv_written = (0, 0)  # (rows, evaluations) history.csv holds from this process
+        self._plotted = None  # when losses.png was last drawn (perf_counter)
 
     def remove_stale_temps(self):
         """The temporary files of writes that a killed run left behind (see fastgan._files)."""
@@ -93,7 +96,7 @@ class RunFolder:
         shutil.rmtree(os.path.join(self.out, "tb"), ignore_errors=True)
 
     def write_config(self, cfg):
-        with atomic_write(os.path.join(self.out, "config.json"), "w") as f:   # makes the folder
+        with atomic_write(os.path.join(self.out, "config.json"), "w") as f:  # makes the folder
             f.write(cfg.to_json())
 
     def log(self, line):
@@ -114,7 +117,7 @@ class RunFolder:
         grid = os.path.join(self.out, "samples", f"{epoch_label}.png")
         save_grid(images, grid, ncol=self.grid_cols)
         with atomic_write(os.path.join(self.out, "samples.png")) as f, open(grid, "rb") as src:
-            shutil.copyfileobj(src, f)   # the same PNG: encoded once
+            shutil.copyfileobj(src, f)  # the same PNG: encoded once
         # history.csv: the whole file once (and when an evaluation adds columns or values), then
         # each epoch's new rows appended
         path = os.path.join(self.out, "history.csv")
@@ -124,6 +127,7 @@ class RunFolder:
         self._csv_written = (len(history), len(evals))
         now = time.perf_counter()
         if final or self._plotted is None or now - self._plotted >= PLOT_EVERY_S:
-            plot_losses(history, os.path.join(self.out, "losses.png"), self.steps_per_epoch, title=self.title,
-                        evals=evals)
+            plot_losses(
+                history, os.path.join(self.out, "losses.png"), self.steps_per_epoch, title=self.title, evals=evals
+            )
             self._plotted = now

@@ -6,6 +6,7 @@ this module; it imports neither.
     z, labels = latent_inputs(cfg, 16, torch.Generator().manual_seed(0), "cpu")
     images = G(z, labels)                  # labels None for unconditional models
 """
+
 import math
 import os
 
@@ -28,8 +29,10 @@ def resolve_device(name):
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available (torch {torch.__version__}, "
-                          f"built with CUDA {torch.version.cuda}); use --device cpu")
+        raise ConfigError(
+            f"--device {name}: CUDA is not available (torch {torch.__version__}, "
+            f"built with CUDA {torch.version.cuda}); use --device cpu"
+        )
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
     return device
@@ -41,7 +44,7 @@ def memory_bytes(device):
         return torch.cuda.mem_get_info(device)[1]
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):   # not POSIX: no estimate
+    except (AttributeError, ValueError, OSError):  # not POSIX: no estimate
         return None
 
 
@@ -50,24 +53,37 @@ def check_fits(what, nbytes, device):
     allocator's traceback otherwise)."""
     total = memory_bytes(torch.device(device))
     if total is not None and nbytes > total:
-        raise ConfigError(f"{what} needs about {nbytes / 2**30:,.1f} GiB, more than the {total / 2**30:,.1f} GiB "
-                          f"of {torch.device(device).type} memory here")
+        raise ConfigError(
+            f"{what} needs about {nbytes / 2**30:,.1f} GiB, more than the {total / 2**30:,.1f} GiB "
+            f"of {torch.device(device).type} memory here"
+        )
 
 
 def build_models(cfg, device="cpu"):
     """(G, D) for a TrainConfig; refused (ConfigError) if their weights, gradients and Adam's
     two moments would not fit in the device's memory (counted on the meta device first)."""
+
     def make():
-        return build(cfg.model, backend=cfg.backend, latent_dim=cfg.latent_dim, dropout=cfg.dropout,
-                     g_widths=cfg.g_widths, d_widths=cfg.d_widths, g_act=cfg.g_act)
+        return build(
+            cfg.model,
+            backend=cfg.backend,
+            latent_dim=cfg.latent_dim,
+            dropout=cfg.dropout,
+            g_widths=cfg.g_widths,
+            d_widths=cfg.d_widths,
+            g_act=cfg.g_act,
+        )
 
     try:
         with torch.device("meta"):
             n = sum(p.numel() for net in make() for p in net.parameters())
         widths = {k: ",".join(map(str, v)) if v else "default" for k, v in (("g", cfg.g_widths), ("d", cfg.d_widths))}
-        check_fits(f"{cfg.model} with --latent-dim {cfg.latent_dim}, --g-widths {widths['g']} and --d-widths "
-                   f"{widths['d']} ({n:,} parameters: float32 weights, gradients and Adam's two moments)",
-                   16 * n, device)
+        check_fits(
+            f"{cfg.model} with --latent-dim {cfg.latent_dim}, --g-widths {widths['g']} and --d-widths "
+            f"{widths['d']} ({n:,} parameters: float32 weights, gradients and Adam's two moments)",
+            16 * n,
+            device,
+        )
         G, D = make()
     except ModelError as exc:
         raise ConfigError(str(exc)) from None
@@ -111,7 +127,7 @@ def load_generator(checkpoint, device):
     cfg = state["config"]
     try:
         G, _ = build_models(cfg, device)
-    except ConfigError as exc:   # the options are the checkpoint's, not the user's
+    except ConfigError as exc:  # the options are the checkpoint's, not the user's
         raise CheckpointError(f"{checkpoint}: its config cannot be built here: {exc}") from None
     load_module_state(G, state["generator"], checkpoint, f"{cfg.model} generator")
     return G.eval(), cfg, state
@@ -141,8 +157,9 @@ def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"
     conditional = cfg.model in CONDITIONAL
     if label is not None:
         if not conditional:
-            raise ConfigError(f"--label needs a conditional model ({', '.join(CONDITIONAL)}); {checkpoint} "
-                              f"holds {cfg.model}")
+            raise ConfigError(
+                f"--label needs a conditional model ({', '.join(CONDITIONAL)}); {checkpoint} holds {cfg.model}"
+            )
         if not 0 <= label < NUM_CLASSES:
             raise ConfigError(f"--label must be a digit 0-{NUM_CLASSES - 1}, got {label}")
     with torch.no_grad():

@@ -7,6 +7,7 @@ runs and `fastgan bench train` times, with or without a CUDA graph.
 train_step() is a plain function of (models, optimizers, batch, noise) with no host syncs, so
 that it can be captured (torch.compile, CUDA graphs).
 """
+
 import contextlib
 import functools
 
@@ -19,7 +20,7 @@ from fastgan.models import build
 from fastgan.optim import Adam as FusedAdam
 from fastgan.train.graph import GraphedStep
 
-AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}   # the forward passes' autocast dtype
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # the forward passes' autocast dtype
 
 
 def amp_dtype(precision):
@@ -34,8 +35,7 @@ def autocast(device_type, amp_dtype):
     return torch.autocast(device_type, dtype=amp_dtype, cache_enabled=False)
 
 
-def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=False, amp_dtype=None,
-               grad_seed=None):
+def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=False, amp_dtype=None, grad_seed=None):
     """One D step then one G step (non-saturating loss). Returns the detached losses as a
     (2,) tensor [d_loss, g_loss] without synchronizing. labels: None for unconditional models.
 
@@ -88,24 +88,36 @@ def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=F
 def d_pass_mergeable(D):
     """True when D treats each sample on its own (no batch norm, no active dropout), so one
     pass over cat(real, fake) computes exactly what two passes do."""
-    return not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                   or (isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0)
-                   for m in D.modules())
+    return not any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        or (isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0)
+        for m in D.modules()
+    )
 
 
-def build_step(G, D, opt_g, opt_d, batches, noise_fn, conditional, grad_clip=None, cuda_graph=False,
-               generators=(), precision="fp32"):
+def build_step(
+    G,
+    D,
+    opt_g,
+    opt_d,
+    batches,
+    noise_fn,
+    conditional,
+    grad_clip=None,
+    cuda_graph=False,
+    generators=(),
+    precision="fp32",
+):
     """A callable running one training step on the next batch: train_step wrapped with the
     batch gather and the noise, captured in a CUDA graph when cuda_graph is True."""
     amp = amp_dtype(precision)
     one_pass = d_pass_mergeable(D)
-    grad_seed = torch.ones((), device=batches.images.device)   # the losses are float32
+    grad_seed = torch.ones((), device=batches.images.device)  # the losses are float32
 
     def step():
         real, labels = batches.next(labels=conditional)
         z = noise_fn()
-        return train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip, one_pass, amp_dtype=amp,
-                          grad_seed=grad_seed)
+        return train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip, one_pass, amp_dtype=amp, grad_seed=grad_seed)
 
     return GraphedStep(step, generators=generators) if cuda_graph else step
 
@@ -119,8 +131,9 @@ def to_layout(G, D, channels_last):
     return G, D
 
 
-def make_optimizers(G, D, device, kind="adam", lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), cuda_graph=False,
-                    fused_adam=None):
+def make_optimizers(
+    G, D, device, kind="adam", lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), cuda_graph=False, fused_adam=None
+):
     """(opt_g, opt_d). Adam is fastgan.optim.Adam (one launch over all of a network's parameters,
     step count on the device: capturable), except on the CPU without the compiled kernels, where
     torch.optim.Adam is faster than the reference path; fused_adam=True/False overrides. RMSprop
@@ -134,8 +147,19 @@ def make_optimizers(G, D, device, kind="adam", lr_g=2e-4, lr_d=2e-4, betas=(0.5,
     return cls(G.parameters(), lr=lr_g, betas=betas), cls(D.parameters(), lr=lr_d, betas=betas)
 
 
-def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32", backend="fastgan",
-              seed=0, images=None, labels=None, channels_last=False, fused_adam=None):
+def make_step(
+    model,
+    batch_size,
+    device="cuda",
+    cuda_graph=None,
+    precision="fp32",
+    backend="fastgan",
+    seed=0,
+    images=None,
+    labels=None,
+    channels_last=False,
+    fused_adam=None,
+):
     """Builds a model pair with its optimizers on device and returns a callable that runs one
     full training step (D step then G step) on the next batch of a device-resident dataset.
 
@@ -151,8 +175,10 @@ def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32
     device = torch.device(device)
     amp_dtype(precision)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"make_step: device {str(device)!r} needs a CUDA GPU, and torch sees none "
-                         "(torch.cuda.is_available() is False); pass device='cpu'")
+        raise ValueError(
+            f"make_step: device {str(device)!r} needs a CUDA GPU, and torch sees none "
+            "(torch.cuda.is_available() is False); pass device='cpu'"
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"make_step: batch_size must be a positive integer, got {batch_size!r}")
     if cuda_graph is None:
@@ -171,7 +197,7 @@ def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32
     elif labels is None:
         if model in CONDITIONAL:
             raise ValueError(f"make_step: {model} is conditional: give labels with images")
-        labels = torch.zeros(images.shape[0], dtype=torch.int64)   # never read by an unconditional step
+        labels = torch.zeros(images.shape[0], dtype=torch.int64)  # never read by an unconditional step
     data_gen = torch.Generator(device=device).manual_seed(seed + 1)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 2)
     batches = DeviceLoader(images, labels, batch_size, device, generator=data_gen)
@@ -181,8 +207,18 @@ def make_step(model, batch_size, device="cuda", cuda_graph=None, precision="fp32
     def noise():
         return torch.randn(batch_size, latent, generator=noise_gen, device=device)
 
-    step = build_step(G, D, opt_g, opt_d, batches, noise, model in CONDITIONAL, cuda_graph=cuda_graph,
-                      generators=(noise_gen,) if cuda_graph else (), precision=precision)
+    step = build_step(
+        G,
+        D,
+        opt_g,
+        opt_d,
+        batches,
+        noise,
+        model in CONDITIONAL,
+        cuda_graph=cuda_graph,
+        generators=(noise_gen,) if cuda_graph else (),
+        precision=precision,
+    )
     holder = _Step(step, G=G, D=D, opt_g=opt_g, opt_d=opt_d, batches=batches, noise_generator=noise_gen)
     return holder
 

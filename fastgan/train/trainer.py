@@ -7,6 +7,7 @@ resumes, and when the run folder's files are written.
 The step (fastgan.train.step) has no host syncs; the loop syncs the losses once per
 `log_every` steps and hands the epoch's files to a background writer (fastgan.train.outputs).
 """
+
 import math
 import os
 import sys
@@ -30,8 +31,17 @@ class Trainer:
     """Trains one GAN run in cfg.out: checkpoint.pt, samples/, samples.png, history.csv,
     losses.png, train.log, config.json (and tb/ with tensorboard)."""
 
-    def __init__(self, cfg, resume=False, explicit=None, log=None, evaluator=None, overwrite=False,
-                 make_evaluator=None, allow_changed_data=False):
+    def __init__(
+        self,
+        cfg,
+        resume=False,
+        explicit=None,
+        log=None,
+        evaluator=None,
+        overwrite=False,
+        make_evaluator=None,
+        allow_changed_data=False,
+    ):
         """resume: continue the run in cfg.out from its checkpoint, with the options named in
         `explicit` taken from cfg (only TrainConfig.RESUMABLE ones may differ from the
         checkpoint's); explicit None: every option (cfg is the run's whole configuration).
@@ -45,24 +55,25 @@ class Trainer:
         self.log_stream = log or sys.stdout
         cfg.normalize()
         problem = output_problem(cfg.out, folder=True)
-        if problem:   # before any work: the first output is written after an epoch
+        if problem:  # before any work: the first output is written after an epoch
             raise ConfigError(f"--out {problem}")
-        try:   # config.json, train.log and the messages name it
+        try:  # config.json, train.log and the messages name it
             cfg.out.encode("utf-8")
         except UnicodeEncodeError:
             raise ConfigError(f"--out {cfg.out!r} is not valid UTF-8: give a folder name that is") from None
         self.lock = FolderLock(cfg.out)
-        self.lock.check()   # a run in progress there: refused before any work
+        self.lock.check()  # a run in progress there: refused before any work
         checkpoint_path = os.path.join(cfg.out, CHECKPOINT)
         self.overwrite = bool(overwrite) and not resume
         if not resume and not overwrite and os.path.exists(checkpoint_path):
-            raise ConfigError(f"--out {cfg.out} holds a run already ({checkpoint_path}): --resume "
-                              f"continues it, --overwrite starts again there, or choose another --out")
+            raise ConfigError(
+                f"--out {cfg.out} holds a run already ({checkpoint_path}): --resume "
+                f"continues it, --overwrite starts again there, or choose another --out"
+            )
         ckpt = None
         if resume:
             if not os.path.isfile(checkpoint_path):
-                raise CheckpointError(f"--resume: no checkpoint in {cfg.out} ({checkpoint_path} "
-                                      "does not exist)")
+                raise CheckpointError(f"--resume: no checkpoint in {cfg.out} ({checkpoint_path} does not exist)")
             ckpt = load_checkpoint(checkpoint_path)
             cfg = self._merge(ckpt["config"], cfg, self._explicit(cfg, explicit))
         cfg.validate()
@@ -84,27 +95,37 @@ class Trainer:
         lr_d, lr_g = cfg.learning_rates()
         # the whole step in one CUDA graph on CUDA (fastgan.train.graph), unless told otherwise
         self.cuda_graph = self.device.type == "cuda" and cfg.cuda_graph and not cfg.compile
-        self.opt_g, self.opt_d = make_optimizers(self.G, self.D, self.device, cfg.optimizer, lr_g, lr_d,
-                                                 (cfg.beta1, cfg.beta2), self.cuda_graph)
+        self.opt_g, self.opt_d = make_optimizers(
+            self.G, self.D, self.device, cfg.optimizer, lr_g, lr_d, (cfg.beta1, cfg.beta2), self.cuda_graph
+        )
         self.grad_clip = cfg.clip()
         self.noise_gen = torch.Generator(device=self.device)
         self.noise_gen.manual_seed(cfg.seed + 2)
         G, D = (torch.compile(self.G), torch.compile(self.D)) if cfg.compile else (self.G, self.D)
-        self._step = build_step(G, D, self.opt_g, self.opt_d, self.loader,
-                                lambda: noise(cfg.batch_size, cfg.latent_dim, cfg.noise, self.noise_gen, self.device),
-                                self.conditional, self.grad_clip, self.cuda_graph, generators=(self.noise_gen,),
-                                precision=cfg.precision)
+        self._step = build_step(
+            G,
+            D,
+            self.opt_g,
+            self.opt_d,
+            self.loader,
+            lambda: noise(cfg.batch_size, cfg.latent_dim, cfg.noise, self.noise_gen, self.device),
+            self.conditional,
+            self.grad_clip,
+            self.cuda_graph,
+            generators=(self.noise_gen,),
+            precision=cfg.precision,
+        )
         self.fixed_z, self.fixed_labels, self.grid_cols = fixed_inputs(cfg, self.device)
         self.folder = RunFolder(cfg.out, self.steps_per_epoch, self.grid_cols, f"{cfg.model} on {cfg.dataset}")
         self.checkpoint_path = self.folder.checkpoint_path
         self.step = 0
         self.history = torch.zeros(0, 2, dtype=torch.float64)
-        self.train_seconds = 0.0   # time spent training: steps and loss syncs, not outputs or evals
-        self.evals = []            # one dict per --eval-every evaluation (see _evaluate)
+        self.train_seconds = 0.0  # time spent training: steps and loss syncs, not outputs or evals
+        self.evals = []  # one dict per --eval-every evaluation (see _evaluate)
         self.evaluator = evaluator
         self.make_evaluator = make_evaluator
         self.epoch_rng = self.loader.generator.get_state()  # shuffle state of the epoch in progress
-        self._files = BackgroundWriter()   # writes the outputs while training goes on
+        self._files = BackgroundWriter()  # writes the outputs while training goes on
         if ckpt is not None:
             self._restore(ckpt)
         self.writer = None
@@ -112,8 +133,10 @@ class Trainer:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ConfigError("--tensorboard needs the tensorboard package: "
-                                  "pip install tensorboard  (or: pip install 'fastgan[tensorboard]')") from None
+                raise ConfigError(
+                    "--tensorboard needs the tensorboard package: "
+                    "pip install tensorboard  (or: pip install 'fastgan[tensorboard]')"
+                ) from None
             self.writer = SummaryWriter(os.path.join(cfg.out, "tb"), purge_step=self.step + 1)
 
     @property
@@ -138,20 +161,23 @@ class Trainer:
     def _merge(saved, given, explicit):
         """The checkpoint's config with the options the user may change on resume."""
         explicit = set(explicit or ())
-        for name in sorted(explicit, key=lambda n: (n != "model", n)):   # another model: say that first
+        for name in sorted(explicit, key=lambda n: (n != "model", n)):  # another model: say that first
             new, old = getattr(given, name), getattr(saved, name)
             if name in TrainConfig.RESUMABLE or new == old:
                 continue
             if name == "model":
-                raise CheckpointError(f"checkpoint in {given.out} is from model {old!r}, not {new!r}: "
-                                      f"use another --out, or --model {old}")
-            raise CheckpointError(f"--{name.replace('_', '-')} {new} differs from the checkpoint's "
-                                  f"{old}; a resumed run keeps its settings (only "
-                                  f"{', '.join('--' + r.replace('_', '-') for r in TrainConfig.RESUMABLE)} may change)")
+                raise CheckpointError(
+                    f"checkpoint in {given.out} is from model {old!r}, not {new!r}: use another --out, or --model {old}"
+                )
+            raise CheckpointError(
+                f"--{name.replace('_', '-')} {new} differs from the checkpoint's "
+                f"{old}; a resumed run keeps its settings (only "
+                f"{', '.join('--' + r.replace('_', '-') for r in TrainConfig.RESUMABLE)} may change)"
+            )
         for name in TrainConfig.RESUMABLE:
             if name in explicit or name == "out":
                 setattr(saved, name, getattr(given, name))
-        if "epochs" in explicit and given.epochs is not None:   # one length replaces the other
+        if "epochs" in explicit and given.epochs is not None:  # one length replaces the other
             saved.steps = None
         if "steps" in explicit and given.steps is not None:
             saved.epochs = None
@@ -159,16 +185,28 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------
     def state_dict(self):
-        rng = {"torch": torch.get_rng_state(), "noise": self.noise_gen.get_state(),
-               "epoch": self.epoch_rng, "device": self.device.type}
+        rng = {
+            "torch": torch.get_rng_state(),
+            "noise": self.noise_gen.get_state(),
+            "epoch": self.epoch_rng,
+            "device": self.device.type,
+        }
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {"config": self.cfg.to_dict(), "step": self.step,
-                "generator": self.G.state_dict(), "discriminator": self.D.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "rng": rng, "history": self.history.clone(),
-                "train_seconds": self.train_seconds, "evals": [dict(e) for e in self.evals],
-                "data_sha256": self.data_sha256, "fastgan_version": _version()}
+        return {
+            "config": self.cfg.to_dict(),
+            "step": self.step,
+            "generator": self.G.state_dict(),
+            "discriminator": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "rng": rng,
+            "history": self.history.clone(),
+            "train_seconds": self.train_seconds,
+            "evals": [dict(e) for e in self.evals],
+            "data_sha256": self.data_sha256,
+            "fastgan_version": _version(),
+        }
 
     def save(self):
         """Writes the checkpoint now (waits for it)."""
@@ -177,34 +215,42 @@ class Trainer:
 
     def _restore(self, ckpt):
         missing = [k for k in ("opt_g", "opt_d", "rng", "history") if k not in ckpt]
-        if missing:   # load_checkpoint asks only for what sampling needs
-            raise CheckpointError(f"{self.checkpoint_path} cannot be resumed: it holds no "
-                                  f"{', '.join(missing)} (fastgan sample can still read it)")
+        if missing:  # load_checkpoint asks only for what sampling needs
+            raise CheckpointError(
+                f"{self.checkpoint_path} cannot be resumed: it holds no "
+                f"{', '.join(missing)} (fastgan sample can still read it)"
+            )
         saved = ckpt.get("data_sha256")
         if saved is not None and saved != self.data_sha256 and not self.allow_changed_data:
             where = f" in {self.cfg.data_dir}" if self.cfg.data_dir else ""
-            raise CheckpointError(f"--resume: the {self.cfg.dataset} data{where} is not what {self.checkpoint_path} "
-                                  f"was trained on (sha256 {self.data_sha256[:12]}... against {saved[:12]}...); "
-                                  "--allow-changed-data resumes on it anyway")
+            raise CheckpointError(
+                f"--resume: the {self.cfg.dataset} data{where} is not what {self.checkpoint_path} "
+                f"was trained on (sha256 {self.data_sha256[:12]}... against {saved[:12]}...); "
+                "--allow-changed-data resumes on it anyway"
+            )
         load_module_state(self.G, ckpt["generator"], self.checkpoint_path, f"{self.cfg.model} generator")
         load_module_state(self.D, ckpt["discriminator"], self.checkpoint_path, f"{self.cfg.model} discriminator")
         try:
             self.opt_g.load_state_dict(ckpt["opt_g"])
             self.opt_d.load_state_dict(ckpt["opt_d"])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"{self.checkpoint_path} does not fit model {self.cfg.model}: "
-                                  f"{str(exc).splitlines()[0]}") from None
+            raise CheckpointError(
+                f"{self.checkpoint_path} does not fit model {self.cfg.model}: {str(exc).splitlines()[0]}"
+            ) from None
         for name, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
-            _check_optimizer_state(opt, lambda m, name=name: CheckpointError(
-                f"{self.checkpoint_path}: bad {name} in checkpoint: {m}"))
+            _check_optimizer_state(
+                opt, lambda m, name=name: CheckpointError(f"{self.checkpoint_path}: bad {name} in checkpoint: {m}")
+            )
         self.step = int(ckpt["step"])
         history = ckpt["history"].to(torch.float64)[: self.step]
         missing = self.step - len(history)
-        if missing > self.cfg.log_every:   # a step no history could reach (1e12: an allocator crash)
-            raise CheckpointError(f"{self.checkpoint_path}: bad history in checkpoint: {len(history)} losses "
-                                  f"for step {self.step} (a checkpoint lacks at most the {self.cfg.log_every} "
-                                  "since its last loss sync)")
-        if missing > 0:   # written between loss syncs: those losses are unknown
+        if missing > self.cfg.log_every:  # a step no history could reach (1e12: an allocator crash)
+            raise CheckpointError(
+                f"{self.checkpoint_path}: bad history in checkpoint: {len(history)} losses "
+                f"for step {self.step} (a checkpoint lacks at most the {self.cfg.log_every} "
+                "since its last loss sync)"
+            )
+        if missing > 0:  # written between loss syncs: those losses are unknown
             history = torch.cat([history, torch.full((missing, 2), math.nan, dtype=torch.float64)])
         self.history = history
         self.train_seconds = float(ckpt.get("train_seconds", 0.0))
@@ -212,13 +258,15 @@ class Trainer:
         rng = ckpt["rng"]
         same_device = rng.get("device") == self.device.type
         for key, device in (("torch", "cpu"), ("noise", self.device), ("epoch", self.device), ("cuda", self.device)):
-            if key in rng and (key == "torch" or same_device):   # before any state is set
+            if key in rng and (key == "torch" or same_device):  # before any state is set
                 try:
                     torch.Generator(device=device).set_state(rng[key])
                 except RuntimeError as exc:
-                    raise CheckpointError(f"{self.checkpoint_path}: bad rng in checkpoint: rng[{key!r}] is not a "
-                                          f"{torch.device(device).type} generator's state "
-                                          f"({str(exc).splitlines()[0]})") from None
+                    raise CheckpointError(
+                        f"{self.checkpoint_path}: bad rng in checkpoint: rng[{key!r}] is not a "
+                        f"{torch.device(device).type} generator's state "
+                        f"({str(exc).splitlines()[0]})"
+                    ) from None
         torch.set_rng_state(rng["torch"])
         if same_device:
             self.noise_gen.set_state(rng["noise"])
@@ -227,8 +275,10 @@ class Trainer:
             if self.device.type == "cuda" and "cuda" in rng:
                 torch.cuda.set_rng_state(rng["cuda"], self.device)
         else:
-            self._print(f"note: checkpoint was written on {rng.get('device')}, resuming on "
-                        f"{self.device.type}: the data order and noise continue from new seeds")
+            self._print(
+                f"note: checkpoint was written on {rng.get('device')}, resuming on "
+                f"{self.device.type}: the data order and noise continue from new seeds"
+            )
         self.folder.checkpoint_step = self.step
 
     # -- outputs -----------------------------------------------------------------------
@@ -265,20 +315,20 @@ class Trainer:
         images = history = evals = state = None
         if epoch_label is not None:
             images = self.samples().detach().float().cpu()
-            history, evals = self.history, [dict(e) for e in self.evals]   # history is replaced, not changed
-            if self.writer is not None:   # tensorboard stays on this thread
+            history, evals = self.history, [dict(e) for e in self.evals]  # history is replaced, not changed
+            if self.writer is not None:  # tensorboard stays on this thread
                 self.writer.add_image("samples", torch.from_numpy(make_grid(images, self.grid_cols))[None], self.step)
                 self.writer.flush()
         if checkpoint:
             state = cpu_copy(self.state_dict())
-            if self.cfg.stop_on_nan and not _finite_weights(state):   # keep the last finite checkpoint
+            if self.cfg.stop_on_nan and not _finite_weights(state):  # keep the last finite checkpoint
                 raise DivergedError(self._diverged(f"the weights are not finite at step {self.step}"))
         self._files.submit(self.folder.write, epoch_label, final, images, history, evals, state)
 
     # -- the loop ----------------------------------------------------------------------
     def fit(self):
         """Trains to total_steps, writing outputs each epoch. Returns self.history."""
-        self.lock.acquire()   # one run per folder; released however fit() ends
+        self.lock.acquire()  # one run per folder; released however fit() ends
         try:
             return self._fit()
         finally:
@@ -315,7 +365,7 @@ class Trainer:
                         run.restart()
                     if last:
                         break
-            self._files.wait()   # the last files are written (or their error raised)
+            self._files.wait()  # the last files are written (or their error raised)
         except BaseException as exc:
             run.bar.close()
             self._report_stop(exc)
@@ -331,31 +381,40 @@ class Trainer:
         resume line, the evaluator. False when there is nothing to train."""
         cfg = self.cfg
         if cfg.eval_every and self.evaluator is None and self.make_evaluator is None:
-            raise ConfigError("--eval-every needs an evaluator: Trainer(..., evaluator="
-                              "fastgan.metrics.Evaluator(dataset, data_dir, device))")
+            raise ConfigError(
+                "--eval-every needs an evaluator: Trainer(..., evaluator="
+                "fastgan.metrics.Evaluator(dataset, data_dir, device))"
+            )
         if self.overwrite and self.step == 0:
             self.folder.clear()
             self.overwrite = False
         stale = self.folder.remove_stale_temps()
         if stale:
-            self._print(f"removed {len(stale)} temporary file{'s' * (len(stale) > 1)} that a killed run left "
-                        f"in {cfg.out}", logfile=False)
-        if self.step >= self.total_steps:   # (config.json stays the run's: nothing changes)
+            self._print(
+                f"removed {len(stale)} temporary file{'s' * (len(stale) > 1)} that a killed run left in {cfg.out}",
+                logfile=False,
+            )
+        if self.step >= self.total_steps:  # (config.json stays the run's: nothing changes)
             self._print(f"nothing to do: {cfg.out} is at step {self.step} of {self.total_steps}")
             return False
-        self.folder.write_config(cfg)   # makes cfg.out
+        self.folder.write_config(cfg)  # makes cfg.out
         if self.step:
-            self._print(f"resuming {cfg.out} at step {self.step} (epoch "
-                        f"{self.step // self.steps_per_epoch + 1}) of {self.total_steps}")
+            self._print(
+                f"resuming {cfg.out} at step {self.step} (epoch "
+                f"{self.step // self.steps_per_epoch + 1}) of {self.total_steps}"
+            )
         if cfg.eval_every and self.evaluator is None:
-            self._print(f"evaluating every {cfg.eval_every} steps on {cfg.eval_n} images: loading "
-                        f"(or training, once) the {cfg.dataset} classifier", logfile=False)
+            self._print(
+                f"evaluating every {cfg.eval_every} steps on {cfg.eval_n} images: loading "
+                f"(or training, once) the {cfg.dataset} classifier",
+                logfile=False,
+            )
             self.evaluator = self.make_evaluator(cfg, self.device)
             info = self.evaluator.classifier_info
             self._print(f"classifier: {info['path']} (test accuracy {info['test_accuracy']:.2%})")
         self.G.train()
         self.D.train()
-        self._first_step = self.step   # img/s of a resumed epoch counts this process's steps only
+        self._first_step = self.step  # img/s of a resumed epoch counts this process's steps only
         self._nonfinite_at = None
         return True
 
@@ -403,10 +462,12 @@ class Trainer:
         self._print(f"warning: {what}: training diverged; going on (--no-stop-on-nan)")
 
     def _diverged(self, what):
-        kept = (f"the last checkpoint (step {self.checkpoint_step}) is intact in {self.checkpoint_path}"
-                if self.checkpoint_step is not None else "no checkpoint was written")
-        message = (f"training diverged: {what}; {kept}. A lower --lr may help; --no-stop-on-nan "
-                   "trains on regardless")
+        kept = (
+            f"the last checkpoint (step {self.checkpoint_step}) is intact in {self.checkpoint_path}"
+            if self.checkpoint_step is not None
+            else "no checkpoint was written"
+        )
+        message = f"training diverged: {what}; {kept}. A lower --lr may help; --no-stop-on-nan trains on regardless"
         self.folder.log(f"error: {message}")
         return message
 
@@ -421,8 +482,11 @@ class Trainer:
                 where = f"the last checkpoint (step {self.checkpoint_step}) is intact in {self.checkpoint_path}"
             if failed is not None:
                 where += f"; writing the run's files had failed: {failed}"
-            print(f"\ninterrupted at step {self.step}; {where}.\nresume with: fastgan train --out "
-                  f"{self.cfg.out} --resume", file=sys.stderr)
+            print(
+                f"\ninterrupted at step {self.step}; {where}.\nresume with: fastgan train --out "
+                f"{self.cfg.out} --resume",
+                file=sys.stderr,
+            )
         elif failed is not None:
             print(f"fastgan train: writing the run's files failed too: {failed}", file=sys.stderr)
 
@@ -438,16 +502,23 @@ class Trainer:
         from fixed noise (seed 0, as `fastgan eval`), logged, kept in self.evals, plotted."""
         t0 = time.perf_counter()
         m = self.evaluator(self.G, self.cfg, self.cfg.eval_n, seed=0)
-        row = {"step": self.step, "train_seconds": self.train_seconds, "fid": m["fid"],
-               "inception_score": m["inception_score"], "class_entropy": m["class_entropy"],
-               "label_accuracy": m["label_accuracy"]}
+        row = {
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "fid": m["fid"],
+            "inception_score": m["inception_score"],
+            "class_entropy": m["class_entropy"],
+            "label_accuracy": m["label_accuracy"],
+        }
         self.evals.append(row)
         extra = f"  label accuracy {m['label_accuracy']:.3f}" if m["label_accuracy"] is not None else ""
         if m["nonfinite_images"]:
             extra += f"  ({m['nonfinite_images']} images not finite: G diverged)"
-        self._print(f"eval step {self.step}: FID {m['fid']:.2f}  IS {m['inception_score']:.2f}  "
-                    f"class entropy {m['class_entropy']:.2f} bits{extra}  (trained {self.train_seconds:.1f}s, "
-                    f"eval {time.perf_counter() - t0:.1f}s)")
+        self._print(
+            f"eval step {self.step}: FID {m['fid']:.2f}  IS {m['inception_score']:.2f}  "
+            f"class entropy {m['class_entropy']:.2f} bits{extra}  (trained {self.train_seconds:.1f}s, "
+            f"eval {time.perf_counter() - t0:.1f}s)"
+        )
         if self.writer is not None:
             for name in ("fid", "inception_score", "class_entropy", "label_accuracy"):
                 if row[name] is not None:
@@ -455,19 +526,22 @@ class Trainer:
 
     def _end_epoch(self, epoch, seconds, final=False):
         spe = self.steps_per_epoch
-        recent = self.history[-(self.step - (epoch - 1) * spe):]
+        recent = self.history[-(self.step - (epoch - 1) * spe) :]
         d, g = recent.mean(0).tolist()
-        steps = self.step - max((epoch - 1) * spe, self._first_step)   # trained in `seconds`
-        self._print(f"epoch {epoch}/{self.total_epochs}  step {self.step}/{self.total_steps}  "
-                    f"d_loss {d:.4f}  g_loss {g:.4f}  {steps * self.cfg.batch_size / max(seconds, 1e-9):,.0f} img/s  "
-                    f"{seconds:.1f}s")
+        steps = self.step - max((epoch - 1) * spe, self._first_step)  # trained in `seconds`
+        self._print(
+            f"epoch {epoch}/{self.total_epochs}  step {self.step}/{self.total_steps}  "
+            f"d_loss {d:.4f}  g_loss {g:.4f}  {steps * self.cfg.batch_size / max(seconds, 1e-9):,.0f} img/s  "
+            f"{seconds:.1f}s"
+        )
         label = f"epoch_{epoch:04d}" if self.step % spe == 0 else f"step_{self.step:07d}"
         self._write_in_background(label, final, checkpoint=True)
         if final:
             self._files.wait()
-            self._print(f"done: {self.step} steps; samples in {os.path.join(self.cfg.out, 'samples.png')}, "
-                        f"checkpoint {self.checkpoint_path}")
-
+            self._print(
+                f"done: {self.step} steps; samples in {os.path.join(self.cfg.out, 'samples.png')}, "
+                f"checkpoint {self.checkpoint_path}"
+            )
 
 
 class _Stretch:
@@ -478,10 +552,17 @@ class _Stretch:
     def __init__(self, trainer):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=trainer.total_steps, initial=trainer.step, disable=not trainer.cfg.progress,
-                        unit="step", dynamic_ncols=True, desc=f"{trainer.cfg.model}", file=sys.stderr)
+        self.bar = tqdm(
+            total=trainer.total_steps,
+            initial=trainer.step,
+            disable=not trainer.cfg.progress,
+            unit="step",
+            dynamic_ncols=True,
+            desc=f"{trainer.cfg.model}",
+            file=sys.stderr,
+        )
         self.pending = []
-        self.epoch_start = trainer.train_seconds   # train_seconds when the epoch in progress began
+        self.epoch_start = trainer.train_seconds  # train_seconds when the epoch in progress began
         self.restart()
 
     def restart(self):
@@ -502,14 +583,20 @@ def _check_optimizer_state(opt, bad):
         for p in group["params"]:
             for key, v in opt.state.get(p, {}).items():
                 if isinstance(v, torch.Tensor) and v.dim() > 0 and (v.shape != p.shape or v.dtype != p.dtype):
-                    raise bad(f"state {key!r} of a parameter of shape {tuple(p.shape)} is a {v.dtype} tensor "
-                              f"of shape {tuple(v.shape)}")
+                    raise bad(
+                        f"state {key!r} of a parameter of shape {tuple(p.shape)} is a {v.dtype} tensor "
+                        f"of shape {tuple(v.shape)}"
+                    )
 
 
 def _finite_weights(state):
     """Whether the generator's and discriminator's tensors in a (CPU) state are all finite."""
-    return all(bool(torch.isfinite(t).all()) for name in ("generator", "discriminator")
-               for t in state[name].values() if t.is_floating_point())
+    return all(
+        bool(torch.isfinite(t).all())
+        for name in ("generator", "discriminator")
+        for t in state[name].values()
+        if t.is_floating_point()
+    )
 
 
 def _version():
