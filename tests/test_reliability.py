@@ -419,6 +419,52 @@ def test_steps_must_be_an_integer_not_a_rounded_float(value, tmp_path):
         Trainer(small(tmp_path / "p", steps=float(value)))
 
 
+# A Ctrl-C that lands while `import torch` runs (the console script's first second or two).
+# Deterministic: a finder sends the process SIGINT when torch is first looked up, then keeps
+# the import busy long enough for the signal's handler to run.
+_CTRL_C_AT_TORCH = """
+import importlib.abc, os, signal, sys, time
+class CtrlCAtTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(200):
+                time.sleep(0.01)
+        return None
+sys.meta_path.insert(0, CtrlCAtTorch())
+import fastgan_command
+sys.exit(fastgan_command.main(["info"]))
+"""
+
+
+def test_ctrl_c_while_torch_loads_exits_130_quietly():
+    result = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_AT_TORCH], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (130, "", "")
+
+
+def test_the_console_script_imports_fastgan_inside_its_ctrl_c_handler():
+    """A real SIGINT at several moments of `fastgan info`'s start: 130 and nothing printed
+    while it loads; once the command has printed, it may also end normally."""
+    for delay in (0.05, 0.2, 0.4, 0.8):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys, fastgan_command; sys.exit(fastgan_command.main(['info']))"],
+            cwd=ROOT,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err and "Error" not in err, (delay, err)
+        if not out:  # still loading when the signal came
+            assert proc.returncode == 130, (delay, proc.returncode)
+
+
 # -- 9. numbers ------------------------------------------------------------------------------
 
 
