@@ -31,8 +31,9 @@ def build_info():
 
 from fastgan import nn, ops, optim  # noqa: E402  (after build_info: they import _extension)
 from fastgan.convert import convert  # noqa: E402,F401  (fastgan.convert(model): the function; its module is fastgan.convert)
+from fastgan.fit import fit  # noqa: E402,F401  (fastgan.fit(G, D, data): the function; it loads the trainer when called)
 
-__all__ = ["__version__", "build_info", "ops", "nn", "optim"]
+__all__ = ["__version__", "build_info", "ops", "nn", "optim", "convert", "fit"]
 
 # The heavier subpackages load on first use: `import fastgan` then fastgan.metrics.evaluate(...)
 # works as in the README, without importing the trainer, models and data for the ops alone.

@@ -33,6 +33,14 @@ from fastgan._options import CHOICES
 S = argparse.SUPPRESS  # train options the user did not give stay out of the namespace (see cmd_train)
 
 
+def model_name(value):
+    """--model: a fastgan model's name, or a user's .py model file (read when training starts)."""
+    names = CHOICES["model"].names()
+    if value in names or value.endswith(".py"):
+        return value
+    raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(names)}, or give a FILE.py)")
+
+
 def build_parser():
     from fastgan.train.config import DEFAULT_EPOCHS, TrainConfig
 
@@ -53,7 +61,14 @@ def build_parser():
         description="Train a GAN. Writes checkpoint.pt, samples.png, samples/, "
         "history.csv, losses.png and train.log into --out.",
     )
-    choice(t, "model")
+    t.add_argument(
+        "--model",
+        type=model_name,
+        default=S,
+        metavar="{" + ",".join(CHOICES["model"].names()) + "} or FILE.py",
+        help=CHOICES["model"].describe() + "; or your own GAN: a .py file defining build() -> (G, D), or "
+        "classes Generator and Discriminator (plain torch.nn; run on fastgan's fused ops, see --no-convert)",
+    )
     choice(t, "dataset")
     t.add_argument("--data-dir", default=S, help="folder with the IDX files (or torchvision's root)")
     t.add_argument(
@@ -151,6 +166,18 @@ def build_parser():
         action="store_true",
         help="with --resume: go on although the data is not what the checkpoint was trained on",
     )
+    t.add_argument(
+        "--convert",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="a model file's G and D run as fastgan.convert's copies, on the fused ops (default); "
+        "--no-convert trains them as written",
+    )
+    t.add_argument(
+        "--allow-changed-model",
+        action="store_true",
+        help="with --resume: go on although the model file is not the one the checkpoint was trained with",
+    )
 
     s = sub.add_parser("sample", help="draw a grid of samples from a checkpoint")
     s.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
@@ -216,7 +243,8 @@ def cmd_bench(args):
 def cmd_train(args):
     from fastgan.train import ConfigError, TrainConfig, Trainer
 
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "overwrite", "allow_changed_data")}
+    flags = ("command", "resume", "overwrite", "allow_changed_data", "allow_changed_model")
+    given = {k: v for k, v in vars(args).items() if k not in flags}
     if given.get("optimizer") == "rmsprop" and "lr" in given:  # rather than ignore it
         raise ConfigError(
             "--lr is Adam's learning rate; with --optimizer rmsprop give --lr-d and --lr-g "
@@ -230,6 +258,7 @@ def cmd_train(args):
         overwrite=args.overwrite,
         make_evaluator=_evaluator,
         allow_changed_data=args.allow_changed_data,
+        allow_changed_model=args.allow_changed_model,
     )
     print(
         f"fastgan train: {trainer.cfg.model} on {trainer.cfg.dataset} "

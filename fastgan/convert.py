@@ -614,6 +614,17 @@ def _strip_sigmoid(root, strip, uses, report):
     return root, identity
 
 
+def final_sigmoid(module):
+    """The module path of the nn.Sigmoid that `module`'s output comes from (up to shape changes;
+    "" for a bare nn.Sigmoid), or None where there is none or it cannot be told (the rules of
+    strip_sigmoid=True). The trainer asks this of a user's discriminator: with a path, it trains
+    the logits (the Sigmoid stripped); without, it takes the output to be logits already."""
+    try:
+        return _final_sigmoid(module, module, "", _Converter(module).uses)
+    except _NoSigmoid:
+        return None
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -661,4 +672,13 @@ def convert(module, *, strip_sigmoid=False, report=False):
     return (root, converter.report) if report else root
 
 
-__all__ = ["convert", "Report", "Replaced", "LeftAlone", "FusedLinear", "FusedConv2d", "FusedConvTranspose2d"]
+__all__ = [
+    "convert",
+    "final_sigmoid",
+    "Report",
+    "Replaced",
+    "LeftAlone",
+    "FusedLinear",
+    "FusedConv2d",
+    "FusedConvTranspose2d",
+]

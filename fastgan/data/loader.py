@@ -11,6 +11,8 @@ gather. Two ways to walk an epoch:
 - `epoch()` / `batch(perm, i)` (Python loops): the batches of a permutation in turn.
 """
 
+import math
+
 import torch
 
 from fastgan._argtypes import as_index
@@ -27,15 +29,19 @@ def _index(name, value):
 
 
 class DeviceLoader:
-    """Shuffled batches of (images (B, 1, H, W) float in [-1, 1], labels (B,) int64) on `device`.
+    """Shuffled batches of (images (B, C, H, W) float in [-1, 1], labels (B,) int64) on `device`.
 
-    images: (N, H, W) or (N, 1, H, W) uint8; labels: (N,) integers. Incomplete last batches
+    images: (N, H, W) or (N, C, H, W) uint8; labels: (N,) integers. Incomplete last batches
     are dropped (every step sees batch_size images). The shuffle uses the loader's own
     generator (seeded with `seed`, or the `generator` given, on the device), whose state is
-    part of state_dict() for exact resumes. device None: the images' device.
+    part of state_dict() for exact resumes. device None: the images' device. sample_shape:
+    each image's shape in the batches when not (C, H, W), e.g. flat (C*H*W,) for an MLP that
+    takes flat images (a view: no copy).
     """
 
-    def __init__(self, images, labels, batch_size, device=None, seed=0, dtype=torch.float32, generator=None):
+    def __init__(
+        self, images, labels, batch_size, device=None, seed=0, dtype=torch.float32, generator=None, sample_shape=None
+    ):
         if images.dtype != torch.uint8:
             raise DatasetError(f"DeviceLoader: images must be uint8 (0-255), got {images.dtype}")
         if images.dim() == 3:
@@ -47,10 +53,15 @@ class DeviceLoader:
             raise DatasetError(f"batch size must be a positive integer, got {batch_size!r}")
         if batch_size > n:
             raise DatasetError(f"batch size {batch_size} is larger than the dataset ({n} images)")
-        if images.dim() != 4 or images.shape[1] != 1 or labels.dim() != 1 or images.shape[0] != labels.shape[0]:
+        if images.dim() != 4 or labels.dim() != 1 or images.shape[0] != labels.shape[0]:
             raise DatasetError(
-                f"DeviceLoader: images (N,[1,]H,W) and labels (N,) must match, got "
+                f"DeviceLoader: images (N,[C,]H,W) and labels (N,) must match, got "
                 f"{tuple(images.shape)} and {tuple(labels.shape)}"
+            )
+        if sample_shape is not None and math.prod(sample_shape) != math.prod(images.shape[1:]):
+            raise DatasetError(
+                f"DeviceLoader: sample_shape {tuple(sample_shape)} does not hold images of shape "
+                f"{tuple(images.shape[1:])}"
             )
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise DatasetError(f"DeviceLoader: labels must be integers, got {labels.dtype}")
@@ -59,6 +70,8 @@ class DeviceLoader:
             raise DatasetError(f"seed must fit in 64 bits, got {seed}")
         self.device = torch.device(device) if device is not None else images.device
         self.images = scale_images(images.to(self.device), dtype).contiguous()
+        if sample_shape is not None:
+            self.images = self.images.view(n, *sample_shape)
         self.labels = labels.to(self.device, torch.int64)
         self.batch_size = batch_size
         self.num_samples = n

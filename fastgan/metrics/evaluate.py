@@ -5,7 +5,6 @@ import time
 
 import torch
 
-from fastgan._options import CONDITIONAL
 from fastgan.metrics.classifier import NUM_CLASSES, ClassifierSettings, get_classifier, split, to_input
 from fastgan.metrics.fid import (
     ClassScores,
@@ -16,7 +15,7 @@ from fastgan.metrics.fid import (
     frechet_distance,
 )
 from fastgan.train.config import ConfigError
-from fastgan.train.sampling import latent_inputs, load_generator, resolve_device
+from fastgan.train.sampling import latent_inputs, load_generator, resolve_device, run_generator
 
 
 @torch.no_grad()
@@ -41,7 +40,7 @@ def generate_batches(G, cfg, n, seed=0, device="cpu", batch_size=1000):
         k = min(batch_size, n - i)
         z, labels = latent_inputs(cfg, k, gen, device, start=i)
         with torch.no_grad():
-            x = G(z, labels)
+            x = run_generator(G, cfg, z, labels)
         yield x.float().reshape(-1, 1, 28, 28), (labels.cpu() if labels is not None else None)
 
 
@@ -96,7 +95,7 @@ class Evaluator:
             "inception_score": scores.inception_score(),
             "class_histogram": hist,
             "class_entropy": entropy_bits(hist) if sum(hist) else math.nan,
-            "label_accuracy": scores.label_accuracy() if cfg.model in CONDITIONAL else None,
+            "label_accuracy": scores.label_accuracy() if cfg.conditional() else None,
             "nonfinite_images": nonfinite,  # a diverged G: its fid is nan, not an error
         }
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from fastgan._argtypes import MAX_SEED
-from fastgan._options import CHOICES, MODELS, check_choice
+from fastgan._options import CHOICES, CONDITIONAL, MODELS, check_choice
 
 DEFAULT_EPOCHS = 10  # the default run: dcgan on mnist-5k, a few minutes on a 2-core CPU
 
@@ -67,6 +67,34 @@ def _plain(value):
     return value
 
 
+USER_MODEL = "user"  # cfg.model of a pair handed to the Trainer (fastgan.fit)
+USER_DATA = "user"  # cfg.dataset of images handed to the Trainer
+
+_PAIR_KEYS = {"latent_shape": list, "sample_shape": list, "image_shape": list, "conditional": bool}
+
+
+def _check_pair(pair):
+    """ConfigError unless `pair` is a TrainConfig.pair (a crafted checkpoint's too)."""
+    if not isinstance(pair, dict):
+        raise ConfigError(f"pair must be a dict, got {type(pair).__name__}")
+    for key, kind in _PAIR_KEYS.items():
+        v = pair.get(key)
+        ok = isinstance(v, kind) and (
+            kind is bool
+            or (0 < len(v) <= 4 and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v))
+        )
+        if not ok:
+            raise ConfigError(
+                f"pair[{key!r}] must be {'true or false' if kind is bool else 'a list of sizes'}, got {v!r}"
+            )
+    if len(pair["image_shape"]) != 3:
+        raise ConfigError(f"pair['image_shape'] must be (C, H, W), got {pair['image_shape']!r}")
+    if math.prod(pair["sample_shape"]) != math.prod(pair["image_shape"]):
+        raise ConfigError(
+            f"pair: sample_shape {pair['sample_shape']} does not hold an image_shape {pair['image_shape']}"
+        )
+
+
 class ConfigError(ValueError):
     """An option that cannot be used (unknown name, out of range, unavailable device...)."""
 
@@ -117,6 +145,10 @@ class TrainConfig:
     eval_every: int = 0  # steps between sample-quality evaluations (0: never)
     eval_n: int = 2000  # generated images per evaluation
     stop_on_nan: bool = True  # non-finite losses end the run (keeping the last finite checkpoint)
+    convert: bool = True  # a user's pair (model "user" or a .py file) runs as fastgan.convert's copies
+    # a user's pair, as the trainer found it (fastgan.models.user.UserPair.config): z's and G's output
+    # shapes per image, the data's image shape, labels or not; for a file, its path and sha256
+    pair: Optional[dict] = None
     extra: dict = field(default_factory=dict)
 
     # options that may change when a run is resumed; the rest must match the checkpoint
@@ -141,7 +173,29 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.out is None:
-            self.out = f"runs/{self.model}-{self.dataset}"
+            name = os.path.splitext(os.path.basename(self.model))[0] if self.user_model() else self.model
+            self.out = f"runs/{name}-{self.dataset}"
+
+    # -- the model pair: fastgan's (by name) or a user's (handed to the Trainer, or a .py file)
+    def user_model(self):
+        """Whether the model is a user's: USER_MODEL (modules handed to the Trainer) or a .py file."""
+        return isinstance(self.model, str) and (self.model == USER_MODEL or self.model.endswith(".py"))
+
+    def conditional(self):
+        """Whether G and D take labels."""
+        return bool(self.pair["conditional"]) if self.pair else self.model in CONDITIONAL
+
+    def latent_shape(self):
+        """z's shape per image: (latent_dim,), or a user's G's, e.g. (100, 1, 1)."""
+        return tuple(self.pair["latent_shape"]) if self.pair else (self.latent_dim,)
+
+    def image_shape(self):
+        """(C, H, W) of the images: the data's (fastgan's models make 1x28x28)."""
+        return tuple(self.pair["image_shape"]) if self.pair else (1, 28, 28)
+
+    def sample_shape(self):
+        """G's output (and D's input) per image: image_shape(), or flat for a user's MLP."""
+        return tuple(self.pair["sample_shape"]) if self.pair else self.image_shape()
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -198,10 +252,17 @@ class TrainConfig:
     def validate(self):
         """Raises ConfigError naming the first bad option (after normalize())."""
         self.normalize()
-        for name in ("model", "dataset"):
-            allowed = CHOICES[name].names()
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
+        user = self.user_model()
+        if not user and self.model not in CHOICES["model"].names():
+            raise ConfigError(
+                f"unknown model {self.model!r}; choose one of {', '.join(CHOICES['model'].names())}, "
+                "or give a .py file defining build() -> (G, D)"
+            )
+        if self.dataset not in CHOICES["dataset"].names() and self.dataset != USER_DATA:
+            allowed = CHOICES["dataset"].names()
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(allowed)}")
+        if self.pair is not None:
+            _check_pair(self.pair)
         if self.epochs is not None and self.steps is not None:
             raise ConfigError("give --epochs or --steps, not both")
         for name in ("epochs", "steps"):
@@ -220,7 +281,7 @@ class TrainConfig:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
-        if MODELS[self.model].g_batch_norm_1d and self.batch_size < 2:
+        if not user and MODELS[self.model].g_batch_norm_1d and self.batch_size < 2:
             raise ConfigError(
                 f"--batch-size must be at least 2 for {self.model}: its batch norm needs more "
                 f"than one value per channel, got {self.batch_size}"
@@ -240,6 +301,15 @@ class TrainConfig:
         for name in CHOICES:
             if name not in ("model", "dataset"):
                 check_choice(name, getattr(self, name), ConfigError)
+        if user:
+            fastgans = {"dropout": 0.0, "g_act": CHOICES["g_act"].default, "backend": CHOICES["backend"].default}
+            for name in ("g_widths", "d_widths", *fastgans):
+                if getattr(self, name) != fastgans.get(name):
+                    raise ConfigError(
+                        f"--{name.replace('_', '-')} shapes fastgan's own models; a user's pair (--model "
+                        f"{self.model}) is trained as written (--no-convert: without fastgan's fused ops)"
+                    )
+            return self
         # the models check their own options (dropout, widths): one rule, one message
         from fastgan.models import ModelError, check_options
 

@@ -15,8 +15,9 @@ import torch
 from fastgan._argtypes import MAX_SEED, as_index
 from fastgan._options import CONDITIONAL, NUM_CLASSES
 from fastgan.models import ModelError, build
+from fastgan.models.user import file_sha256, forward, image_of, load_file, prepare
 from fastgan.train.checkpoint import load_checkpoint, load_module_state
-from fastgan.train.config import CheckpointError, ConfigError
+from fastgan.train.config import USER_MODEL, CheckpointError, ConfigError
 from fastgan.train.images import save_grid
 
 
@@ -59,9 +60,12 @@ def check_fits(what, nbytes, device):
         )
 
 
-def build_models(cfg, device="cpu"):
+def build_models(cfg, device="cpu", modules=None, image_shape=None, labels_given=True):
     """(G, D) for a TrainConfig; refused (ConfigError) if their weights, gradients and Adam's
-    two moments would not fit in the device's memory (counted on the meta device first)."""
+    two moments would not fit in the device's memory (counted on the meta device first). A
+    user's pair: see user_models."""
+    if cfg.user_model():
+        return user_models(cfg, device, modules, image_shape, labels_given)
 
     def make():
         return build(
@@ -90,19 +94,77 @@ def build_models(cfg, device="cpu"):
     return G.to(device), D.to(device)
 
 
-def noise(n, latent_dim, kind, generator, device):
-    """n latent vectors: normal, or uniform in [-1, 1] (kind "uniform")."""
+def user_models(cfg, device, modules=None, image_shape=None, labels_given=True):
+    """(G, D) of a user's pair on `device`, as the step runs them (fastgan.models.user.prepare):
+    the modules handed over (cfg.model "user"), or those of the .py file cfg.model. A config
+    without a pair yet (a new run) gets one, holding what prepare found (and the file's path and
+    sha256); one with a pair (a resumed run, a checkpoint) must still fit it."""
+    if cfg.model == USER_MODEL:
+        if modules is None:
+            raise ConfigError(
+                "model 'user': the pair was handed to the trainer (fastgan.fit) and is not stored by name; "
+                "give it again (fastgan.fit(G, D, ...), Trainer(..., models=(G, D))), or load the "
+                "checkpoint's 'generator' state_dict into your G"
+            )
+        G, D, source = *modules, {}
+    else:
+        try:
+            G, D = load_file(cfg.model)
+        except ModelError as exc:
+            raise ConfigError(str(exc)) from None
+        source = {"file": os.path.abspath(cfg.model), "sha256": file_sha256(cfg.model)}
+    if cfg.pair is not None:
+        image_shape = tuple(cfg.pair["image_shape"])
+    try:
+        pair = prepare(G.to(device), D.to(device), image_shape, labels_given, cfg.convert, latent_dim=cfg.latent_dim)
+    except ModelError as exc:
+        raise ConfigError(str(exc)) from None
+    found = dict(pair.config(), image_shape=list(image_shape or image_of(pair.sample_shape)))
+    if cfg.pair is None:
+        cfg.pair = dict(found, **source)
+        cfg.latent_dim = pair.latent_shape[0]
+    else:
+        changed = [k for k, v in found.items() if cfg.pair.get(k) != v]
+        if changed:
+            raise ConfigError(
+                f"the pair of {cfg.model} no longer fits its run: "
+                + ", ".join(f"{k} {found[k]} (was {cfg.pair.get(k)})" for k in changed)
+            )
+    return pair.G, pair.D
+
+
+def model_file_changed(cfg):
+    """For a run of a .py model file: (path, sha256 now) when the file is no longer the one its
+    checkpoint was trained with; else None."""
+    if not (cfg.pair and cfg.pair.get("sha256")) or cfg.model == USER_MODEL:
+        return None
+    path = cfg.pair.get("file") or cfg.model
+    now = file_sha256(path) if os.path.isfile(path) else None
+    return None if now == cfg.pair["sha256"] else (path, now)
+
+
+def noise(n, shape, kind, generator, device):
+    """n latent vectors of `shape` (an int or a tuple): normal, or uniform in [-1, 1] (kind "uniform")."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
     if kind == "uniform":
-        return torch.rand(n, latent_dim, generator=generator, device=device).mul_(2).sub_(1)
-    return torch.randn(n, latent_dim, generator=generator, device=device)
+        return torch.rand(n, *shape, generator=generator, device=device).mul_(2).sub_(1)
+    return torch.randn(n, *shape, generator=generator, device=device)
+
+
+def run_generator(G, cfg, z, labels=None):
+    """G's images (N, C, H, W) for (z, labels): a user's G that makes flat images gets them back
+    in the data's shape."""
+    x = forward(G, z, labels)
+    shape = cfg.image_shape()
+    return x if tuple(x.shape[1:]) == shape else x.reshape(x.shape[0], *shape)
 
 
 def latent_inputs(cfg, n, generator, device, start=0, label=None):
     """(z, labels) for n images of cfg's model: the noise drawn on the CPU from `generator` (the
     same images on every device), then moved to `device`; labels None for unconditional
     models, else `label` for all or each class in turn from image number `start` on."""
-    z = noise(n, cfg.latent_dim, cfg.noise, generator, "cpu").to(device)
-    if cfg.model not in CONDITIONAL:
+    z = noise(n, cfg.latent_shape(), cfg.noise, generator, "cpu").to(device)
+    if not cfg.conditional():
         return z, None
     if label is not None:
         labels = torch.full((n,), label, dtype=torch.int64)
@@ -114,7 +176,7 @@ def latent_inputs(cfg, n, generator, device, start=0, label=None):
 def fixed_inputs(cfg, device, n=None):
     """The fixed noise (and labels) the sample grids are drawn from (same on every device), and
     the grid's columns: (z, labels, columns)."""
-    conditional = cfg.model in CONDITIONAL
+    conditional = cfg.conditional()
     n = n or (10 * NUM_CLASSES if conditional else cfg.num_samples)
     z, labels = latent_inputs(cfg, n, torch.Generator().manual_seed(cfg.seed + 12345), device)
     return z, labels, (NUM_CLASSES if conditional else max(1, int(math.sqrt(n))))
@@ -128,7 +190,7 @@ def load_generator(checkpoint, device):
     try:
         G, _ = build_models(cfg, device)
     except ConfigError as exc:  # the options are the checkpoint's, not the user's
-        raise CheckpointError(f"{checkpoint}: its config cannot be built here: {exc}") from None
+        raise CheckpointError(f"{checkpoint}: its model cannot be built here: {exc}") from None
     load_module_state(G, state["generator"], checkpoint, f"{cfg.model} generator")
     return G.eval(), cfg, state
 
@@ -154,7 +216,7 @@ def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"
         raise ConfigError(f"--out must be a .png file name (the grid is written as PNG), got {out!r}")
     device = resolve_device(device)
     G, cfg, _ = load_generator(checkpoint, device)
-    conditional = cfg.model in CONDITIONAL
+    conditional = cfg.conditional()
     if label is not None:
         if not conditional:
             raise ConfigError(
@@ -163,12 +225,12 @@ def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"
         if not 0 <= label < NUM_CLASSES:
             raise ConfigError(f"--label must be a digit 0-{NUM_CLASSES - 1}, got {label}")
     with torch.no_grad():
-        pixels = G(*latent_inputs(cfg, 1, torch.Generator(), device, label=label))[0].numel()
+        pixels = math.prod(cfg.image_shape())
     # the images, their grid in float and in bytes (the grid is drawn on the CPU)
     check_fits(f"--n {n}: the grid of {n:,} images", n * pixels * (4 + 4 + 1), "cpu")
     z, labels = latent_inputs(cfg, n, torch.Generator().manual_seed(seed), device, label=label)
     with torch.no_grad():
-        images = G(z, labels)
+        images = run_generator(G, cfg, z, labels)
     ncol = NUM_CLASSES if conditional and label is None else max(1, int(math.ceil(math.sqrt(n))))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     save_grid(images, out, ncol=ncol)

@@ -3,6 +3,7 @@ runs and `fastgan bench train` times, with or without a CUDA graph.
 
     step = make_step("mlp", batch_size=64)      # fastgan models + fused Adam, graph on CUDA
     losses = step()                              # one D step and one G step; (2,) tensor
+    step = make_step((G, D), batch_size=64, images=x)   # a user's torch.nn pair, converted
 
 train_step() is a plain function of (models, optimizers, batch, noise) with no host syncs, so
 that it can be captured (torch.compile, CUDA graphs).
@@ -17,6 +18,7 @@ from fastgan import _extension, ops
 from fastgan._options import CONDITIONAL, NUM_CLASSES, check_choice
 from fastgan.data.loader import DeviceLoader
 from fastgan.models import build
+from fastgan.models.user import forward, image_of, prepare
 from fastgan.optim import Adam as FusedAdam
 from fastgan.train.graph import GraphedStep
 
@@ -51,14 +53,14 @@ def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=F
     """
     amp = functools.partial(autocast, real.device.type, amp_dtype)
     with amp():
-        fake = G(z, labels)
+        fake = forward(G, z, labels)
     # discriminator: real -> 1, fake -> 0
     with amp():
         if one_d_pass:
             both = torch.cat([labels, labels]) if labels is not None else None
-            real_logits, fake_logits = D(torch.cat([real, fake.detach()]), both).split(real.shape[0])
+            real_logits, fake_logits = forward(D, torch.cat([real, fake.detach()]), both).split(real.shape[0])
         else:
-            real_logits, fake_logits = D(real, labels), D(fake.detach(), labels)
+            real_logits, fake_logits = forward(D, real, labels), forward(D, fake.detach(), labels)
     d_loss = ops.gan_d_loss(real_logits.float(), fake_logits.float())
     opt_d.zero_grad(set_to_none=True)
     d_loss.backward(grad_seed)
@@ -72,7 +74,7 @@ def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=F
         p.requires_grad_(False)
     try:
         with amp():
-            fake_logits = D(fake, labels)
+            fake_logits = forward(D, fake, labels)
         g_loss = ops.gan_g_loss(fake_logits.float())
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward(grad_seed)
@@ -87,8 +89,11 @@ def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=F
 
 def d_pass_mergeable(D):
     """True when D treats each sample on its own (no batch norm, no active dropout), so one
-    pass over cat(real, fake) computes exactly what two passes do."""
-    return not any(
+    pass over cat(real, fake) computes exactly what two passes do. Only D's made of known
+    modules qualify: a user's forward code could mix the samples (a minibatch standard
+    deviation) in ways no module list shows."""
+    known = all(type(m).__module__.startswith(("torch.nn.", "fastgan.")) for m in D.modules())
+    return known and not any(
         isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
         or (isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0)
         for m in D.modules()
@@ -159,18 +164,21 @@ def make_step(
     labels=None,
     channels_last=False,
     fused_adam=None,
+    convert=True,
 ):
     """Builds a model pair with its optimizers on device and returns a callable that runs one
     full training step (D step then G step) on the next batch of a device-resident dataset.
 
-    images/labels: a uint8 (N, [1,] 28, 28) dataset and its (N,) labels (labels may be left out
-    for an unconditional model); default, a random synthetic one (the step's cost does not depend on
-    the pixels). cuda_graph: None means
-    "on CUDA, yes". precision: "fp32", or "bf16" for the forward passes under bfloat16
-    autocast (see train_step). channels_last: convolution weights (and so the DCGAN's
-    activations) in channels_last memory format (see to_layout). fused_adam: fastgan.optim.Adam
-    or torch.optim.Adam (default: see make_optimizers). The callable has .G, .D, .opt_g, .opt_d and
-    .batches (the DeviceLoader) attributes.
+    model: a fastgan model name, or a user's (G, D) pair of torch.nn modules, run as
+    fastgan.convert's copies (convert=False: as they are; see fastgan.models.user.prepare:
+    a D ending in nn.Sigmoid is trained on its logits). images/labels: a uint8 (N, [C,] H, W)
+    dataset and its (N,) labels (labels may be left out for an unconditional model); default,
+    a random synthetic one of G's image size (the step's cost does not depend on the pixels).
+    cuda_graph: None means "on CUDA, yes". precision: "fp32", or "bf16" for the forward passes
+    under bfloat16 autocast (see train_step). channels_last: convolution weights (and so the
+    DCGAN's activations) in channels_last memory format (see to_layout). fused_adam:
+    fastgan.optim.Adam or torch.optim.Adam (default: see make_optimizers). The callable has
+    .G, .D, .opt_g, .opt_d and .batches (the DeviceLoader) attributes (.pair for a user's).
     """
     device = torch.device(device)
     amp_dtype(precision)
@@ -185,27 +193,47 @@ def make_step(
         cuda_graph = device.type == "cuda"
     if cuda_graph and device.type != "cuda":
         raise ValueError("cuda_graph=True needs a CUDA device")
-    torch.manual_seed(seed)
-    G, D = build(model, backend=backend)
-    G, D = to_layout(G.to(device).train(), D.to(device).train(), channels_last)
+    if images is not None and images.dim() == 3:
+        images = images.unsqueeze(1)
+    pair = None
+    if isinstance(model, str):
+        torch.manual_seed(seed)
+        G, D = build(model, backend=backend)
+        G, D = G.to(device), D.to(device)
+        conditional, latent_shape, image_shape = model in CONDITIONAL, (G.latent_dim,), (1, 28, 28)
+    else:
+        if not (isinstance(model, (tuple, list)) and len(model) == 2):
+            raise ValueError(f"make_step: model must be a model name or a (G, D) pair, got {type(model).__name__}")
+        pair = prepare(
+            model[0].to(device),
+            model[1].to(device),
+            None if images is None else tuple(images.shape[1:]),
+            labels_given=images is None or labels is not None,
+            convert=convert,
+        )
+        G, D, conditional, latent_shape = pair.G, pair.D, pair.conditional, pair.latent_shape
+        image_shape = image_of(pair.sample_shape) if images is None else tuple(images.shape[1:])
+    G, D = to_layout(G.train(), D.train(), channels_last)
     opt_g, opt_d = make_optimizers(G, D, device, cuda_graph=cuda_graph, fused_adam=fused_adam)
     if images is None:
         gen = torch.Generator().manual_seed(seed)
         n = max(16 * batch_size, 4096)
-        images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
+        images = torch.randint(0, 256, (n, *image_shape), dtype=torch.uint8, generator=gen)
         labels = torch.randint(0, NUM_CLASSES, (n,), generator=gen)
     elif labels is None:
-        if model in CONDITIONAL:
-            raise ValueError(f"make_step: {model} is conditional: give labels with images")
+        if conditional:
+            raise ValueError(
+                f"make_step: {model if pair is None else 'the pair'} is conditional: give labels with images"
+            )
         labels = torch.zeros(images.shape[0], dtype=torch.int64)  # never read by an unconditional step
     data_gen = torch.Generator(device=device).manual_seed(seed + 1)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 2)
-    batches = DeviceLoader(images, labels, batch_size, device, generator=data_gen)
+    sample_shape = pair.sample_shape if pair is not None else None
+    batches = DeviceLoader(images, labels, batch_size, device, generator=data_gen, sample_shape=sample_shape)
     batches.new_epoch()
-    latent = G.latent_dim
 
     def noise():
-        return torch.randn(batch_size, latent, generator=noise_gen, device=device)
+        return torch.randn(batch_size, *latent_shape, generator=noise_gen, device=device)
 
     step = build_step(
         G,
@@ -214,13 +242,12 @@ def make_step(
         opt_d,
         batches,
         noise,
-        model in CONDITIONAL,
+        conditional,
         cuda_graph=cuda_graph,
         generators=(noise_gen,) if cuda_graph else (),
         precision=precision,
     )
-    holder = _Step(step, G=G, D=D, opt_g=opt_g, opt_d=opt_d, batches=batches, noise_generator=noise_gen)
-    return holder
+    return _Step(step, G=G, D=D, opt_g=opt_g, opt_d=opt_d, batches=batches, noise_generator=noise_gen, pair=pair)
 
 
 class _Step:

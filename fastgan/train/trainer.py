@@ -16,15 +16,24 @@ import time
 import torch
 
 from fastgan._files import output_problem
-from fastgan._options import CONDITIONAL
 from fastgan.data import DeviceLoader, dataset_hash, load_dataset, resolve_data_dir
 from fastgan.train.background import BackgroundWriter, cpu_copy
 from fastgan.train.checkpoint import load_checkpoint, load_module_state
-from fastgan.train.config import DEFAULT_EPOCHS, CheckpointError, ConfigError, DivergedError, TrainConfig, field_types
+from fastgan.train.config import (
+    DEFAULT_EPOCHS,
+    USER_DATA,
+    CheckpointError,
+    ConfigError,
+    DivergedError,
+    TrainConfig,
+    field_types,
+)
 from fastgan.train.images import make_grid
 from fastgan.train.outputs import CHECKPOINT, FolderLock, RunFolder
-from fastgan.train.sampling import build_models, fixed_inputs, noise, resolve_device
+from fastgan.train.sampling import build_models, fixed_inputs, model_file_changed, noise, resolve_device, run_generator
 from fastgan.train.step import build_step, make_optimizers, to_layout
+
+DERIVED = ("pair",)  # found by the trainer, not given: never compared on resume
 
 
 class Trainer:
@@ -41,6 +50,9 @@ class Trainer:
         overwrite=False,
         make_evaluator=None,
         allow_changed_data=False,
+        models=None,
+        data=None,
+        allow_changed_model=False,
     ):
         """resume: continue the run in cfg.out from its checkpoint, with the options named in
         `explicit` taken from cfg (only TrainConfig.RESUMABLE ones may differ from the
@@ -51,9 +63,17 @@ class Trainer:
         made when fit() starts (the trainer does not import the metrics). A resumed run must
         find the data it was trained on (the checkpoint keeps its sha256) unless
         allow_changed_data. While fit() runs it holds an OS lock on cfg.out: a second run
-        there is refused, naming the first one's PID."""
+        there is refused, naming the first one's PID.
+
+        A user's pair (fastgan.fit): cfg.model "user" with models=(G, D) (torch.nn modules, run
+        as fastgan.convert's copies unless cfg.convert is False), or cfg.model a .py file
+        defining build() -> (G, D), which --resume loads again (refused if the file changed
+        since, unless allow_changed_model). data=(images, labels): uint8 (N, [C,] H, W) images
+        and (N,) labels or None, for cfg.dataset "user"."""
         self.log_stream = log or sys.stdout
         cfg.normalize()
+        if cfg.user_model() and cfg.model.endswith(".py"):  # kept absolute: --resume finds it from anywhere
+            cfg.model = os.path.abspath(cfg.model)
         problem = output_problem(cfg.out, folder=True)
         if problem:  # before any work: the first output is written after an epoch
             raise ConfigError(f"--out {problem}")
@@ -76,19 +96,52 @@ class Trainer:
                 raise CheckpointError(f"--resume: no checkpoint in {cfg.out} ({checkpoint_path} does not exist)")
             ckpt = load_checkpoint(checkpoint_path)
             cfg = self._merge(ckpt["config"], cfg, self._explicit(cfg, explicit))
+            changed = model_file_changed(cfg)
+            if changed and not allow_changed_model:
+                raise CheckpointError(
+                    f"--resume: {changed[0]} is not the model file {checkpoint_path} was trained with "
+                    + (
+                        "(it is gone)"
+                        if changed[1] is None
+                        else f"(sha256 {changed[1][:12]}... against {cfg.pair['sha256'][:12]}...)"
+                    )
+                    + "; --allow-changed-model resumes with it anyway"
+                )
+            if changed and changed[1] is not None:
+                cfg.pair["sha256"] = changed[1]
         cfg.validate()
+        if cfg.dataset == USER_DATA and data is None:
+            raise ConfigError("dataset 'user': give the images (Trainer(..., data=(images, labels)), fastgan.fit)")
+        if cfg.eval_every and cfg.dataset == USER_DATA:
+            raise ConfigError("--eval-every measures with a dataset's classifier: it needs a named dataset")
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
 
-        images, labels = load_dataset(cfg.dataset, cfg.data_dir, train=True, download=cfg.download)
+        if data is not None:
+            images, labels = data
+            labels_given = labels is not None
+            labels = torch.zeros(images.shape[0], dtype=torch.int64) if labels is None else labels
+        else:
+            images, labels = load_dataset(cfg.dataset, cfg.data_dir, train=True, download=cfg.download)
+            labels_given = True
+        images = images.unsqueeze(1) if images.dim() == 3 else images  # (N, C, H, W)
         self.data_sha256 = dataset_hash(images, labels)
         self.allow_changed_data = bool(allow_changed_data)
         # the folder it read, kept absolute in the checkpoint: eval and --resume find it from anywhere
-        cfg.data_dir = resolve_data_dir(cfg.dataset, cfg.data_dir, cfg.download)
+        if cfg.dataset != USER_DATA:
+            cfg.data_dir = resolve_data_dir(cfg.dataset, cfg.data_dir, cfg.download)
         torch.manual_seed(cfg.seed)
-        self.G, self.D = to_layout(*build_models(cfg, self.device), cfg.channels_last)
-        self.loader = DeviceLoader(images, labels, cfg.batch_size, self.device, seed=cfg.seed + 1)
-        self.conditional = cfg.model in CONDITIONAL
+        pair = build_models(cfg, self.device, models, tuple(images.shape[1:]), labels_given)
+        self.G, self.D = to_layout(*pair, cfg.channels_last)
+        self.loader = DeviceLoader(
+            images,
+            labels,
+            cfg.batch_size,
+            self.device,
+            seed=cfg.seed + 1,
+            sample_shape=cfg.sample_shape() if cfg.pair else None,
+        )
+        self.conditional = cfg.conditional()
         self.steps_per_epoch = self.loader.steps_per_epoch
         self.total_steps = cfg.steps or (cfg.epochs or DEFAULT_EPOCHS) * self.steps_per_epoch
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -108,7 +161,7 @@ class Trainer:
             self.opt_g,
             self.opt_d,
             self.loader,
-            lambda: noise(cfg.batch_size, cfg.latent_dim, cfg.noise, self.noise_gen, self.device),
+            lambda: noise(cfg.batch_size, cfg.latent_shape(), cfg.noise, self.noise_gen, self.device),
             self.conditional,
             self.grad_clip,
             self.cuda_graph,
@@ -163,7 +216,9 @@ class Trainer:
         explicit = set(explicit or ())
         for name in sorted(explicit, key=lambda n: (n != "model", n)):  # another model: say that first
             new, old = getattr(given, name), getattr(saved, name)
-            if name in TrainConfig.RESUMABLE or new == old:
+            if name in TrainConfig.RESUMABLE or new == old or name in DERIVED:
+                continue
+            if name == "latent_dim" and saved.user_model():  # read off the user's G
                 continue
             if name == "model":
                 raise CheckpointError(
@@ -297,7 +352,7 @@ class Trainer:
         was_training = self.G.training
         self.G.eval()
         try:
-            return self.G(z, labels)
+            return run_generator(self.G, self.cfg, z, labels)
         finally:
             self.G.train(was_training)
 
