@@ -24,7 +24,7 @@ def test_every_train_option_reaches_the_config_field_of_its_name():
             if (
                 option.startswith("--")
                 and not option.startswith("--no-")
-                and option not in ("--help", "--resume", "--overwrite", "--allow-changed-data")
+                and option not in ("--help", "--resume", "--overwrite", "--allow-changed-data", "--allow-changed-model")
             ):
                 assert action.dest == option[2:].replace("-", "_") and action.dest in fields, (option, action.dest)
 

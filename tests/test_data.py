@@ -397,7 +397,7 @@ def test_device_loader_bad_input():
     x, y = images[:8], labels[:8]
     for bad, match in (
         (dict(labels=y.view(8, 1)), "must match"),  # (N,) labels only
-        (dict(images=x.unsqueeze(1).expand(8, 3, 28, 28)), "must match"),  # one channel
+        (dict(images=x[:, None, None]), "must match"),  # (N, [C,] H, W) only
         (dict(labels=y.float() + 0.7), "labels must be integers"),  # not truncated silently
         (dict(batch_size=4.0), "batch size must be an integer"),
         (dict(batch_size=True), "batch size must be an integer"),

@@ -365,3 +365,30 @@ def test_a_checkpoint_of_a_pair_handed_to_fit_cannot_be_sampled_by_name(tmp_path
     fit(G, D, images(), tmp_path, steps=2)
     with pytest.raises(CheckpointError, match="the pair was handed to the trainer"):
         sample(tmp_path / "run" / "checkpoint.pt", n=4, out=str(tmp_path / "s.png"))
+
+
+# -- CUDA: the converted pair in one graph -------------------------------------------------
+
+cuda = pytest.mark.skipif(
+    not (torch.cuda.is_available() and fastgan.build_info()["cuda_kernels"]), reason="needs a GPU and the CUDA kernels"
+)
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize(
+    "make", [lambda: example("keras_mlp_gan").build(), small_dcgan64], ids=["keras-mlp-bn", "dcgan64"]
+)
+def test_a_converted_users_pair_in_one_cuda_graph_matches_its_eager_steps(make):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    G, D = make()  # the data: synthetic, of G's image size
+    eager = make_step((copy.deepcopy(G), copy.deepcopy(D)), 32, "cuda", cuda_graph=False)
+    graph = make_step((copy.deepcopy(G), copy.deepcopy(D)), 32, "cuda", cuda_graph=True)
+    le = torch.stack([eager().clone() for _ in range(8)])
+    lg = torch.stack([graph().clone() for _ in range(8)])
+    torch.testing.assert_close(lg, le, rtol=1e-4, atol=1e-5)
+    for (k, a), b in zip(eager.G.state_dict().items(), graph.G.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=k)

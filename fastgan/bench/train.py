@@ -10,6 +10,12 @@
 
 All run the same algorithm: one D step on a real and a fake batch, then one G step on the
 same fake batch against the updated D, Adam lr 2e-4, betas (0.5, 0.999).
+
+`--model FILE.py` (a user's GAN in plain torch.nn: build() -> (G, D), or classes Generator and
+Discriminator) times that code three ways: tutorial (as written: its D, with BCELoss after a
+final Sigmoid or BCE-with-logits without one, torch.optim.Adam, eager), fastgan (converted by
+fastgan.convert, op by op) and graph (converted, in one CUDA graph; CUDA only). --impl compile
+adds torch.compile of the code as written; expert does not apply (it is fastgan's models).
 """
 
 import argparse
@@ -106,9 +112,70 @@ def expert_step(model, batch_size, device, seed=0, precision="fp32", channels_la
     return GraphedStep(step, generators=(noise_gen,))
 
 
+USER_IMPLS = ("tutorial", "fastgan", "graph")  # a model file's default implementations
+USER_ONLY_NOT = ("expert",)  # what a model file cannot run: fastgan's models in plain PyTorch
+
+
+def is_file(model):
+    return model.endswith(".py")
+
+
+def user_tutorial_step(path, batch_size, device, compile=False, seed=0):
+    """A model file's pair as written, in the tutorial's loop: its D's output through BCELoss
+    (after a final nn.Sigmoid) or BCE-with-logits (without one), fresh ones/zeros and noise each
+    step, torch.optim.Adam, eager; on a fixed real batch of G's image size on the device."""
+    from fastgan.convert import final_sigmoid
+    from fastgan.models.user import forward, load_file, prepare
+
+    torch.manual_seed(seed)
+    G, D = (m.to(device) for m in load_file(path))
+    shapes = prepare(G, D, convert=False, labels_given=True)  # z's and the images' shapes, read off G
+    latent, sample = shapes.latent_shape, shapes.sample_shape
+    criterion = torch.nn.BCELoss() if final_sigmoid(D) is not None else torch.nn.BCEWithLogitsLoss()
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    if compile:
+        G, D = torch.compile(G), torch.compile(D)
+    gen = torch.Generator().manual_seed(seed)
+    real = (torch.rand(batch_size, *sample, generator=gen) * 2 - 1).to(device)
+    labels = torch.randint(0, 10, (batch_size,), generator=gen).to(device) if shapes.conditional else None
+
+    def step():
+        fake = forward(G, torch.randn(batch_size, *latent, device=device), labels)
+        out_real = forward(D, real, labels)
+        ones, zeros = torch.ones_like(out_real), torch.zeros_like(out_real)
+        d_loss = criterion(out_real, ones) + criterion(forward(D, fake.detach(), labels), zeros)
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        g_loss = criterion(forward(D, fake, labels), ones)
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+        return d_loss, g_loss
+
+    return step
+
+
 def make(impl, model, batch_size, device, precision="fp32", channels_last=False):
     """impl's step; precision and channels_last apply to expert, fastgan and graph (the tutorial
-    is float32 and NCHW, as written)."""
+    is float32 and NCHW, as written). model: a fastgan model's name or a user's .py file."""
+    if is_file(model):
+        if impl in ("tutorial", "compile"):
+            return user_tutorial_step(model, batch_size, device, compile=impl == "compile")
+        if impl in ("fastgan", "graph"):
+            from fastgan.models.user import load_file
+
+            torch.manual_seed(0)
+            return make_step(
+                load_file(model),
+                batch_size,
+                device,
+                cuda_graph=impl == "graph",
+                precision=precision,
+                channels_last=channels_last,
+            )
+        raise ValueError(f"--impl {impl} does not apply to a model file (it runs fastgan's own models)")
     if impl == "tutorial":
         return tutorial_step(model, batch_size, device)
     if impl == "compile":
@@ -158,8 +225,10 @@ def _run(device, models, batch_sizes, impls, log, precision, channels_last):
     rows = []
     for model in models:
         for bs in batch_sizes:
-            row = {"model": model, "batch_size": bs}
+            row = {"model": os.path.basename(model) if is_file(model) else model, "batch_size": bs}
             for impl in impls:
+                if is_file(model) and impl in USER_ONLY_NOT:
+                    continue
                 torch._dynamo.reset()
                 try:
                     step = make(impl, model, bs, device, precision, channels_last)
@@ -233,10 +302,23 @@ def _check_epoch_options(p, a):
         p.error(f"--epoch-size must be at least 64 (one batch), got {a.epoch_size}")
 
 
+def _model(value):
+    if value in MODELS or is_file(value):
+        return value
+    raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(MODELS)}, or give a FILE.py)")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog=NAME, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--model", action="append", choices=MODELS, help="default: all")
+    p.add_argument(
+        "--model",
+        action="append",
+        type=_model,
+        metavar="{" + ",".join(MODELS) + "} or FILE.py",
+        help="default: all fastgan's; FILE.py: your own GAN in plain torch.nn (build() -> (G, D), or classes "
+        "Generator and Discriminator), timed as written, converted, and converted in one CUDA graph",
+    )
     p.add_argument("--batch-size", action="append", type=positive_int, help="default: 64, 256, 1024")
     p.add_argument("--impl", action="append", choices=IMPLS, help="default: all (expert and graph only on CUDA)")
     p.add_argument(
@@ -303,7 +385,13 @@ def main(argv=None):
         return 0
     device = check_device(p, a.device)
     cuda = torch.device(device).type == "cuda"
-    impls = tuple(dict.fromkeys(a.impl or IMPLS))
+    files = [m for m in models if is_file(m)]
+    for path in files:
+        if not os.path.isfile(path):
+            p.error(f"--model {path}: no such file")
+    if files and a.impl and all(i in USER_ONLY_NOT for i in a.impl) and len(files) == len(models):
+        p.error(f"--impl {', '.join(a.impl)}: does not apply to a model file (it runs fastgan's own models)")
+    impls = tuple(dict.fromkeys(a.impl or (USER_IMPLS if len(files) == len(models) else IMPLS)))
     if not cuda:
         if a.impl:
             for impl in impls:
@@ -313,7 +401,9 @@ def main(argv=None):
                         f"not --device {a.device}"
                     )
         else:  # run() leaves them out
-            print(f"note: {' and '.join(CUDA_ONLY)} need a CUDA device: left out on {device}", file=sys.stderr)
+            left = [i for i in impls if i in CUDA_ONLY]
+            if left:
+                print(f"note: {' and '.join(left)} need a CUDA device: left out on {device}", file=sys.stderr)
         if a.blas != "default":
             p.error(f"--blas {a.blas}: only on a CUDA device, not --device {a.device}")
     report(

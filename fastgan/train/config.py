@@ -169,6 +169,7 @@ class TrainConfig:
         "eval_every",
         "eval_n",
         "stop_on_nan",
+        "convert",  # a user's pair: the same state_dict and math either way
     )
 
     def __post_init__(self):
