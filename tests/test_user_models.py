@@ -392,3 +392,57 @@ def test_a_converted_users_pair_in_one_cuda_graph_matches_its_eager_steps(make):
     torch.testing.assert_close(lg, le, rtol=1e-4, atol=1e-5)
     for (k, a), b in zip(eager.G.state_dict().items(), graph.G.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=k)
+
+
+# -- fastgan bench train --model FILE.py ----------------------------------------------------
+
+
+def test_bench_train_times_a_model_file_as_written_and_converted(monkeypatch, tmp_path, capsys):
+    """Each implementation really runs the file's pair (a step of each is taken); the timer is
+    stubbed so that the test does not time anything."""
+    from fastgan.bench import train
+
+    ran = []
+    real_make = train.make
+
+    def make(impl, model, *a, **k):
+        step = real_make(impl, model, *a, **k)
+        losses = step()
+        ran.append((impl, type(step).__name__, float(torch.stack([torch.as_tensor(x).detach() for x in losses]).sum())))
+        return step
+
+    monkeypatch.setattr(train, "make", make)
+    monkeypatch.setattr(train, "time_call", lambda *a, **k: 2.0)
+    monkeypatch.setattr(train, "auto_iters", lambda *a, **k: 1)
+    path = os.path.join(EXAMPLES, "mlp_gan.py")
+    out = tmp_path / "bench.json"
+    assert train.main(["--model", path, "--batch-size", "8", "--device", "cpu", "--json", str(out)]) == 0
+    assert [r[0] for r in ran] == ["tutorial", "fastgan"]  # graph: CUDA only
+    assert ran[1][1] == "_Step" and all(torch.isfinite(torch.tensor(r[2])) for r in ran)
+    table = capsys.readouterr().out
+    assert "| mlp_gan.py | 8 | 2.000 | 2.000 |" in table and "fastgan vs tutorial" in table
+    import json
+
+    assert json.loads(out.read_text())["rows"][0]["model"] == "mlp_gan.py"
+
+
+def test_the_tutorial_loop_of_a_model_file_is_the_code_as_written():
+    """As written: the file's own modules (no fused layer), its Sigmoid kept, BCELoss."""
+    from fastgan.bench.train import user_tutorial_step
+    from fastgan.convert import FusedLinear
+
+    step = user_tutorial_step(os.path.join(EXAMPLES, "keras_mlp_gan.py"), 8, "cpu")
+    d_loss, g_loss = step()
+    assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
+    cells = step.__closure__
+    modules = [c.cell_contents for c in cells if isinstance(c.cell_contents, nn.Module)]
+    assert modules and not any(isinstance(m, FusedLinear) for net in modules for m in net.modules())
+    assert any(isinstance(m, nn.BCELoss) for m in modules)
+
+
+def test_bench_train_refuses_a_missing_model_file(capsys):
+    from fastgan.bench import train
+
+    with pytest.raises(SystemExit) as e:
+        train.main(["--model", "nope/missing.py", "--device", "cpu"])
+    assert e.value.code == 2 and "--model nope/missing.py: no such file" in capsys.readouterr().err
