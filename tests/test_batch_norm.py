@@ -862,3 +862,70 @@ def test_running_stat_updates_are_seen_by_autograd(device):
     ops.batch_norm(x, None, None, rm, rv, True, 0.1, 1e-5)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         z.backward()
+
+
+CL3 = torch.channels_last_3d
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("slope", [None, 0.2])
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4, 6), (3, 40, 2, 3, 3)])
+def test_channels_last_3d_is_kept_as_torch_keeps_it(path, device, dtype, training, slope, shape):
+    """torch.nn.BatchNorm3d (and leaky_relu) give a channels_last_3d x a channels_last_3d y, and
+    its gradient too, whatever the upstream gradient's layout: fastgan's op the same, values torch's."""
+    torch.manual_seed(17)
+    pdtype = torch.float32 if dtype == torch.bfloat16 else dtype
+    x = make_x(shape, dtype, device).to(memory_format=CL3)
+    w, b, rm, rv = make_params(shape[1], pdtype, device)
+    act = (lambda t: t) if slope is None else (lambda t: F.leaky_relu(t, slope))
+    for g in (
+        torch.randn(shape, device=device).to(dtype).to(memory_format=CL3),
+        torch.randn(shape, device=device).to(dtype),
+    ):
+        xs, ws, bs = (t.detach().clone().requires_grad_() for t in (x, w, b))
+        rms, rvs = rm.clone(), rv.clone()
+        y = ops.batch_norm(xs, ws, bs, rms, rvs, training, 0.1, 1e-5, slope)
+        theirs = torch.nn.BatchNorm3d(shape[1], device=device, dtype=pdtype).train(training)
+        with torch.no_grad():
+            theirs.weight.copy_(w), theirs.bias.copy_(b), theirs.running_mean.copy_(rm), theirs.running_var.copy_(rv)
+        xt = x.detach().clone().requires_grad_()
+        yt = act(theirs(xt))
+        assert yt.is_contiguous(memory_format=CL3) and not yt.is_contiguous()  # torch's, as checked
+        assert y.is_contiguous(memory_format=CL3) and y.stride() == yt.stride()
+        tol = FORWARD_TOL[dtype]
+        assert_close(y, yt, tol, "y")
+        mine = torch.autograd.grad(y, (xs, ws, bs), g)
+        want = torch.autograd.grad(yt, (xt, theirs.weight, theirs.bias), g)
+        assert want[0].is_contiguous(memory_format=CL3)
+        assert mine[0].is_contiguous(memory_format=CL3) and mine[0].stride() == want[0].stride()
+        assert_close(mine[0], want[0], GRAD_TOL[dtype], "grad x")
+        n = math.sqrt(x.numel() // shape[1])
+        assert_close(mine[1], want[1], scaled_atol(GRAD_TOL[dtype], n), "grad weight")
+        assert_close(mine[2], want[2], scaled_atol(GRAD_TOL[dtype], n), "grad bias")
+        if training:
+            assert_close(rms, theirs.running_mean, FORWARD_TOL[pdtype], "running_mean")
+            assert_close(rvs, theirs.running_var, FORWARD_TOL[pdtype], "running_var")
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_channels_last_3d_gradgradcheck(path, training):
+    torch.manual_seed(18)
+    x = make_x((3, 4, 2, 3, 2), torch.float64, "cpu").to(memory_format=CL3).requires_grad_()
+    w, b, rm, rv = make_params(4, torch.float64, "cpu")
+    stats = (None, None) if training else (rm, rv)
+    f = lambda x, w, b: ops.batch_norm(x, w, b, *stats, training, 0.1, 1e-5, 0.2)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, w.requires_grad_(), b.requires_grad_()))
+    assert torch.autograd.gradgradcheck(f, (x, w, b))
+
+
+@requires_kernels
+def test_opcheck_channels_last_3d():
+    # the fake kernel's layout (torch.compile's) is the kernel's
+    x = torch.randn(2, 6, 3, 2, 4).to(memory_format=CL3).requires_grad_()
+    w, b = torch.rand(6, requires_grad=True), torch.randn(6, requires_grad=True)
+    rm, rv = torch.zeros(6), torch.ones(6)
+    op = torch.ops.fastgan.batch_norm.default
+    torch.library.opcheck(op, (x, w, b, rm, rv, True, 0.1, 1e-5, 0.2))
+    torch.library.opcheck(op, (x, w, b, rm, rv, False, 0.1, 1e-5, None))

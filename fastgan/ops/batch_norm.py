@@ -129,7 +129,7 @@ def batch_norm(
 ):
     """torch.nn.functional.batch_norm semantics; negative_slope not None fuses a LeakyReLU.
 
-    x: (N, C) or (N, C, *) float tensor, any memory format (channels_last is kept).
+    x: (N, C) or (N, C, *) float tensor, any memory format (channels_last and channels_last_3d are kept).
     weight, bias, running_mean, running_var: None or (C,) tensors on x's device, with x's dtype
     (or float32 for float16/bfloat16 x). training: normalize with the batch's statistics and,
     when running stats are given, update them in place (momentum convention and unbiased
