@@ -123,24 +123,28 @@ inline void check_number(const char* op, const char* name, double v, double mini
                     exclusive ? "> " : ">= ", minimum, ", got ", v);
 }
 
-// The memory format of outputs shaped like x: channels_last is kept, anything else is
-// made contiguous (fastgan/ops/_checks.py:out_layout says the same to the fake kernels).
+// The memory format of outputs shaped like x: channels_last (4-D) and channels_last_3d (5-D)
+// are kept, as torch's modules keep them; anything else is made contiguous
+// (fastgan/ops/_checks.py:out_layout says the same to the fake kernels).
 inline at::MemoryFormat out_layout(const at::Tensor& x) {
   if (x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
     return at::MemoryFormat::ChannelsLast;
+  }
+  if (x.dim() == 5 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast3d)) {
+    return at::MemoryFormat::ChannelsLast3d;
   }
   return at::MemoryFormat::Contiguous;
 }
 
 // A tensor dense in out_layout(t), seen in memory order as (outer, channels, inner):
-// element i belongs to channel (i / inner) % channels. channels_last has inner == 1.
+// element i belongs to channel (i / inner) % channels. channels_last(_3d) has inner == 1.
 struct ChannelGeometry {
   int64_t outer, channels, inner;
 };
 
 inline ChannelGeometry channel_geometry(const at::Tensor& t) {
   const int64_t c = t.size(1);
-  if (out_layout(t) == at::MemoryFormat::ChannelsLast || t.dim() == 2) {
+  if (out_layout(t) != at::MemoryFormat::Contiguous || t.dim() == 2) {
     return {c == 0 ? 0 : t.numel() / c, c, 1};
   }
   int64_t inner = 1;

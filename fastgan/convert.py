@@ -47,12 +47,11 @@ first). Parametrized layers (torch.nn.utils.parametrize, e.g. parametrizations.s
 weight_norm) are converted keeping their parametrizations.
 
 Known differences from torch that conversion brings (fastgan's modules, not the conversion):
-fastgan.nn.BatchNorm1d/2d in training mode refuses an empty batch (ValueError), where torch returns
-an empty output and counts the batch; torch.func transforms, forward-mode AD and torch.jit.script
-do not work on fastgan's ops (README). A model whose own forward does an in-place op on the output
-of a Sequential that now ends in a fused Linear/Conv gets autograd's "modified by an inplace
-operation" error at backward (never wrong gradients); inside a Sequential that case is detected
-and left unfused.
+torch.func transforms, forward-mode AD and torch.jit.script do not work on fastgan's ops
+(README). A model whose own forward does an in-place op on the output of a Sequential that now
+ends in a fused Linear/Conv gets autograd's "modified by an inplace operation" error at backward
+(never wrong gradients); inside a Sequential that case is detected and left unfused. (An empty
+batch in training is taken as torch takes it: an empty output, the batch counted.)
 """
 
 import collections

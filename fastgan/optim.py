@@ -1,5 +1,12 @@
 """fastgan.optim.Adam: torch.optim.Adam's update (no amsgrad) on fastgan's adam_ kernel.
 
+It takes every torch.optim.Adam keyword and keeps it in its param groups (as torch does, so that
+state_dicts load both ways), and refuses, with a ValueError naming it, only a setting whose update
+or autograd it does not make: amsgrad, maximize, decoupled_weight_decay or differentiable True.
+foreach and fused choose among torch's implementations (this one is a single fused launch
+whatever they say) and the step count always stays on the device (capturable either way), so
+any value of foreach, fused and capturable is taken.
+
 On CUDA every parameter of a param group is updated in one launch that spreads over the
 whole GPU (torch's fused Adam gives each 65536-element chunk one block), and the step count
 stays on the device, so the step can be captured in a CUDA graph. (One launch per distinct
@@ -24,16 +31,51 @@ def laid_out_like(t, p):
 
 
 DTYPES = (torch.float32, torch.float64)
-# torch.optim.Adam options that change the update: a state_dict that turns one on cannot load
-UNSUPPORTED = ("amsgrad", "maximize", "decoupled_weight_decay")
+# torch.optim.Adam options this Adam does not implement: refused when true, at construction, in
+# add_param_group and in a loaded state_dict (which would otherwise silently run plain Adam)
+UNSUPPORTED = ("amsgrad", "maximize", "decoupled_weight_decay", "differentiable")
+
+# torch.optim.Adam's other keywords and their defaults, which every param group holds
+FLAG_DEFAULTS = dict(
+    amsgrad=False,
+    foreach=None,
+    maximize=False,
+    capturable=False,
+    differentiable=False,
+    fused=None,
+    decoupled_weight_decay=False,
+)
+
+
+def _refuse_unsupported(group, where):
+    for key in UNSUPPORTED:
+        if group.get(key):
+            value = group[key]
+            raise ValueError(f"fastgan.optim.Adam: {key}={value!r} {where}is not implemented; use torch.optim.Adam")
 
 
 class Adam(torch.optim.Optimizer):
-    """torch.optim.Adam(params, lr, betas, eps, weight_decay) for dense float32/float64
-    parameters. Step counts are mirrored on the host (see __init__): change them through
-    load_state_dict, not by editing state[p]["step"] in place."""
+    """torch.optim.Adam(params, lr, betas, eps, weight_decay, ...) for dense float32/float64
+    parameters (torch's signature; see the module's docstring for the keywords refused). Step
+    counts are mirrored on the host (see __init__): change them through load_state_dict, not by
+    editing state[p]["step"] in place."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        amsgrad=False,
+        *,
+        foreach=None,
+        maximize=False,
+        capturable=False,
+        differentiable=False,
+        fused=None,
+        decoupled_weight_decay=False,
+    ):
         if not 0.0 <= lr:
             raise ValueError(f"Adam: lr must be >= 0, got {lr}")
         if not 0.0 <= eps:
@@ -42,7 +84,17 @@ class Adam(torch.optim.Optimizer):
             raise ValueError(f"Adam: betas must be in [0, 1), got {betas}")
         if not 0.0 <= weight_decay:
             raise ValueError(f"Adam: weight_decay must be >= 0, got {weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        flags = dict(
+            amsgrad=amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        _refuse_unsupported(flags, "")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, **flags))
         # Each parameter's step count, on the host: adam_ takes one step count per launch, and
         # a parameter that had no gradient at some step (or was loaded with another count) is
         # behind the others, as in torch.optim.Adam. Kept here so that grouping the launches by
@@ -53,8 +105,9 @@ class Adam(torch.optim.Optimizer):
 
     def add_param_group(self, param_group):
         """torch's, plus a check that adam_ can update every parameter (at construction, not at
-        the first step)."""
+        the first step), and that the group turns on no option it does not implement."""
         group = len(self.param_groups)
+        _refuse_unsupported(param_group, f"in param group {group} ")
         params = param_group["params"]
         if isinstance(params, torch.Tensor):
             params = [params]
@@ -73,6 +126,13 @@ class Adam(torch.optim.Optimizer):
                     f"{p.stride()}); adam_ walks parameters as flat arrays"
                 )
         super().add_param_group(dict(param_group, params=params))
+
+    def __setstate__(self, state):
+        # torch.optim.Adam's: a group saved without these keys (an older fastgan Adam's) gets them
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in FLAG_DEFAULTS.items():
+                group.setdefault(key, value)
 
     @staticmethod
     def _check_loaded_groups(optimizer, state_dict):

@@ -1,6 +1,7 @@
 """fastgan.optim.Adam / ops.adam_: the update torch.optim.Adam makes, one launch per group."""
 
 import copy
+import inspect
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch
 import fastgan
 from fastgan import ops
 from fastgan.ops import reference
-from fastgan.optim import Adam
+from fastgan.optim import FLAG_DEFAULTS, Adam
 
 from op_testing import DEVICES, HAS_CUDA, requires_kernels
 
@@ -290,14 +291,15 @@ def test_a_group_may_mix_float32_and_float64_parameters():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("flag", ["amsgrad", "maximize", "decoupled_weight_decay"])
+@pytest.mark.parametrize("flag", ["amsgrad", "maximize", "decoupled_weight_decay", "differentiable"])
 def test_a_state_dict_with_an_update_it_does_not_make_is_refused(flag):
-    """A torch.optim.Adam state_dict with amsgrad/maximize/decoupled_weight_decay on would load and
-    then silently run plain Adam; it is refused before anything changes."""
+    """A torch.optim.Adam state_dict with amsgrad/maximize/decoupled_weight_decay/differentiable on
+    would load and then silently run plain Adam; it is refused before anything changes."""
     p, q = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(5))
     theirs = torch.optim.Adam([p], lr=0.1, **{flag: True})
     p.grad = torch.randn(5)
-    theirs.step()
+    if flag != "differentiable":  # (torch's differentiable step cannot update a leaf in place)
+        theirs.step()
     ours = Adam([q], lr=0.2)
     before = copy.deepcopy(ours.state_dict())
     with pytest.raises(ValueError, match=f"param group 0 has {flag}=True"):
@@ -369,3 +371,83 @@ def test_cpu_results_do_not_depend_on_the_thread_count():
             torch.set_num_threads(saved)
     for a, b in zip(*out):
         assert torch.equal(a, b)
+
+
+# -- torch.optim.Adam's keywords ---------------------------------------------------------------
+
+TORCH_ADAM_KEYWORDS = {
+    name: p.default
+    for name, p in inspect.signature(torch.optim.Adam).parameters.items()
+    if name != "params" and p.default is not inspect.Parameter.empty
+}
+
+
+def _updates(**kw):
+    ps = _params("cpu", torch.float32)
+    opt = _train(Adam, ps, 3, **kw)
+    return ps, opt
+
+
+def test_every_torch_adam_keyword_is_taken_at_its_default():
+    """Each keyword of torch.optim.Adam's signature (a new torch's too) at its default value: taken,
+    kept in the param groups as torch keeps it, and the update is bit for bit the one without it."""
+    want, _ = _updates()
+    p = torch.nn.Parameter(torch.zeros(2))
+    theirs = torch.optim.Adam([p]).param_groups[0]
+    for name, default in TORCH_ADAM_KEYWORDS.items():
+        got, opt = _updates(**{name: default})
+        assert all(torch.equal(a, b) for a, b in zip(got, want)), name
+        assert opt.param_groups[0][name] == theirs[name], name
+    got, opt = _updates(**TORCH_ADAM_KEYWORDS)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert set(opt.param_groups[0]) == set(theirs)
+
+
+def test_the_signature_is_torch_adams():
+    # amsgrad positional, the rest keyword-only, as torch's: the same calls work with both
+    ours = [(n, p.kind, p.default) for n, p in inspect.signature(Adam).parameters.items()]
+    theirs = [(n, p.kind, p.default) for n, p in inspect.signature(torch.optim.Adam).parameters.items()]
+    assert ours == theirs
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(foreach=True), dict(foreach=False), dict(fused=True), dict(fused=False), dict(capturable=True)]
+)
+def test_implementation_choices_are_taken_and_change_nothing(kw):
+    """foreach/fused pick among torch's implementations (this one is one fused launch anyway);
+    capturable=True: the step count is on the device already."""
+    want, _ = _updates()
+    got, opt = _updates(**kw)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    ((name, value),) = kw.items()
+    assert opt.param_groups[0][name] is value
+
+
+@pytest.mark.parametrize("name", ["amsgrad", "maximize", "decoupled_weight_decay", "differentiable"])
+def test_unimplemented_settings_are_refused_naming_them(name):
+    p = torch.nn.Parameter(torch.randn(3))
+    with pytest.raises(ValueError, match=rf"fastgan.optim.Adam: {name}=True is not implemented; use torch.optim.Adam"):
+        Adam([p], **{name: True})
+    opt = Adam([p])
+    q = torch.nn.Parameter(torch.randn(3))
+    with pytest.raises(ValueError, match=rf"{name}=True in param group 1 is not implemented"):
+        opt.add_param_group({"params": [q], name: True})
+    assert len(opt.param_groups) == 1
+    if name == "amsgrad":  # positional, as in torch
+        with pytest.raises(ValueError, match="amsgrad=True"):
+            Adam([p], 1e-3, (0.9, 0.999), 1e-8, 0.0, True)
+
+
+def test_a_group_saved_without_the_keywords_gets_torchs_defaults():
+    # an older fastgan Adam's state_dict has lr, betas, eps and weight_decay only
+    p = torch.nn.Parameter(torch.randn(3))
+    sd = Adam([p], lr=0.1).state_dict()
+    for k in FLAG_DEFAULTS:
+        del sd["param_groups"][0][k]
+    opt = Adam([p])
+    opt.load_state_dict(sd)
+    assert opt.param_groups[0]["lr"] == 0.1
+    assert {k: opt.param_groups[0][k] for k in FLAG_DEFAULTS} == FLAG_DEFAULTS
+    torch_opt = torch.optim.Adam([p])
+    torch_opt.load_state_dict(sd)
+    assert set(torch_opt.param_groups[0]) == set(opt.param_groups[0])

@@ -469,10 +469,85 @@ def test_bad_x(path):
         ops.batch_norm(torch.ones(3, 4, dtype=torch.int64), None, None, None, None, True)
     with pytest.raises(ValueError, match="x must have at least 2 dims"):
         ops.batch_norm(torch.randn(4), None, None, None, None, True)
+    # an empty batch in training is taken (test_empty_batch_in_training), its arguments still checked
+    with pytest.raises(ValueError, match="weight must have shape"):
+        ops.batch_norm(torch.randn(0, 4), torch.ones(5), None, None, None, True)
+    with pytest.raises(TypeError, match="momentum must be a number"):
+        ops.batch_norm(torch.randn(0, 4), None, None, None, None, True, None)
+
+
+def test_the_raw_op_still_refuses_an_empty_batch_in_training():
+    # ops.batch_norm answers it without the op; the op and its fake kernel refuse it alike
+    if not fastgan.build_info()["cpu_kernels"]:
+        pytest.skip("fastgan._C is not built")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    op = torch.ops.fastgan.batch_norm
     with pytest.raises(ValueError, match="x must not be empty when training"):
-        ops.batch_norm(torch.randn(0, 4), None, None, None, None, True)
-    with pytest.raises(ValueError, match="x must not be empty when training"):
-        ops.batch_norm(torch.randn(0, 4, 3, 3), torch.ones(4), None, torch.zeros(4), torch.ones(4), True)
+        op(torch.randn(0, 4), None, None, None, None, True, 0.1, 1e-5, None)
+    with FakeTensorMode(), pytest.raises(ValueError, match="x must not be empty when training"):
+        op(torch.randn(0, 4), None, None, None, None, True, 0.1, 1e-5, None)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(0, 4), (0, 4, 5), (0, 4, 3, 3), (2, 4, 0, 3), (0, 4, 2, 3, 3)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_empty_batch_in_training(path, device, shape, dtype):
+    """torch's batch norm takes an empty batch in training: an empty output in x's layout, the
+    running stats untouched, weight and bias gradients of zeros (of their own dtype), gradients
+    to the second order; fastgan's op the same, and num_batches_tracked counts it."""
+    pdtype = torch.float32 if dtype == torch.bfloat16 else dtype
+    x = torch.randn(shape, device=device).to(dtype)
+    if len(shape) == 4:
+        x = x.to(memory_format=torch.channels_last)
+    w, b, rm, rv = make_params(4, pdtype, device)
+    for slope in (None, 0.2):
+        for stats in (True, False):
+            xs, ws, bs = (t.detach().clone().requires_grad_() for t in (x, w, b))
+            rms, rvs = (rm.clone(), rv.clone()) if stats else (None, None)
+            count = torch.tensor(3, device=device)
+            y = ops.batch_norm(xs, ws, bs, rms, rvs, True, 0.1, 1e-5, slope, count)
+            xt, wt, bt = (t.detach().clone().requires_grad_() for t in (x, w, b))
+            rmt, rvt = (rm.clone(), rv.clone()) if stats else (None, None)
+            yt = F.batch_norm(xt, rmt, rvt, wt, bt, True, 0.1, 1e-5)
+            assert y.shape == yt.shape and y.dtype == yt.dtype == dtype and y.stride() == yt.stride()
+            assert int(count) == 4
+            if stats:
+                assert torch.equal(rms, rm) and torch.equal(rvs, rv) and torch.equal(rmt, rm) and torch.equal(rvt, rv)
+            mine = torch.autograd.grad(y.sum(), (xs, ws, bs), create_graph=True)
+            theirs = torch.autograd.grad(yt.sum(), (xt, wt, bt), create_graph=True)
+            for a, e in zip(mine, theirs):
+                assert a.shape == e.shape and a.dtype == e.dtype and torch.equal(a, e)
+            assert torch.equal(mine[1], torch.zeros_like(w))
+            (gw2,) = torch.autograd.grad((mine[0] ** 2).sum() + mine[1].sum(), ws, allow_unused=True)
+            assert gw2 is None or torch.equal(gw2, torch.zeros_like(w))
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize(
+    "cls, shape", [("BatchNorm1d", (0, 4)), ("BatchNorm1d", (0, 4, 5)), ("BatchNorm2d", (0, 4, 3, 3))]
+)
+def test_module_takes_an_empty_batch_in_training_as_torch(path, momentum, cls, shape):
+    """torch.nn's: the batch is counted (with momentum None too, whose next factor is 1/count),
+    the running stats are not changed, weight and bias get zero gradients."""
+    torch.manual_seed(16)
+    mine, theirs = getattr(fastgan.nn, cls)(4, momentum=momentum), getattr(torch.nn, cls)(4, momentum=momentum)
+    with torch.no_grad():
+        for p in (theirs.weight, theirs.bias, theirs.running_mean, theirs.running_var):
+            p.uniform_(0.5, 1.5)
+    mine.load_state_dict(theirs.state_dict())
+    for x in (torch.randn(shape), torch.randn((6,) + shape[1:]), torch.randn(shape)):
+        for m in (mine, theirs):
+            m.zero_grad()
+            y = m(x)
+            assert y.shape == x.shape
+            y.sum().backward()
+        for (k, a), (k2, e) in zip(mine.state_dict().items(), theirs.state_dict().items()):
+            assert k == k2
+            torch.testing.assert_close(a, e, rtol=1e-6, atol=1e-6, msg=k)
+        for a, e in ((mine.weight.grad, theirs.weight.grad), (mine.bias.grad, theirs.bias.grad)):
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+    assert int(mine.num_batches_tracked) == 3
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -787,3 +862,70 @@ def test_running_stat_updates_are_seen_by_autograd(device):
     ops.batch_norm(x, None, None, rm, rv, True, 0.1, 1e-5)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         z.backward()
+
+
+CL3 = torch.channels_last_3d
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("slope", [None, 0.2])
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4, 6), (3, 40, 2, 3, 3)])
+def test_channels_last_3d_is_kept_as_torch_keeps_it(path, device, dtype, training, slope, shape):
+    """torch.nn.BatchNorm3d (and leaky_relu) give a channels_last_3d x a channels_last_3d y, and
+    its gradient too, whatever the upstream gradient's layout: fastgan's op the same, values torch's."""
+    torch.manual_seed(17)
+    pdtype = torch.float32 if dtype == torch.bfloat16 else dtype
+    x = make_x(shape, dtype, device).to(memory_format=CL3)
+    w, b, rm, rv = make_params(shape[1], pdtype, device)
+    act = (lambda t: t) if slope is None else (lambda t: F.leaky_relu(t, slope))
+    for g in (
+        torch.randn(shape, device=device).to(dtype).to(memory_format=CL3),
+        torch.randn(shape, device=device).to(dtype),
+    ):
+        xs, ws, bs = (t.detach().clone().requires_grad_() for t in (x, w, b))
+        rms, rvs = rm.clone(), rv.clone()
+        y = ops.batch_norm(xs, ws, bs, rms, rvs, training, 0.1, 1e-5, slope)
+        theirs = torch.nn.BatchNorm3d(shape[1], device=device, dtype=pdtype).train(training)
+        with torch.no_grad():
+            theirs.weight.copy_(w), theirs.bias.copy_(b), theirs.running_mean.copy_(rm), theirs.running_var.copy_(rv)
+        xt = x.detach().clone().requires_grad_()
+        yt = act(theirs(xt))
+        assert yt.is_contiguous(memory_format=CL3) and not yt.is_contiguous()  # torch's, as checked
+        assert y.is_contiguous(memory_format=CL3) and y.stride() == yt.stride()
+        tol = FORWARD_TOL[dtype]
+        assert_close(y, yt, tol, "y")
+        mine = torch.autograd.grad(y, (xs, ws, bs), g)
+        want = torch.autograd.grad(yt, (xt, theirs.weight, theirs.bias), g)
+        assert want[0].is_contiguous(memory_format=CL3)
+        assert mine[0].is_contiguous(memory_format=CL3) and mine[0].stride() == want[0].stride()
+        assert_close(mine[0], want[0], GRAD_TOL[dtype], "grad x")
+        n = math.sqrt(x.numel() // shape[1])
+        assert_close(mine[1], want[1], scaled_atol(GRAD_TOL[dtype], n), "grad weight")
+        assert_close(mine[2], want[2], scaled_atol(GRAD_TOL[dtype], n), "grad bias")
+        if training:
+            assert_close(rms, theirs.running_mean, FORWARD_TOL[pdtype], "running_mean")
+            assert_close(rvs, theirs.running_var, FORWARD_TOL[pdtype], "running_var")
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_channels_last_3d_gradgradcheck(path, training):
+    torch.manual_seed(18)
+    x = make_x((3, 4, 2, 3, 2), torch.float64, "cpu").to(memory_format=CL3).requires_grad_()
+    w, b, rm, rv = make_params(4, torch.float64, "cpu")
+    stats = (None, None) if training else (rm, rv)
+    f = lambda x, w, b: ops.batch_norm(x, w, b, *stats, training, 0.1, 1e-5, 0.2)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, w.requires_grad_(), b.requires_grad_()))
+    assert torch.autograd.gradgradcheck(f, (x, w, b))
+
+
+@requires_kernels
+def test_opcheck_channels_last_3d():
+    # the fake kernel's layout (torch.compile's) is the kernel's
+    x = torch.randn(2, 6, 3, 2, 4).to(memory_format=CL3).requires_grad_()
+    w, b = torch.rand(6, requires_grad=True), torch.randn(6, requires_grad=True)
+    rm, rv = torch.zeros(6), torch.ones(6)
+    op = torch.ops.fastgan.batch_norm.default
+    torch.library.opcheck(op, (x, w, b, rm, rv, True, 0.1, 1e-5, 0.2))
+    torch.library.opcheck(op, (x, w, b, rm, rv, False, 0.1, 1e-5, None))

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import fastgan
 from fastgan import ops
@@ -482,3 +483,46 @@ def test_the_positive_floor_survives_flush_to_zero():
             torch.testing.assert_close(gx.float(), torch.full((2, 9), 1e-10))
     finally:
         torch.set_flush_denormal(False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4, 6), (3, 40, 2, 3, 3)])
+def test_channels_last_3d_is_kept_as_torch_keeps_it(device, dtype, with_bias, shape):
+    """torch's leaky_relu (and x + bias) keep a channels_last_3d x's layout, and its gradient's,
+    whatever the upstream gradient's layout: fastgan's op the same, values torch's."""
+    torch.manual_seed(2)
+    cl3 = torch.channels_last_3d
+    x = torch.randn(shape, device=device).to(dtype).to(memory_format=cl3)
+    bias = torch.randn(shape[1], device=device).to(dtype) if with_bias else None
+    for g in (
+        torch.randn(shape, device=device).to(dtype).to(memory_format=cl3),
+        torch.randn(shape, device=device).to(dtype),
+    ):
+        xs, xt = x.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+        bs, bt = (None, None) if bias is None else (bias.clone().requires_grad_(), bias.clone().requires_grad_())
+        y = ops.bias_leaky_relu(xs, bs, 0.2, 1.5)
+        yt = F.leaky_relu(xt if bt is None else xt + bt.view(1, -1, 1, 1, 1), 0.2) * 1.5
+        assert yt.is_contiguous(memory_format=cl3) and not yt.is_contiguous()  # torch's, as checked
+        assert y.is_contiguous(memory_format=cl3) and y.stride() == yt.stride()
+        assert_close(y, yt, FORWARD_TOL[dtype], "y")
+        inputs = (xs,) if bs is None else (xs, bs)
+        mine = torch.autograd.grad(y, inputs, g)
+        want = torch.autograd.grad(yt, (xt,) if bt is None else (xt, bt), g)
+        assert want[0].is_contiguous(memory_format=cl3)
+        assert mine[0].is_contiguous(memory_format=cl3) and mine[0].stride() == want[0].stride()
+        assert_close(mine[0], want[0], GRAD_TOL[dtype], "grad x")
+        if bs is not None:
+            n = math.sqrt(x.numel() // shape[1])
+            assert_close(mine[1], want[1], scaled_atol(GRAD_TOL[dtype], n), "grad bias")
+
+
+def test_channels_last_3d_gradgradcheck():
+    x = torch.randn(3, 4, 2, 3, 2, dtype=torch.float64).to(memory_format=torch.channels_last_3d).requires_grad_()
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    f = lambda x, b: ops.bias_leaky_relu(x, b, 0.2, 2.0)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, b))
+    assert torch.autograd.gradgradcheck(f, (x, b))
+    if fastgan.build_info()["cpu_kernels"]:  # the fake kernel's layout (torch.compile's) is the kernel's
+        torch.library.opcheck(torch.ops.fastgan.bias_leaky_relu.default, (x, b, 0.2, 2.0))

@@ -608,12 +608,6 @@ def test_one_value_per_channel_is_refused_as_torch_does():
         conv(torch.randn(1, 3))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="fastgan.nn.BatchNorm refuses an empty batch in training (torch: an empty output, the "
-    "batch counted); a fastgan bug, reported, not fixed here",
-)
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_an_empty_batch_in_training(momentum):
     model = nn.Sequential(nn.BatchNorm2d(3, momentum=momentum), nn.ReLU())

@@ -66,7 +66,10 @@ def same_dense_layout(t, p):
 
 
 def out_layout(x):
-    """The memory format fastgan's kernels give outputs shaped like x: channels_last is kept."""
+    """The memory format fastgan's kernels give outputs shaped like x: channels_last (4-D) and
+    channels_last_3d (5-D) are kept, as torch's modules keep them."""
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
+    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
     return torch.contiguous_format

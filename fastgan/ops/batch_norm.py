@@ -20,13 +20,24 @@ def _acc_dtype(x):
 
 
 def check_args(
-    x, weight, bias, running_mean, running_var, training, momentum, eps, negative_slope, num_batches_tracked=None
+    x,
+    weight,
+    bias,
+    running_mean,
+    running_var,
+    training,
+    momentum,
+    eps,
+    negative_slope,
+    num_batches_tracked=None,
+    empty_ok=False,
 ):
-    """The checks csrc/batch_norm.h:check_batch_norm_args makes, with the same messages."""
+    """The checks csrc/batch_norm.h:check_batch_norm_args makes, with the same messages.
+    empty_ok: but an empty x in training, which the op refuses and batch_norm below takes."""
     _checks.float_tensor(OP, "x", x)
     if x.dim() < 2:
         raise ValueError(f"{OP}: x must have at least 2 dims (N, C, ...), got shape {tuple(x.shape)}")
-    if training and x.numel() == 0:
+    if training and x.numel() == 0 and not empty_ok:
         raise ValueError(
             f"{OP}: x must not be empty when training (an empty batch has no statistics), got shape {tuple(x.shape)}"
         )
@@ -51,7 +62,7 @@ def check_args(
             raise ValueError(f"{OP}: num_batches_tracked must be on x's device {x.device}, got {n.device}")
     if not training and running_mean is None:
         raise ValueError(f"{OP}: running_mean and running_var must be given when training is False")
-    if training and x.numel() // x.shape[1] <= 1:
+    if training and x.numel() != 0 and x.numel() // x.shape[1] <= 1:
         raise ValueError(f"{OP}: Expected more than 1 value per channel when training, got input size {list(x.shape)}")
     _checks.number(OP, "momentum", momentum)
     _checks.number(OP, "eps", eps, minimum=0.0)
@@ -89,6 +100,21 @@ if _forward is not None:
         return dx, dw, db
 
 
+def _empty_training_batch(x, weight, bias, num_batches_tracked):
+    """What torch's batch norm gives an empty batch in training (aten's _batch_norm_impl_index):
+    an empty y still in the graph of x, weight and bias (whose gradients are zeros), running
+    stats untouched; the batch is counted all the same, as torch.nn's modules count it."""
+    y = x.clone()  # (in x's layout)
+    if x.shape[1]:  # (torch indexes channel 0 even without channels: an IndexError)
+        if weight is not None:
+            y = y * weight[0]  # (a 0-d tensor: y keeps x's dtype)
+        if bias is not None:
+            y = y + bias[0]
+    if num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
+    return y
+
+
 def batch_norm(
     x,
     weight,
@@ -103,14 +129,31 @@ def batch_norm(
 ):
     """torch.nn.functional.batch_norm semantics; negative_slope not None fuses a LeakyReLU.
 
-    x: (N, C) or (N, C, *) float tensor, any memory format (channels_last is kept).
+    x: (N, C) or (N, C, *) float tensor, any memory format (channels_last and channels_last_3d are kept).
     weight, bias, running_mean, running_var: None or (C,) tensors on x's device, with x's dtype
     (or float32 for float16/bfloat16 x). training: normalize with the batch's statistics and,
     when running stats are given, update them in place (momentum convention and unbiased
     variance as torch); otherwise normalize with the running stats. Differentiable in x,
     weight and bias, to any order. num_batches_tracked: None or torch.nn's int64 counter, which
-    training adds 1 to inside the kernel (no launch of its own).
+    training adds 1 to inside the kernel (no launch of its own). An empty x in training gives
+    what torch gives: an empty y, running stats untouched (the batch still counted), zero
+    parameter gradients; no kernel runs.
     """
+    if training and isinstance(x, torch.Tensor) and x.numel() == 0:
+        check_args(
+            x,
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            training,
+            momentum,
+            eps,
+            negative_slope,
+            num_batches_tracked,
+            True,
+        )
+        return _empty_training_batch(x, weight, bias, num_batches_tracked)
     # exact floats go straight to the kernel; anything else (None, a bool, a string) gets the
     # Python checks' TypeError naming it instead of the dispatcher's RuntimeError
     numbers_ok = (

@@ -41,7 +41,7 @@ if _forward is not None:
 def bias_leaky_relu(x, bias=None, negative_slope=0.2, scale=1.0):
     """leaky_relu(x + bias, negative_slope) * scale in one pass.
 
-    x: (N, C) or (N, C, *) float tensor, any memory format (channels_last is kept).
+    x: (N, C) or (N, C, *) float tensor, any memory format (channels_last and channels_last_3d are kept).
     bias: None or a (C,) tensor on x's device, broadcast along dim 1, of x's dtype or, for a
     float16/bfloat16 x, float32 (a model's float32 parameter under autocast: read as it is,
     no cast kernel, and its gradient comes back in float32). y has x's dtype.
