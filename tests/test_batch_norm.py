@@ -929,3 +929,27 @@ def test_opcheck_channels_last_3d():
     op = torch.ops.fastgan.batch_norm.default
     torch.library.opcheck(op, (x, w, b, rm, rv, True, 0.1, 1e-5, 0.2))
     torch.library.opcheck(op, (x, w, b, rm, rv, False, 0.1, 1e-5, None))
+
+
+@pytest.mark.parametrize("slope", [None, 0.2])
+def test_double_backward_in_float64_is_torchs_to_rounding(slope):
+    """The second-order gradients a gradient penalty takes (d/d(x, w) of |dL/dx|^2) equal
+    autograd's through torch's batch norm (+ leaky_relu) in float64: the fused slope once
+    entered the double backward as a float32 0.2 (1e-9 relative off)."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 16, 7, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(8, 16, 7, 7, dtype=torch.float64)
+
+    def second(f):
+        (gx,) = torch.autograd.grad((f() * gy).sum(), x, create_graph=True)
+        return torch.autograd.grad(gx.square().sum(), (x, w))
+
+    def ref():
+        y = torch.nn.functional.batch_norm(x, None, None, w, b, training=True)
+        return y if slope is None else torch.nn.functional.leaky_relu(y, slope)
+
+    mine = second(lambda: ops.batch_norm(x, w, b, None, None, training=True, negative_slope=slope))
+    for a, r in zip(mine, second(ref)):
+        torch.testing.assert_close(a, r, rtol=1e-11, atol=1e-11)

@@ -107,7 +107,8 @@ std::array<at::Tensor, 3> reference_backward(const at::Tensor& grad, const at::T
       at::NoGradGuard no_grad;
       at::Tensor z = w.defined() ? xhat * w : xhat;
       if (b.defined()) z = z + b;
-      gain = at::where(z > 0, 1.0, *slope).to(acc);
+      // (two scalars would make a default-dtype (float32) tensor: 0.2f, not 0.2, in float64)
+      gain = at::where(z > 0, at::scalar_tensor(1.0, z.options()), at::scalar_tensor(*slope, z.options()));
     }
     dz = ga * gain;
   }
