@@ -63,6 +63,16 @@ CHOICES = {
     "noise": Choice("normal", {"normal": "", "uniform": "in [-1, 1]"}, "latent noise"),
     "g_act": Choice("relu", {"relu": "", "leaky": "LeakyReLU 0.2"}, "mlp/cgan generator activation"),
     "backend": Choice("fastgan", {"fastgan": "fastgan's fused ops", "torch": "plain torch.nn layers"}, "layers"),
+    "loss": Choice(
+        "bce",
+        {
+            "bce": "non-saturating BCE with logits (Goodfellow et al.)",
+            "hinge": "SNGAN/BigGAN: D relu(1 - real) + relu(1 + fake), G -fake",
+            "lsgan": "least squares: D (real - 1)^2/2 + fake^2/2, G (fake - 1)^2/2",
+            "wgan": "Wasserstein: D fake - real, G -fake (with --gp, spectral norm or clipping)",
+        },
+        "GAN objective",
+    ),
     "precision": Choice(
         "fp32",
         {
@@ -78,6 +88,7 @@ DATASETS = CHOICES["dataset"].names()
 BACKENDS = CHOICES["backend"].names()
 G_ACTS = CHOICES["g_act"].names()
 PRECISIONS = CHOICES["precision"].names()
+LOSSES = CHOICES["loss"].names()
 
 
 def check_choice(option, value, error=ValueError):

@@ -161,6 +161,28 @@ def build_parser():
         help="end the run (exit 1) when the losses stop being finite numbers, keeping the last "
         "finite checkpoint (default); --no-stop-on-nan warns once and trains on",
     )
+    o = t.add_argument_group("objective and stabilizers")
+    choice(o, "loss")
+    o.add_argument("--gp", type=float, default=S, help="WGAN-GP weight (e.g. 10; default 0: off)")
+    o.add_argument("--r1", type=float, default=S, help="R1 penalty gamma on D's real images (e.g. 10; default 0: off)")
+    o.add_argument("--n-critic", type=positive_int, default=S, help="D steps per G step (WGAN-GP: 5; default 1)")
+    o.add_argument(
+        "--spectral-norm", action="store_true", default=S, help="spectral normalization of D's weight layers"
+    )
+    o.add_argument("--spectral-norm-g", action="store_true", default=S, help="...and of G's")
+    o.add_argument(
+        "--ema",
+        type=float,
+        default=S,
+        help="keep an exponential moving average of G's weights with this decay (e.g. 0.999)",
+    )
+    o.add_argument("--ema-start", type=int, default=S, help="the step from which the average runs (default 0)")
+    o.add_argument(
+        "--ema-samples",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="grids and --eval-every draw from the average when there is one (default); --no-ema-samples: G itself",
+    )
     t.add_argument(
         "--allow-changed-data",
         action="store_true",
@@ -186,6 +208,12 @@ def build_parser():
     s.add_argument("--out", type=output(".png"), default="samples.png", help="PNG to write (default samples.png)")
     s.add_argument("--seed", type=seed, default=0, help="noise seed (default 0)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    s.add_argument(
+        "--ema-samples",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw from the average of G's weights where the run kept one (--ema; default); --no-ema-samples: G",
+    )
 
     e = sub.add_parser(
         "eval",
@@ -210,6 +238,12 @@ def build_parser():
         "--classifier-epochs", type=positive_int, default=None, help="classifier training epochs (default 8)"
     )
     e.add_argument("--json", type=output(), default=None, help="also write the metrics to this JSON file")
+    e.add_argument(
+        "--ema-samples",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the average of G's weights where the run kept one (--ema; default); --no-ema-samples: G",
+    )
 
     sub.add_parser("info", help="what this fastgan installation was built with")
 
@@ -281,7 +315,15 @@ def _evaluator(cfg, device):
 def cmd_sample(args):
     from fastgan.train import sample
 
-    sample(args.checkpoint, n=args.n, label=args.label, out=args.out, seed=args.seed, device=args.device)
+    sample(
+        args.checkpoint,
+        n=args.n,
+        label=args.label,
+        out=args.out,
+        seed=args.seed,
+        device=args.device,
+        ema=args.ema_samples,
+    )
     print(f"wrote {args.out}")
     return 0
 
@@ -304,6 +346,7 @@ def cmd_eval(args):
         cache_dir=args.cache_dir,
         seed=args.seed,
         classifier=settings,
+        ema=args.ema_samples,
     )
     print(f"fastgan eval: {m['model']} on {m['dataset']}, step {m['step']}, {m['n']} samples")
     print(

@@ -116,7 +116,15 @@ def check_n(n, option="--n"):
 
 
 def evaluate(
-    checkpoint, n=10000, device="cpu", data_dir=None, cache_dir=None, seed=0, classifier=None, batch_size=1000
+    checkpoint,
+    n=10000,
+    device="cpu",
+    data_dir=None,
+    cache_dir=None,
+    seed=0,
+    classifier=None,
+    batch_size=1000,
+    ema=True,
 ):
     """Sample-quality metrics of the generator in `checkpoint` (a fastgan checkpoint.pt).
 
@@ -140,11 +148,12 @@ def evaluate(
 
     classifier: ClassifierSettings (or a dict of its fields) to override the default training.
     data_dir: where the IDX files of mnist / fashion-mnist are (default: the checkpoint's).
+    ema: measure the average of G's weights where the run kept one (--ema; False: G itself).
     """
     check_n(n)
     t0 = time.perf_counter()
     device = resolve_device(device)
-    G, cfg, state = load_generator(checkpoint, device)
+    G, cfg, state = load_generator(checkpoint, device, ema=ema)
     evaluator = Evaluator(
         cfg.dataset, data_dir if data_dir is not None else cfg.data_dir, device, cache_dir, classifier, batch_size
     )
@@ -153,6 +162,7 @@ def evaluate(
     return {
         "model": cfg.model,
         "dataset": cfg.dataset,
+        "ema": bool(ema and state.get("generator_ema") is not None and state["step"] >= cfg.ema_start),
         "step": int(state.get("step", 0)),
         "n": n,
         **metrics,

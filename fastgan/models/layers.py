@@ -128,3 +128,20 @@ def init_dcgan(module):
         elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+WEIGHT_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)  # fastgan's fused layers are their subclasses
+
+
+def spectral_norm_layers(net):
+    """net (in place) with the weight of each Linear / Conv2d / ConvTranspose2d spectrally
+    normalized by torch's parametrization (Miyato et al. 2018): one power iteration per training
+    forward, updating its u and v buffers in place (no host sync: CUDA-graph safe), which the
+    state_dict keeps. Returns net."""
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for m in list(net.modules()):
+        if isinstance(m, WEIGHT_LAYERS) and not parametrize.is_parametrized(m, "weight"):
+            spectral_norm(m)
+    return net

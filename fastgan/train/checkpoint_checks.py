@@ -73,8 +73,9 @@ def check_content(path, state):
     step = state["step"]
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise bad("step", f"must be an integer >= 0, got {step!r}")
-    for name in ("generator", "discriminator"):
-        _check_tensor_dict(state[name], lambda message, name=name: bad(name, message))
+    for name in ("generator", "discriminator", "generator_ema"):
+        if name in state:
+            _check_tensor_dict(state[name], lambda message, name=name: bad(name, message))
     for name in ("opt_g", "opt_d"):
         if name in state:
             opt = state[name]

@@ -145,6 +145,16 @@ class TrainConfig:
     eval_every: int = 0  # steps between sample-quality evaluations (0: never)
     eval_n: int = 2000  # generated images per evaluation
     stop_on_nan: bool = True  # non-finite losses end the run (keeping the last finite checkpoint)
+    # the objective and its stabilizers (fastgan.train.step.Objective, fastgan.train.ema)
+    loss: str = CHOICES["loss"].default
+    gp: float = 0.0  # WGAN-GP: gp * mean((|grad_x D(x_hat)| - 1)^2) on interpolates of real and fake
+    r1: float = 0.0  # R1: r1 / 2 * mean |grad_x D(real)|^2
+    n_critic: int = 1  # D steps per G step
+    spectral_norm: bool = False  # D's weight layers spectrally normalized (one power iteration a step)
+    spectral_norm_g: bool = False  # ...and G's
+    ema: float = 0.0  # decay of an exponential moving average of G's weights (0: none)
+    ema_start: int = 0  # the step from which the average runs (before: G itself)
+    ema_samples: bool = True  # grids and evaluations draw from the average (when there is one)
     convert: bool = True  # a user's pair (model "user" or a .py file) runs as fastgan.convert's copies
     # a user's pair, as the trainer found it (fastgan.models.user.UserPair.config): z's and G's output
     # shapes per image, the data's image shape, labels or not; for a file, its path and sha256
@@ -170,6 +180,7 @@ class TrainConfig:
         "eval_n",
         "stop_on_nan",
         "convert",  # a user's pair: the same state_dict and math either way
+        "ema_samples",
     )
 
     def __post_init__(self):
@@ -218,6 +229,38 @@ class TrainConfig:
 
     def to_json(self):
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def _check_objective(self):
+        for name in ("gp", "r1"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"--{name} must be a number >= 0 (0: off), got {v}")
+        if isinstance(self.n_critic, bool) or not isinstance(self.n_critic, int) or self.n_critic < 1:
+            raise ConfigError(f"--n-critic must be a positive integer, got {self.n_critic}")
+        if not (0.0 <= self.ema < 1.0):
+            raise ConfigError(f"--ema must be a decay in [0, 1) (0: off; e.g. 0.999), got {self.ema}")
+        if isinstance(self.ema_start, bool) or not isinstance(self.ema_start, int) or self.ema_start < 0:
+            raise ConfigError(f"--ema-start must be a step >= 0, got {self.ema_start}")
+        if self.ema_start and not self.ema:
+            raise ConfigError("--ema-start needs --ema DECAY")
+        if self.compile and (self.gp or self.r1):
+            raise ConfigError("--gp and --r1 differentiate twice, which --compile does not capture here: leave one out")
+
+    def objective_warnings(self):
+        """Combinations that run but are known to train badly (the trainer prints them once)."""
+        notes = []
+        if self.loss == "wgan" and not (self.gp or self.spectral_norm or self.grad_clip):
+            notes.append(
+                "--loss wgan without --gp, --spectral-norm or --grad-clip: the critic is not kept "
+                "Lipschitz and WGAN usually diverges (WGAN-GP: --gp 10 --n-critic 5)"
+            )
+        if self.gp and self.loss != "wgan":
+            notes.append(f"--gp with --loss {self.loss}: the gradient penalty was made for --loss wgan")
+        if self.n_critic > 1 and self.loss != "wgan":
+            notes.append(
+                f"--n-critic {self.n_critic} with --loss {self.loss}: several D steps per G step is WGAN's recipe"
+            )
+        return notes
 
     def learning_rates(self):
         """(lr_d, lr_g): explicit ones, else RMSprop's 8e-4 / 4e-4, else lr for both."""
@@ -302,6 +345,7 @@ class TrainConfig:
         for name in CHOICES:
             if name not in ("model", "dataset"):
                 check_choice(name, getattr(self, name), ConfigError)
+        self._check_objective()
         if user:
             fastgans = {"dropout": 0.0, "g_act": CHOICES["g_act"].default, "backend": CHOICES["backend"].default}
             for name in ("g_widths", "d_widths", *fastgans):

@@ -15,6 +15,7 @@ import torch
 from fastgan._argtypes import MAX_SEED, as_index
 from fastgan._options import CONDITIONAL, NUM_CLASSES
 from fastgan.models import ModelError, build
+from fastgan.models.layers import spectral_norm_layers
 from fastgan.models.user import file_sha256, forward, image_of, load_file, prepare
 from fastgan.train.checkpoint import load_checkpoint, load_module_state
 from fastgan.train.config import USER_MODEL, CheckpointError, ConfigError
@@ -65,7 +66,17 @@ def build_models(cfg, device="cpu", modules=None, image_shape=None, labels_given
     two moments would not fit in the device's memory (counted on the meta device first). A
     user's pair: see user_models."""
     if cfg.user_model():
-        return user_models(cfg, device, modules, image_shape, labels_given)
+        G, D = user_models(cfg, device, modules, image_shape, labels_given)
+    else:
+        G, D = _fastgan_models(cfg, device)
+    if cfg.spectral_norm:
+        spectral_norm_layers(D)
+    if cfg.spectral_norm_g:
+        spectral_norm_layers(G)
+    return G, D
+
+
+def _fastgan_models(cfg, device):
 
     def make():
         return build(
@@ -182,16 +193,19 @@ def fixed_inputs(cfg, device, n=None):
     return z, labels, (NUM_CLASSES if conditional else max(1, int(math.sqrt(n))))
 
 
-def load_generator(checkpoint, device):
+def load_generator(checkpoint, device, ema=True):
     """(G in eval mode, TrainConfig, checkpoint state) of a fastgan checkpoint: what sample and
-    fastgan.metrics draw from."""
+    fastgan.metrics draw from. ema: the average of G's weights where the run kept one (--ema;
+    False: G itself)."""
     state = load_checkpoint(checkpoint, map_location=device)
     cfg = state["config"]
     try:
         G, _ = build_models(cfg, device)
     except ConfigError as exc:  # the options are the checkpoint's, not the user's
         raise CheckpointError(f"{checkpoint}: its model cannot be built here: {exc}") from None
-    load_module_state(G, state["generator"], checkpoint, f"{cfg.model} generator")
+    averaged = ema and state.get("generator_ema") is not None and state["step"] >= cfg.ema_start
+    key = "generator_ema" if averaged else "generator"
+    load_module_state(G, state[key], checkpoint, f"{cfg.model} generator{' (EMA)' if averaged else ''}")
     return G.eval(), cfg, state
 
 
@@ -199,10 +213,11 @@ def _integer(option, value):
     return as_index(value, option, ConfigError)
 
 
-def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"):
+def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu", ema=True):
     """Draws n images from a checkpoint's generator and writes them as a PNG grid.
 
-    label: a digit 0-9 for conditional models (None: each row 0-9). Returns the images.
+    label: a digit 0-9 for conditional models (None: each row 0-9). ema: from the average of
+    G's weights where the run kept one (--ema). Returns the images.
     """
     n = _integer("--n", n)
     if n < 1:
@@ -215,7 +230,7 @@ def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"
     if not os.fspath(out).lower().endswith(".png"):
         raise ConfigError(f"--out must be a .png file name (the grid is written as PNG), got {out!r}")
     device = resolve_device(device)
-    G, cfg, _ = load_generator(checkpoint, device)
+    G, cfg, _ = load_generator(checkpoint, device, ema=ema)
     conditional = cfg.conditional()
     if label is not None:
         if not conditional:

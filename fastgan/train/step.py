@@ -11,6 +11,7 @@ that it can be captured (torch.compile, CUDA graphs).
 
 import contextlib
 import functools
+from dataclasses import dataclass
 
 import torch
 
@@ -37,7 +38,101 @@ def autocast(device_type, amp_dtype):
     return torch.autocast(device_type, dtype=amp_dtype, cache_enabled=False)
 
 
-def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=False, amp_dtype=None, grad_seed=None):
+@dataclass(frozen=True)
+class Objective:
+    """What a step optimizes beyond the default: the loss (ops.gan_d_loss/gan_g_loss's kind), the
+    penalties added to D's loss, and D steps per G step. Objective() is the non-saturating BCE
+    step, unchanged."""
+
+    loss: str = "bce"
+    gp: float = 0.0  # WGAN-GP weight: gp * mean((|grad D(x_hat)| - 1)^2), x_hat between real and fake
+    r1: float = 0.0  # R1 gamma: r1 / 2 * mean |grad D(real)|^2
+    n_critic: int = 1
+
+    @property
+    def penalized(self):
+        return self.gp > 0 or self.r1 > 0
+
+    @classmethod
+    def of(cls, cfg):
+        return cls(cfg.loss, cfg.gp, cfg.r1, cfg.n_critic)
+
+
+DEFAULT_OBJECTIVE = Objective()
+
+
+def _loss_input(logits):
+    """Logits as the losses take them: float32 from an autocast (bfloat16) forward, else as they
+    are (float32, or float64 in a float64 check)."""
+    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
+
+
+def _d_loss(real_logits, fake_logits, kind):
+    if kind == "bce":  # the existing op's call, as fast as before
+        return ops.gan_d_loss(real_logits, fake_logits)
+    return ops.gan_d_loss(real_logits, fake_logits, kind=kind)
+
+
+def _g_loss(fake_logits, kind):
+    return ops.gan_g_loss(fake_logits) if kind == "bce" else ops.gan_g_loss(fake_logits, kind=kind)
+
+
+def _grad_of(out, x):
+    """d sum(out) / dx, kept differentiable (create_graph): the penalty's own gradient runs
+    through D's backward (fastgan's ops have second-order gradients)."""
+    (grad,) = torch.autograd.grad(_loss_input(out).sum(), x, create_graph=True)
+    return grad.flatten(1)
+
+
+def gradient_penalty(D, real, fake, labels, eps):
+    """WGAN-GP's mean((|grad_x D(x_hat)|_2 - 1)^2), x_hat = eps * real + (1 - eps) * fake per image
+    (eps: (N,) uniform in [0, 1))."""
+    eps = eps.view(-1, *[1] * (real.dim() - 1)).to(real.dtype)
+    x_hat = torch.lerp(fake.detach(), real, eps).requires_grad_(True)
+    grad = _grad_of(forward(D, x_hat, labels), x_hat)
+    return (torch.linalg.vector_norm(grad, dim=1) - 1).square().mean()
+
+
+def d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform):
+    """One D update on real and (detached) fake images; returns D's loss (detached), no sync."""
+    with amp():
+        if objective.r1:
+            real = real.detach().requires_grad_(True)
+        if one_d_pass and not objective.penalized:
+            both = torch.cat([labels, labels]) if labels is not None else None
+            real_logits, fake_logits = forward(D, torch.cat([real, fake.detach()]), both).split(real.shape[0])
+        else:
+            real_logits, fake_logits = forward(D, real, labels), forward(D, fake.detach(), labels)
+    d_loss = _d_loss(_loss_input(real_logits), _loss_input(fake_logits), objective.loss)
+    total = d_loss
+    if objective.r1:
+        total = total + (objective.r1 / 2) * _grad_of(real_logits, real).square().sum(1).mean()
+    if objective.gp:
+        with amp():
+            total = total + objective.gp * gradient_penalty(D, real, fake, labels, uniform(real.shape[0]))
+    opt_d.zero_grad(set_to_none=True)
+    total.backward(grad_seed)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(D.parameters(), grad_clip, foreach=True)
+    opt_d.step()
+    return total.detach()
+
+
+def train_step(
+    G,
+    D,
+    opt_g,
+    opt_d,
+    real,
+    labels,
+    z,
+    grad_clip=None,
+    one_d_pass=False,
+    amp_dtype=None,
+    grad_seed=None,
+    objective=DEFAULT_OBJECTIVE,
+    uniform=None,
+):
     """One D step then one G step (non-saturating loss). Returns the detached losses as a
     (2,) tensor [d_loss, g_loss] without synchronizing. labels: None for unconditional models.
 
@@ -50,7 +145,13 @@ def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=F
     in float32 from the logits.
     grad_seed: a 0-dim tensor of 1 in the losses' dtype, made once by the caller: each backward
     pass starts from it instead of from a fresh ones_like (one fill kernel per pass).
+    objective: the loss kind and D's penalties (Objective; D's loss returned includes them);
+    uniform(n): n uniform numbers on the device, for --gp's interpolates.
     """
+    if objective is not DEFAULT_OBJECTIVE and objective != DEFAULT_OBJECTIVE:
+        return _objective_step(
+            G, D, opt_g, opt_d, real, labels, z, grad_clip, one_d_pass, amp_dtype, grad_seed, objective, uniform
+        )
     amp = functools.partial(autocast, real.device.type, amp_dtype)
     with amp():
         fake = forward(G, z, labels)
@@ -61,7 +162,7 @@ def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=F
             real_logits, fake_logits = forward(D, torch.cat([real, fake.detach()]), both).split(real.shape[0])
         else:
             real_logits, fake_logits = forward(D, real, labels), forward(D, fake.detach(), labels)
-    d_loss = ops.gan_d_loss(real_logits.float(), fake_logits.float())
+    d_loss = ops.gan_d_loss(_loss_input(real_logits), _loss_input(fake_logits))
     opt_d.zero_grad(set_to_none=True)
     d_loss.backward(grad_seed)
     if grad_clip:
@@ -75,7 +176,7 @@ def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=F
     try:
         with amp():
             fake_logits = forward(D, fake, labels)
-        g_loss = ops.gan_g_loss(fake_logits.float())
+        g_loss = ops.gan_g_loss(_loss_input(fake_logits))
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward(grad_seed)
     finally:
@@ -85,6 +186,33 @@ def train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip=None, one_d_pass=F
         torch.nn.utils.clip_grad_norm_(G.parameters(), grad_clip, foreach=True)
     opt_g.step()
     return torch.stack([d_loss.detach(), g_loss.detach()])
+
+
+def _objective_step(
+    G, D, opt_g, opt_d, real, labels, z, grad_clip, one_d_pass, amp_dtype, grad_seed, objective, uniform
+):
+    """train_step with another loss or penalties: the D update of d_step, then the G update on the
+    same fake images (as the default step)."""
+    amp = functools.partial(autocast, real.device.type, amp_dtype)
+    with amp():
+        fake = forward(G, z, labels)
+    d_loss = d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform)
+    trainable = [p for p in D.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        with amp():
+            fake_logits = forward(D, fake, labels)
+        g_loss = _g_loss(_loss_input(fake_logits), objective.loss)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward(grad_seed)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(G.parameters(), grad_clip, foreach=True)
+    opt_g.step()
+    return torch.stack([d_loss, g_loss.detach()])
 
 
 def d_pass_mergeable(D):
@@ -112,17 +240,49 @@ def build_step(
     cuda_graph=False,
     generators=(),
     precision="fp32",
+    objective=DEFAULT_OBJECTIVE,
+    ema=None,
+    uniform=None,
 ):
     """A callable running one training step on the next batch: train_step wrapped with the
-    batch gather and the noise, captured in a CUDA graph when cuda_graph is True."""
+    batch gather and the noise, captured in a CUDA graph when cuda_graph is True. objective:
+    see Objective (n_critic > 1: that many D steps, each on its own batch and noise, the last
+    one followed by the G step); ema: a GeneratorEMA updated after G's step; uniform: see
+    train_step."""
     amp = amp_dtype(precision)
     one_pass = d_pass_mergeable(D)
     grad_seed = torch.ones((), device=batches.images.device)  # the losses are float32
+    amp_ctx = functools.partial(autocast, batches.images.device.type, amp)
+
+    def critic():
+        real, labels = batches.next(labels=conditional)
+        with torch.no_grad(), amp_ctx():
+            fake = forward(G, noise_fn(), labels)
+        d_step(D, opt_d, real, fake, labels, grad_clip, one_pass, amp_ctx, grad_seed, objective, uniform)
 
     def step():
+        for _ in range(objective.n_critic - 1):
+            critic()
         real, labels = batches.next(labels=conditional)
         z = noise_fn()
-        return train_step(G, D, opt_g, opt_d, real, labels, z, grad_clip, one_pass, amp_dtype=amp, grad_seed=grad_seed)
+        losses = train_step(
+            G,
+            D,
+            opt_g,
+            opt_d,
+            real,
+            labels,
+            z,
+            grad_clip,
+            one_pass,
+            amp_dtype=amp,
+            grad_seed=grad_seed,
+            objective=objective,
+            uniform=uniform,
+        )
+        if ema is not None:
+            ema.update()
+        return losses
 
     return GraphedStep(step, generators=generators) if cuda_graph else step
 

@@ -28,10 +28,11 @@ from fastgan.train.config import (
     TrainConfig,
     field_types,
 )
+from fastgan.train.ema import GeneratorEMA
 from fastgan.train.images import make_grid
 from fastgan.train.outputs import CHECKPOINT, FolderLock, RunFolder
 from fastgan.train.sampling import build_models, fixed_inputs, model_file_changed, noise, resolve_device, run_generator
-from fastgan.train.step import build_step, make_optimizers, to_layout
+from fastgan.train.step import Objective, build_step, make_optimizers, to_layout
 
 DERIVED = ("pair",)  # found by the trainer, not given: never compared on resume
 
@@ -142,7 +143,14 @@ class Trainer:
             sample_shape=cfg.sample_shape() if cfg.pair else None,
         )
         self.conditional = cfg.conditional()
-        self.steps_per_epoch = self.loader.steps_per_epoch
+        self.objective = Objective.of(cfg)
+        # an epoch is one pass of D over the data: n_critic batches a step
+        self.steps_per_epoch = self.loader.steps_per_epoch // cfg.n_critic
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"--n-critic {cfg.n_critic} takes more batches a step than the data has "
+                f"({self.loader.steps_per_epoch} of {cfg.batch_size})"
+            )
         self.total_steps = cfg.steps or (cfg.epochs or DEFAULT_EPOCHS) * self.steps_per_epoch
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         lr_d, lr_g = cfg.learning_rates()
@@ -154,6 +162,7 @@ class Trainer:
         self.grad_clip = cfg.clip()
         self.noise_gen = torch.Generator(device=self.device)
         self.noise_gen.manual_seed(cfg.seed + 2)
+        self.ema = GeneratorEMA(self.G, cfg.ema) if cfg.ema else None
         G, D = (torch.compile(self.G), torch.compile(self.D)) if cfg.compile else (self.G, self.D)
         self._step = build_step(
             G,
@@ -167,6 +176,9 @@ class Trainer:
             self.cuda_graph,
             generators=(self.noise_gen,),
             precision=cfg.precision,
+            objective=self.objective,
+            ema=self.ema,
+            uniform=lambda n: torch.rand(n, generator=self.noise_gen, device=self.device),
         )
         self.fixed_z, self.fixed_labels, self.grid_cols = fixed_inputs(cfg, self.device)
         self.folder = RunFolder(cfg.out, self.steps_per_epoch, self.grid_cols, f"{cfg.model} on {cfg.dataset}")
@@ -253,6 +265,7 @@ class Trainer:
             "step": self.step,
             "generator": self.G.state_dict(),
             "discriminator": self.D.state_dict(),
+            **({"generator_ema": self.ema.state_dict()} if self.ema is not None else {}),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "rng": rng,
@@ -285,6 +298,10 @@ class Trainer:
             )
         load_module_state(self.G, ckpt["generator"], self.checkpoint_path, f"{self.cfg.model} generator")
         load_module_state(self.D, ckpt["discriminator"], self.checkpoint_path, f"{self.cfg.model} discriminator")
+        if self.ema is not None:
+            if "generator_ema" not in ckpt:
+                raise CheckpointError(f"{self.checkpoint_path} holds no generator_ema for --ema {self.cfg.ema}")
+            load_module_state(self.ema.module, ckpt["generator_ema"], self.checkpoint_path, "generator EMA")
         try:
             self.opt_g.load_state_dict(ckpt["opt_g"])
             self.opt_d.load_state_dict(ckpt["opt_d"])
@@ -349,12 +366,20 @@ class Trainer:
         """G's images for z (default: the fixed noise and labels), in eval mode."""
         z = self.fixed_z if z is None else z
         labels = self.fixed_labels if z is self.fixed_z else labels
-        was_training = self.G.training
-        self.G.eval()
+        G = self.sampling_generator()
+        was_training = G.training
+        G.eval()
         try:
-            return run_generator(self.G, self.cfg, z, labels)
+            return run_generator(G, self.cfg, z, labels)
         finally:
-            self.G.train(was_training)
+            G.train(was_training)
+
+    def sampling_generator(self):
+        """The G that grids and evaluations draw from: the average of G's weights (--ema) from
+        --ema-start on, unless --no-ema-samples; else G."""
+        if self.ema is not None and self.cfg.ema_samples and self.step >= self.cfg.ema_start:
+            return self.ema.module
+        return self.G
 
     def write_outputs(self, epoch_label, final=False):
         """The epoch's sample grid (also as samples.png), history.csv and, at most every
@@ -453,6 +478,8 @@ class Trainer:
             self._print(f"nothing to do: {cfg.out} is at step {self.step} of {self.total_steps}")
             return False
         self.folder.write_config(cfg)  # makes cfg.out
+        for note in cfg.objective_warnings():
+            self._print(f"warning: {note}")
         if self.step:
             self._print(
                 f"resuming {cfg.out} at step {self.step} (epoch "
@@ -477,10 +504,12 @@ class Trainer:
         """The epoch's data order (the same after a resume: its shuffle state is checkpointed),
         from batch `start` on."""
         self.loader.generator.set_state(self.epoch_rng)
-        self.loader.new_epoch(self.loader.permutation(), start)
+        self.loader.new_epoch(self.loader.permutation(), start * self.cfg.n_critic)
 
     def _train_one(self):
         """One step (the batch and the noise are drawn inside it); its losses, not synced."""
+        if self.ema is not None and self.step == self.cfg.ema_start:
+            self.ema.reset()  # the average starts from G as it is now
         losses = self._step()
         self.step += 1
         # a graph's outputs are overwritten by its next replay: keep a copy
@@ -556,7 +585,7 @@ class Trainer:
         """Measures G now (--eval-every): classifier FID, IS and class entropy of eval_n images
         from fixed noise (seed 0, as `fastgan eval`), logged, kept in self.evals, plotted."""
         t0 = time.perf_counter()
-        m = self.evaluator(self.G, self.cfg, self.cfg.eval_n, seed=0)
+        m = self.evaluator(self.sampling_generator(), self.cfg, self.cfg.eval_n, seed=0)
         row = {
             "step": self.step,
             "train_seconds": self.train_seconds,

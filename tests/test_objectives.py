@@ -1,0 +1,252 @@
+"""The objectives and stabilizers of issue 17 in the step and the trainer: the penalties' gradients
+against plain PyTorch, spectral norm, generator EMA, D steps per G step, and exact resumes."""
+
+import copy
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from fastgan.models import build
+from fastgan.models.layers import spectral_norm_layers
+from fastgan.train import ConfigError, TrainConfig, Trainer, load_checkpoint, sample
+from fastgan.train.ema import GeneratorEMA
+from fastgan.train.step import Objective, d_step
+from fastgan.train.step import autocast as _autocast
+
+
+def amp():
+    return _autocast("cpu", None)
+
+
+def small(out, **kw):
+    base = dict(model="mlp", steps=6, batch_size=16, device="cpu", progress=False, out=str(out), log_every=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class _NoStep(torch.optim.SGD):
+    """An optimizer that keeps the gradients d_step computed and changes nothing."""
+
+    def __init__(self, params):
+        super().__init__(params, lr=0.0)
+
+    def step(self, closure=None):
+        return None
+
+
+def _pair_of_ds(model):
+    """fastgan's D and plain torch.nn's D with the same weights, in float64."""
+    torch.manual_seed(0)
+    _, mine = build(model, backend="fastgan")
+    _, ref = build(model, backend="torch")
+    ref.load_state_dict(mine.state_dict())
+    return mine.double().train(), ref.double().train()
+
+
+def _ref_d_loss(D, real, fake, r1=0.0, gp=0.0, eps=None):
+    real = real.detach().requires_grad_(True)
+    rl, fl = D(real), D(fake)
+    loss = F.binary_cross_entropy_with_logits(rl, torch.ones_like(rl)) + F.binary_cross_entropy_with_logits(
+        fl, torch.zeros_like(fl)
+    )
+    if r1:
+        (g,) = torch.autograd.grad(rl.sum(), real, create_graph=True)
+        loss = loss + r1 / 2 * g.flatten(1).square().sum(1).mean()
+    if gp:
+        x_hat = (eps.view(-1, 1, 1, 1) * real.detach() + (1 - eps.view(-1, 1, 1, 1)) * fake).requires_grad_(True)
+        (g,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+        loss = loss + gp * (g.flatten(1).norm(dim=1) - 1).square().mean()
+    return loss
+
+
+@pytest.mark.parametrize("model", ["mlp", "dcgan"])
+@pytest.mark.parametrize("penalty", ["r1", "gp"])
+def test_the_penalties_gradient_through_fastgans_d_is_plain_pytorchs(model, penalty):
+    """Double backward through fused bias+LeakyReLU, batch norm (dcgan's D) and the losses: the
+    gradient of D's penalized loss equals the plain-PyTorch D's, weights and inputs the same."""
+    mine, ref = _pair_of_ds(model)
+    gen = torch.Generator().manual_seed(1)
+    real = torch.rand(8, 1, 28, 28, generator=gen, dtype=torch.float64) * 2 - 1
+    fake = torch.rand(8, 1, 28, 28, generator=gen, dtype=torch.float64) * 2 - 1
+    eps = torch.rand(8, generator=gen, dtype=torch.float64)
+    weight = {"r1": dict(r1=10.0), "gp": dict(gp=10.0)}[penalty]
+    opt = _NoStep(mine.parameters())
+    loss = d_step(mine, opt, real, fake, None, None, False, amp, None, Objective(**weight), lambda n: eps)
+    want = _ref_d_loss(ref, real, fake, eps=eps, **weight)
+    want.backward()
+    # float64 (this found fused batch norm + LeakyReLU's double backward using 0.2f for the slope)
+    torch.testing.assert_close(loss, want.detach(), rtol=1e-10, atol=1e-12)
+    for (name, p), q in zip(mine.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
+    assert any(p.grad.abs().sum() > 0 for p in mine.parameters())
+
+
+def test_the_penalty_changes_ds_gradient():
+    """A test that could fail: with r1 the gradient is not the unpenalized one."""
+    mine, _ = _pair_of_ds("mlp")
+    real = torch.rand(8, 1, 28, 28, dtype=torch.float64) * 2 - 1
+    grads = []
+    for objective in (Objective(), Objective(r1=10.0)):
+        opt = _NoStep(mine.parameters())
+        d_step(mine, opt, real, real.flip(0), None, None, False, amp, None, objective, None)
+        grads.append([p.grad.clone() for p in mine.parameters()])
+    assert not all(torch.allclose(a, b) for a, b in zip(*grads))
+
+
+# -- generator EMA --------------------------------------------------------------------------
+
+
+def test_ema_update_is_a_lerp_of_every_parameter_and_copies_the_buffers():
+    torch.manual_seed(0)
+    G, _ = build("mlp-bn")
+    ema = GeneratorEMA(G, 0.9)
+    before = copy.deepcopy(ema.module.state_dict())
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(1.0)
+        for b in G.buffers():
+            b.add_(3)
+    ema.update()
+    now, g = ema.module.state_dict(), G.state_dict()
+    params = {n for n, _ in G.named_parameters()}
+    for k, v in now.items():
+        want = before[k] + 0.1 * (g[k] - before[k]) if k in params else g[k]
+        torch.testing.assert_close(v, want, msg=k)
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_ema_is_checkpointed_resumed_exactly_and_used_by_the_grids_and_sample(tmp_path):
+    whole = Trainer(small(tmp_path / "a", ema=0.9, ema_start=2))
+    whole.fit()
+    half = Trainer(small(tmp_path / "b", ema=0.9, ema_start=2, steps=3))
+    half.fit()
+    resumed = Trainer(small(tmp_path / "b", ema=0.9, ema_start=2, steps=6), resume=True)
+    resumed.fit()
+    for k, v in whole.ema.state_dict().items():
+        assert torch.equal(v, resumed.ema.state_dict()[k]), k
+    state = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    assert set(state["generator_ema"]) == set(state["generator"])
+    assert not torch.equal(state["generator_ema"]["net.fc1.weight"], state["generator"]["net.fc1.weight"])
+    assert whole.sampling_generator() is whole.ema.module
+    averaged = sample(tmp_path / "a" / "checkpoint.pt", n=4, out=str(tmp_path / "e.png"))
+    raw = sample(tmp_path / "a" / "checkpoint.pt", n=4, out=str(tmp_path / "g.png"), ema=False)
+    assert not torch.equal(averaged, raw)
+    with torch.no_grad():
+        whole.G.eval()
+        assert torch.equal(raw, whole.G(*_inputs(whole, 4)))
+
+
+def _inputs(trainer, n):
+    from fastgan.train.sampling import latent_inputs
+
+    return latent_inputs(trainer.cfg, n, torch.Generator().manual_seed(0), "cpu")
+
+
+def test_ema_start_begins_the_average_at_g_as_it_is_then(tmp_path):
+    t = Trainer(small(tmp_path, ema=0.5, ema_start=4, steps=4))
+    t.fit()  # the reset happens before step 5: not yet
+    assert t.sampling_generator() is t.ema.module  # step 4 >= ema_start
+    t2 = Trainer(small(tmp_path / "x", ema=0.5, ema_start=4, steps=5))
+    seen = {}
+    real_reset = t2.ema.reset
+
+    def reset():
+        seen["at"] = t2.step
+        real_reset()
+
+    t2.ema.reset = reset
+    t2.fit()
+    assert seen == {"at": 4}
+
+
+# -- spectral norm ------------------------------------------------------------------------
+
+
+def test_spectral_norm_normalizes_each_weight_layer_and_is_checkpointed(tmp_path):
+    from torch.nn.utils import parametrize
+
+    _, D = build("dcgan")
+    spectral_norm_layers(D)
+    layers = [m for m in D.modules() if parametrize.is_parametrized(m, "weight")]
+    assert len(layers) == 3  # two convolutions and the final linear
+    D.train()
+    for _ in range(30):  # power iterations converge on the largest singular value
+        D(torch.rand(2, 1, 28, 28))
+    for m in layers:
+        w = m.weight.flatten(1) if not isinstance(m, torch.nn.ConvTranspose2d) else m.weight.transpose(0, 1).flatten(1)
+        assert abs(torch.linalg.matrix_norm(w, ord=2).item() - 1.0) < 0.05
+    t = Trainer(small(tmp_path / "a", spectral_norm=True, spectral_norm_g=True))
+    t.fit()
+    state = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    assert any(k.endswith("parametrizations.weight.0._u") for k in state["discriminator"])
+    assert any(k.endswith("parametrizations.weight.0._u") for k in state["generator"])
+    sample(tmp_path / "a" / "checkpoint.pt", n=4, out=str(tmp_path / "s.png"))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(spectral_norm=True), dict(r1=5.0), dict(gp=5.0, n_critic=2), dict(ema=0.99, spectral_norm_g=True)],
+    ids=["spectral-norm", "r1", "gp-n-critic", "ema-sn-g"],
+)
+def test_each_stabilizer_resumes_exactly(tmp_path, options):
+    whole = Trainer(small(tmp_path / "a", **options))
+    whole.fit()
+    Trainer(small(tmp_path / "b", steps=3, **options)).fit()
+    resumed = Trainer(small(tmp_path / "b", **options), resume=True)
+    resumed.fit()
+    for net in ("G", "D"):
+        a, b = getattr(whole, net).state_dict(), getattr(resumed, net).state_dict()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (net, k)
+    assert torch.equal(whole.history, resumed.history)
+
+
+# -- D steps per G step ---------------------------------------------------------------------
+
+
+def test_n_critic_takes_that_many_d_steps_per_g_step_each_on_its_own_batch(tmp_path):
+    t = Trainer(small(tmp_path, n_critic=3, steps=4))
+    assert t.steps_per_epoch == t.loader.steps_per_epoch // 3
+    batches = []
+    real_next = t.loader.next
+
+    def next_batch(labels=True):
+        batch = real_next(labels)
+        batches.append(batch[0].sum().item())
+        return batch
+
+    t.loader.next = next_batch
+    t.fit()
+    assert len(batches) == 12 and len(set(batches)) == 12
+    d_steps = t.opt_d.state[next(iter(t.D.parameters()))]["step"]
+    g_steps = t.opt_g.state[next(iter(t.G.parameters()))]["step"]
+    assert (float(d_steps), float(g_steps)) == (12.0, 4.0)
+
+
+# -- option checks -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(ema=1.0), "--ema must be a decay in"),
+        (dict(ema_start=5), "--ema-start needs --ema"),
+        (dict(n_critic=0), "--n-critic must be a positive integer"),
+        (dict(gp=-1.0), "--gp must be a number >= 0"),
+        (dict(r1=float("nan")), "--r1 must be a number >= 0"),
+        (dict(loss="nope"), "--loss must be one of bce, hinge, lsgan, wgan"),
+        (dict(gp=10.0, compile=True), "--gp and --r1 differentiate twice"),
+    ],
+)
+def test_bad_objective_options_are_refused_naming_them(tmp_path, options, message):
+    with pytest.raises(ConfigError, match=message):
+        Trainer(small(tmp_path, **options))
+
+
+def test_odd_recipes_warn_once_in_the_log(tmp_path):
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        Trainer(small(tmp_path / "r", gp=1.0, steps=2), log=f).fit()
+    text = log.read_text()
+    assert text.count("warning: --gp with --loss bce") == 1
