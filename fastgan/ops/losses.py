@@ -239,10 +239,10 @@ def gan_d_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0, kind="b
     any order: gradient penalties differentiate through the backward).
     """
     k = _kind_index("gan_d_loss", kind)
-    if type(real_label) is not float or type(fake_label) is not float:  # ints, numpy, bad types
+    # bce's float labels are left to the kernel: under torch.compile they may be SymFloats
+    if k or type(real_label) is not float or type(fake_label) is not float:  # ints, numpy, bad types
         real_label = _label("gan_d_loss", "real_label", real_label)
         fake_label = _label("gan_d_loss", "fake_label", fake_label)
-    if k:  # bce's labels stay out of the check: under torch.compile they may be SymFloats
         _kind_label("gan_d_loss", k, "real_label", real_label, 1.0)
         _kind_label("gan_d_loss", k, "fake_label", fake_label, 0.0)
     if _gan_d is None:
@@ -266,9 +266,8 @@ def gan_g_loss(fake_logits, real_label=1.0, kind="bce"):
     in float32 (float64 for float64 logits).
     """
     k = _kind_index("gan_g_loss", kind)
-    if type(real_label) is not float:
+    if k or type(real_label) is not float:
         real_label = _label("gan_g_loss", "real_label", real_label)
-    if k:
         _kind_label("gan_g_loss", k, "real_label", real_label, 1.0)
     if _gan_g is None:
         (fake_logits,) = _autocast_inputs(fake_logits)
