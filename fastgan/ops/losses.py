@@ -74,11 +74,15 @@ def check_bce_args(logits, target, target_value, weight, pos_weight, reduction, 
             _broadcastable(op, name, t, logits)
 
 
+_KIND_INDEX = {k: i for i, k in enumerate(LOSS_KINDS)}
+
+
 def _kind_index(op, kind):
-    """kind's index in LOSS_KINDS, the kernels' kind argument."""
-    if not isinstance(kind, str) or kind not in LOSS_KINDS:
+    """kind's index in LOSS_KINDS, the kernels' kind argument (a dict hit: every D and G step)."""
+    k = _KIND_INDEX.get(kind) if type(kind) is str else None
+    if k is None:
         raise ValueError(f"{op}: kind must be one of {', '.join(map(repr, LOSS_KINDS))}, got {kind!r}")
-    return LOSS_KINDS.index(kind)
+    return k
 
 
 def _kind_label(op, kind, name, value, default):
