@@ -1,13 +1,19 @@
-"""Loss benchmarks: BCE-with-logits and the GAN discriminator loss, forward + backward.
+"""Loss benchmarks: BCE-with-logits, the GAN discriminator loss and the other GAN loss
+kinds' D and G losses, forward + backward.
 
     pytest benchmarks/test_losses.py                      # CPU and, where present, CUDA
     pytest benchmarks/test_losses.py -k cpu --benchmark-columns=median,iqr,ops
+    pytest benchmarks/test_losses.py -k kinds             # hinge, lsgan, wgan only
 
 Implementations compared at (64, 1), (1024, 1) and (4194304, 1) logits:
   eager_sigmoid_bce  the tutorials: sigmoid + BCELoss against freshly allocated ones/zeros
   eager_bce_logits   F.binary_cross_entropy_with_logits against ones/zeros tensors
   compiled           torch.compile (inductor) of eager_bce_logits
   fastgan            fastgan.ops.bce_with_logits(x, 1.0) / fastgan.ops.gan_d_loss(real, fake)
+and for the kinds hinge, lsgan and wgan (test_gan_loss_kinds_forward_backward):
+  eager              the formulas in torch ops (fastgan.ops.reference.gan_d_loss / gan_g_loss)
+  compiled           torch.compile (inductor) of eager
+  fastgan            fastgan.ops.gan_d_loss(real, fake, kind=kind) / gan_g_loss(fake, kind=kind)
 Each timed call runs the forward, the backward (torch.autograd.grad) and, on CUDA, a
 synchronize. Results: benchmarks/RESULTS.md (measured on the GPU machine). On a small CPU
 machine set TORCHINDUCTOR_COMPILE_THREADS=1, or inductor's compile workers keep running
@@ -20,6 +26,7 @@ import torch.nn.functional as F
 
 import fastgan
 from fastgan import ops
+from fastgan.ops import reference
 
 HAS_CUDA = torch.cuda.is_available() and fastgan.build_info()["cuda_kernels"]
 DEVICES = [
@@ -69,11 +76,14 @@ FUNCS = {
 
 
 def step_fn(op, impl, device, shape):
-    fn = FUNCS[op][impl]
-    if impl == "compiled":  # one code object per op: 3 shapes x 2 devices stay under dynamo's cache limit
+    return timed_step(FUNCS[op][impl], impl == "compiled", 1 if op == "bce_with_logits" else 2, device, shape)
+
+
+def timed_step(fn, compiled, n_inputs, device, shape):
+    if compiled:  # one code object per op: 3 shapes x 2 devices stay under dynamo's cache limit
         fn = torch.compile(fn, dynamic=False)
     torch.manual_seed(0)
-    inputs = [torch.randn(shape, device=device, requires_grad=True) for _ in range(1 if op == "bce_with_logits" else 2)]
+    inputs = [torch.randn(shape, device=device, requires_grad=True) for _ in range(n_inputs)]
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step():
@@ -97,3 +107,39 @@ def test_loss_forward_backward(benchmark, op, impl, shape, device):
     benchmark.group = f"{op} fwd+bwd {device} {shape[0]}x{shape[1]}"
     benchmark.extra_info.update(op=op, impl=impl, device=device, shape=list(shape))
     benchmark(step_fn(op, impl, device, shape))
+
+
+# The other kinds: one function object per (op, kind, impl), so that each compiled one has its
+# own dynamo cache entry, as above.
+KINDS = [k for k in ops.LOSS_KINDS if k != "bce"]
+KIND_IMPLS = ["eager", "compiled", "fastgan"]
+
+
+def _kind_fn(op, kind, impl):
+    if op == "gan_d_loss":
+        fn = ops.gan_d_loss if impl == "fastgan" else reference.gan_d_loss
+        return lambda r, f: fn(r, f, kind=kind)
+    fn = ops.gan_g_loss if impl == "fastgan" else reference.gan_g_loss
+    return lambda f: fn(f, kind=kind)
+
+
+KIND_FUNCS = {
+    (op, kind, impl): _kind_fn(op, kind, impl)
+    for op in ("gan_d_loss", "gan_g_loss")
+    for kind in KINDS
+    for impl in KIND_IMPLS
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("impl", KIND_IMPLS)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("op", ["gan_d_loss", "gan_g_loss"])
+def test_gan_loss_kinds_forward_backward(benchmark, op, kind, impl, shape, device):
+    if impl == "fastgan" and not fastgan.build_info()["cpu_kernels"]:
+        pytest.skip("fastgan._C is not built")
+    benchmark.group = f"{op} {kind} fwd+bwd {device} {shape[0]}x{shape[1]}"
+    benchmark.extra_info.update(op=op, kind=kind, impl=impl, device=device, shape=list(shape))
+    fn = KIND_FUNCS[op, kind, impl]
+    benchmark(timed_step(fn, impl == "compiled", 2 if op == "gan_d_loss" else 1, device, shape))

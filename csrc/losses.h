@@ -1,4 +1,6 @@
 // BCE with logits and the GAN losses: bce_with_logits, gan_d_loss, gan_g_loss.
+// The GAN losses come in the kinds of fastgan.ops.LOSS_KINDS (see Kind below); the BCE is
+// bce's, the others' terms are term_loss's.
 //
 // Per element, with logit x, target t, weight w and pos_weight pw:
 //   loss(x) = w * ((1 - t) * x + c * softplus(-x)),         c = 1 + (pw - 1) * t
@@ -67,7 +69,90 @@ FASTGAN_HD T element_grad(T x, T t, T w, T pw) {
 
 enum class Reduction : int { None = 0, Mean = 1, Sum = 2 };
 
+// The kind argument of gan_d_loss / gan_g_loss: the index in fastgan.ops.LOSS_KINDS.
+enum class Kind : int64_t { Bce = 0, Hinge = 1, Lsgan = 2, Wgan = 3 };
+
+// What one segment of a GAN loss sums per element, given the segment's parameter p (its tv):
+//   Bce:     the BCE against the label p (element_loss, unweighted)
+//   Hinge:   relu(1 - p * x), p = +1 (D's real) or -1 (D's fake)
+//   Square:  (x - p)^2 / 2,   p = 1 (D's real, G's fake) or 0 (D's fake)
+//   Linear:  -p * x,          p = +1 (D's real, G's fake) or -1 (D's fake)
+// A kind's D segments share one term (the kernels take it as a template argument, so bce's
+// code is what it was); d_term/g_term and the *_param functions below map kinds to terms.
+enum class Term : int { Bce, Hinge, Square, Linear };
+
+// t is p for every term but Bce; w and pw are Bce's (1 for the GAN losses).
+template <Term K, typename T>
+FASTGAN_HD T term_loss(T x, T t, T w, T pw) {
+  if constexpr (K == Term::Bce) {
+    return element_loss(x, t, w, pw);
+  } else if constexpr (K == Term::Hinge) {
+    const T u = T(1) - t * x;
+    return where(u > T(0), u, T(0));
+  } else if constexpr (K == Term::Square) {
+    const T d = x - t;
+    return d * d * T(0.5);
+  } else {
+    return (T(0) - t) * x;
+  }
+}
+
+// dloss/dx; relu's derivative at its kink is 0, as torch's.
+template <Term K, typename T>
+FASTGAN_HD T term_grad(T x, T t, T w, T pw) {
+  if constexpr (K == Term::Bce) {
+    return element_grad(x, t, w, pw);
+  } else if constexpr (K == Term::Hinge) {
+    return where(T(1) - t * x > T(0), T(0) - t, T(0));
+  } else if constexpr (K == Term::Square) {
+    return x - t;
+  } else {
+    return T(0) - t;
+  }
+}
+
+// D's term (real and fake alike) and G's: hinge's G loss is wgan's, -mean fake.
+inline Term d_term(Kind k) {
+  constexpr Term terms[] = {Term::Bce, Term::Hinge, Term::Square, Term::Linear};
+  return terms[int(k)];
+}
+
+inline Term g_term(Kind k) {
+  constexpr Term terms[] = {Term::Bce, Term::Linear, Term::Square, Term::Linear};
+  return terms[int(k)];
+}
+
+// The segment parameters: bce's labels, the other kinds' fixed signs and targets.
+inline double real_param(Kind k, double real_label) {
+  return k == Kind::Bce ? real_label : 1.0;
+}
+
+inline double fake_param(Kind k, double fake_label) {
+  return k == Kind::Bce ? fake_label : k == Kind::Lsgan ? 0.0 : -1.0;
+}
+
+// f(std::integral_constant<Term, t>{}): a runtime term to the kernels' template argument.
+template <typename F>
+inline void with_term(Term t, F&& f) {
+  switch (t) {
+    case Term::Bce:
+      return f(std::integral_constant<Term, Term::Bce>{});
+    case Term::Hinge:
+      return f(std::integral_constant<Term, Term::Hinge>{});
+    case Term::Square:
+      return f(std::integral_constant<Term, Term::Square>{});
+    case Term::Linear:
+      return f(std::integral_constant<Term, Term::Linear>{});
+  }
+}
+
 }  // namespace losses
+
+inline losses::Kind parse_kind(const char* op, int64_t kind) {
+  TORCH_CHECK_VALUE(kind >= 0 && kind <= 3, op,
+                    ": kind must be 0 ('bce'), 1 ('hinge'), 2 ('lsgan') or 3 ('wgan'), got ", kind);
+  return losses::Kind(kind);
+}
 
 inline losses::Reduction parse_reduction(const char* op, std::string_view r) {
   if (r == "mean") return losses::Reduction::Mean;
@@ -204,20 +289,51 @@ inline at::ScalarType loss_acc_dtype(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-inline void check_gan_d_loss_args(const at::Tensor& real, const at::Tensor& fake, double real_label,
-                                  double fake_label) {
+// Labels are bce's: another kind with a label other than the default is an error, not ignored.
+inline void check_kind_label(const char* op, losses::Kind kind, const char* name, double v, double dflt) {
+  TORCH_CHECK_VALUE(kind == losses::Kind::Bce || v == dflt, op, ": ", name, " applies to kind 'bce' only, got ", name,
+                    "=", v, " with kind ", int64_t(kind));
+}
+
+inline losses::Kind check_gan_d_loss_args(const at::Tensor& real, const at::Tensor& fake, double real_label,
+                                          double fake_label, int64_t kind_) {
   constexpr const char* op = "gan_d_loss";
+  const losses::Kind kind = parse_kind(op, kind_);
   check_logits(op, "real_logits", real);
   check_logits(op, "fake_logits", fake);
   check_like(op, "fake_logits", fake, "real_logits", real);
   check_label(op, "real_label", real_label);
   check_label(op, "fake_label", fake_label);
+  check_kind_label(op, kind, "real_label", real_label, 1.0);
+  check_kind_label(op, kind, "fake_label", fake_label, 0.0);
+  return kind;
 }
 
-inline void check_gan_g_loss_args(const at::Tensor& fake, double real_label) {
+inline losses::Kind check_gan_g_loss_args(const at::Tensor& fake, double real_label, int64_t kind_) {
   constexpr const char* op = "gan_g_loss";
+  const losses::Kind kind = parse_kind(op, kind_);
   check_logits(op, "fake_logits", fake);
   check_label(op, "real_label", real_label);
+  check_kind_label(op, kind, "real_label", real_label, 1.0);
+  return kind;
 }
+
+namespace losses {
+// The segments of a GAN loss of kind k, as the kernels sum them.
+template <typename scalar_t>
+inline Segment<scalar_t> d_real_segment(const at::Tensor& x, Kind k, double real_label) {
+  return label_segment<scalar_t>(x, real_param(k, real_label));
+}
+
+template <typename scalar_t>
+inline Segment<scalar_t> d_fake_segment(const at::Tensor& x, Kind k, double fake_label) {
+  return label_segment<scalar_t>(x, fake_param(k, fake_label));
+}
+
+template <typename scalar_t>
+inline Segment<scalar_t> g_segment(const at::Tensor& x, Kind k, double real_label) {
+  return label_segment<scalar_t>(x, real_param(k, real_label));
+}
+}  // namespace losses
 
 }  // namespace fastgan

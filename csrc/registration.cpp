@@ -30,19 +30,21 @@ TORCH_LIBRARY(fastgan, m) {
       "-> (Tensor, Tensor, Tensor)");
 
   // losses family: csrc/losses.h. A null target means the constant label target_value;
-  // reduction is 'none', 'mean' or 'sum'. The GAN losses return float32 for half types.
+  // reduction is 'none', 'mean' or 'sum'. The GAN losses return float32 for half types; kind
+  // indexes fastgan.ops.LOSS_KINDS (0 'bce', 1 'hinge', 2 'lsgan', 3 'wgan'), and its default
+  // keeps the callers from before the kinds working.
   m.def(
       "bce_with_logits(Tensor logits, Tensor? target, float target_value, Tensor? weight, "
       "Tensor? pos_weight, str reduction) -> Tensor");
   m.def(
       "bce_with_logits_backward(Tensor grad, Tensor logits, Tensor? target, float target_value, "
       "Tensor? weight, Tensor? pos_weight, str reduction) -> Tensor");
-  m.def("gan_d_loss(Tensor real_logits, Tensor fake_logits, float real_label, float fake_label) -> Tensor");
+  m.def("gan_d_loss(Tensor real_logits, Tensor fake_logits, float real_label, float fake_label, int kind=0) -> Tensor");
   m.def(
       "gan_d_loss_backward(Tensor grad, Tensor real_logits, Tensor fake_logits, float real_label, "
-      "float fake_label) -> (Tensor, Tensor)");
-  m.def("gan_g_loss(Tensor fake_logits, float real_label) -> Tensor");
-  m.def("gan_g_loss_backward(Tensor grad, Tensor fake_logits, float real_label) -> Tensor");
+      "float fake_label, int kind=0) -> (Tensor, Tensor)");
+  m.def("gan_g_loss(Tensor fake_logits, float real_label, int kind=0) -> Tensor");
+  m.def("gan_g_loss_backward(Tensor grad, Tensor fake_logits, float real_label, int kind=0) -> Tensor");
 
   // adam_ family: csrc/adam.h. One Adam step (no amsgrad) for a list of parameters, in place;
   // step is the step count including this one (a device tensor on CUDA, so graphs can run it).

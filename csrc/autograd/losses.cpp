@@ -15,9 +15,13 @@
 //   d gx / d x = G * w * c * sn * (1 - sn)
 //   d gx / d t = G * w * (-1 - (pw - 1) * sn)
 //   d gx / d G = w * ((1 - t) - c * sn)   (summed and times 1/N for a reduced loss)
+// The other GAN kinds' terms (losses.h:Term) are piecewise linear or quadratic in x: their
+// dloss/dx is -p (Linear), -p where 1 - p * x > 0 (Hinge) or x - p (Square), and their
+// second derivative 0, 0 and 1.
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/full_like.h>
 #include <ATen/ops/log_sigmoid.h>
 #include <ATen/ops/sigmoid.h>
 #include <ATen/ops/sum.h>
@@ -53,34 +57,34 @@ at::Tensor bce_backward_op(const at::Tensor& g, const at::Tensor& x, const OptTe
   return op.call(g, x, t, tv, w, pw, reduction);
 }
 
-at::Tensor gan_d_op(const at::Tensor& real, const at::Tensor& fake, double rl, double fl) {
+at::Tensor gan_d_op(const at::Tensor& real, const at::Tensor& fake, double rl, double fl, int64_t kind) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastgan::gan_d_loss", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double, double)>();
-  return op.call(real, fake, rl, fl);
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double, double, int64_t)>();
+  return op.call(real, fake, rl, fl, kind);
 }
 
 std::tuple<at::Tensor, at::Tensor> gan_d_backward_op(const at::Tensor& g, const at::Tensor& real,
-                                                     const at::Tensor& fake, double rl, double fl) {
+                                                     const at::Tensor& fake, double rl, double fl, int64_t kind) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastgan::gan_d_loss_backward", "")
                        .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                 const at::Tensor&, double, double)>();
-  return op.call(g, real, fake, rl, fl);
+                                                                 const at::Tensor&, double, double, int64_t)>();
+  return op.call(g, real, fake, rl, fl, kind);
 }
 
-at::Tensor gan_g_op(const at::Tensor& fake, double rl) {
+at::Tensor gan_g_op(const at::Tensor& fake, double rl, int64_t kind) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastgan::gan_g_loss", "")
-                       .typed<at::Tensor(const at::Tensor&, double)>();
-  return op.call(fake, rl);
+                       .typed<at::Tensor(const at::Tensor&, double, int64_t)>();
+  return op.call(fake, rl, kind);
 }
 
-at::Tensor gan_g_backward_op(const at::Tensor& g, const at::Tensor& fake, double rl) {
+at::Tensor gan_g_backward_op(const at::Tensor& g, const at::Tensor& fake, double rl, int64_t kind) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastgan::gan_g_loss_backward", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double)>();
-  return op.call(g, fake, rl);
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double, int64_t)>();
+  return op.call(g, fake, rl, kind);
 }
 
 at::Tensor defined_or_null(const OptTensor& t) {
@@ -205,95 +209,138 @@ struct Bce : public torch::autograd::Function<Bce> {
   }
 };
 
+// One segment of a GAN loss (x against the parameter p, losses.h:Term) for the double
+// backward: dloss/dx, and G times d2loss/dx2 (undefined where that is 0).
+struct GanTerm {
+  losses::Term term;
+  at::Tensor x;
+  double p;
+
+  at::Tensor dloss() const {
+    switch (term) {
+      case losses::Term::Bce:
+        return Term{x, {}, {}, {}, p}.dloss(at::sigmoid(-x));
+      case losses::Term::Hinge:
+        return (x * -p + 1 > 0).to(x.scalar_type()) * -p;
+      case losses::Term::Square:
+        return x - p;
+      case losses::Term::Linear:
+        break;
+    }
+    return at::full_like(x, -p);
+  }
+  at::Tensor times_d2loss(const at::Tensor& G) const {
+    if (term == losses::Term::Bce) return G * Term{x, {}, {}, {}, p}.d2loss(at::sigmoid(-x));
+    return term == losses::Term::Square ? G : at::Tensor();
+  }
+};
+
+// The segments' GanTerms of a kind: D's real and fake, G's fake.
+GanTerm d_real_term(const at::Tensor& x, losses::Kind k, double rl) {
+  return {losses::d_term(k), x, losses::real_param(k, rl)};
+}
+GanTerm d_fake_term(const at::Tensor& x, losses::Kind k, double fl) {
+  return {losses::d_term(k), x, losses::fake_param(k, fl)};
+}
+GanTerm g_term(const at::Tensor& x, losses::Kind k, double rl) {
+  return {losses::g_term(k), x, losses::real_param(k, rl)};
+}
+
 // (grad, real, fake) -> (dloss/dreal, dloss/dfake)
 struct GanDBackward : public torch::autograd::Function<GanDBackward> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& real,
-                               const at::Tensor& fake, double rl, double fl) {
+                               const at::Tensor& fake, double rl, double fl, int64_t kind) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [gr, gf] = gan_d_backward_op(grad, real, fake, rl, fl);
+    auto [gr, gf] = gan_d_backward_op(grad, real, fake, rl, fl, kind);
     ctx->save_for_backward({grad, real, fake});
     ctx->saved_data["rl"] = rl;
     ctx->saved_data["fl"] = fl;
+    ctx->saved_data["kind"] = kind;
     return {gr, gf};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list ggs) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& grad = saved[0];
-    const Term terms[2] = {{saved[1], {}, {}, {}, ctx->saved_data["rl"].toDouble()},
-                           {saved[2], {}, {}, {}, ctx->saved_data["fl"].toDouble()}};
+    const auto kind = losses::Kind(ctx->saved_data["kind"].toInt());
+    const GanTerm terms[2] = {d_real_term(saved[1], kind, ctx->saved_data["rl"].toDouble()),
+                              d_fake_term(saved[2], kind, ctx->saved_data["fl"].toDouble())};
     at::Tensor out[3];
     for (int k = 0; k < 2; ++k) {
       if (!ggs[k].defined()) continue;
-      const at::Tensor sn = at::sigmoid(-terms[k].x);
       if (ctx->needs_input_grad(0)) {
-        const at::Tensor d = grad_of_grad(ggs[k], terms[k].dloss(sn), grad, kMean, terms[k].x);
+        const at::Tensor d = grad_of_grad(ggs[k], terms[k].dloss(), grad, kMean, terms[k].x);
         out[0] = out[0].defined() ? out[0] + d : d;
       }
       if (ctx->needs_input_grad(1 + k)) {
-        out[1 + k] = ggs[k] * mean_scaled(grad, kMean, terms[k].x) * terms[k].d2loss(sn);
+        out[1 + k] = terms[k].times_d2loss(ggs[k] * mean_scaled(grad, kMean, terms[k].x));
       }
     }
-    return {out[0], out[1], out[2], at::Tensor(), at::Tensor()};
+    return {out[0], out[1], out[2], at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 struct GanD : public torch::autograd::Function<GanD> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& real, const at::Tensor& fake, double rl,
-                            double fl) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& real, const at::Tensor& fake, double rl, double fl,
+                            int64_t kind) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    at::Tensor out = gan_d_op(real, fake, rl, fl);
+    at::Tensor out = gan_d_op(real, fake, rl, fl, kind);
     ctx->save_for_backward({real, fake});
     ctx->saved_data["rl"] = rl;
     ctx->saved_data["fl"] = fl;
+    ctx->saved_data["kind"] = kind;
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     auto g = GanDBackward::apply(grads[0], saved[0], saved[1], ctx->saved_data["rl"].toDouble(),
-                                 ctx->saved_data["fl"].toDouble());
+                                 ctx->saved_data["fl"].toDouble(), ctx->saved_data["kind"].toInt());
     return {ctx->needs_input_grad(0) ? g[0] : at::Tensor(), ctx->needs_input_grad(1) ? g[1] : at::Tensor(),
-            at::Tensor(), at::Tensor()};
+            at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 // (grad, fake) -> dloss/dfake
 struct GanGBackward : public torch::autograd::Function<GanGBackward> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& fake, double rl) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& fake, double rl,
+                            int64_t kind) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    at::Tensor gf = gan_g_backward_op(grad, fake, rl);
+    at::Tensor gf = gan_g_backward_op(grad, fake, rl, kind);
     ctx->save_for_backward({grad, fake});
     ctx->saved_data["rl"] = rl;
+    ctx->saved_data["kind"] = kind;
     return gf;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list ggs) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& grad = saved[0];
-    const Term term{saved[1], {}, {}, {}, ctx->saved_data["rl"].toDouble()};
+    const GanTerm term =
+        g_term(saved[1], losses::Kind(ctx->saved_data["kind"].toInt()), ctx->saved_data["rl"].toDouble());
     at::Tensor d_grad, d_x;
     if (ggs[0].defined()) {
-      const at::Tensor sn = at::sigmoid(-term.x);
-      if (ctx->needs_input_grad(0)) d_grad = grad_of_grad(ggs[0], term.dloss(sn), grad, kMean, term.x);
-      if (ctx->needs_input_grad(1)) d_x = ggs[0] * mean_scaled(grad, kMean, term.x) * term.d2loss(sn);
+      if (ctx->needs_input_grad(0)) d_grad = grad_of_grad(ggs[0], term.dloss(), grad, kMean, term.x);
+      if (ctx->needs_input_grad(1)) d_x = term.times_d2loss(ggs[0] * mean_scaled(grad, kMean, term.x));
     }
-    return {d_grad, d_x, at::Tensor()};
+    return {d_grad, d_x, at::Tensor(), at::Tensor()};
   }
 };
 
 struct GanG : public torch::autograd::Function<GanG> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& fake, double rl) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& fake, double rl, int64_t kind) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    at::Tensor out = gan_g_op(fake, rl);
+    at::Tensor out = gan_g_op(fake, rl, kind);
     ctx->save_for_backward({fake});
     ctx->saved_data["rl"] = rl;
+    ctx->saved_data["kind"] = kind;
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    return {GanGBackward::apply(grads[0], ctx->get_saved_variables()[0], ctx->saved_data["rl"].toDouble()),
-            at::Tensor()};
+    return {GanGBackward::apply(grads[0], ctx->get_saved_variables()[0], ctx->saved_data["rl"].toDouble(),
+                                ctx->saved_data["kind"].toInt()),
+            at::Tensor(), at::Tensor()};
   }
 };
 
@@ -311,22 +358,23 @@ at::Tensor bce_with_logits_backward_autograd(const at::Tensor& g, const at::Tens
   return BceBackward::apply(g, x, t, tv, w, pw, std::string(reduction.data(), reduction.size()));
 }
 
-at::Tensor gan_d_loss_autograd(const at::Tensor& real, const at::Tensor& fake, double rl, double fl) {
-  return GanD::apply(real, fake, rl, fl);
+at::Tensor gan_d_loss_autograd(const at::Tensor& real, const at::Tensor& fake, double rl, double fl, int64_t kind) {
+  return GanD::apply(real, fake, rl, fl, kind);
 }
 
 std::tuple<at::Tensor, at::Tensor> gan_d_loss_backward_autograd(const at::Tensor& g, const at::Tensor& real,
-                                                                const at::Tensor& fake, double rl, double fl) {
-  auto out = GanDBackward::apply(g, real, fake, rl, fl);
+                                                                const at::Tensor& fake, double rl, double fl,
+                                                                int64_t kind) {
+  auto out = GanDBackward::apply(g, real, fake, rl, fl, kind);
   return {out[0], out[1]};
 }
 
-at::Tensor gan_g_loss_autograd(const at::Tensor& fake, double rl) {
-  return GanG::apply(fake, rl);
+at::Tensor gan_g_loss_autograd(const at::Tensor& fake, double rl, int64_t kind) {
+  return GanG::apply(fake, rl, kind);
 }
 
-at::Tensor gan_g_loss_backward_autograd(const at::Tensor& g, const at::Tensor& fake, double rl) {
-  return GanGBackward::apply(g, fake, rl);
+at::Tensor gan_g_loss_backward_autograd(const at::Tensor& g, const at::Tensor& fake, double rl, int64_t kind) {
+  return GanGBackward::apply(g, fake, rl, kind);
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // BCE with logits and the GAN losses on the CPU. Forward: one vectorized pass that writes the
 // elementwise losses (reduction 'none') or sums them; backward: one vectorized pass that
 // writes dloss/dlogits. Math: csrc/losses.h, whose templates both the vector loops (T = Vec)
-// and their scalar tails (T = acc) call.
+// and their scalar tails (T = acc) call. The passes take the term (losses::Term: a GAN loss
+// kind's) as a template argument; bce_with_logits is Term::Bce.
 //
 // Sums are deterministic and independent of the thread count: the elements are cut into
 // fixed chunks of kChunk, each chunk is summed in a fixed order (vector lanes, then lanes
@@ -22,6 +23,7 @@ namespace {
 
 using losses::Reduction;
 using losses::Segment;
+using losses::Term;
 constexpr int64_t kChunk = 16384;  // elements per partial sum (a multiple of every vector size)
 constexpr int64_t kGrain = 32768;  // elements per parallel task in the elementwise passes
 
@@ -37,7 +39,7 @@ inline acc_t<scalar_t> at_or(const scalar_t* p, int64_t i, acc_t<scalar_t> v) {
 }
 
 // Sum of the weighted losses of elements [i0, i1) of s.
-template <typename scalar_t>
+template <Term K, typename scalar_t>
 acc_t<scalar_t> chunk_sum(const Segment<scalar_t>& s, int64_t i0, int64_t i1) {
   using IO = cpu::VecIO<scalar_t>;
   using acc = typename IO::acc;
@@ -46,20 +48,20 @@ acc_t<scalar_t> chunk_sum(const Segment<scalar_t>& s, int64_t i0, int64_t i1) {
   int64_t i = i0;
   for (; i + IO::size <= i1; i += IO::size) {
     const Vec x = IO::load(s.x + i), t = load_or<IO>(s.t, i, s.tv), pw = load_or<IO>(s.pw, i, acc(1));
-    vsum = vsum + losses::element_loss(x, t, load_or<IO>(s.w, i, acc(1)), pw);
+    vsum = vsum + losses::term_loss<K>(x, t, load_or<IO>(s.w, i, acc(1)), pw);
   }
   acc lanes[IO::size];
   vsum.store(lanes);
   acc sum = 0;
   for (int64_t l = 0; l < IO::size; ++l) sum += lanes[l];
   for (; i < i1; ++i) {
-    sum += losses::element_loss(acc(s.x[i]), at_or(s.t, i, s.tv), at_or(s.w, i, acc(1)), at_or(s.pw, i, acc(1)));
+    sum += losses::term_loss<K>(acc(s.x[i]), at_or(s.t, i, s.tv), at_or(s.w, i, acc(1)), at_or(s.pw, i, acc(1)));
   }
   return sum;
 }
 
 // scale0 * sum(segment 0) + scale1 * sum(segment 1), each sum over fixed chunks.
-template <typename scalar_t>
+template <Term K, typename scalar_t>
 acc_t<scalar_t> reduce(const Segment<scalar_t>* segs, int nseg) {
   using acc = acc_t<scalar_t>;
   int64_t first[3] = {0, 0, 0};  // chunk index where each segment starts
@@ -70,7 +72,7 @@ acc_t<scalar_t> reduce(const Segment<scalar_t>* segs, int nseg) {
     for (int64_t q = q0; q < q1; ++q) {
       const int k = q >= first[1] ? 1 : 0;
       const int64_t i0 = (q - first[k]) * kChunk;
-      partial[q] = chunk_sum(segs[k], i0, std::min(i0 + kChunk, segs[k].n));
+      partial[q] = chunk_sum<K>(segs[k], i0, std::min(i0 + kChunk, segs[k].n));
     }
   };
   if (chunks <= 2)
@@ -88,7 +90,7 @@ acc_t<scalar_t> reduce(const Segment<scalar_t>* segs, int nseg) {
 
 // GRAD = false: out = the weighted loss of each element (reduction 'none').
 // GRAD = true: out = G * dloss/dx, with G = ge[i] (reduction 'none') or gs * s.scale.
-template <typename scalar_t, bool GRAD>
+template <typename scalar_t, bool GRAD, Term K = Term::Bce>
 void elementwise(const Segment<scalar_t>& s, scalar_t* out, const scalar_t* ge, acc_t<scalar_t> gs) {
   using IO = cpu::VecIO<scalar_t>;
   using acc = typename IO::acc;
@@ -99,12 +101,12 @@ void elementwise(const Segment<scalar_t>& s, scalar_t* out, const scalar_t* ge, 
     for (; i + IO::size <= i1; i += IO::size) {
       const Vec x = IO::load(s.x + i), t = load_or<IO>(s.t, i, s.tv), w = load_or<IO>(s.w, i, acc(1));
       const Vec pw = load_or<IO>(s.pw, i, acc(1));
-      IO::store(out + i, GRAD ? losses::element_grad(x, t, w, pw) * load_or<IO>(ge, i, g_all)
-                              : losses::element_loss(x, t, w, pw));
+      IO::store(out + i, GRAD ? losses::term_grad<K>(x, t, w, pw) * load_or<IO>(ge, i, g_all)
+                              : losses::term_loss<K>(x, t, w, pw));
     }
     for (; i < i1; ++i) {
       const acc x = s.x[i], t = at_or(s.t, i, s.tv), w = at_or(s.w, i, acc(1)), pw = at_or(s.pw, i, acc(1));
-      out[i] = GRAD ? losses::element_grad(x, t, w, pw) * at_or(ge, i, g_all) : losses::element_loss(x, t, w, pw);
+      out[i] = GRAD ? losses::term_grad<K>(x, t, w, pw) * at_or(ge, i, g_all) : losses::term_loss<K>(x, t, w, pw);
     }
   };
   if (s.n <= kGrain)
@@ -133,7 +135,7 @@ at::Tensor bce_with_logits_cpu(const at::Tensor& logits, const std::optional<at:
     if (none)
       elementwise<scalar_t, false>(seg, out.mutable_data_ptr<scalar_t>(), nullptr, 0);
     else
-      *out.mutable_data_ptr<scalar_t>() = scalar_t(reduce(&seg, 1));
+      *out.mutable_data_ptr<scalar_t>() = scalar_t(reduce<Term::Bce>(&seg, 1));
   });
   return out;
 }
@@ -156,54 +158,65 @@ at::Tensor bce_with_logits_backward_cpu(const at::Tensor& grad_, const at::Tenso
   return gx;
 }
 
-at::Tensor gan_d_loss_cpu(const at::Tensor& real_, const at::Tensor& fake_, double real_label, double fake_label) {
-  check_gan_d_loss_args(real_, fake_, real_label, fake_label);
+at::Tensor gan_d_loss_cpu(const at::Tensor& real_, const at::Tensor& fake_, double real_label, double fake_label,
+                          int64_t kind_) {
+  const losses::Kind kind = check_gan_d_loss_args(real_, fake_, real_label, fake_label, kind_);
   const at::Tensor real = real_.contiguous(), fake = fake_.contiguous();
   at::Tensor out = at::empty({}, real.options().dtype(loss_acc_dtype(real)));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "gan_d_loss_cpu", [&] {
-    const Segment<scalar_t> segs[2] = {losses::label_segment<scalar_t>(real, real_label),
-                                       losses::label_segment<scalar_t>(fake, fake_label)};
-    *out.mutable_data_ptr<acc_t<scalar_t>>() = reduce(segs, 2);
+    const Segment<scalar_t> segs[2] = {losses::d_real_segment<scalar_t>(real, kind, real_label),
+                                       losses::d_fake_segment<scalar_t>(fake, kind, fake_label)};
+    losses::with_term(losses::d_term(kind), [&](auto term) {
+      *out.mutable_data_ptr<acc_t<scalar_t>>() = reduce<decltype(term)::value>(segs, 2);
+    });
   });
   return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> gan_d_loss_backward_cpu(const at::Tensor& grad_, const at::Tensor& real_,
                                                            const at::Tensor& fake_, double real_label,
-                                                           double fake_label) {
-  check_gan_d_loss_args(real_, fake_, real_label, fake_label);
+                                                           double fake_label, int64_t kind_) {
+  const losses::Kind kind = check_gan_d_loss_args(real_, fake_, real_label, fake_label, kind_);
   const at::Tensor real = real_.contiguous(), fake = fake_.contiguous();
   const at::Tensor grad = prepare_loss_grad("gan_d_loss_backward", grad_, real, false);
   at::Tensor gr = at::empty(real.sizes(), real.options()), gf = at::empty(fake.sizes(), fake.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "gan_d_loss_backward_cpu", [&] {
     const acc_t<scalar_t> g = scalar_value(grad);
-    elementwise<scalar_t, true>(losses::label_segment<scalar_t>(real, real_label), gr.mutable_data_ptr<scalar_t>(),
-                                nullptr, g);
-    elementwise<scalar_t, true>(losses::label_segment<scalar_t>(fake, fake_label), gf.mutable_data_ptr<scalar_t>(),
-                                nullptr, g);
+    losses::with_term(losses::d_term(kind), [&](auto term) {
+      constexpr Term K = decltype(term)::value;
+      elementwise<scalar_t, true, K>(losses::d_real_segment<scalar_t>(real, kind, real_label),
+                                     gr.mutable_data_ptr<scalar_t>(), nullptr, g);
+      elementwise<scalar_t, true, K>(losses::d_fake_segment<scalar_t>(fake, kind, fake_label),
+                                     gf.mutable_data_ptr<scalar_t>(), nullptr, g);
+    });
   });
   return {gr, gf};
 }
 
-at::Tensor gan_g_loss_cpu(const at::Tensor& fake_, double real_label) {
-  check_gan_g_loss_args(fake_, real_label);
+at::Tensor gan_g_loss_cpu(const at::Tensor& fake_, double real_label, int64_t kind_) {
+  const losses::Kind kind = check_gan_g_loss_args(fake_, real_label, kind_);
   const at::Tensor fake = fake_.contiguous();
   at::Tensor out = at::empty({}, fake.options().dtype(loss_acc_dtype(fake)));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, fake.scalar_type(), "gan_g_loss_cpu", [&] {
-    const auto seg = losses::label_segment<scalar_t>(fake, real_label);
-    *out.mutable_data_ptr<acc_t<scalar_t>>() = reduce(&seg, 1);
+    const auto seg = losses::g_segment<scalar_t>(fake, kind, real_label);
+    losses::with_term(losses::g_term(kind), [&](auto term) {
+      *out.mutable_data_ptr<acc_t<scalar_t>>() = reduce<decltype(term)::value>(&seg, 1);
+    });
   });
   return out;
 }
 
-at::Tensor gan_g_loss_backward_cpu(const at::Tensor& grad_, const at::Tensor& fake_, double real_label) {
-  check_gan_g_loss_args(fake_, real_label);
+at::Tensor gan_g_loss_backward_cpu(const at::Tensor& grad_, const at::Tensor& fake_, double real_label, int64_t kind_) {
+  const losses::Kind kind = check_gan_g_loss_args(fake_, real_label, kind_);
   const at::Tensor fake = fake_.contiguous();
   const at::Tensor grad = prepare_loss_grad("gan_g_loss_backward", grad_, fake, false);
   at::Tensor gf = at::empty(fake.sizes(), fake.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, fake.scalar_type(), "gan_g_loss_backward_cpu", [&] {
-    elementwise<scalar_t, true>(losses::label_segment<scalar_t>(fake, real_label), gf.mutable_data_ptr<scalar_t>(),
-                                nullptr, acc_t<scalar_t>(scalar_value(grad)));
+    losses::with_term(losses::g_term(kind), [&](auto term) {
+      elementwise<scalar_t, true, decltype(term)::value>(losses::g_segment<scalar_t>(fake, kind, real_label),
+                                                         gf.mutable_data_ptr<scalar_t>(), nullptr,
+                                                         acc_t<scalar_t>(scalar_value(grad)));
+    });
   });
   return gf;
 }

@@ -10,6 +10,8 @@
 // Forward 'none' and every backward: one elementwise launch over both segments, 16-byte
 // accesses where every pointer allows. A scalar incoming gradient is read on the device (no
 // host sync).
+// The kernels take the term (losses::Term: a GAN loss kind's) as a template argument;
+// bce_with_logits is Term::Bce.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -25,6 +27,7 @@ namespace {
 using cuda::AlignedVec;
 using losses::Reduction;
 using losses::Segment;
+using losses::Term;
 constexpr int kThreads = 256;
 constexpr int kItemsPerThread = 16;  // below this many elements per thread, fewer blocks
 
@@ -49,7 +52,7 @@ __device__ __forceinline__ acc_t<scalar_t> at_or(const scalar_t* p, int64_t i, a
 
 // This thread's sum of the weighted losses of s: vectors v = tid, tid + stride, ... then the
 // n % VEC tail elements one by one.
-template <typename scalar_t, int VEC, typename index_t>
+template <Term K, typename scalar_t, int VEC, typename index_t>
 __device__ __forceinline__ acc_t<scalar_t> segment_sum(const Segment<scalar_t>& s, index_t tid, index_t stride) {
   using acc = acc_t<scalar_t>;
   const index_t n = index_t(s.n), nvec = n / VEC;
@@ -62,17 +65,17 @@ __device__ __forceinline__ acc_t<scalar_t> segment_sum(const Segment<scalar_t>& 
     load_or<scalar_t, VEC>(s.w, i, acc(1), w);
     load_or<scalar_t, VEC>(s.pw, i, acc(1), pw);
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) sum += losses::element_loss(x[k], t[k], w[k], pw[k]);
+    for (int k = 0; k < VEC; ++k) sum += losses::term_loss<K>(x[k], t[k], w[k], pw[k]);
   }
   for (index_t i = nvec * VEC + tid; i < n; i += stride) {
-    sum += losses::element_loss(acc(s.x[i]), at_or(s.t, i, s.tv), at_or(s.w, i, acc(1)), at_or(s.pw, i, acc(1)));
+    sum += losses::term_loss<K>(acc(s.x[i]), at_or(s.t, i, s.tv), at_or(s.w, i, acc(1)), at_or(s.pw, i, acc(1)));
   }
   return sum;
 }
 
 // out = s0.scale * sum(s0) + s1.scale * sum(s1) (s1.n == 0: one segment). With gridDim.x > 1,
 // `partial` holds 2 * gridDim.x sums and `counter` a zeroed unsigned.
-template <typename scalar_t, typename out_t, int VEC, typename index_t>
+template <Term K, typename scalar_t, typename out_t, int VEC, typename index_t>
 __global__ void __launch_bounds__(kThreads)
     reduce_kernel(Segment<scalar_t> s0, Segment<scalar_t> s1, acc_t<scalar_t>* __restrict__ partial,
                   unsigned* __restrict__ counter, out_t* __restrict__ out) {
@@ -81,8 +84,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ bool is_last;
   const index_t tid = index_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const index_t stride = index_t(gridDim.x) * blockDim.x;
-  acc a0 = segment_sum<scalar_t, VEC, index_t>(s0, tid, stride);
-  acc a1 = s1.n > 0 ? segment_sum<scalar_t, VEC, index_t>(s1, tid, stride) : acc(0);
+  acc a0 = segment_sum<K, scalar_t, VEC, index_t>(s0, tid, stride);
+  acc a1 = s1.n > 0 ? segment_sum<K, scalar_t, VEC, index_t>(s1, tid, stride) : acc(0);
   a0 = cuda::block_sum(a0, shared);
   a1 = cuda::block_sum(a1, shared);
   if (gridDim.x == 1) {
@@ -111,7 +114,7 @@ __global__ void __launch_bounds__(kThreads)
 // GRAD = false: out = the weighted loss of each element of s.
 // GRAD = true: out = G * dloss/dx with G = ge[i] where ge is given, else g.
 // vector_at: the VEC elements from i (a multiple of VEC); element_at: element i.
-template <typename scalar_t, bool GRAD, int VEC, typename index_t>
+template <Term K, typename scalar_t, bool GRAD, int VEC, typename index_t>
 __device__ __forceinline__ void vector_at(const Segment<scalar_t>& s, scalar_t* __restrict__ out,
                                           const scalar_t* __restrict__ ge, acc_t<scalar_t> g, index_t i) {
   using acc = acc_t<scalar_t>;
@@ -125,25 +128,25 @@ __device__ __forceinline__ void vector_at(const Segment<scalar_t>& s, scalar_t* 
   V o;
 #pragma unroll
   for (int k = 0; k < VEC; ++k) {
-    o.v[k] = scalar_t(GRAD ? gv[k] * losses::element_grad(x[k], t[k], w[k], pw[k])
-                           : losses::element_loss(x[k], t[k], w[k], pw[k]));
+    o.v[k] = scalar_t(GRAD ? gv[k] * losses::term_grad<K>(x[k], t[k], w[k], pw[k])
+                           : losses::term_loss<K>(x[k], t[k], w[k], pw[k]));
   }
   *reinterpret_cast<V*>(out + i) = o;
 }
 
-template <typename scalar_t, bool GRAD, typename index_t>
+template <Term K, typename scalar_t, bool GRAD, typename index_t>
 __device__ __forceinline__ void element_at(const Segment<scalar_t>& s, scalar_t* __restrict__ out,
                                            const scalar_t* __restrict__ ge, acc_t<scalar_t> g, index_t i) {
   using acc = acc_t<scalar_t>;
   const acc x = s.x[i], t = at_or(s.t, i, s.tv), w = at_or(s.w, i, acc(1)), pw = at_or(s.pw, i, acc(1));
-  out[i] = scalar_t(GRAD ? at_or(ge, i, g) * losses::element_grad(x, t, w, pw) : losses::element_loss(x, t, w, pw));
+  out[i] = scalar_t(GRAD ? at_or(ge, i, g) * losses::term_grad<K>(x, t, w, pw) : losses::term_loss<K>(x, t, w, pw));
 }
 
 // Both segments in one launch: a grid-stride loop over their vectors laid end to end, then
 // the n % VEC tail elements of each, one per thread. ge: the elementwise incoming gradient
 // (reduction 'none', segment 0 only); gs: the scalar one (a reduced loss), times each
 // segment's scale.
-template <typename scalar_t, typename grad_t, bool GRAD, int VEC, typename index_t>
+template <Term K, typename scalar_t, typename grad_t, bool GRAD, int VEC, typename index_t>
 __global__ void __launch_bounds__(kThreads)
     elementwise_kernel(Segment<scalar_t> s0, Segment<scalar_t> s1, scalar_t* __restrict__ out0,
                        scalar_t* __restrict__ out1, const scalar_t* __restrict__ ge, const grad_t* __restrict__ gs) {
@@ -155,15 +158,15 @@ __global__ void __launch_bounds__(kThreads)
   const index_t nv0 = index_t(s0.n) / VEC, nv1 = index_t(s1.n) / VEC;
   for (index_t u = tid; u < nv0 + nv1; u += stride) {
     if (u < nv0)
-      vector_at<scalar_t, GRAD, VEC, index_t>(s0, out0, ge, g0, u * VEC);
+      vector_at<K, scalar_t, GRAD, VEC, index_t>(s0, out0, ge, g0, u * VEC);
     else
-      vector_at<scalar_t, GRAD, VEC, index_t>(s1, out1, nullptr, g1, (u - nv0) * VEC);
+      vector_at<K, scalar_t, GRAD, VEC, index_t>(s1, out1, nullptr, g1, (u - nv0) * VEC);
   }
   const index_t r0 = index_t(s0.n) - nv0 * VEC, r1 = index_t(s1.n) - nv1 * VEC;  // each < VEC
   if (tid < r0)
-    element_at<scalar_t, GRAD, index_t>(s0, out0, ge, g0, nv0 * VEC + tid);
+    element_at<K, scalar_t, GRAD, index_t>(s0, out0, ge, g0, nv0 * VEC + tid);
   else if (tid < r0 + r1)
-    element_at<scalar_t, GRAD, index_t>(s1, out1, nullptr, g1, nv1 * VEC + (tid - r0));
+    element_at<K, scalar_t, GRAD, index_t>(s1, out1, nullptr, g1, nv1 * VEC + (tid - r0));
 }
 
 template <typename scalar_t>
@@ -187,7 +190,7 @@ bool fits_int32(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1) {
   return s0.n + s1.n <= INT32_MAX / 2;
 }
 
-template <typename scalar_t, typename out_t>
+template <typename scalar_t, typename out_t, Term K = Term::Bce>
 void launch_reduce(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1, out_t* out,
                    const at::TensorOptions& options) {
   using acc = acc_t<scalar_t>;
@@ -211,7 +214,7 @@ void launch_reduce(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1, out
   auto go = [&](auto vec_tag, auto index_tag) {
     constexpr int V = decltype(vec_tag)::value;
     using index_t = decltype(index_tag);
-    reduce_kernel<scalar_t, out_t, V, index_t>
+    reduce_kernel<K, scalar_t, out_t, V, index_t>
         <<<unsigned(std::max<int64_t>(blocks, 1)), kThreads, 0, stream>>>(s0, s1, partial, counter, out);
   };
   if (vec) {
@@ -222,7 +225,7 @@ void launch_reduce(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1, out
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename scalar_t, typename grad_t, bool GRAD>
+template <typename scalar_t, typename grad_t, bool GRAD, Term K = Term::Bce>
 void launch_elementwise(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1, scalar_t* out0, scalar_t* out1,
                         const scalar_t* ge, const grad_t* gs) {
   const auto stream = c10::cuda::getCurrentCUDAStream();
@@ -233,7 +236,7 @@ void launch_elementwise(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1
   auto go = [&](auto vec_tag, auto index_tag) {
     constexpr int V = decltype(vec_tag)::value;
     using index_t = decltype(index_tag);
-    elementwise_kernel<scalar_t, grad_t, GRAD, V, index_t>
+    elementwise_kernel<K, scalar_t, grad_t, GRAD, V, index_t>
         <<<cuda::grid_for(cuda::ceil_div(total, V), kThreads), kThreads, 0, stream>>>(s0, s1, out0, out1, ge, gs);
   };
   if (vec) {
@@ -245,14 +248,14 @@ void launch_elementwise(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1
 }
 
 // Backward with a scalar incoming gradient of logits' dtype or of the accumulation dtype.
-template <typename scalar_t>
+template <typename scalar_t, Term K = Term::Bce>
 void launch_scalar_grad(const Segment<scalar_t>& s0, const Segment<scalar_t>& s1, scalar_t* out0, scalar_t* out1,
                         const at::Tensor& grad) {
   if (grad.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value) {
-    launch_elementwise<scalar_t, scalar_t, true>(s0, s1, out0, out1, nullptr, grad.const_data_ptr<scalar_t>());
+    launch_elementwise<scalar_t, scalar_t, true, K>(s0, s1, out0, out1, nullptr, grad.const_data_ptr<scalar_t>());
   } else {
     using acc = acc_t<scalar_t>;
-    launch_elementwise<scalar_t, acc, true>(s0, s1, out0, out1, nullptr, grad.const_data_ptr<acc>());
+    launch_elementwise<scalar_t, acc, true, K>(s0, s1, out0, out1, nullptr, grad.const_data_ptr<acc>());
   }
 }
 
@@ -299,56 +302,70 @@ at::Tensor bce_with_logits_backward_cuda(const at::Tensor& grad_, const at::Tens
   return gx;
 }
 
-at::Tensor gan_d_loss_cuda(const at::Tensor& real_, const at::Tensor& fake_, double real_label, double fake_label) {
-  check_gan_d_loss_args(real_, fake_, real_label, fake_label);
+at::Tensor gan_d_loss_cuda(const at::Tensor& real_, const at::Tensor& fake_, double real_label, double fake_label,
+                           int64_t kind_) {
+  const losses::Kind kind = check_gan_d_loss_args(real_, fake_, real_label, fake_label, kind_);
   const c10::cuda::CUDAGuard guard(real_.device());
   const at::Tensor real = real_.contiguous(), fake = fake_.contiguous();
   at::Tensor out = at::empty({}, real.options().dtype(loss_acc_dtype(real)));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "gan_d_loss_cuda", [&] {
-    launch_reduce<scalar_t, acc_t<scalar_t>>(losses::label_segment<scalar_t>(real, real_label),
-                                             losses::label_segment<scalar_t>(fake, fake_label),
-                                             out.mutable_data_ptr<acc_t<scalar_t>>(), real.options());
+    losses::with_term(losses::d_term(kind), [&](auto term) {
+      launch_reduce<scalar_t, acc_t<scalar_t>, decltype(term)::value>(
+          losses::d_real_segment<scalar_t>(real, kind, real_label),
+          losses::d_fake_segment<scalar_t>(fake, kind, fake_label), out.mutable_data_ptr<acc_t<scalar_t>>(),
+          real.options());
+    });
   });
   return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> gan_d_loss_backward_cuda(const at::Tensor& grad_, const at::Tensor& real_,
                                                             const at::Tensor& fake_, double real_label,
-                                                            double fake_label) {
-  check_gan_d_loss_args(real_, fake_, real_label, fake_label);
+                                                            double fake_label, int64_t kind_) {
+  const losses::Kind kind = check_gan_d_loss_args(real_, fake_, real_label, fake_label, kind_);
   const at::Tensor grad = prepare_loss_grad("gan_d_loss_backward", grad_, real_, false);
   const c10::cuda::CUDAGuard guard(real_.device());
   const at::Tensor real = real_.contiguous(), fake = fake_.contiguous();
   at::Tensor gr = at::empty(real.sizes(), real.options()), gf = at::empty(fake.sizes(), fake.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "gan_d_loss_backward_cuda", [&] {
-    launch_scalar_grad<scalar_t>(losses::label_segment<scalar_t>(real, real_label),
-                                 losses::label_segment<scalar_t>(fake, fake_label), gr.mutable_data_ptr<scalar_t>(),
-                                 gf.mutable_data_ptr<scalar_t>(), grad);
+    losses::with_term(losses::d_term(kind), [&](auto term) {
+      launch_scalar_grad<scalar_t, decltype(term)::value>(losses::d_real_segment<scalar_t>(real, kind, real_label),
+                                                          losses::d_fake_segment<scalar_t>(fake, kind, fake_label),
+                                                          gr.mutable_data_ptr<scalar_t>(),
+                                                          gf.mutable_data_ptr<scalar_t>(), grad);
+    });
   });
   return {gr, gf};
 }
 
-at::Tensor gan_g_loss_cuda(const at::Tensor& fake_, double real_label) {
-  check_gan_g_loss_args(fake_, real_label);
+at::Tensor gan_g_loss_cuda(const at::Tensor& fake_, double real_label, int64_t kind_) {
+  const losses::Kind kind = check_gan_g_loss_args(fake_, real_label, kind_);
   const c10::cuda::CUDAGuard guard(fake_.device());
   const at::Tensor fake = fake_.contiguous();
   at::Tensor out = at::empty({}, fake.options().dtype(loss_acc_dtype(fake)));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, fake.scalar_type(), "gan_g_loss_cuda", [&] {
-    launch_reduce<scalar_t, acc_t<scalar_t>>(losses::label_segment<scalar_t>(fake, real_label), no_segment<scalar_t>(),
-                                             out.mutable_data_ptr<acc_t<scalar_t>>(), fake.options());
+    losses::with_term(losses::g_term(kind), [&](auto term) {
+      launch_reduce<scalar_t, acc_t<scalar_t>, decltype(term)::value>(
+          losses::g_segment<scalar_t>(fake, kind, real_label), no_segment<scalar_t>(),
+          out.mutable_data_ptr<acc_t<scalar_t>>(), fake.options());
+    });
   });
   return out;
 }
 
-at::Tensor gan_g_loss_backward_cuda(const at::Tensor& grad_, const at::Tensor& fake_, double real_label) {
-  check_gan_g_loss_args(fake_, real_label);
+at::Tensor gan_g_loss_backward_cuda(const at::Tensor& grad_, const at::Tensor& fake_, double real_label,
+                                    int64_t kind_) {
+  const losses::Kind kind = check_gan_g_loss_args(fake_, real_label, kind_);
   const at::Tensor grad = prepare_loss_grad("gan_g_loss_backward", grad_, fake_, false);
   const c10::cuda::CUDAGuard guard(fake_.device());
   const at::Tensor fake = fake_.contiguous();
   at::Tensor gf = at::empty(fake.sizes(), fake.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, fake.scalar_type(), "gan_g_loss_backward_cuda", [&] {
-    launch_scalar_grad<scalar_t>(losses::label_segment<scalar_t>(fake, real_label), no_segment<scalar_t>(),
-                                 gf.mutable_data_ptr<scalar_t>(), nullptr, grad);
+    losses::with_term(losses::g_term(kind), [&](auto term) {
+      launch_scalar_grad<scalar_t, decltype(term)::value>(losses::g_segment<scalar_t>(fake, kind, real_label),
+                                                          no_segment<scalar_t>(), gf.mutable_data_ptr<scalar_t>(),
+                                                          nullptr, grad);
+    });
   });
   return gf;
 }

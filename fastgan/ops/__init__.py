@@ -8,6 +8,15 @@ from fastgan.ops import reference  # noqa: F401
 from fastgan.ops.adam import adam_
 from fastgan.ops.batch_norm import batch_norm
 from fastgan.ops.bias_leaky_relu import bias_leaky_relu
-from fastgan.ops.losses import bce_with_logits, gan_d_loss, gan_g_loss
+from fastgan.ops.losses import LOSS_KINDS, bce_with_logits, gan_d_loss, gan_g_loss
 
-__all__ = ["adam_", "bias_leaky_relu", "batch_norm", "bce_with_logits", "gan_d_loss", "gan_g_loss", "reference"]
+__all__ = [
+    "LOSS_KINDS",
+    "adam_",
+    "bias_leaky_relu",
+    "batch_norm",
+    "bce_with_logits",
+    "gan_d_loss",
+    "gan_g_loss",
+    "reference",
+]

@@ -1,5 +1,8 @@
 """BCE with logits and the GAN losses, each one fused, numerically stable pass.
 
+The GAN losses come in the kinds of LOSS_KINDS: 'bce' (non-saturating), 'hinge', 'lsgan' and
+'wgan'; the kernels take the kind as its index in LOSS_KINDS.
+
 Kernels: csrc/losses.h (math), csrc/cpu/losses.cpp, csrc/cuda/losses.cu,
 csrc/autograd/losses.cpp (autograd, double backward).
 
@@ -17,6 +20,7 @@ from fastgan import _extension
 from fastgan.ops import _checks, reference
 
 REDUCTIONS = ("none", "mean", "sum")
+LOSS_KINDS = ("bce", "hinge", "lsgan", "wgan")
 
 
 def _acc_dtype(dtype):
@@ -70,18 +74,47 @@ def check_bce_args(logits, target, target_value, weight, pos_weight, reduction, 
             _broadcastable(op, name, t, logits)
 
 
-def check_gan_d_args(real_logits, fake_logits, real_label, fake_label):
+_KIND_INDEX = {k: i for i, k in enumerate(LOSS_KINDS)}
+
+
+def _kind_index(op, kind):
+    """kind's index in LOSS_KINDS, the kernels' kind argument (a dict hit: every D and G step)."""
+    k = _KIND_INDEX.get(kind) if type(kind) is str else None
+    if k is None:
+        raise ValueError(f"{op}: kind must be one of {', '.join(map(repr, LOSS_KINDS))}, got {kind!r}")
+    return k
+
+
+def _kind_label(op, kind, name, value, default):
+    # a label with another kind would be silently ignored: an error instead
+    if kind != 0 and value != default:
+        raise ValueError(f"{op}: {name} applies to kind='bce' only, got {name}={value} with kind={LOSS_KINDS[kind]!r}")
+
+
+def _kind_number(op, kind):
+    """The kernels' int kind, checked (the fake kernels see it as the schema's int)."""
+    if isinstance(kind, bool) or not isinstance(kind, int) or not 0 <= kind < len(LOSS_KINDS):
+        raise ValueError(f"{op}: kind must be 0 ('bce'), 1 ('hinge'), 2 ('lsgan') or 3 ('wgan'), got {kind}")
+    return kind
+
+
+def check_gan_d_args(real_logits, fake_logits, real_label, fake_label, kind=0):
     op = "gan_d_loss"
+    _kind_number(op, kind)
     _logits(op, "real_logits", real_logits)
     _logits(op, "fake_logits", fake_logits)
     _like(op, "fake_logits", fake_logits, "real_logits", real_logits)
     _label(op, "real_label", real_label)
     _label(op, "fake_label", fake_label)
+    _kind_label(op, kind, "real_label", real_label, 1.0)
+    _kind_label(op, kind, "fake_label", fake_label, 0.0)
 
 
-def check_gan_g_args(fake_logits, real_label):
+def check_gan_g_args(fake_logits, real_label, kind=0):
+    _kind_number("gan_g_loss", kind)
     _logits("gan_g_loss", "fake_logits", fake_logits)
     _label("gan_g_loss", "real_label", real_label)
+    _kind_label("gan_g_loss", kind, "real_label", real_label, 1.0)
 
 
 _bce = _extension.op("bce_with_logits")
@@ -104,23 +137,23 @@ if _bce is not None:
         return _empty(logits.shape, logits)
 
     @torch.library.register_fake("fastgan::gan_d_loss")
-    def _fake_gan_d(real_logits, fake_logits, real_label, fake_label):
-        check_gan_d_args(real_logits, fake_logits, real_label, fake_label)
+    def _fake_gan_d(real_logits, fake_logits, real_label, fake_label, kind=0):
+        check_gan_d_args(real_logits, fake_logits, real_label, fake_label, kind)
         return _empty((), real_logits, _acc_dtype(real_logits.dtype))
 
     @torch.library.register_fake("fastgan::gan_d_loss_backward")
-    def _fake_gan_d_backward(grad, real_logits, fake_logits, real_label, fake_label):
-        check_gan_d_args(real_logits, fake_logits, real_label, fake_label)
+    def _fake_gan_d_backward(grad, real_logits, fake_logits, real_label, fake_label, kind=0):
+        check_gan_d_args(real_logits, fake_logits, real_label, fake_label, kind)
         return _empty(real_logits.shape, real_logits), _empty(fake_logits.shape, fake_logits)
 
     @torch.library.register_fake("fastgan::gan_g_loss")
-    def _fake_gan_g(fake_logits, real_label):
-        check_gan_g_args(fake_logits, real_label)
+    def _fake_gan_g(fake_logits, real_label, kind=0):
+        check_gan_g_args(fake_logits, real_label, kind)
         return _empty((), fake_logits, _acc_dtype(fake_logits.dtype))
 
     @torch.library.register_fake("fastgan::gan_g_loss_backward")
-    def _fake_gan_g_backward(grad, fake_logits, real_label):
-        check_gan_g_args(fake_logits, real_label)
+    def _fake_gan_g_backward(grad, fake_logits, real_label, kind=0):
+        check_gan_g_args(fake_logits, real_label, kind)
         return _empty(fake_logits.shape, fake_logits)
 
     # Under autocast the losses run in float32, as torch's binary_cross_entropy_with_logits
@@ -196,31 +229,52 @@ def _float_reference(fn, *tensors_then_args, n_tensors):
     return fn(*ts, *tensors_then_args[n_tensors:])
 
 
-def gan_d_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0):
-    """Discriminator loss mean BCE(real_logits, real_label) + mean BCE(fake_logits, fake_label).
+def gan_d_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0, kind="bce"):
+    """Discriminator loss of a GAN objective, kind one of LOSS_KINDS:
 
+    'bce'    mean BCE(real_logits, real_label) + mean BCE(fake_logits, fake_label) (the default)
+    'hinge'  mean relu(1 - real_logits) + mean relu(1 + fake_logits)
+    'lsgan'  mean (real_logits - 1)^2 / 2 + mean fake_logits^2 / 2
+    'wgan'   mean fake_logits - mean real_logits (the critic's loss)
+
+    The labels are bce's: another kind with a label other than the default is a ValueError.
     One kernel launch forward and one backward; real and fake may differ in size. Returns a
-    0-dim tensor in float32 (float64 for float64 logits), differentiable in both inputs.
+    0-dim tensor in float32 (float64 for float64 logits), differentiable in both inputs (to
+    any order: gradient penalties differentiate through the backward).
     """
-    if type(real_label) is not float or type(fake_label) is not float:  # ints, numpy, bad types
+    k = _kind_index("gan_d_loss", kind)
+    # bce's float labels are left to the kernel: under torch.compile they may be SymFloats
+    if k or type(real_label) is not float or type(fake_label) is not float:  # ints, numpy, bad types
         real_label = _label("gan_d_loss", "real_label", real_label)
         fake_label = _label("gan_d_loss", "fake_label", fake_label)
+        _kind_label("gan_d_loss", k, "real_label", real_label, 1.0)
+        _kind_label("gan_d_loss", k, "fake_label", fake_label, 0.0)
     if _gan_d is None:
         real_logits, fake_logits = _autocast_inputs(real_logits, fake_logits)
-        check_gan_d_args(real_logits, fake_logits, real_label, fake_label)
-        return _float_reference(reference.gan_d_loss, real_logits, fake_logits, real_label, fake_label, n_tensors=2)
-    return _gan_d(real_logits, fake_logits, real_label, fake_label)
+        check_gan_d_args(real_logits, fake_logits, real_label, fake_label, k)
+        return _float_reference(
+            reference.gan_d_loss, real_logits, fake_logits, real_label, fake_label, kind, n_tensors=2
+        )
+    return _gan_d(real_logits, fake_logits, real_label, fake_label, k)
 
 
-def gan_g_loss(fake_logits, real_label=1.0):
-    """Non-saturating generator loss: mean BCE(fake_logits, real_label) (maximizes log D(G(z))).
+def gan_g_loss(fake_logits, real_label=1.0, kind="bce"):
+    """Generator loss of a GAN objective, kind one of LOSS_KINDS:
 
-    Returns a 0-dim tensor in float32 (float64 for float64 logits).
+    'bce'    mean BCE(fake_logits, real_label), non-saturating (maximizes log D(G(z)))
+    'hinge'  -mean fake_logits
+    'lsgan'  mean (fake_logits - 1)^2 / 2
+    'wgan'   -mean fake_logits
+
+    real_label is bce's (another value with another kind: ValueError). Returns a 0-dim tensor
+    in float32 (float64 for float64 logits).
     """
-    if type(real_label) is not float:
+    k = _kind_index("gan_g_loss", kind)
+    if k or type(real_label) is not float:
         real_label = _label("gan_g_loss", "real_label", real_label)
+        _kind_label("gan_g_loss", k, "real_label", real_label, 1.0)
     if _gan_g is None:
         (fake_logits,) = _autocast_inputs(fake_logits)
-        check_gan_g_args(fake_logits, real_label)
-        return _float_reference(reference.gan_g_loss, fake_logits, real_label, n_tensors=1)
-    return _gan_g(fake_logits, real_label)
+        check_gan_g_args(fake_logits, real_label, k)
+        return _float_reference(reference.gan_g_loss, fake_logits, real_label, kind, n_tensors=1)
+    return _gan_g(fake_logits, real_label, k)

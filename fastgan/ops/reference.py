@@ -48,14 +48,30 @@ def bce_with_logits(logits, target, weight=None, pos_weight=None, reduction="mea
     return F.binary_cross_entropy_with_logits(logits, target, weight, reduction=reduction, pos_weight=pos_weight)
 
 
-def gan_d_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0):
-    """Discriminator loss: mean BCE(real, real_label) + mean BCE(fake, fake_label)."""
-    return bce_with_logits(real_logits, real_label) + bce_with_logits(fake_logits, fake_label)
+def gan_d_loss(real_logits, fake_logits, real_label=1.0, fake_label=0.0, kind="bce"):
+    """Discriminator loss of kind 'bce' (mean BCE(real, real_label) + mean BCE(fake, fake_label)),
+    'hinge', 'lsgan' or 'wgan'; the labels are bce's."""
+    if kind == "bce":
+        return bce_with_logits(real_logits, real_label) + bce_with_logits(fake_logits, fake_label)
+    if kind == "hinge":
+        return torch.relu(1 - real_logits).mean() + torch.relu(1 + fake_logits).mean()
+    if kind == "lsgan":
+        return (real_logits - 1).pow(2).mean() / 2 + fake_logits.pow(2).mean() / 2
+    if kind == "wgan":
+        return fake_logits.mean() - real_logits.mean()
+    raise ValueError(f"gan_d_loss: unknown kind {kind!r}")
 
 
-def gan_g_loss(fake_logits, real_label=1.0):
-    """Non-saturating generator loss: mean BCE(D(G(z)), real_label)."""
-    return bce_with_logits(fake_logits, real_label)
+def gan_g_loss(fake_logits, real_label=1.0, kind="bce"):
+    """Generator loss: non-saturating mean BCE(D(G(z)), real_label) for 'bce', -mean D(G(z)) for
+    'hinge' and 'wgan', mean (D(G(z)) - 1)^2 / 2 for 'lsgan'."""
+    if kind == "bce":
+        return bce_with_logits(fake_logits, real_label)
+    if kind in ("hinge", "wgan"):
+        return -fake_logits.mean()
+    if kind == "lsgan":
+        return (fake_logits - 1).pow(2).mean() / 2
+    raise ValueError(f"gan_g_loss: unknown kind {kind!r}")
 
 
 @torch.no_grad()
