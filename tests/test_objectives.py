@@ -186,8 +186,16 @@ def test_spectral_norm_normalizes_each_weight_layer_and_is_checkpointed(tmp_path
 
 @pytest.mark.parametrize(
     "options",
-    [dict(spectral_norm=True), dict(r1=5.0), dict(gp=5.0, n_critic=2), dict(ema=0.99, spectral_norm_g=True)],
-    ids=["spectral-norm", "r1", "gp-n-critic", "ema-sn-g"],
+    [
+        dict(spectral_norm=True),
+        dict(r1=5.0),
+        dict(gp=5.0, n_critic=2),
+        dict(ema=0.99, spectral_norm_g=True),
+        dict(loss="hinge", spectral_norm=True, ema=0.999),  # the issue's recipes
+        dict(loss="wgan", gp=10.0, n_critic=5),
+        dict(loss="lsgan", model="dcgan"),
+    ],
+    ids=["spectral-norm", "r1", "gp-n-critic", "ema-sn-g", "hinge-sn-ema", "wgan-gp", "lsgan-dcgan"],
 )
 def test_each_stabilizer_resumes_exactly(tmp_path, options):
     whole = Trainer(small(tmp_path / "a", **options))
@@ -250,3 +258,44 @@ def test_odd_recipes_warn_once_in_the_log(tmp_path):
         Trainer(small(tmp_path / "r", gp=1.0, steps=2), log=f).fit()
     text = log.read_text()
     assert text.count("warning: --gp with --loss bce") == 1
+
+
+@pytest.mark.parametrize("kind", ["hinge", "lsgan", "wgan"])
+def test_a_step_with_another_loss_is_plain_pytorchs(kind):
+    """One D and one G step of the mlp with --loss kind: fastgan's fused losses, fused layers and
+    Adam end where torch's layers, the losses written out and torch.optim.Adam end."""
+    from fastgan.train.step import train_step
+
+    torch.manual_seed(0)
+    G, D = build("mlp")
+    Gr, Dr = build("mlp", backend="torch")
+    Gr.load_state_dict(G.state_dict())
+    Dr.load_state_dict(D.state_dict())
+    # float64: Adam's first step is about lr * sign(grad), so float32 rounding flips a few
+    # near-zero gradients' updates by 2 * lr
+    G, D, Gr, Dr = (n.double() for n in (G, D, Gr, Dr))
+    opts = [torch.optim.Adam(n.parameters(), lr=2e-4, betas=(0.5, 0.999)) for n in (G, D, Gr, Dr)]
+    real = torch.rand(16, 1, 28, 28, dtype=torch.float64) * 2 - 1
+    z = torch.randn(16, 100, dtype=torch.float64)
+    losses = train_step(G, D, opts[0], opts[1], real, None, z, objective=Objective(loss=kind))
+    d = {
+        "hinge": lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(),
+        "lsgan": lambda r, f: (r - 1).square().mean() / 2 + f.square().mean() / 2,
+        "wgan": lambda r, f: f.mean() - r.mean(),
+    }[kind]
+    g = {"hinge": lambda f: -f.mean(), "lsgan": lambda f: (f - 1).square().mean() / 2, "wgan": lambda f: -f.mean()}[
+        kind
+    ]
+    fake = Gr(z)
+    d_loss = d(Dr(real), Dr(fake.detach()))
+    opts[3].zero_grad()
+    d_loss.backward()
+    opts[3].step()
+    g_loss = g(Dr(fake))
+    opts[2].zero_grad()
+    g_loss.backward()
+    opts[2].step()
+    torch.testing.assert_close(losses, torch.stack([d_loss, g_loss]).detach(), rtol=1e-12, atol=1e-12)
+    for mine, ref in ((G, Gr), (D, Dr)):
+        for (k, a), b in zip(mine.state_dict().items(), ref.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=k)
