@@ -155,4 +155,4 @@ def test_sample_options_reach_sample(monkeypatch, tmp_path, capsys):
         )
         == 0
     )
-    assert seen == {"checkpoint": "c.pt", "n": 9, "label": 3, "out": out, "seed": 7, "device": "cpu"}
+    assert seen == {"checkpoint": "c.pt", "n": 9, "label": 3, "out": out, "seed": 7, "device": "cpu", "ema": True}

@@ -202,7 +202,7 @@ def load_generator(checkpoint, device, ema=True):
     try:
         G, _ = build_models(cfg, device)
     except ConfigError as exc:  # the options are the checkpoint's, not the user's
-        raise CheckpointError(f"{checkpoint}: its model cannot be built here: {exc}") from None
+        raise CheckpointError(f"{checkpoint}: its config cannot be built here: {exc}") from None
     averaged = ema and state.get("generator_ema") is not None and state["step"] >= cfg.ema_start
     key = "generator_ema" if averaged else "generator"
     load_module_state(G, state[key], checkpoint, f"{cfg.model} generator{' (EMA)' if averaged else ''}")
