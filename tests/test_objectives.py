@@ -299,3 +299,39 @@ def test_a_step_with_another_loss_is_plain_pytorchs(kind):
     for mine, ref in ((G, Gr), (D, Dr)):
         for (k, a), b in zip(mine.state_dict().items(), ref.state_dict().values()):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=k)
+
+
+# -- CUDA: each option inside the step's one CUDA graph ---------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(loss="hinge", spectral_norm=True, ema=0.999),
+        dict(loss="wgan", gp=10.0, n_critic=5),
+        dict(r1=10.0, model="dcgan"),
+        dict(loss="lsgan", model="mlp-bn", ema=0.99, ema_start=5),
+    ],
+    ids=["hinge-sn-ema", "wgan-gp", "r1-dcgan", "lsgan-mlp-bn-ema"],
+)
+def test_each_recipe_in_one_cuda_graph_matches_its_eager_steps(tmp_path, options):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    runs = []
+    for graph in (False, True):
+        t = Trainer(small(tmp_path / f"g{graph}", device="cuda", cuda_graph=graph, steps=12, **options))
+        assert t.cuda_graph == graph
+        runs.append((t.fit(), t))
+    (he, te), (hg, tg) = runs
+    torch.testing.assert_close(hg, he, rtol=1e-4, atol=1e-5)
+    for k, v in te.G.state_dict().items():
+        torch.testing.assert_close(tg.G.state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=k)
+    if te.ema is not None:
+        for k, v in te.ema.state_dict().items():
+            torch.testing.assert_close(tg.ema.state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=k)
