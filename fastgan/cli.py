@@ -165,6 +165,9 @@ def build_parser():
     choice(o, "loss")
     o.add_argument("--gp", type=float, default=S, help="WGAN-GP weight (e.g. 10; default 0: off)")
     o.add_argument("--r1", type=float, default=S, help="R1 penalty gamma on D's real images (e.g. 10; default 0: off)")
+    o.add_argument(
+        "--r1-every", type=positive_int, default=S, help="lazy R1: every K steps, K times as strong (default 1)"
+    )
     o.add_argument("--n-critic", type=positive_int, default=S, help="D steps per G step (WGAN-GP: 5; default 1)")
     o.add_argument(
         "--spectral-norm", action="store_true", default=S, help="spectral normalization of D's weight layers"

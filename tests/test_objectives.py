@@ -335,3 +335,27 @@ def test_each_recipe_in_one_cuda_graph_matches_its_eager_steps(tmp_path, options
     if te.ema is not None:
         for k, v in te.ema.state_dict().items():
             torch.testing.assert_close(tg.ema.state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_lazy_r1_runs_the_penalty_k_times_as_strong_on_every_kth_step(tmp_path):
+    t = Trainer(small(tmp_path / "a", r1=4.0, r1_every=3, steps=7))
+    ran = []
+    plain, lazy = t._step, t._r1_step
+    t._step = lambda: ran.append("plain") or plain()
+    t._r1_step = lambda: ran.append("r1") or lazy()
+    t.fit()
+    assert ran == ["r1", "plain", "plain", "r1", "plain", "plain", "r1"]
+    objectives = {
+        c.cell_contents for f in (plain, lazy) for c in f.__closure__ if isinstance(c.cell_contents, Objective)
+    }
+    assert {o.r1 for o in objectives} == {0.0, 12.0}
+    # and it resumes exactly across a lazy step
+    whole = Trainer(small(tmp_path / "w", r1=4.0, r1_every=3, steps=6))
+    whole.fit()
+    Trainer(small(tmp_path / "h", r1=4.0, r1_every=3, steps=4)).fit()
+    resumed = Trainer(small(tmp_path / "h", r1=4.0, r1_every=3, steps=6), resume=True)
+    resumed.fit()
+    for k, v in whole.D.state_dict().items():
+        assert torch.equal(v, resumed.D.state_dict()[k]), k
+    with pytest.raises(ConfigError, match="--r1-every needs --r1"):
+        Trainer(small(tmp_path / "x", r1_every=2))

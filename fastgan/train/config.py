@@ -149,6 +149,7 @@ class TrainConfig:
     loss: str = CHOICES["loss"].default
     gp: float = 0.0  # WGAN-GP: gp * mean((|grad_x D(x_hat)| - 1)^2) on interpolates of real and fake
     r1: float = 0.0  # R1: r1 / 2 * mean |grad_x D(real)|^2
+    r1_every: int = 1  # lazy R1: every K steps, scaled by K (StyleGAN2's lazy regularization)
     n_critic: int = 1  # D steps per G step
     spectral_norm: bool = False  # D's weight layers spectrally normalized (one power iteration a step)
     spectral_norm_g: bool = False  # ...and G's
@@ -235,6 +236,10 @@ class TrainConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ConfigError(f"--{name} must be a number >= 0 (0: off), got {v}")
+        if isinstance(self.r1_every, bool) or not isinstance(self.r1_every, int) or self.r1_every < 1:
+            raise ConfigError(f"--r1-every must be a positive integer, got {self.r1_every}")
+        if self.r1_every > 1 and not self.r1:
+            raise ConfigError("--r1-every needs --r1 GAMMA")
         if isinstance(self.n_critic, bool) or not isinstance(self.n_critic, int) or self.n_critic < 1:
             raise ConfigError(f"--n-critic must be a positive integer, got {self.n_critic}")
         if not (0.0 <= self.ema < 1.0):

@@ -8,6 +8,7 @@ The step (fastgan.train.step) has no host syncs; the loop syncs the losses once 
 `log_every` steps and hands the epoch's files to a background writer (fastgan.train.outputs).
 """
 
+import dataclasses
 import math
 import os
 import sys
@@ -164,22 +165,30 @@ class Trainer:
         self.noise_gen.manual_seed(cfg.seed + 2)
         self.ema = GeneratorEMA(self.G, cfg.ema) if cfg.ema else None
         G, D = (torch.compile(self.G), torch.compile(self.D)) if cfg.compile else (self.G, self.D)
-        self._step = build_step(
-            G,
-            D,
-            self.opt_g,
-            self.opt_d,
-            self.loader,
-            lambda: noise(cfg.batch_size, cfg.latent_shape(), cfg.noise, self.noise_gen, self.device),
-            self.conditional,
-            self.grad_clip,
-            self.cuda_graph,
-            generators=(self.noise_gen,),
-            precision=cfg.precision,
-            objective=self.objective,
-            ema=self.ema,
-            uniform=lambda n: torch.rand(n, generator=self.noise_gen, device=self.device),
-        )
+
+        def step_of(objective):
+            return build_step(
+                G,
+                D,
+                self.opt_g,
+                self.opt_d,
+                self.loader,
+                lambda: noise(cfg.batch_size, cfg.latent_shape(), cfg.noise, self.noise_gen, self.device),
+                self.conditional,
+                self.grad_clip,
+                self.cuda_graph,
+                generators=(self.noise_gen,),
+                precision=cfg.precision,
+                objective=objective,
+                ema=self.ema,
+                uniform=lambda n: torch.rand(n, generator=self.noise_gen, device=self.device),
+            )
+
+        # lazy R1 (--r1-every K): the penalty, K times as strong, on every K-th step only. That
+        # step is its own callable (and its own CUDA graph): the others skip R1's double backward.
+        lazy = cfg.r1 and cfg.r1_every > 1
+        self._step = step_of(dataclasses.replace(self.objective, r1=0.0) if lazy else self.objective)
+        self._r1_step = step_of(dataclasses.replace(self.objective, r1=cfg.r1 * cfg.r1_every)) if lazy else None
         self.fixed_z, self.fixed_labels, self.grid_cols = fixed_inputs(cfg, self.device)
         self.folder = RunFolder(cfg.out, self.steps_per_epoch, self.grid_cols, f"{cfg.model} on {cfg.dataset}")
         self.checkpoint_path = self.folder.checkpoint_path
@@ -510,7 +519,8 @@ class Trainer:
         """One step (the batch and the noise are drawn inside it); its losses, not synced."""
         if self.ema is not None and self.step == self.cfg.ema_start:
             self.ema.reset()  # the average starts from G as it is now
-        losses = self._step()
+        lazy_r1 = self._r1_step is not None and self.step % self.cfg.r1_every == 0
+        losses = (self._r1_step if lazy_r1 else self._step)()
         self.step += 1
         # a graph's outputs are overwritten by its next replay: keep a copy
         return losses.clone() if self.cuda_graph else losses
