@@ -94,7 +94,8 @@ def gradient_penalty(D, real, fake, labels, eps):
 
 
 def d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform):
-    """One D update on real and (detached) fake images; returns D's loss (detached), no sync."""
+    """One D update on real and (detached) fake images: real -> 1, fake -> 0 (loss objective.loss,
+    plus its penalties); returns D's loss (detached), no sync."""
     with amp():
         if objective.r1:
             real = real.detach().requires_grad_(True)
@@ -133,7 +134,8 @@ def train_step(
     objective=DEFAULT_OBJECTIVE,
     uniform=None,
 ):
-    """One D step then one G step (non-saturating loss). Returns the detached losses as a
+    """One D step then one G step (d_step, g_step; the non-saturating loss unless `objective`
+    says otherwise). Returns the detached losses as a
     (2,) tensor [d_loss, g_loss] without synchronizing. labels: None for unconditional models.
 
     one_d_pass: run D once on cat(real, fake) instead of twice; the same math where every
@@ -148,62 +150,25 @@ def train_step(
     objective: the loss kind and D's penalties (Objective; D's loss returned includes them);
     uniform(n): n uniform numbers on the device, for --gp's interpolates.
     """
-    if objective is not DEFAULT_OBJECTIVE and objective != DEFAULT_OBJECTIVE:
-        return _objective_step(
-            G, D, opt_g, opt_d, real, labels, z, grad_clip, one_d_pass, amp_dtype, grad_seed, objective, uniform
-        )
-    amp = functools.partial(autocast, real.device.type, amp_dtype)
-    with amp():
-        fake = forward(G, z, labels)
-    # discriminator: real -> 1, fake -> 0
-    with amp():
-        if one_d_pass:
-            both = torch.cat([labels, labels]) if labels is not None else None
-            real_logits, fake_logits = forward(D, torch.cat([real, fake.detach()]), both).split(real.shape[0])
-        else:
-            real_logits, fake_logits = forward(D, real, labels), forward(D, fake.detach(), labels)
-    d_loss = ops.gan_d_loss(_loss_input(real_logits), _loss_input(fake_logits))
-    opt_d.zero_grad(set_to_none=True)
-    d_loss.backward(grad_seed)
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(D.parameters(), grad_clip, foreach=True)
-    opt_d.step()
-    # generator: make the updated D call the fakes real; D's weights need no gradient here
-    # (only those that had one get it back: a parameter the user froze stays frozen)
-    trainable = [p for p in D.parameters() if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
-    try:
-        with amp():
-            fake_logits = forward(D, fake, labels)
-        g_loss = ops.gan_g_loss(_loss_input(fake_logits))
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward(grad_seed)
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(G.parameters(), grad_clip, foreach=True)
-    opt_g.step()
-    return torch.stack([d_loss.detach(), g_loss.detach()])
-
-
-def _objective_step(
-    G, D, opt_g, opt_d, real, labels, z, grad_clip, one_d_pass, amp_dtype, grad_seed, objective, uniform
-):
-    """train_step with another loss or penalties: the D update of d_step, then the G update on the
-    same fake images (as the default step)."""
     amp = functools.partial(autocast, real.device.type, amp_dtype)
     with amp():
         fake = forward(G, z, labels)
     d_loss = d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform)
+    g_loss = g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss)
+    return torch.stack([d_loss, g_loss])
+
+
+def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind):
+    """One G update: make the updated D call the fakes real (loss `kind`). D's weights need no
+    gradient here (only those that had one get it back: a parameter the user froze stays
+    frozen). Returns G's loss (detached), no sync."""
     trainable = [p for p in D.parameters() if p.requires_grad]
     for p in trainable:
         p.requires_grad_(False)
     try:
         with amp():
             fake_logits = forward(D, fake, labels)
-        g_loss = _g_loss(_loss_input(fake_logits), objective.loss)
+        g_loss = _g_loss(_loss_input(fake_logits), kind)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward(grad_seed)
     finally:
@@ -212,7 +177,7 @@ def _objective_step(
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(G.parameters(), grad_clip, foreach=True)
     opt_g.step()
-    return torch.stack([d_loss, g_loss.detach()])
+    return g_loss.detach()
 
 
 def d_pass_mergeable(D):
