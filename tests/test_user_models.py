@@ -434,7 +434,7 @@ def test_the_tutorial_loop_of_a_model_file_is_the_code_as_written():
     step = user_tutorial_step(os.path.join(EXAMPLES, "keras_mlp_gan.py"), 8, "cpu")
     d_loss, g_loss = step()
     assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
-    cells = step.__closure__
+    cells = step.loop.__closure__
     modules = [c.cell_contents for c in cells if isinstance(c.cell_contents, nn.Module)]
     assert modules and not any(isinstance(m, FusedLinear) for net in modules for m in net.modules())
     assert any(isinstance(m, nn.BCELoss) for m in modules)

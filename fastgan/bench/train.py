@@ -39,7 +39,7 @@ from fastgan.bench.timing import (
     strict_float32,
     time_call,
 )
-from fastgan.bench.tutorial import tutorial_train_step
+from fastgan.bench.tutorial import tutorial_loop, tutorial_train_step
 from fastgan.data.loader import DeviceLoader
 from fastgan.models import build
 from fastgan.train.graph import GraphedStep
@@ -125,35 +125,22 @@ def user_tutorial_step(path, batch_size, device, compile=False, seed=0):
     (after a final nn.Sigmoid) or BCE-with-logits (without one), fresh ones/zeros and noise each
     step, torch.optim.Adam, eager; on a fixed real batch of G's image size on the device."""
     from fastgan.convert import final_sigmoid
-    from fastgan.models.user import forward, load_file, prepare
+    from fastgan.models.user import load_file, prepare
 
     torch.manual_seed(seed)
     G, D = (m.to(device) for m in load_file(path))
     shapes = prepare(G, D, convert=False, labels_given=True)  # z's and the images' shapes, read off G
     latent, sample = shapes.latent_shape, shapes.sample_shape
     criterion = torch.nn.BCELoss() if final_sigmoid(D) is not None else torch.nn.BCEWithLogitsLoss()
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    if compile:
-        G, D = torch.compile(G), torch.compile(D)
     gen = torch.Generator().manual_seed(seed)
     real = (torch.rand(batch_size, *sample, generator=gen) * 2 - 1).to(device)
     labels = torch.randint(0, 10, (batch_size,), generator=gen).to(device) if shapes.conditional else None
+    loop = tutorial_loop(G, D, latent, device, criterion, compile, labels)
 
     def step():
-        fake = forward(G, torch.randn(batch_size, *latent, device=device), labels)
-        out_real = forward(D, real, labels)
-        ones, zeros = torch.ones_like(out_real), torch.zeros_like(out_real)
-        d_loss = criterion(out_real, ones) + criterion(forward(D, fake.detach(), labels), zeros)
-        opt_d.zero_grad()
-        d_loss.backward()
-        opt_d.step()
-        g_loss = criterion(forward(D, fake, labels), ones)
-        opt_g.zero_grad()
-        g_loss.backward()
-        opt_g.step()
-        return d_loss, g_loss
+        return loop(real)
 
+    step.loop = loop  # the loop itself (its modules, criterion and optimizers)
     return step
 
 

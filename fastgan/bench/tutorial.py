@@ -24,24 +24,32 @@ def tutorial_train_step(model, device, compile=False, seed=0):
     call, sigmoid + BCELoss, torch.optim.Adam, one D step then one G step."""
     torch.manual_seed(seed)
     G, D = build(model, backend="torch")
-    G, D = G.to(device), _SigmoidD(D).to(device)
+    return tutorial_loop(G.to(device), _SigmoidD(D).to(device), (G.latent_dim,), device, compile=compile)
+
+
+def tutorial_loop(G, D, latent_shape, device, criterion=None, compile=False, labels=None):
+    """The tutorials' training loop around a (G, D) pair as written: step(real) makes fresh
+    ones/zeros and noise each call, criterion (default BCELoss on D's probabilities),
+    torch.optim.Adam (lr 2e-4, betas (0.5, 0.999)), one D step then one G step on the same fake
+    batch, eager (or under torch.compile). labels: given to a conditional pair each step."""
+    from fastgan.models.user import forward
+
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    latent = G.latent_dim
     if compile:
         G, D = torch.compile(G), torch.compile(D)
-    criterion = nn.BCELoss()
+    criterion = criterion or nn.BCELoss()
 
     def step(real):
         b = real.shape[0]
-        ones = torch.ones(b, 1, device=device)
-        zeros = torch.zeros(b, 1, device=device)
-        fake = G(torch.randn(b, latent, device=device))
-        d_loss = criterion(D(real), ones) + criterion(D(fake.detach()), zeros)
+        fake = forward(G, torch.randn(b, *latent_shape, device=device), labels)
+        out_real = forward(D, real, labels)
+        ones, zeros = torch.ones_like(out_real), torch.zeros_like(out_real)
+        d_loss = criterion(out_real, ones) + criterion(forward(D, fake.detach(), labels), zeros)
         opt_d.zero_grad()
         d_loss.backward()
         opt_d.step()
-        g_loss = criterion(D(fake), ones)
+        g_loss = criterion(forward(D, fake, labels), ones)
         opt_g.zero_grad()
         g_loss.backward()
         opt_g.step()
