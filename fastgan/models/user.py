@@ -249,7 +249,7 @@ def prepare(G, D, image_shape=None, labels_given=False, convert=True, latent_dim
     if image_shape is not None and len(sample) != 1 and sample != tuple(image_shape):
         raise ModelError(f"G's images have shape {sample}, the data's {tuple(image_shape)}")
     try:
-        logits = _probe(D.to(device), *((out,) if labels is None else (out, labels)))
+        logits = _probe(D, *((out,) if labels is None else (out, labels)))
     except Exception as exc:
         raise ModelError(f"D does not run on G's images of shape {tuple(out.shape)}: {_error(exc)}") from None
     if not isinstance(logits, torch.Tensor) or logits.numel() != 2 or logits.shape[0] != 2:
