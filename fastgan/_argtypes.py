@@ -56,6 +56,20 @@ def widths(text):
     return values
 
 
+def model_or_file(names):
+    """An argparse type for --model: one of `names`, or a user's .py model file (read when the
+    command starts)."""
+
+    def model(value):
+        if value in names or value.endswith(".py"):
+            return value
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {value!r} (choose from {', '.join(names)}, or give a FILE.py)"
+        )
+
+    return model
+
+
 def output(suffix=None, folder=False):
     """An argparse type for a path fastgan will write: checked before the work that fills it."""
 

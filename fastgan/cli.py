@@ -23,6 +23,7 @@ from fastgan._argtypes import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     EXIT_USAGE,
+    model_or_file,
     output,
     positive_int,
     seed,
@@ -31,14 +32,6 @@ from fastgan._argtypes import (
 from fastgan._options import CHOICES
 
 S = argparse.SUPPRESS  # train options the user did not give stay out of the namespace (see cmd_train)
-
-
-def model_name(value):
-    """--model: a fastgan model's name, or a user's .py model file (read when training starts)."""
-    names = CHOICES["model"].names()
-    if value in names or value.endswith(".py"):
-        return value
-    raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(names)}, or give a FILE.py)")
 
 
 def build_parser():
@@ -63,7 +56,7 @@ def build_parser():
     )
     t.add_argument(
         "--model",
-        type=model_name,
+        type=model_or_file(tuple(CHOICES["model"].names())),
         default=S,
         metavar="{" + ",".join(CHOICES["model"].names()) + "} or FILE.py",
         help=CHOICES["model"].describe() + "; or your own GAN: a .py file defining build() -> (G, D), or "

@@ -26,7 +26,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from fastgan._argtypes import positive_int
+from fastgan._argtypes import model_or_file, positive_int
 from fastgan._options import PRECISIONS
 from fastgan.bench.timing import (
     add_output_options,
@@ -289,19 +289,13 @@ def _check_epoch_options(p, a):
         p.error(f"--epoch-size must be at least 64 (one batch), got {a.epoch_size}")
 
 
-def _model(value):
-    if value in MODELS or is_file(value):
-        return value
-    raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(MODELS)}, or give a FILE.py)")
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(prog=NAME, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
         "--model",
         action="append",
-        type=_model,
+        type=model_or_file(MODELS),
         metavar="{" + ",".join(MODELS) + "} or FILE.py",
         help="default: all fastgan's; FILE.py: your own GAN in plain torch.nn (build() -> (G, D), or classes "
         "Generator and Discriminator), timed as written, converted, and converted in one CUDA graph",
