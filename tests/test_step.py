@@ -131,6 +131,39 @@ def test_mlp_step_kernel_budget():
     assert sum(ops.values()) <= 68, ops
 
 
+# The ops each objective option's MLP step dispatches (fastgan train's step, batch 16), as
+# measured at this commit: a ceiling, as the default step's 68 above. The loss kinds cost
+# nothing (one fused launch each way, as bce); --gp and --r1 add D's extra pass and its double
+# backward; spectral norm one power iteration per weight layer per D (or G) forward; --n-critic
+# 5 four more critic steps; --ema one multi-tensor lerp.
+OBJECTIVE_BUDGETS = [
+    ({}, 68),
+    ({"loss": "hinge"}, 68),
+    ({"loss": "lsgan"}, 68),
+    ({"loss": "wgan", "gp": 10.0}, 158),
+    ({"r1": 10.0}, 129),
+    ({"loss": "wgan", "gp": 10.0, "n_critic": 5}, 666),
+    ({"spectral_norm": True}, 208),
+    ({"spectral_norm": True, "spectral_norm_g": True}, 296),
+    ({"ema": 0.999}, 69),
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("options,budget", OBJECTIVE_BUDGETS, ids=lambda o: str(o))
+def test_each_objective_options_step_stays_within_its_op_budget(options, budget):
+    from fastgan.bench.profile import ops_per_trainer_step
+
+    ops = ops_per_trainer_step("mlp", 16, **options)
+    n_critic = options.get("n_critic", 1)
+    assert ops["fastgan.gan_d_loss.default"] == ops["fastgan.gan_d_loss_backward.default"] == n_critic, ops
+    assert ops["fastgan.gan_g_loss.default"] == ops["fastgan.gan_g_loss_backward.default"] == 1, ops
+    assert ops["fastgan.adam_.default"] == n_critic + 1, ops  # one launch per network update
+    assert ops["aten._foreach_lerp_.Scalar"] == (1 if "ema" in options else 0), ops
+    assert not [k for k in ops if "_local_scalar_dense" in k or "nonzero" in k], ops  # no host sync
+    assert sum(ops.values()) <= budget, ops
+
+
 def test_make_step_uses_fastgans_adam_where_its_kernels_are():
     # fastgan's adam_ is one vectorized pass on the CPU too; the reference path is slower than torch's
     expected = FusedAdam if fastgan.build_info()["cpu_kernels"] else torch.optim.Adam

@@ -60,8 +60,33 @@ def ops_per_step(model, batch_size, device="cpu"):
         model,
         batch_size,
         device,
-        lambda func, args, kwargs: None if func.is_view or func in _NOT_KERNELS else str(func),
+        _kernel_key,
     )
+
+
+def _kernel_key(func, args, kwargs):
+    return None if func.is_view or func in _NOT_KERNELS else str(func)
+
+
+def ops_per_trainer_step(model, batch_size, device="cpu", **options):
+    """ops_per_step of the step `fastgan train` runs (the Trainer's step callable) with
+    TrainConfig options such as loss="hinge", gp=10.0, r1=10.0, n_critic=5, spectral_norm=True,
+    ema=0.999: what each objective and stabilizer adds to the step's kernels."""
+    import dataclasses
+    import os
+    import tempfile
+
+    from fastgan.train import TrainConfig, Trainer
+
+    with tempfile.TemporaryDirectory(prefix="fastgan-ops-") as out, open(os.devnull, "w") as log:
+        cfg = TrainConfig(model=model, batch_size=batch_size, device=device, steps=2, progress=False, out=out)
+        cfg = dataclasses.replace(cfg, **options)
+        trainer = Trainer(cfg, log=log)
+        trainer.loader.new_epoch()
+        trainer._step()  # the optimizers' lazy state
+        with _Counter(_kernel_key) as counter:
+            trainer._step()
+    return counter.counts
 
 
 def _profiled(impl, model, batch_size, **kw):
