@@ -84,3 +84,33 @@ def output(suffix=None, folder=False):
         return text
 
     return check
+
+
+def add_objective_options(group):
+    """The objective and its stabilizers (TrainConfig's loss, gp, r1, r1_every, n_critic,
+    spectral_norm, spectral_norm_g, ema, ema_start), for `fastgan train` and `fastgan bench
+    quality`. Options not given stay out of the namespace (argparse.SUPPRESS)."""
+    from fastgan._options import CHOICES
+
+    s = argparse.SUPPRESS
+    group.add_argument("--loss", choices=list(CHOICES["loss"].names()), default=s, help=CHOICES["loss"].describe())
+    group.add_argument("--gp", type=float, default=s, help="WGAN-GP weight (e.g. 10; default 0: off)")
+    group.add_argument("--r1", type=float, default=s, help="R1 penalty gamma on D's real images (e.g. 10; default 0)")
+    group.add_argument(
+        "--r1-every", type=positive_int, default=s, help="lazy R1: every K steps, K times as strong (default 1)"
+    )
+    group.add_argument("--n-critic", type=positive_int, default=s, help="D steps per G step (WGAN-GP: 5; default 1)")
+    group.add_argument(
+        "--spectral-norm", action="store_true", default=s, help="spectral normalization of D's weight layers"
+    )
+    group.add_argument("--spectral-norm-g", action="store_true", default=s, help="...and of G's")
+    group.add_argument(
+        "--ema",
+        type=float,
+        default=s,
+        help="keep an exponential moving average of G's weights with this decay (e.g. 0.999)",
+    )
+    group.add_argument("--ema-start", type=int, default=s, help="the step from which the average runs (default 0)")
+
+
+OBJECTIVE_OPTIONS = ("loss", "gp", "r1", "r1_every", "n_critic", "spectral_norm", "spectral_norm_g", "ema", "ema_start")

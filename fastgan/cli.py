@@ -23,6 +23,7 @@ from fastgan._argtypes import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     EXIT_USAGE,
+    add_objective_options,
     model_or_file,
     output,
     positive_int,
@@ -155,24 +156,7 @@ def build_parser():
         "finite checkpoint (default); --no-stop-on-nan warns once and trains on",
     )
     o = t.add_argument_group("objective and stabilizers")
-    choice(o, "loss")
-    o.add_argument("--gp", type=float, default=S, help="WGAN-GP weight (e.g. 10; default 0: off)")
-    o.add_argument("--r1", type=float, default=S, help="R1 penalty gamma on D's real images (e.g. 10; default 0: off)")
-    o.add_argument(
-        "--r1-every", type=positive_int, default=S, help="lazy R1: every K steps, K times as strong (default 1)"
-    )
-    o.add_argument("--n-critic", type=positive_int, default=S, help="D steps per G step (WGAN-GP: 5; default 1)")
-    o.add_argument(
-        "--spectral-norm", action="store_true", default=S, help="spectral normalization of D's weight layers"
-    )
-    o.add_argument("--spectral-norm-g", action="store_true", default=S, help="...and of G's")
-    o.add_argument(
-        "--ema",
-        type=float,
-        default=S,
-        help="keep an exponential moving average of G's weights with this decay (e.g. 0.999)",
-    )
-    o.add_argument("--ema-start", type=int, default=S, help="the step from which the average runs (default 0)")
+    add_objective_options(o)
     o.add_argument(
         "--ema-samples",
         action=argparse.BooleanOptionalAction,

@@ -295,6 +295,19 @@ def test_output_path_under_a_file(capsys, tmp_path, what):
     )
 
 
+def test_quality_recipes_are_checked_naming_the_one_at_fault(capsys):
+    usage_error(
+        capsys, quality.main, ["--device", "cpu", "--recipe=--loss nope"], "--recipe '--loss nope'", "invalid choice"
+    )
+    usage_error(capsys, quality.main, ["--device", "cpu", "--ema", "1.5"], "the options given: --ema must be a decay")
+    usage_error(
+        capsys,
+        quality.main,
+        ["--device", "cpu", "--loss", "hinge", "--recipe=--loss hinge"],
+        "the recipe '--loss hinge' is given twice",
+    )
+
+
 def test_quality_plot_path(capsys, tmp_path):
     usage_error(
         capsys, quality.main, ["--device", "cpu", "--plot", tmp_path], f"--plot {tmp_path} is a folder, not a file"

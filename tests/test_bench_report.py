@@ -6,6 +6,7 @@ Nothing is timed here: the timing functions are replaced."""
 import collections
 import inspect
 import json
+import re
 
 import pytest
 import torch
@@ -170,6 +171,62 @@ def test_quality_table_mean_sample_sd_and_speed_up():
     }
     # tutorial 11 s (mean of 10, 11, 12) over fastgan 2 s
     assert _row(quality.markdown(result), "| mlp") == ["mlp", "10", "3.0 ± 2.6", "4.0 ± 0.0", "11.0", "2.0", "5.5x"]
+
+
+def test_quality_recipe_table_says_when_each_reaches_the_defaults_final_fid():
+    def run(recipe, fids):
+        return {
+            "model": "dcgan",
+            "impl": "fastgan",
+            "recipe": recipe,
+            "seed": 0,
+            "evals": [{"step": 10 * (i + 1), "train_seconds": 5.0 * (i + 1), "fid": f} for i, f in enumerate(fids)],
+        }
+
+    result = {
+        "machine": "m",
+        "dataset": "mnist-5k",
+        "eval_n": 2,
+        "seeds": [0],
+        "fid_real": 1.0,
+        "classifier_accuracy": 0.9,
+        "runs": [
+            run("default", [50.0, 30.0, 20.0]),
+            run("--ema 0.999", [40.0, 19.0, 15.0]),
+            run("--loss lsgan", [60, 45]),
+        ],
+    }
+    curves, ends = quality.markdown(result).split("reaches the default's final FID at")
+    assert _row(curves, "| dcgan | --ema 0.999 | 20 |") == ["dcgan", "--ema 0.999", "20", "19.0 ± 0.0", "10.0"]
+    # the default's final FID (20.0, step 30) is first reached by --ema at step 20; lsgan stops short
+    assert _row(ends, "| dcgan | --ema 0.999 |") == [
+        "dcgan",
+        "--ema 0.999",
+        "30",
+        "15.0 ± 0.0",
+        "15.0",
+        "step 20, 10.0 s",
+        "-5.0",
+    ]
+    assert _row(ends, "| dcgan | --loss lsgan |")[5:] == ["not within 20 steps", "–"]
+    assert _row(ends, "| dcgan | default (fastgan) |")[5:] == ["step 30, 15.0 s", "+0.0"]
+
+
+def test_recipe_names_and_bad_recipes():
+    assert quality.recipe_name({}) == "default"
+    assert quality.recipe_name({"ema": 0.999, "loss": "wgan", "gp": 10.0, "n_critic": 5}) == (
+        "--loss wgan --gp 10 --n-critic 5 --ema 0.999"
+    )
+    assert quality.parse_recipe("--loss hinge --spectral-norm") == {"loss": "hinge", "spectral_norm": True}
+    for text, message in (
+        ("", "no options"),
+        ("--loss nope", "--loss: invalid choice"),
+        ("--epochs 3", "unrecognized arguments: --epochs 3"),
+        ("--ema 2", "--ema must be a decay in [0, 1)"),
+        ("--r1-every 4", "--r1-every needs --r1"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            quality.parse_recipe(text)
 
 
 def test_bench_quality_options_reach_run(monkeypatch):

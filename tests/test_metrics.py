@@ -401,6 +401,25 @@ def test_bench_quality_runs_both_recipes(tiny, tmp_path):
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_quality_recipes_train_beside_the_default_from_the_same_start(tiny):
+    """Each recipe trains through fastgan's Trainer with its options, from the default's
+    initial weights, data order and noise: an --ema that starts after the last step samples G
+    itself, so its FIDs are the default's exactly; another loss gives other ones."""
+    from fastgan.bench import quality
+
+    evaluator = metrics.Evaluator("mnist-5k", cache_dir=tiny[2], classifier=TINY_CLF)
+    recipes = [quality.parse_recipe("--ema 0.5 --ema-start 100"), quality.parse_recipe("--loss hinge")]
+    result = quality.run("cpu", ("mlp",), (0,), 4, 2, 40, impls=("fastgan",), evaluator=evaluator, recipes=recipes)
+    by = {r["recipe"]: r for r in result["runs"]}
+    assert list(by) == ["default", "--ema 0.5 --ema-start 100", "--loss hinge"]
+    assert by["--loss hinge"]["options"] == {"loss": "hinge"}
+    fids = {name: [e["fid"] for e in r["evals"]] for name, r in by.items()}
+    assert fids["--ema 0.5 --ema-start 100"] == fids["default"]
+    assert fids["--loss hinge"] != fids["default"]
+    table = quality.markdown(result)
+    assert "| mlp | default (fastgan) | 4 |" in table and "| mlp | --loss hinge | 2 |" in table, table
+
+
 def test_python_m_fastgan_metrics_prints_the_accuracy(tiny, monkeypatch, capsys):
     from fastgan.metrics import __main__ as entry
 
