@@ -185,6 +185,8 @@ def test_dispatch_and_profile_check_the_device(capsys):
     usage_error(capsys, dispatch.main, ["foo"], "device foo: not a device")
     usage_error(capsys, profile.main, ["--ops", "--device", "foo"], "--device foo: not a device")
     usage_error(capsys, profile.main, ["--device", "cpu"], "--device cpu")
+    usage_error(capsys, profile.main, ["--loss", "hinge"], "--loss: only with --ops")
+    usage_error(capsys, profile.main, ["--ops", "--device", "cpu", "--r1-every", "2"], "--r1-every needs --r1")
 
 
 @NO_CUDA

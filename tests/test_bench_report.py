@@ -306,3 +306,16 @@ def test_profile_ops_prints_the_total_op_count(monkeypatch, capsys):
     monkeypatch.setattr(profile, "ops_per_step", lambda *a: collections.Counter({"aten.mm": 3, "aten.add": 2}))
     assert profile.main(["--ops", "--device", "cpu", "--model", "mlp", "--batch-size", "8"]) == 0
     assert "fastgan mlp batch 8: 5 ops per step" in capsys.readouterr().out
+
+
+def test_profile_ops_with_objective_options_counts_the_trainers_step(monkeypatch, capsys):
+    seen = {}
+
+    def fake(model, batch_size, device, **options):
+        seen.update(options)
+        return collections.Counter({"aten.mm": 7})
+
+    monkeypatch.setattr(profile, "ops_per_trainer_step", fake)
+    assert profile.main(["--ops", "--device", "cpu", "--loss", "wgan", "--gp", "10", "--n-critic", "5"]) == 0
+    assert seen == {"loss": "wgan", "gp": 10.0, "n_critic": 5}
+    assert "fastgan mlp batch 64: 7 ops per step" in capsys.readouterr().out

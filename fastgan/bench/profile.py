@@ -11,7 +11,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fastgan._argtypes import positive_int
+from fastgan._argtypes import OBJECTIVE_OPTIONS, add_objective_options, positive_int
 from fastgan.bench.timing import check_device, strict_float32
 from fastgan.bench.train import CUDA_ONLY, IMPLS, MODELS, make
 from fastgan.models import MODELS as ALL_MODELS
@@ -182,7 +182,11 @@ def main(argv=None):
         "--ops", action="store_true", help="count the ops of a fastgan step instead (no GPU needed: --device cpu works)"
     )
     p.add_argument("--device", default=None, help="with --ops: the device to run the step on (default cuda)")
+    add_objective_options(p.add_argument_group("with --ops: the step of fastgan train with these options"))
     a = p.parse_args(argv)
+    objective = {k: v for k, v in vars(a).items() if k in OBJECTIVE_OPTIONS}
+    if objective and not a.ops:
+        p.error(f"--{next(iter(objective)).replace('_', '-')}: only with --ops (it counts that step's ops)")
     if a.ops:
         if a.shapes:
             p.error("--shapes: not with --ops (give one of them)")
@@ -197,7 +201,15 @@ def main(argv=None):
         if a.impl != "fastgan" and a.model not in MODELS:
             p.error(f"--model {a.model}: --impl {a.impl} runs only {', '.join(MODELS)}")
     if a.ops:
-        ops = ops_per_step(a.model, a.batch_size, a.device)
+        if objective:
+            from fastgan.train import ConfigError
+
+            try:
+                ops = ops_per_trainer_step(a.model, a.batch_size, a.device, **objective)
+            except ConfigError as e:
+                p.error(str(e))
+        else:
+            ops = ops_per_step(a.model, a.batch_size, a.device)
         print(f"fastgan {a.model} batch {a.batch_size}: {sum(ops.values())} ops per step (views left out)")
         for name, n in ops.most_common(a.top):
             print(f"  {n:3d} x {name}")
