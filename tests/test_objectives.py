@@ -258,6 +258,14 @@ def test_odd_recipes_warn_once_in_the_log(tmp_path):
         Trainer(small(tmp_path / "r", gp=1.0, steps=2), log=f).fit()
     text = log.read_text()
     assert text.count("warning: --gp with --loss bce") == 1
+    assert "batch norm in D" not in text  # the mlp's D has none
+
+
+def test_gp_with_batch_norm_in_d_warns_naming_the_layer(tmp_path):
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        Trainer(small(tmp_path / "r", model="dcgan", loss="wgan", gp=1.0, steps=1), log=f).fit()
+    assert log.read_text().count("warning: --gp with batch norm in D (net.bn2)") == 1
 
 
 @pytest.mark.parametrize("kind", ["hinge", "lsgan", "wgan"])

@@ -487,7 +487,7 @@ class Trainer:
             self._print(f"nothing to do: {cfg.out} is at step {self.step} of {self.total_steps}")
             return False
         self.folder.write_config(cfg)  # makes cfg.out
-        for note in cfg.objective_warnings():
+        for note in cfg.objective_warnings() + self._model_warnings():
             self._print(f"warning: {note}")
         if self.step:
             self._print(
@@ -508,6 +508,16 @@ class Trainer:
         self._first_step = self.step  # img/s of a resumed epoch counts this process's steps only
         self._nonfinite_at = None
         return True
+
+    def _model_warnings(self):
+        """Objective options that run but suit this D badly (printed once, with the config's)."""
+        norms = [n for n, m in self.D.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if self.cfg.gp and norms:
+            return [
+                f"--gp with batch norm in D ({norms[0]}): the penalty is per sample, and batch norm "
+                "mixes the samples of a batch (WGAN-GP leaves it out of the critic)"
+            ]
+        return []
 
     def _begin_epoch(self, start):
         """The epoch's data order (the same after a resume: its shuffle state is checkpointed),
