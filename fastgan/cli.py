@@ -3,12 +3,14 @@
     fastgan train                                   # dcgan on the embedded mnist-5k
     fastgan train --model dcgan --dataset fashion-mnist --data-dir ~/data --epochs 20
     fastgan train --out runs/dcgan-mnist-5k --resume  # continue an interrupted run
+    torchrun --nproc-per-node 2 -m fastgan train --sync-bn  # data-parallel, one process per rank
     fastgan sample --checkpoint runs/dcgan-mnist-5k/checkpoint.pt --n 64 --out grid.png
     fastgan eval --checkpoint runs/dcgan-mnist-5k/checkpoint.pt --n 10000
     fastgan info
 
 Bad input (unknown names, missing data, impossible options, unreadable checkpoints) prints
-one line on stderr and exits with code 2; a run that diverged (non-finite losses) exits with 1;
+one line on stderr and exits with code 2; a run that diverged (non-finite losses), or whose
+other ranks died or hung (under torchrun), exits with 1;
 Ctrl-C exits with 130 and SIGTERM with 143, both after the write in flight has landed.
 """
 
