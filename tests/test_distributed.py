@@ -143,7 +143,7 @@ def test_the_ranks_shards_are_the_rows_of_one_global_batch():
 
 def test_one_rank_without_torchrun(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    ranks, device = Ranks.setup(torch.device("cpu"))
+    ranks, device = Ranks.setup(torch.device("cpu"), 60.0)
     assert (ranks.rank, ranks.world_size, ranks.main, ranks.parallel, device.type) == (0, 1, True, False, "cpu")
     t = torch.arange(6.0)
     assert ranks.shard(t) is t and ranks.mean(t) is t

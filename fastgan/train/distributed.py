@@ -20,8 +20,6 @@ import torch
 
 from fastgan.train.config import ConfigError
 
-DEFAULT_TIMEOUT_S = 600.0  # longer than any wait a healthy run has (rank 0's outputs and evaluations)
-
 
 class DistributedError(RuntimeError):
     """A collective failed: another rank died, hung past the timeout, or is unreachable."""
@@ -64,10 +62,12 @@ class Ranks:
         return self.world_size > 1
 
     @classmethod
-    def setup(cls, device, timeout_s=DEFAULT_TIMEOUT_S):
+    def setup(cls, device, timeout_s):
         """(Ranks, the device this rank trains on). Joins the process group that torchrun's
         environment describes (unless the caller initialized one already, which is then used
-        as it is); `device` is --device's torch.device: a CUDA device becomes cuda:LOCAL_RANK."""
+        as it is); `device` is --device's torch.device: a CUDA device becomes cuda:LOCAL_RANK.
+        timeout_s: --dist-timeout, longer than any wait of a healthy run (rank 0's outputs and
+        evaluations, which the others wait for at their next collective)."""
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
@@ -148,19 +148,13 @@ class Ranks:
         with torch.no_grad():
             for module in modules:
                 for t in list(module.parameters()) + list(module.buffers()):
+                    flat = t.data if t.is_contiguous() else t.data.contiguous()  # (channels_last weights)
                     try:
-                        dist.broadcast(t.data, 0)
+                        dist.broadcast(flat, 0)
                     except RuntimeError as exc:
                         raise self._failed("sharing rank 0's weights", exc) from exc
-
-    def barrier(self, what="waiting for the other ranks"):
-        if self.parallel:
-            import torch.distributed as dist
-
-            try:
-                dist.barrier()
-            except RuntimeError as exc:
-                raise self._failed(what, exc) from exc
+                    if flat is not t.data:
+                        t.data.copy_(flat)
 
     def shard(self, t):
         """This rank's rows of a tensor holding the global batch (world_size equal parts in rank
@@ -169,9 +163,6 @@ class Ranks:
             return t
         b = t.shape[0] // self.world_size
         return t.narrow(0, self.rank * b, b)
-
-    def describe(self):
-        return f"rank {self.rank} of {self.world_size}"
 
 
 def _rank_device(device, local_rank, world):
@@ -192,4 +183,4 @@ def _rank_device(device, local_rank, world):
     return torch.device("cuda", local_rank)
 
 
-__all__ = ["Ranks", "DistributedError", "DEFAULT_TIMEOUT_S", "launched_rank"]
+__all__ = ["Ranks", "DistributedError", "launched_rank"]
