@@ -3,8 +3,8 @@ torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) 
 
     python tests/distributed_worker.py cli OUT [OUT ...] -- train ... [-- train ...]
         joins the process group, then runs each `fastgan train ...` in turn in it (the trainer
-        uses the group it finds); a rank other than 0 records every write under the OUT folders
-        (Python's audit events) and prints them as a last line "writes: [...]".
+        uses the group it finds) and prints their exit codes ("codes: [...]"); every write under
+        the OUT folders (Python's audit events) is recorded and printed ("writes: [...]").
     python tests/distributed_worker.py bn
         fastgan.nn.SyncBatchNorm in mlp-bn's and dcgan's networks against one process over the
         global batch (asserts; exit 1 on a mismatch).
@@ -72,14 +72,11 @@ def cli(args):
     roots, *commands = _split(args)
     writes = _record_writes(roots)  # on rank 0 too: the test sees that the records are not empty by design
     dist.init_process_group("gloo")
-    rc = 0
-    for argv in commands:
-        rc = fastgan_cli.main(argv)
-        if rc:
-            break
+    codes = [fastgan_cli.main(argv) for argv in commands]
     dist.destroy_process_group()
+    print("codes: " + json.dumps(codes), flush=True)
     print("writes: " + json.dumps(writes), flush=True)
-    return rc
+    return 0
 
 
 def die(args):

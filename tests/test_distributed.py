@@ -90,11 +90,11 @@ def _ok(results):
         assert rc == 0, f"rank {r} exited with {rc}:\n{out}\n{err[-3000:]}"
 
 
-def _writes(stdout):
+def _printed(stdout, what):
     import json
 
-    line = [x for x in stdout.splitlines() if x.startswith("writes: ")][-1]
-    return json.loads(line[len("writes: ") :])
+    line = [x for x in stdout.splitlines() if x.startswith(what + ": ")][-1]
+    return json.loads(line[len(what) + 2 :])
 
 
 def _state(out):
@@ -218,7 +218,7 @@ def test_sync_bn_dcgan_on_2_ranks_is_1_process_over_the_global_batch_and_only_ra
     """--sync-bn: dcgan (batch norm in G and D) on 2 ranks x 8 trains as 1 process x 16 (weights,
     running statistics, losses); rank 1 writes nothing under the run folders (Python's audit
     events, recorded on rank 0 too, where they must not be empty), and resumes on 2 ranks a
-    run of 1."""
+    run of 1. --r1 with it is refused (a synchronized batch norm is differentiable once)."""
     synced, resumed = str(tmp_path / "synced"), str(tmp_path / "resumed")
     ref = _train(tmp_path, "ref", model="dcgan", sync_bn=True, steps=2, batch_size=16)
     _train(tmp_path, "resumed", model="dcgan", steps=2, batch_size=8)
@@ -227,10 +227,13 @@ def test_sync_bn_dcgan_on_2_ranks_is_1_process_over_the_global_batch_and_only_ra
         2,
         ["cli", synced, resumed, "--"]
         + ["train", "--model", "dcgan", "--sync-bn", "--steps", "2", "--batch-size", "8", "--out", synced, *common]
-        + ["--", "train", "--out", resumed, "--resume", "--steps", "3", *common],
+        + ["--", "train", "--out", resumed, "--resume", "--steps", "3", *common]
+        + ["--", "train", "--model", "dcgan", "--sync-bn", "--r1", "10", "--out", str(tmp_path / "r1"), *common],
     )
     _ok(results)
-    assert _writes(results[0][1]) and _writes(results[1][1]) == []
+    assert [_printed(out, "codes") for _, out, _ in results] == [[0, 0, 2]] * 2
+    assert "error: --sync-bn with --r1/--gp: the penalty differentiates D twice" in results[0][2]
+    assert _printed(results[0][1], "writes") and _printed(results[1][1], "writes") == []
     a, b = _state(synced), _state(ref.cfg.out)
     assert _weights_mismatch(a, b) < 0.05
     for net in ("generator", "discriminator"):  # the running statistics: one process's over the global batch
