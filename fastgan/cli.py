@@ -3,12 +3,14 @@
     fastgan train                                   # dcgan on the embedded mnist-5k
     fastgan train --model dcgan --dataset fashion-mnist --data-dir ~/data --epochs 20
     fastgan train --out runs/dcgan-mnist-5k --resume  # continue an interrupted run
+    torchrun --nproc-per-node 2 -m fastgan train --sync-bn  # data-parallel, one process per rank
     fastgan sample --checkpoint runs/dcgan-mnist-5k/checkpoint.pt --n 64 --out grid.png
     fastgan eval --checkpoint runs/dcgan-mnist-5k/checkpoint.pt --n 10000
     fastgan info
 
 Bad input (unknown names, missing data, impossible options, unreadable checkpoints) prints
-one line on stderr and exits with code 2; a run that diverged (non-finite losses) exits with 1;
+one line on stderr and exits with code 2; a run that diverged (non-finite losses), or whose
+other ranks died or hung (under torchrun), exits with 1;
 Ctrl-C exits with 130 and SIGTERM with 143, both after the write in flight has landed.
 """
 
@@ -136,6 +138,19 @@ def build_parser():
         action=argparse.BooleanOptionalAction,
         default=S,
         help="also log to OUT/tb for TensorBoard (needs the tensorboard package)",
+    )
+    d = t.add_argument_group("data-parallel (under torchrun: torchrun --nproc-per-node N -m fastgan train ...)")
+    d.add_argument(
+        "--sync-bn",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="batch norm statistics over the global batch of all ranks (default: each rank's own)",
+    )
+    d.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=S,
+        help=f"seconds a rank waits for the others before failing (default {default['dist_timeout']:g})",
     )
     t.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=S, help="a progress bar on stderr (default)"
@@ -274,13 +289,22 @@ def cmd_train(args):
         allow_changed_data=args.allow_changed_data,
         allow_changed_model=args.allow_changed_model,
     )
-    print(
-        f"fastgan train: {trainer.cfg.model} on {trainer.cfg.dataset} "
-        f"({trainer.loader.num_samples} images), {trainer.total_steps} steps of "
-        f"{trainer.cfg.batch_size} on {trainer.device}, backend {trainer.cfg.backend}, "
-        f"out {trainer.cfg.out}",
-        flush=True,
-    )
+    ranks = trainer.ranks
+    if ranks.main:
+        batch = (
+            f"{trainer.global_batch} ({ranks.world_size} ranks x {trainer.cfg.batch_size}"
+            f"{', synchronized batch norm' if trainer.cfg.sync_bn else ''})"
+            if ranks.parallel
+            else f"{trainer.cfg.batch_size}"
+        )
+        where = f"{trainer.device.type} (rank 0: {trainer.device})" if ranks.parallel else f"{trainer.device}"
+        print(
+            f"fastgan train: {trainer.cfg.model} on {trainer.cfg.dataset} "
+            f"({trainer.loader.num_samples} images), {trainer.total_steps} steps of "
+            f"{batch} on {where}, backend {trainer.cfg.backend}, "
+            f"out {trainer.cfg.out}",
+            flush=True,
+        )
     trainer.fit()
     return 0
 
@@ -391,6 +415,7 @@ def _main(argv):
     from fastgan.data import DatasetError
     from fastgan.models import ModelError
     from fastgan.train.config import CheckpointError, ConfigError, DivergedError
+    from fastgan.train.distributed import DistributedError
 
     commands = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "bench": cmd_bench, "eval": cmd_eval}
     handler = None
@@ -401,7 +426,7 @@ def _main(argv):
     except (ConfigError, CheckpointError, DatasetError, ModelError) as exc:
         print(f"fastgan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except DivergedError as exc:
+    except (DivergedError, DistributedError) as exc:
         print(f"fastgan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:  # e.g. an --out folder that cannot be written, a full disk

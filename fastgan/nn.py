@@ -73,11 +73,11 @@ class _FusedBatchNorm(_BatchNorm):
             self.register_parameter("bias", None)
         self.negative_slope = None if negative_slope is None else float(negative_slope)
 
-    def forward(self, x):
-        self._check_input_dim(x)
-        # The momentum bookkeeping is torch.nn.modules.batchnorm._BatchNorm.forward's, except
-        # that the kernel itself counts num_batches_tracked (one launch fewer per call) unless
-        # momentum is None, whose factor 1 / count is needed on the host first.
+    def _momentum(self):
+        """(factor, counter): the running statistics' update factor, and num_batches_tracked when
+        the kernel is to count the batch itself. The bookkeeping is torch.nn.modules.batchnorm.
+        _BatchNorm.forward's, except that the kernel counts num_batches_tracked (one launch fewer
+        per call) unless momentum is None, whose factor 1 / count is needed on the host first."""
         factor = 0.0 if self.momentum is None else self.momentum
         counter = None
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
@@ -86,6 +86,11 @@ class _FusedBatchNorm(_BatchNorm):
                 factor = 1.0 / float(self.num_batches_tracked)
             else:
                 counter = self.num_batches_tracked
+        return factor, counter
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        factor, counter = self._momentum()
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
         return ops.batch_norm(
@@ -122,6 +127,78 @@ class BatchNorm2d(_FusedBatchNorm):
             raise ValueError(f"BatchNorm2d: x must be 4-D, got {x.dim()}-D")
 
 
+class SyncBatchNorm(_FusedBatchNorm):
+    """torch.nn.SyncBatchNorm on fastgan's kernel: in training, under an initialized process
+    group of more than one rank, the statistics are those of the global batch over the ranks
+    (fastgan.ops.sync_batch_norm: one all-reduce forward, one backward), then the fused
+    normalize (+ LeakyReLU with negative_slope); otherwise it is fastgan's BatchNorm. Any
+    input of 2 or more dims. process_group: the ranks to reduce over (default: all)."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, **kw):
+        self.process_group = kw.pop("process_group", None)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, **kw)
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"SyncBatchNorm: x must have at least 2 dims (N, C, ...), got {x.dim()}-D")
+
+    def forward(self, x):
+        if not (self.training and _several_ranks(self.process_group)):
+            return super().forward(x)
+        from fastgan.ops.sync_batch_norm import sync_batch_norm
+
+        self._check_input_dim(x)
+        factor, counter = self._momentum()
+        track = self.track_running_stats
+        return sync_batch_norm(
+            x,
+            self.weight,
+            self.bias,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            factor,
+            self.eps,
+            self.negative_slope,
+            counter,
+            self.process_group,
+        )
+
+
+def _several_ranks(group):
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+
+
+def convert_sync_batchnorm(module, process_group=None):
+    """module with each batch norm (fastgan's BatchNorm1d/2d, torch.nn's BatchNorm*d) replaced by
+    a SyncBatchNorm sharing its parameters and buffers, as torch.nn.SyncBatchNorm.
+    convert_sync_batchnorm does, except that fastgan's fused LeakyReLU slope is kept. Returns
+    the module (a new one when module itself is a batch norm)."""
+    out = module
+    if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
+        out = SyncBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+            negative_slope=getattr(module, "negative_slope", None),
+            process_group=process_group,
+            bias=not module.affine or module.bias is not None,
+        )
+        if module.affine:
+            out.weight = module.weight
+            out.bias = module.bias
+        out.running_mean = module.running_mean
+        out.running_var = module.running_var
+        out.num_batches_tracked = module.num_batches_tracked
+        out.train(module.training)
+    for name, child in module.named_children():
+        out.add_module(name, convert_sync_batchnorm(child, process_group))
+    return out
+
+
 class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):
     """torch.nn.BCEWithLogitsLoss (same signature, buffers and state_dict) on fastgan's fused op.
 
@@ -139,4 +216,11 @@ class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):
         )
 
 
-__all__ = ["FusedLeakyReLU", "BatchNorm1d", "BatchNorm2d", "BCEWithLogitsLoss"]
+__all__ = [
+    "FusedLeakyReLU",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "SyncBatchNorm",
+    "convert_sync_batchnorm",
+    "BCEWithLogitsLoss",
+]

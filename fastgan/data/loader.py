@@ -37,10 +37,25 @@ class DeviceLoader:
     part of state_dict() for exact resumes. device None: the images' device. sample_shape:
     each image's shape in the batches when not (C, H, W), e.g. flat (C*H*W,) for an MLP that
     takes flat images (a view: no copy).
+
+    shard=(rank, world_size): data-parallel training (fastgan.train.distributed). Each step's
+    global batch is world_size * batch_size rows of the one permutation, the same on every rank
+    for a seed; rank r takes rows [r * batch_size, (r + 1) * batch_size) of it, so that
+    world_size ranks see exactly the batches of one process with world_size times the batch.
+    An epoch is then n // (world_size * batch_size) steps.
     """
 
     def __init__(
-        self, images, labels, batch_size, device=None, seed=0, dtype=torch.float32, generator=None, sample_shape=None
+        self,
+        images,
+        labels,
+        batch_size,
+        device=None,
+        seed=0,
+        dtype=torch.float32,
+        generator=None,
+        sample_shape=None,
+        shard=None,
     ):
         if images.dtype != torch.uint8:
             raise DatasetError(f"DeviceLoader: images must be uint8 (0-255), got {images.dtype}")
@@ -51,8 +66,12 @@ class DeviceLoader:
         batch_size = _index("batch size", batch_size)
         if batch_size < 1:
             raise DatasetError(f"batch size must be a positive integer, got {batch_size!r}")
-        if batch_size > n:
-            raise DatasetError(f"batch size {batch_size} is larger than the dataset ({n} images)")
+        rank, world = (0, 1) if shard is None else (_index("rank", shard[0]), _index("world size", shard[1]))
+        if not 0 <= rank < world:
+            raise DatasetError(f"DeviceLoader: shard (rank {rank}, world size {world}) needs 0 <= rank < world size")
+        if batch_size * world > n:
+            what = f"batch size {batch_size}" if world == 1 else f"the global batch ({world} ranks x {batch_size})"
+            raise DatasetError(f"{what} is larger than the dataset ({n} images)")
         if images.dim() != 4 or labels.dim() != 1 or images.shape[0] != labels.shape[0]:
             raise DatasetError(
                 f"DeviceLoader: images (N,[C,]H,W) and labels (N,) must match, got "
@@ -74,8 +93,9 @@ class DeviceLoader:
             self.images = self.images.view(n, *sample_shape)
         self.labels = labels.to(self.device, torch.int64)
         self.batch_size = batch_size
+        self.rank, self.world_size = rank, world
         self.num_samples = n
-        self.steps_per_epoch = n // batch_size
+        self.steps_per_epoch = n // (batch_size * world)
         if generator is None:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(seed)
@@ -98,7 +118,8 @@ class DeviceLoader:
         at its batch `start`."""
         if perm is None:
             perm = self.permutation()
-        self.perm.copy_(perm[: self.perm.numel()].view_as(self.perm))
+        used = perm[: self.perm.numel() * self.world_size]  # this rank's part of each global batch
+        self.perm.copy_(used.view(self.steps_per_epoch, self.world_size, self.batch_size)[:, self.rank])
         self.index.fill_(start)
 
     def next(self, labels=True):
@@ -110,8 +131,9 @@ class DeviceLoader:
 
     # -- Python loops over an epoch ----------------------------------------------------
     def batch(self, perm, index):
-        """Batch `index` of the epoch ordered by `perm`."""
-        idx = perm[index * self.batch_size : (index + 1) * self.batch_size]
+        """Batch `index` of the epoch ordered by `perm` (this rank's part of it, with a shard)."""
+        start = (index * self.world_size + self.rank) * self.batch_size
+        idx = perm[start : start + self.batch_size]
         return self.images.index_select(0, idx), self.labels.index_select(0, idx)
 
     def epoch(self, start=0):

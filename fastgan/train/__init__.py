@@ -23,6 +23,7 @@ _NAMES = {
         "resolve_device",
         "sample",
     ),
+    "distributed": ("DistributedError",),
     "step": ("make_step", "train_step"),
     "trainer": ("Trainer",),
 }

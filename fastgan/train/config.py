@@ -156,6 +156,9 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of G's weights (0: none)
     ema_start: int = 0  # the step from which the average runs (before: G itself)
     ema_samples: bool = True  # grids and evaluations draw from the average (when there is one)
+    # data-parallel training under torchrun (fastgan.train.distributed): batch_size is each rank's
+    sync_bn: bool = False  # batch norm statistics over the global batch of all ranks (fastgan.nn.SyncBatchNorm)
+    dist_timeout: float = 600.0  # seconds a collective waits for the other ranks before failing
     convert: bool = True  # a user's pair (model "user" or a .py file) runs as fastgan.convert's copies
     # a user's pair, as the trainer found it (fastgan.models.user.UserPair.config): z's and G's output
     # shapes per image, the data's image shape, labels or not; for a file, its path and sha256
@@ -182,6 +185,8 @@ class TrainConfig:
         "stop_on_nan",
         "convert",  # a user's pair: the same state_dict and math either way
         "ema_samples",
+        "sync_bn",  # the same weights and state_dict; one rank computes the same either way
+        "dist_timeout",
     )
 
     def __post_init__(self):
@@ -335,6 +340,8 @@ class TrainConfig:
                 f"--batch-size must be at least 2 for {self.model}: its batch norm needs more "
                 f"than one value per channel, got {self.batch_size}"
             )
+        if not (math.isfinite(self.dist_timeout) and self.dist_timeout > 0):
+            raise ConfigError(f"--dist-timeout must be a positive number of seconds, got {self.dist_timeout}")
         if self.checkpoint_every < 0:
             raise ConfigError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         for name in ("lr", "lr_d", "lr_g"):

@@ -93,9 +93,10 @@ def gradient_penalty(D, real, fake, labels, eps):
     return (torch.linalg.vector_norm(grad, dim=1) - 1).square().mean()
 
 
-def d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform):
+def d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform, grad_reduce=None):
     """One D update on real and (detached) fake images: real -> 1, fake -> 0 (loss objective.loss,
-    plus its penalties); returns D's loss (detached), no sync."""
+    plus its penalties); returns D's loss (detached), no sync. grad_reduce(D): data-parallel
+    training's gradient average over the ranks, before clipping and the optimizer."""
     with amp():
         if objective.r1:
             real = real.detach().requires_grad_(True)
@@ -113,6 +114,8 @@ def d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, 
             total = total + objective.gp * gradient_penalty(D, real, fake, labels, uniform(real.shape[0]))
     opt_d.zero_grad(set_to_none=True)
     total.backward(grad_seed)
+    if grad_reduce is not None:
+        grad_reduce(D)
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(D.parameters(), grad_clip, foreach=True)
     opt_d.step()
@@ -133,6 +136,7 @@ def train_step(
     grad_seed=None,
     objective=DEFAULT_OBJECTIVE,
     uniform=None,
+    grad_reduce=None,
 ):
     """One D step then one G step (d_step, g_step; the non-saturating loss unless `objective`
     says otherwise). Returns the detached losses as a
@@ -149,16 +153,18 @@ def train_step(
     pass starts from it instead of from a fresh ones_like (one fill kernel per pass).
     objective: the loss kind and D's penalties (Objective; D's loss returned includes them);
     uniform(n): n uniform numbers on the device, for --gp's interpolates.
+    grad_reduce(module): averages module's gradients over data-parallel ranks (None: one rank).
     """
     amp = functools.partial(autocast, real.device.type, amp_dtype)
     with amp():
         fake = forward(G, z, labels)
-    d_loss = d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform)
-    g_loss = g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss)
+    reduce = grad_reduce
+    d_loss = d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform, reduce)
+    g_loss = g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss, reduce)
     return torch.stack([d_loss, g_loss])
 
 
-def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind):
+def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind, grad_reduce=None):
     """One G update: make the updated D call the fakes real (loss `kind`). D's weights need no
     gradient here (only those that had one get it back: a parameter the user froze stays
     frozen). Returns G's loss (detached), no sync."""
@@ -174,6 +180,8 @@ def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind):
     finally:
         for p in trainable:
             p.requires_grad_(True)
+    if grad_reduce is not None:
+        grad_reduce(G)
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(G.parameters(), grad_clip, foreach=True)
     opt_g.step()
@@ -208,12 +216,13 @@ def build_step(
     objective=DEFAULT_OBJECTIVE,
     ema=None,
     uniform=None,
+    grad_reduce=None,
 ):
     """A callable running one training step on the next batch: train_step wrapped with the
     batch gather and the noise, captured in a CUDA graph when cuda_graph is True. objective:
     see Objective (n_critic > 1: that many D steps, each on its own batch and noise, the last
-    one followed by the G step); ema: a GeneratorEMA updated after G's step; uniform: see
-    train_step."""
+    one followed by the G step); ema: a GeneratorEMA updated after G's step; uniform and
+    grad_reduce: see train_step."""
     amp = amp_dtype(precision)
     one_pass = d_pass_mergeable(D)
     grad_seed = torch.ones((), device=batches.images.device)  # the losses are float32
@@ -223,7 +232,7 @@ def build_step(
         real, labels = batches.next(labels=conditional)
         with torch.no_grad(), amp_ctx():
             fake = forward(G, noise_fn(), labels)
-        d_step(D, opt_d, real, fake, labels, grad_clip, one_pass, amp_ctx, grad_seed, objective, uniform)
+        d_step(D, opt_d, real, fake, labels, grad_clip, one_pass, amp_ctx, grad_seed, objective, uniform, grad_reduce)
 
     def step():
         for _ in range(objective.n_critic - 1):
@@ -244,6 +253,7 @@ def build_step(
             grad_seed=grad_seed,
             objective=objective,
             uniform=uniform,
+            grad_reduce=grad_reduce,
         )
         if ema is not None:
             ema.update()

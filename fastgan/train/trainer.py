@@ -18,6 +18,7 @@ import torch
 
 from fastgan._files import output_problem
 from fastgan.data import DeviceLoader, dataset_hash, load_dataset, resolve_data_dir
+from fastgan.nn import convert_sync_batchnorm
 from fastgan.train.background import BackgroundWriter, cpu_copy
 from fastgan.train.checkpoint import load_checkpoint, load_module_state
 from fastgan.train.config import (
@@ -29,6 +30,7 @@ from fastgan.train.config import (
     TrainConfig,
     field_types,
 )
+from fastgan.train.distributed import Ranks, launched_rank
 from fastgan.train.ema import GeneratorEMA
 from fastgan.train.images import make_grid
 from fastgan.train.outputs import CHECKPOINT, FolderLock, RunFolder
@@ -67,16 +69,21 @@ class Trainer:
         allow_changed_data. While fit() runs it holds an OS lock on cfg.out: a second run
         there is refused, naming the first one's PID.
 
+        Under torchrun (fastgan.train.distributed) each process is one data-parallel rank: it
+        trains on its part of each global batch of (ranks x cfg.batch_size), the gradients are
+        averaged over the ranks inside the step, and rank 0 alone prints and writes cfg.out.
+
         A user's pair (fastgan.fit): cfg.model "user" with models=(G, D) (torch.nn modules, run
         as fastgan.convert's copies unless cfg.convert is False), or cfg.model a .py file
         defining build() -> (G, D), which --resume loads again (refused if the file changed
         since, unless allow_changed_model). data=(images, labels): uint8 (N, [C,] H, W) images
         and (N,) labels or None, for cfg.dataset "user"."""
         self.log_stream = log or sys.stdout
+        self.main = launched_rank() == 0  # known before the process group is joined (below)
         cfg.normalize()
         if cfg.user_model() and cfg.model.endswith(".py"):  # kept absolute: --resume finds it from anywhere
             cfg.model = os.path.abspath(cfg.model)
-        problem = output_problem(cfg.out, folder=True)
+        problem = output_problem(cfg.out, folder=True) if self.main else None  # (it writes a probe)
         if problem:  # before any work: the first output is written after an epoch
             raise ConfigError(f"--out {problem}")
         try:  # config.json, train.log and the messages name it
@@ -84,7 +91,8 @@ class Trainer:
         except UnicodeEncodeError:
             raise ConfigError(f"--out {cfg.out!r} is not valid UTF-8: give a folder name that is") from None
         self.lock = FolderLock(cfg.out)
-        self.lock.check()  # a run in progress there: refused before any work
+        if self.main:  # (the other ranks never touch the folder)
+            self.lock.check()  # a run in progress there: refused before any work
         checkpoint_path = os.path.join(cfg.out, CHECKPOINT)
         self.overwrite = bool(overwrite) and not resume
         if not resume and not overwrite and os.path.exists(checkpoint_path):
@@ -117,7 +125,8 @@ class Trainer:
         if cfg.eval_every and cfg.dataset == USER_DATA:
             raise ConfigError("--eval-every measures with a dataset's classifier: it needs a named dataset")
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        self.ranks, self.device = Ranks.setup(resolve_device(cfg.device), cfg.dist_timeout)
+        world = self.ranks.world_size
 
         if data is not None:
             images, labels = data
@@ -134,6 +143,13 @@ class Trainer:
             cfg.data_dir = resolve_data_dir(cfg.dataset, cfg.data_dir, cfg.download)
         torch.manual_seed(cfg.seed)
         pair = build_models(cfg, self.device, models, tuple(images.shape[1:]), labels_given)
+        if cfg.sync_bn:
+            pair = tuple(convert_sync_batchnorm(net) for net in pair)
+            if self.ranks.parallel and (cfg.r1 or cfg.gp) and _has_batch_norm(pair[1]):
+                raise ConfigError(
+                    "--sync-bn with --r1/--gp: the penalty differentiates D twice, and a synchronized "
+                    "batch norm is differentiable once; train without --sync-bn (each rank's statistics)"
+                )
         self.G, self.D = to_layout(*pair, cfg.channels_last)
         self.loader = DeviceLoader(
             images,
@@ -142,6 +158,7 @@ class Trainer:
             self.device,
             seed=cfg.seed + 1,
             sample_shape=cfg.sample_shape() if cfg.pair else None,
+            shard=(self.ranks.rank, world),
         )
         self.conditional = cfg.conditional()
         self.objective = Objective.of(cfg)
@@ -150,7 +167,7 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ConfigError(
                 f"--n-critic {cfg.n_critic} takes more batches a step than the data has "
-                f"({self.loader.steps_per_epoch} of {cfg.batch_size})"
+                f"({self.loader.steps_per_epoch} of {cfg.batch_size * world})"
             )
         self.total_steps = cfg.steps or (cfg.epochs or DEFAULT_EPOCHS) * self.steps_per_epoch
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -165,6 +182,8 @@ class Trainer:
         self.noise_gen.manual_seed(cfg.seed + 2)
         self.ema = GeneratorEMA(self.G, cfg.ema) if cfg.ema else None
         G, D = (torch.compile(self.G), torch.compile(self.D)) if cfg.compile else (self.G, self.D)
+        shard = self.ranks.shard  # every rank draws the global batch's noise and keeps its rows
+        latent = cfg.latent_shape()
 
         def step_of(objective):
             return build_step(
@@ -173,7 +192,7 @@ class Trainer:
                 self.opt_g,
                 self.opt_d,
                 self.loader,
-                lambda: noise(cfg.batch_size, cfg.latent_shape(), cfg.noise, self.noise_gen, self.device),
+                lambda: shard(noise(cfg.batch_size * world, latent, cfg.noise, self.noise_gen, self.device)),
                 self.conditional,
                 self.grad_clip,
                 self.cuda_graph,
@@ -181,7 +200,8 @@ class Trainer:
                 precision=cfg.precision,
                 objective=objective,
                 ema=self.ema,
-                uniform=lambda n: torch.rand(n, generator=self.noise_gen, device=self.device),
+                uniform=lambda n: shard(torch.rand(n * world, generator=self.noise_gen, device=self.device)),
+                grad_reduce=self.ranks.average_gradients if self.ranks.parallel else None,
             )
 
         # lazy R1 (--r1-every K): the penalty, K times as strong, on every K-th step only. That
@@ -202,8 +222,9 @@ class Trainer:
         self._files = BackgroundWriter()  # writes the outputs while training goes on
         if ckpt is not None:
             self._restore(ckpt)
+        self.ranks.broadcast_state(self.G, self.D, *([self.ema.module] if self.ema is not None else []))
         self.writer = None
-        if cfg.tensorboard:
+        if cfg.tensorboard and self.main:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
@@ -212,6 +233,11 @@ class Trainer:
                     "pip install tensorboard  (or: pip install 'fastgan[tensorboard]')"
                 ) from None
             self.writer = SummaryWriter(os.path.join(cfg.out, "tb"), purge_step=self.step + 1)
+
+    @property
+    def global_batch(self):
+        """Images per step over all ranks (cfg.batch_size is each rank's)."""
+        return self.cfg.batch_size * self.ranks.world_size
 
     @property
     def checkpoint_step(self):
@@ -282,6 +308,7 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "evals": [dict(e) for e in self.evals],
             "data_sha256": self.data_sha256,
+            "world_size": self.ranks.world_size,  # a resume with another rank count recomputes the data order
             "fastgan_version": _version(),
         }
 
@@ -360,10 +387,31 @@ class Trainer:
                 f"note: checkpoint was written on {rng.get('device')}, resuming on "
                 f"{self.device.type}: the data order and noise continue from new seeds"
             )
+        saved_world = ckpt.get("world_size", 1)
+        if saved_world != self.ranks.world_size:
+            self._recompute_epoch_order()
+            self._print(
+                f"note: {self.checkpoint_path} was trained on {saved_world} rank{'s' * (saved_world != 1)}, "
+                f"resuming on {self.ranks.world_size}: the global batch is now {self.ranks.world_size} x "
+                f"{self.cfg.batch_size}, and the data order is recomputed from step {self.step} (epoch "
+                f"{self.step // self.steps_per_epoch + 1}, batch {self.step % self.steps_per_epoch + 1} of "
+                f"{self.steps_per_epoch})"
+            )
         self.folder.checkpoint_step = self.step
+
+    def _recompute_epoch_order(self):
+        """The shuffle state of the epoch that self.step falls in, for this run's steps per epoch:
+        epoch e's order is the (e+1)-th permutation the loader's seeded generator draws."""
+        gen = self.loader.generator
+        gen.manual_seed(self.cfg.seed + 1)
+        for _ in range(self.step // self.steps_per_epoch):
+            self.loader.permutation()
+        self.epoch_rng = gen.get_state()
 
     # -- outputs -----------------------------------------------------------------------
     def _print(self, line, logfile=True):
+        if not self.main:  # rank 0 speaks for the run
+            return
         from tqdm import tqdm
 
         tqdm.write(line, file=self.log_stream)
@@ -401,6 +449,10 @@ class Trainer:
         checkpoint's state as CPU copies), and has the writer thread write them (RunFolder.write)
         while training goes on: the outputs of write_outputs when epoch_label is given, the
         checkpoint when asked. A failed write is raised here by the next call, or by fit()."""
+        if not self.main:  # rank 0 writes the run's files; the others only check what it checks
+            if checkpoint and self.cfg.stop_on_nan and not _finite_weights(self._weights()):
+                raise DivergedError(f"the weights are not finite at step {self.step}")
+            return
         images = history = evals = state = None
         if epoch_label is not None:
             images = self.samples().detach().float().cpu()
@@ -415,13 +467,19 @@ class Trainer:
         self._files.submit(self.folder.write, epoch_label, final, images, history, evals, state)
 
     # -- the loop ----------------------------------------------------------------------
+    def _weights(self):
+        return {"generator": self.G.state_dict(), "discriminator": self.D.state_dict()}
+
     def fit(self):
-        """Trains to total_steps, writing outputs each epoch. Returns self.history."""
-        self.lock.acquire()  # one run per folder; released however fit() ends
+        """Trains to total_steps, writing outputs each epoch. Returns self.history. Under torchrun,
+        leaves the process group at the end (if the trainer joined it)."""
         try:
+            if self.main:
+                self.lock.acquire()  # one run per folder; released however fit() ends
             return self._fit()
         finally:
             self.lock.release()
+            self.ranks.close()
 
     def _fit(self):
         if not self._start():
@@ -475,9 +533,10 @@ class Trainer:
                 "fastgan.metrics.Evaluator(dataset, data_dir, device))"
             )
         if self.overwrite and self.step == 0:
-            self.folder.clear()
+            if self.main:
+                self.folder.clear()
             self.overwrite = False
-        stale = self.folder.remove_stale_temps()
+        stale = self.folder.remove_stale_temps() if self.main else []
         if stale:
             self._print(
                 f"removed {len(stale)} temporary file{'s' * (len(stale) > 1)} that a killed run left in {cfg.out}",
@@ -486,7 +545,8 @@ class Trainer:
         if self.step >= self.total_steps:  # (config.json stays the run's: nothing changes)
             self._print(f"nothing to do: {cfg.out} is at step {self.step} of {self.total_steps}")
             return False
-        self.folder.write_config(cfg)  # makes cfg.out
+        if self.main:
+            self.folder.write_config(cfg)  # makes cfg.out
         for note in cfg.objective_warnings() + self._model_warnings():
             self._print(f"warning: {note}")
         if self.step:
@@ -494,7 +554,7 @@ class Trainer:
                 f"resuming {cfg.out} at step {self.step} (epoch "
                 f"{self.step // self.steps_per_epoch + 1}) of {self.total_steps}"
             )
-        if cfg.eval_every and self.evaluator is None:
+        if cfg.eval_every and self.evaluator is None and self.main:  # rank 0 evaluates
             self._print(
                 f"evaluating every {cfg.eval_every} steps on {cfg.eval_n} images: loading "
                 f"(or training, once) the {cfg.dataset} classifier",
@@ -539,11 +599,12 @@ class Trainer:
         """The one host sync: the pending losses into history, the progress bar, tensorboard. A
         failed background write stops the run here, not an epoch later."""
         self._files.check()
-        values = torch.stack(run.pending).to("cpu", torch.float64)
+        # the global batch's losses: each rank's mean loss averaged over the ranks
+        values = self.ranks.mean(torch.stack(run.pending)).to("cpu", torch.float64)
         self.history = torch.cat([self.history, values])
         run.pending.clear()
         self._check_finite(values)
-        rate = run.images_per_second(len(values) * self.cfg.batch_size)
+        rate = run.images_per_second(len(values) * self.global_batch)
         d, g = values[-1].tolist()
         run.bar.set_postfix_str(f"d_loss={d:.3f} g_loss={g:.3f} {rate:,.0f} img/s")
         run.bar.update(len(values))
@@ -572,13 +633,16 @@ class Trainer:
             else "no checkpoint was written"
         )
         message = f"training diverged: {what}; {kept}. A lower --lr may help; --no-stop-on-nan trains on regardless"
-        self.folder.log(f"error: {message}")
+        if self.main:
+            self.folder.log(f"error: {message}")
         return message
 
     def _report_stop(self, exc):
         """fit() is ending on an exception: the files in flight land first; Ctrl-C says where the
         last checkpoint is and how to resume, and a failed write is reported too."""
         failed = self._files.drain()
+        if not self.main:
+            return
         if isinstance(exc, KeyboardInterrupt):
             if self.checkpoint_step is None:
                 where = "no checkpoint was written yet"
@@ -603,7 +667,10 @@ class Trainer:
 
     def _evaluate(self):
         """Measures G now (--eval-every): classifier FID, IS and class entropy of eval_n images
-        from fixed noise (seed 0, as `fastgan eval`), logged, kept in self.evals, plotted."""
+        from fixed noise (seed 0, as `fastgan eval`), logged, kept in self.evals, plotted.
+        Rank 0's job: the others go on to the next step and wait for it there."""
+        if not self.main:
+            return
         t0 = time.perf_counter()
         m = self.evaluator(self.sampling_generator(), self.cfg, self.cfg.eval_n, seed=0)
         row = {
@@ -635,7 +702,7 @@ class Trainer:
         steps = self.step - max((epoch - 1) * spe, self._first_step)  # trained in `seconds`
         self._print(
             f"epoch {epoch}/{self.total_epochs}  step {self.step}/{self.total_steps}  "
-            f"d_loss {d:.4f}  g_loss {g:.4f}  {steps * self.cfg.batch_size / max(seconds, 1e-9):,.0f} img/s  "
+            f"d_loss {d:.4f}  g_loss {g:.4f}  {steps * self.global_batch / max(seconds, 1e-9):,.0f} img/s  "
             f"{seconds:.1f}s"
         )
         label = f"epoch_{epoch:04d}" if self.step % spe == 0 else f"step_{self.step:07d}"
@@ -659,7 +726,7 @@ class _Stretch:
         self.bar = tqdm(
             total=trainer.total_steps,
             initial=trainer.step,
-            disable=not trainer.cfg.progress,
+            disable=not trainer.cfg.progress or not trainer.main,
             unit="step",
             dynamic_ncols=True,
             desc=f"{trainer.cfg.model}",
@@ -691,6 +758,10 @@ def _check_optimizer_state(opt, bad):
                         f"state {key!r} of a parameter of shape {tuple(p.shape)} is a {v.dtype} tensor "
                         f"of shape {tuple(v.shape)}"
                     )
+
+
+def _has_batch_norm(module):
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 def _finite_weights(state):
