@@ -158,6 +158,7 @@ def run(
     from fastgan.train import TrainConfig
 
     device = torch.device(device)
+    machine = machine_header(device)  # the commit measured: taken before the runs, which take hours
     images, labels = load_dataset(dataset, data_dir)
     evaluator = evaluator or Evaluator(dataset, data_dir, device)
     runs = []
@@ -203,7 +204,7 @@ def run(
     info = evaluator.classifier_info
     return {
         "benchmark": NAME,
-        "machine": machine_header(device),
+        "machine": machine,
         "dataset": dataset,
         "steps": steps,
         "eval_every": eval_every,
