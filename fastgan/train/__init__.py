@@ -22,6 +22,7 @@ _NAMES = {
         "noise",
         "resolve_device",
         "sample",
+        "traverse",
     ),
     "step": ("make_step", "train_step"),
     "trainer": ("Trainer",),

@@ -32,7 +32,7 @@ from fastgan.train.config import (
 from fastgan.train.ema import GeneratorEMA
 from fastgan.train.images import make_grid
 from fastgan.train.outputs import CHECKPOINT, FolderLock, RunFolder
-from fastgan.train.sampling import build_models, fixed_inputs, model_file_changed, noise, resolve_device, run_generator
+from fastgan.train.sampling import build_models, fixed_inputs, latent, model_file_changed, resolve_device, run_generator
 from fastgan.train.step import Objective, build_step, make_optimizers, to_layout
 
 DERIVED = ("pair",)  # found by the trainer, not given: never compared on resume
@@ -173,7 +173,7 @@ class Trainer:
                 self.opt_g,
                 self.opt_d,
                 self.loader,
-                lambda: noise(cfg.batch_size, cfg.latent_shape(), cfg.noise, self.noise_gen, self.device),
+                lambda: latent(cfg, cfg.batch_size, self.noise_gen, self.device),
                 self.conditional,
                 self.grad_clip,
                 self.cuda_graph,
