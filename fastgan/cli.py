@@ -234,7 +234,8 @@ def build_parser():
         description="Draws --n images from a checkpoint and measures them with a small "
         "digit classifier (trained on the checkpoint's dataset on first use, "
         "cached in --cache-dir): classifier FID, Inception Score, class "
-        "histogram and entropy, and label accuracy for conditional models.",
+        "histogram and entropy, label accuracy for conditional models, and for infogan the "
+        "categorical code's accuracy as a digit label under the best code-to-digit matching.",
     )
     e.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
     e.add_argument("--n", type=int, default=10000, help="generated images (default 10000, at least 2)")
