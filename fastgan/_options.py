@@ -38,9 +38,10 @@ MODELS = {
         aux="acgan",
     ),
     "infogan": Model(
-        "InfoGAN (Chen et al.): dcgan with z (62) + a 10-way categorical and 2 continuous codes, and a Q head "
-        "on D's body",
+        "InfoGAN (Chen et al.'s MNIST networks): z (62) + a 10-way categorical and 2 continuous codes into a "
+        "dcgan-like G with an FC 1024 layer first; D's body (two convs, FC 1024) shared with a Q head",
         conv=True,
+        g_batch_norm_1d=True,
         aux="infogan",
         latent_dim=62,
     ),

@@ -166,7 +166,7 @@ def test_the_info_loss_trains_q_in_ds_step_and_g_in_gs():
         real = torch.rand(8, 1, 28, 28) * 2 - 1
         z = G.codes.attach(torch.randn(8, 62), torch.Generator().manual_seed(1))
         train_step(G, D, opt_g, opt_d, real, None, z, objective=Objective(aux=InfoHead(G.codes, weight)))
-        return D.aux.out.weight.grad, G.fc.weight.grad
+        return D.aux.out.weight.grad, G.fc.fc1.weight.grad
 
     (q1, g1), (q0, g0) = grads(1.0), grads(0.0)
     assert q1.abs().sum() > 0 and q0.abs().sum() == 0

@@ -113,7 +113,7 @@ def build(
     elif name == "infogan":
         codes = LatentCodes(latent_dim)
         G = InfoGANGenerator(codes, tuple(g_widths or (128, 64)), backend=backend)
-        D = AuxDiscriminator("q", tuple(d_widths or (64, 128)), dropout, codes.q_outputs, backend=backend)
+        D = AuxDiscriminator("q", tuple(d_widths or (64, 128)), dropout, codes.q_outputs, hidden=1024, backend=backend)
     else:  # dcgan, cdcgan
         G = DCGANGenerator(
             latent_dim, tuple(g_widths or (128, 64)), num_classes=classes, embed_dim=embed_dim, backend=backend
