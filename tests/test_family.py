@@ -16,7 +16,7 @@ from fastgan.metrics.matching import best_matching, code_accuracy, confusion
 from fastgan.models import AuxDiscriminator, LatentCodes, build
 from fastgan.train import ConfigError, TrainConfig, Trainer, load_checkpoint, sample, traverse
 from fastgan.train.auxiliary import ClassHead, InfoHead
-from fastgan.train.step import Objective, train_step
+from fastgan.train.step import Objective, make_step, train_step
 
 TINY_CLF = metrics.ClassifierSettings(epochs=1, batch_size=32, channels=(8, 16), features=32)
 NARROW = dict(g_widths=(16, 8), d_widths=(8, 16))
@@ -342,3 +342,12 @@ def test_the_graph_step_matches_the_eager_one(tmp_path, model):
     for net in ("G", "D"):
         for k, v in getattr(te, net).state_dict().items():
             torch.testing.assert_close(getattr(tg, net).state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=(net, k))
+
+
+@pytest.mark.parametrize("model, head", [("acgan", ClassHead), ("infogan", InfoHead)])
+def test_make_step_runs_each_with_its_head(model, head):
+    """`make_step` (behind fastgan bench) builds the step with the model's auxiliary loss."""
+    step = make_step(model, 8, device="cpu")
+    objectives = [c.cell_contents for c in step.fn.__closure__ if isinstance(c.cell_contents, Objective)]
+    assert [type(o.aux) for o in objectives] == [head]
+    assert torch.isfinite(step()).all() and torch.isfinite(step()).all()
