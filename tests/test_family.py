@@ -16,7 +16,7 @@ from fastgan.metrics.matching import best_matching, code_accuracy, confusion
 from fastgan.models import AuxDiscriminator, LatentCodes, build
 from fastgan.train import ConfigError, TrainConfig, Trainer, load_checkpoint, sample, traverse
 from fastgan.train.auxiliary import ClassHead, InfoHead
-from fastgan.train.step import Objective, make_step, train_step
+from fastgan.train.step import Objective, gradient_penalty, make_step, train_step
 
 TINY_CLF = metrics.ClassifierSettings(epochs=1, batch_size=32, channels=(8, 16), features=32)
 NARROW = dict(g_widths=(16, 8), d_widths=(8, 16))
@@ -171,6 +171,26 @@ def test_the_info_loss_trains_q_in_ds_step_and_g_in_gs():
     (q1, g1), (q0, g0) = grads(1.0), grads(0.0)
     assert q1.abs().sum() > 0 and q0.abs().sum() == 0
     assert not torch.allclose(g1, g0)
+
+
+def test_the_penalties_see_the_adversarial_logit_only(tmp_path):
+    """WGAN-GP's gradient is that of D's column 0, not of the head's outputs; and R1 and GP run in
+    each model's step."""
+    torch.manual_seed(0)
+    _, D = build("acgan", **NARROW)
+    D = D.double()
+    gen = torch.Generator().manual_seed(2)
+    real, fake = (torch.rand(6, 1, 28, 28, generator=gen, dtype=torch.float64) * 2 - 1 for _ in range(2))
+    eps = torch.rand(6, generator=gen, dtype=torch.float64)
+    got = gradient_penalty(D, real, fake, None, eps, ClassHead())
+    x_hat = (eps.view(-1, 1, 1, 1) * real + (1 - eps.view(-1, 1, 1, 1)) * fake).requires_grad_(True)
+    (g,) = torch.autograd.grad(D(x_hat)[:, :1].sum(), x_hat)
+    torch.testing.assert_close(got, (g.flatten(1).norm(dim=1) - 1).square().mean(), rtol=1e-10, atol=1e-12)
+    (g_all,) = torch.autograd.grad(D(x_hat).sum(), x_hat)
+    assert not torch.allclose(g, g_all)
+    Trainer(small(tmp_path / "r1", "infogan", r1=1.0, steps=2)).fit()
+    history = Trainer(small(tmp_path / "gp", "acgan", loss="wgan", gp=10.0, steps=2)).fit()
+    assert torch.isfinite(history).all()
 
 
 # -- the measurement ---------------------------------------------------------------------------
