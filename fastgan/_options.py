@@ -14,6 +14,15 @@ class Model:
     conditional: bool = False  # G and D take labels (N,) in 0..NUM_CLASSES-1
     conv: bool = False  # a DCGAN: g_widths / d_widths are its two channel counts
     g_batch_norm_1d: bool = False  # G's batch norm sees one value per channel per sample
+    # an auxiliary head on D's body, trained in the same step (fastgan.train.auxiliary): "acgan"
+    # (10 class logits; D takes no labels), "infogan" (Q: the latent codes' logits and means)
+    aux: str = ""
+    latent_dim: int = 100  # z's size by default (infogan: the noise beside its codes)
+
+    @property
+    def d_conditional(self):
+        """Whether D takes labels (N,) too (an ACGAN's D predicts them instead)."""
+        return self.conditional and self.aux != "acgan"
 
 
 MODELS = {
@@ -22,6 +31,20 @@ MODELS = {
     "dcgan": Model("28x28 DCGAN: G linear to 7x7, two stride-2 transposed convs; D two stride-2 convs", conv=True),
     "cgan": Model("class-conditional mlp (label embedding into G and D)", conditional=True),
     "cdcgan": Model("class-conditional dcgan (label embedding into G and D)", conditional=True, conv=True),
+    "acgan": Model(
+        "auxiliary-classifier GAN (Odena et al.): dcgan with a label embedding into G and a 10-class head on D",
+        conditional=True,
+        conv=True,
+        aux="acgan",
+    ),
+    "infogan": Model(
+        "InfoGAN (Chen et al.'s MNIST networks): z (62) + a 10-way categorical and 2 continuous codes into a "
+        "dcgan-like G with an FC 1024 layer first; D's body (two convs, FC 1024) shared with a Q head",
+        conv=True,
+        g_batch_norm_1d=True,
+        aux="infogan",
+        latent_dim=62,
+    ),
 }
 CONDITIONAL = tuple(name for name, m in MODELS.items() if m.conditional)
 NUM_CLASSES = 10  # digits / Fashion-MNIST classes: the labels of the conditional models

@@ -88,7 +88,9 @@ def build_parser():
     choice(t, "noise")
     t.add_argument("--dropout", type=float, default=S, help=f"discriminator dropout (default: {default['dropout']})")
     choice(t, "g_act")
-    t.add_argument("--latent-dim", type=positive_int, default=S, help=f"latent size (default: {default['latent_dim']})")
+    t.add_argument(
+        "--latent-dim", type=positive_int, default=S, help="latent size (default: 100; infogan: 62, beside its codes)"
+    )
     t.add_argument("--g-widths", type=widths, default=S, help="generator widths, e.g. 256,512,1024")
     t.add_argument("--d-widths", type=widths, default=S, help="discriminator widths, e.g. 1024,512,256")
     choice(t, "backend")
@@ -173,6 +175,12 @@ def build_parser():
     o = t.add_argument_group("objective and stabilizers")
     add_objective_options(o)
     o.add_argument(
+        "--info-weight",
+        type=float,
+        default=S,
+        help="infogan: lambda, the weight of the mutual-information loss in D's and G's steps (default 1)",
+    )
+    o.add_argument(
         "--ema-samples",
         action=argparse.BooleanOptionalAction,
         default=S,
@@ -198,8 +206,17 @@ def build_parser():
 
     s = sub.add_parser("sample", help="draw a grid of samples from a checkpoint")
     s.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
-    s.add_argument("--n", type=positive_int, default=64, help="number of images (default 64)")
-    s.add_argument("--label", type=int, default=None, help="digit 0-9 (conditional models)")
+    s.add_argument("--n", type=positive_int, default=None, help="number of images (default 64)")
+    s.add_argument(
+        "--label", type=int, default=None, help="digit 0-9 (conditional models; infogan: its categorical code)"
+    )
+    s.add_argument(
+        "--traverse",
+        action="store_true",
+        help="infogan: the paper's figure instead, rows = the categorical code, columns = continuous code --code "
+        "swept from -2 to 2, one noise vector",
+    )
+    s.add_argument("--code", type=int, default=None, help="with --traverse: which continuous code (default 0)")
     s.add_argument("--out", type=output(".png"), default="samples.png", help="PNG to write (default samples.png)")
     s.add_argument("--seed", type=seed, default=0, help="noise seed (default 0)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
@@ -216,7 +233,8 @@ def build_parser():
         description="Draws --n images from a checkpoint and measures them with a small "
         "digit classifier (trained on the checkpoint's dataset on first use, "
         "cached in --cache-dir): classifier FID, Inception Score, class "
-        "histogram and entropy, and label accuracy for conditional models.",
+        "histogram and entropy, label accuracy for conditional models, and for infogan the "
+        "categorical code's accuracy as a digit label under the best code-to-digit matching.",
     )
     e.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
     e.add_argument("--n", type=int, default=10000, help="generated images (default 10000, at least 2)")
@@ -317,11 +335,22 @@ def _evaluator(cfg, device):
 
 
 def cmd_sample(args):
-    from fastgan.train import sample
+    from fastgan.train import ConfigError, sample, traverse
 
+    if args.traverse:
+        given = [f"--{k}" for k in ("n", "label") if getattr(args, k) is not None]
+        if given:
+            raise ConfigError(f"--traverse draws its own 10 x 10 grid: leave out {' and '.join(given)}")
+        traverse(
+            args.checkpoint, code=args.code or 0, out=args.out, seed=args.seed, device=args.device, ema=args.ema_samples
+        )
+        print(f"wrote {args.out}")
+        return 0
+    if args.code is not None:
+        raise ConfigError("--code picks the continuous code that --traverse sweeps: give --traverse too")
     sample(
         args.checkpoint,
-        n=args.n,
+        n=64 if args.n is None else args.n,
         label=args.label,
         out=args.out,
         seed=args.seed,
@@ -369,6 +398,11 @@ def cmd_eval(args):
     print(f"class_histogram  {' '.join(str(c) for c in m['class_histogram'])}")
     if m["label_accuracy"] is not None:
         print(f"label_accuracy   {100 * m['label_accuracy']:.2f}%")
+    if "code_accuracy" in m:
+        print(
+            f"code_accuracy    {100 * m['code_accuracy']:.2f}% (categorical code as a digit, best one-to-one "
+            f"matching code -> digit: {m['code_to_digit']})"
+        )
     if args.json:
         with atomic_write(args.json, "w") as f:
             json.dump(m, f, indent=2)

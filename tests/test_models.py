@@ -6,11 +6,15 @@ import torch
 from torch import nn
 
 from fastgan import nn as fnn
-from fastgan.models import CONDITIONAL, MODELS, Conv2dLeakyReLU, LinearLeakyReLU, ModelError, build
+from fastgan.models import CONDITIONAL, MODELS, Conv2dLeakyReLU, LatentCodes, LinearLeakyReLU, ModelError, build
 
 
 def inputs(name, n=16, latent=100, seed=0):
+    """z (infogan: its noise with codes joined on) and labels (None: unconditional)."""
     g = torch.Generator().manual_seed(seed)
+    if MODELS[name].aux == "infogan":
+        codes = LatentCodes(MODELS[name].latent_dim)
+        return codes.attach(torch.randn(n, codes.noise_dim, generator=g), g), None
     z = torch.randn(n, latent, generator=g)
     labels = torch.arange(n) % 10 if name in CONDITIONAL else None
     return z, labels
@@ -18,6 +22,14 @@ def inputs(name, n=16, latent=100, seed=0):
 
 def call(module, x, labels):
     return module(x, labels) if labels is not None else module(x)
+
+
+def d_call(name, D, x, labels):
+    """D's output: an ACGAN's D takes no labels (it predicts them)."""
+    return call(D, x, labels if MODELS[name].d_conditional else None)
+
+
+D_OUTPUTS = {"acgan": 1 + 10, "infogan": 1 + 10 + 2}  # the adversarial logit, then the head's
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -29,9 +41,9 @@ def test_shapes(name, backend):
     x = call(G, z, labels)
     assert x.shape == (16, 1, 28, 28)
     assert x.min() >= -1 and x.max() <= 1  # tanh output
-    logits = call(D, x, labels)
-    assert logits.shape == (16, 1)
-    assert G.latent_dim == 100
+    logits = d_call(name, D, x, labels)
+    assert logits.shape == (16, D_OUTPUTS.get(name, 1))
+    assert G.latent_dim == (62 + 10 + 2 if name == "infogan" else 100)
     logits.sum().backward()
 
 
@@ -58,9 +70,9 @@ def test_backends_share_state_dict_and_outputs(name):
         xf, xt = call(Gf, z, labels), call(Gt, z, labels)
         torch.testing.assert_close(xf, xt, rtol=1e-5, atol=1e-6)
         real = torch.rand(16, 1, 28, 28) * 2 - 1
-        lf, lt = call(Df, xf, labels), call(Dt, xt, labels)
+        lf, lt = d_call(name, Df, xf, labels), d_call(name, Dt, xt, labels)
         torch.testing.assert_close(lf, lt, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(call(Df, real, labels), call(Dt, real, labels), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(d_call(name, Df, real, labels), d_call(name, Dt, real, labels), rtol=1e-5, atol=1e-5)
         if mode == "train":
             (lf.square().mean()).backward()
             (lt.square().mean()).backward()
@@ -138,6 +150,12 @@ def test_conditional_models_use_the_label(name):
     z = torch.randn(1, 100).expand(10, 100)
     x = G(z, torch.arange(10))
     assert (x[0] - x[7]).abs().max() > 1e-4
+    if not MODELS[name].d_conditional:  # acgan: D predicts the label and refuses to be given it
+        with pytest.raises(ValueError, match="not conditional: it takes no labels"):
+            D(x, torch.zeros(10, dtype=torch.long))
+        with pytest.raises(ValueError, match="conditional"):
+            G(z)
+        return
     assert (D(x, torch.zeros(10, dtype=torch.long)) - D(x, torch.ones(10, dtype=torch.long))).abs().max() > 0
     with pytest.raises(ValueError, match="conditional"):
         G(z)
@@ -168,8 +186,13 @@ def test_bad_names():
 def test_labels_are_checked(name):
     """Labels an unconditional model would ignore, and labels of the wrong shape or dtype for a
     conditional one, are named (they gave embedding/cat errors, or were silently ignored)."""
-    G, D = build(name, g_widths=(8, 16) if "dc" in name else (8, 16, 32), d_widths=(8, 16) if "dc" in name else (16, 8))
-    z, x = torch.randn(4, 100), torch.randn(4, 1, 28, 28)
+    G, D = build(
+        name, g_widths=(8, 16) if MODELS[name].conv else (8, 16, 32), d_widths=(8, 16) if MODELS[name].conv else (16, 8)
+    )
+    z, x = inputs(name, 4)[0], torch.randn(4, 1, 28, 28)
+    if not MODELS[name].d_conditional:
+        with pytest.raises(ValueError, match="not conditional: it takes no labels"):
+            D(x, torch.zeros(4, dtype=torch.long))
     if name not in CONDITIONAL:
         with pytest.raises(ValueError, match="not conditional: it takes no labels"):
             G(z, torch.zeros(4, dtype=torch.long))
@@ -177,8 +200,9 @@ def test_labels_are_checked(name):
     for bad in (torch.zeros(4), torch.zeros(4, 1, dtype=torch.long), torch.zeros(3, dtype=torch.long), [0, 1, 2, 3]):
         with pytest.raises(ValueError, match=r"labels must be an int64 tensor of shape \(4,\)"):
             G(z, bad)
-        with pytest.raises(ValueError, match=r"labels must be an int64 tensor of shape \(4,\)"):
-            D(x, bad)
+        if MODELS[name].d_conditional:
+            with pytest.raises(ValueError, match=r"labels must be an int64 tensor of shape \(4,\)"):
+                D(x, bad)
 
 
 @pytest.mark.cuda
@@ -197,4 +221,4 @@ def test_backends_agree_on_cuda(name):
     labels = labels.cuda() if labels is not None else None
     xf, xt = call(Gf, z, labels), call(Gt, z, labels)
     torch.testing.assert_close(xf, xt, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(call(Df, xf, labels), call(Dt, xt, labels), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(d_call(name, Df, xf, labels), d_call(name, Dt, xt, labels), rtol=1e-4, atol=1e-4)

@@ -14,6 +14,8 @@ from fastgan.metrics.fid import (
     fid_from_features,
     frechet_distance,
 )
+from fastgan.metrics.matching import code_accuracy
+from fastgan.train.auxiliary import codes_of
 from fastgan.train.config import ConfigError
 from fastgan.train.sampling import latent_inputs, load_generator, resolve_device, run_generator
 
@@ -34,13 +36,16 @@ def generate_batches(G, cfg, n, seed=0, device="cpu", batch_size=1000):
     """Yields (images (k, 1, 28, 28) in [-1, 1], requested labels or None) for n images in
     batches of up to batch_size: noise drawn on the CPU from `seed`, batch by batch (the same
     numbers as one draw of all n, and the same images on every device); conditional models get
-    labels arange(n) % 10."""
+    labels arange(n) % 10, and infogan categorical codes arange(n) % 10 (yielded as its labels)."""
     gen = torch.Generator().manual_seed(seed)
+    codes = codes_of(cfg)
     for i in range(0, n, batch_size):
         k = min(batch_size, n - i)
         z, labels = latent_inputs(cfg, k, gen, device, start=i)
         with torch.no_grad():
             x = run_generator(G, cfg, z, labels)
+        if codes is not None:
+            labels = codes.split(z)[1]
         yield x.float().reshape(-1, 1, 28, 28), (labels.cpu() if labels is not None else None)
 
 
@@ -78,6 +83,8 @@ class Evaluator:
         G.eval()
         stats, scores = RunningStats(), ClassScores(NUM_CLASSES)
         nonfinite = 0
+        infogan = codes_of(cfg) is not None
+        codes, predicted = [], []  # infogan: each image's categorical code and predicted digit
         try:
             # batch by batch: memory does not grow with n
             for images, labels in generate_batches(G, cfg, n, seed, self.device, self.batch_size):
@@ -86,10 +93,18 @@ class Evaluator:
                 features, probs = classify(self.model, images, self.batch_size)
                 stats.update(features)  # a non-finite image makes the FID nan (and is counted)
                 # the class scores of the images that are images: a NaN image is no digit 0
+                if infogan:
+                    codes.append(labels[finite])
+                    predicted.append(probs[finite].argmax(1))
+                    labels = None
                 scores.update(probs[finite], labels[finite] if labels is not None else None)
         finally:
             G.train(was_training)
         hist = scores.histogram()
+        extra = {}
+        if infogan:
+            accuracy, mapping = code_accuracy(torch.cat(codes), torch.cat(predicted), NUM_CLASSES)
+            extra = {"code_accuracy": accuracy, "code_to_digit": mapping}
         return {
             "fid": frechet_distance(*stats.stats(), *self.real_stats),
             "inception_score": scores.inception_score(),
@@ -97,6 +112,7 @@ class Evaluator:
             "class_entropy": entropy_bits(hist) if sum(hist) else math.nan,
             "label_accuracy": scores.label_accuracy() if cfg.conditional() else None,
             "nonfinite_images": nonfinite,  # a diverged G: its fid is nan, not an error
+            **extra,
         }
 
     def fid_real(self, n, seed=0):
@@ -141,6 +157,9 @@ def evaluate(
       class_entropy     entropy of that histogram in bits (max log2 10 = 3.32; low: mode collapse)
       label_accuracy    conditional models: the fraction classified as the requested label
                         (None for unconditional models)
+      code_accuracy     infogan only: the fraction of images classified as the digit that their
+                        categorical code is matched to, under the best one-to-one matching of
+                        codes to digits (fastgan.metrics.matching); code_to_digit: that matching
       nonfinite_images  generated images with a NaN or infinite pixel (a diverged generator;
                         fid is then nan)
       classifier_accuracy, classifier_cached, classifier_path: the measuring classifier

@@ -6,15 +6,21 @@
     logits = D(x)                               # (64, 1)
     G, D = build("cgan"); G(z, labels)          # conditional models take labels (N,) in 0-9
 
-Names: mlp, mlp-bn, dcgan, cgan, cdcgan (see MODELS). Options (all models unless noted):
-latent_dim=100, dropout=0.0 (discriminator), g_widths / d_widths (MLP layer widths or DCGAN
-channels), g_act="relu"|"leaky" (mlp, cgan), num_classes=10 (cgan, cdcgan), embed_dim=10.
+    G, D = build("acgan"); D(G(z, labels))      # (N, 1 + 10): the adversarial logit, then class logits
+    G, D = build("infogan")                     # G(G.codes.attach(z)): z (N, 62) + codes; D: (N, 1 + 12)
+
+Names: mlp, mlp-bn, dcgan, cgan, cdcgan, acgan, infogan (see MODELS). Options (all models
+unless noted): latent_dim (100; infogan's noise beside its codes: 62), dropout=0.0
+(discriminator), g_widths / d_widths (MLP layer widths or DCGAN channels), g_act="relu"|"leaky"
+(mlp, cgan), num_classes=10 (cgan, cdcgan, acgan), embed_dim=10.
 """
 
 import numbers
 
 from fastgan._options import BACKENDS, CONDITIONAL, G_ACTS, MODELS, NUM_CLASSES
+from fastgan.models.codes import LatentCodes
 from fastgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from fastgan.models.heads import AuxDiscriminator, InfoGANGenerator
 from fastgan.models.layers import Conv2dLeakyReLU, LinearLeakyReLU, init_dcgan
 from fastgan.models.mlp import MLPDiscriminator, MLPGenerator
 
@@ -60,7 +66,7 @@ def check_options(name, dropout=0.0, g_widths=None, d_widths=None):
 def build(
     name,
     backend="fastgan",
-    latent_dim=100,
+    latent_dim=None,
     dropout=0.0,
     g_widths=None,
     d_widths=None,
@@ -68,7 +74,8 @@ def build(
     num_classes=NUM_CLASSES,
     embed_dim=10,
 ):
-    """(generator, discriminator) of model `name`, initialised N(0, 0.02) (DCGAN).
+    """(generator, discriminator) of model `name`, initialised N(0, 0.02) (DCGAN). latent_dim
+    None: the model's default (MODELS[name].latent_dim).
 
     The two backends build the same parameters with the same names, so a state_dict moves
     between them and gives the same outputs.
@@ -77,7 +84,7 @@ def build(
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     g_widths, d_widths = check_options(name, dropout, g_widths, d_widths)
-    latent_dim = _positive_int("latent_dim", latent_dim)
+    latent_dim = _positive_int("latent_dim", MODELS[name].latent_dim if latent_dim is None else latent_dim)
     if g_act not in G_ACTS:
         raise ModelError(f"g_act must be one of {', '.join(G_ACTS)}, got {g_act!r}")
     classes = num_classes if name in CONDITIONAL else 0
@@ -98,6 +105,15 @@ def build(
             latent_dim, tuple(g_widths or (256, 512, 1024)), batch_norm=True, bn_momentum=0.3, backend=backend
         )
         D = MLPDiscriminator(tuple(d_widths or (512, 256)), dropout, backend=backend)
+    elif name == "acgan":  # cdcgan's G; D predicts the label instead of taking it
+        G = DCGANGenerator(
+            latent_dim, tuple(g_widths or (128, 64)), num_classes=num_classes, embed_dim=embed_dim, backend=backend
+        )
+        D = AuxDiscriminator("classes", tuple(d_widths or (64, 128)), dropout, num_classes, backend=backend)
+    elif name == "infogan":
+        codes = LatentCodes(latent_dim)
+        G = InfoGANGenerator(codes, tuple(g_widths or (128, 64)), backend=backend)
+        D = AuxDiscriminator("q", tuple(d_widths or (64, 128)), dropout, codes.q_outputs, hidden=1024, backend=backend)
     else:  # dcgan, cdcgan
         G = DCGANGenerator(
             latent_dim, tuple(g_widths or (128, 64)), num_classes=classes, embed_dim=embed_dim, backend=backend
@@ -120,6 +136,9 @@ __all__ = [
     "MLPDiscriminator",
     "DCGANGenerator",
     "DCGANDiscriminator",
+    "AuxDiscriminator",
+    "InfoGANGenerator",
+    "LatentCodes",
     "LinearLeakyReLU",
     "Conv2dLeakyReLU",
 ]

@@ -44,14 +44,21 @@ class DCGANDiscriminator(nn.Module):
         self.num_classes = num_classes
         self.embed = nn.Embedding(num_classes, 28 * 28) if num_classes else None
         cin = in_channels + (1 if num_classes else 0)
-        layers = conv_act("conv1", cin, c0, 4, 2, 1, 0.2, backend)
-        layers += dropout("drop1", dropout_p)
-        layers += [("conv2", nn.Conv2d(c0, c1, 4, 2, 1, bias=False))]
-        layers += bn_act("bn2", c1, 0.2, backend, dims=2)
-        layers += dropout("drop2", dropout_p)
-        layers += [("flatten", nn.Flatten()), ("out", nn.Linear(c1 * 7 * 7, 1))]
+        layers = d_body(cin, channels, dropout_p, backend) + [("out", nn.Linear(c1 * 7 * 7, 1))]
         self.net = nn.Sequential(OrderedDict(layers))
         init_dcgan(self)
 
     def forward(self, x, labels=None):
         return self.net(with_labels(x, self.embed, labels, "discriminator", shape=(1, 28, 28)))
+
+
+def d_body(in_channels, channels, dropout_p, backend):
+    """The DCGAN discriminator's layers up to its flattened (N, C1 * 7 * 7) features: Conv stride
+    2 + LeakyReLU, Conv stride 2 + BN + LeakyReLU (the heads of acgan and infogan share it)."""
+    c0, c1 = channels
+    layers = conv_act("conv1", in_channels, c0, 4, 2, 1, 0.2, backend)
+    layers += dropout("drop1", dropout_p)
+    layers += [("conv2", nn.Conv2d(c0, c1, 4, 2, 1, bias=False))]
+    layers += bn_act("bn2", c1, 0.2, backend, dims=2)
+    layers += dropout("drop2", dropout_p)
+    return layers + [("flatten", nn.Flatten())]

@@ -2,7 +2,7 @@
 
     from fastgan.train import Trainer, TrainConfig, train_step, sample, make_step
 
-The modules import one way: config and checkpoint -> sampling -> step -> outputs -> trainer.
+The modules import one way: config, auxiliary and checkpoint -> sampling -> step -> outputs -> trainer.
 Names load on first use, so that fastgan.metrics can import fastgan.train.sampling without
 the trainer.
 """
@@ -22,6 +22,7 @@ _NAMES = {
         "noise",
         "resolve_device",
         "sample",
+        "traverse",
     ),
     "distributed": ("DistributedError",),
     "step": ("make_step", "train_step"),

@@ -126,7 +126,7 @@ class TrainConfig:
     noise: str = CHOICES["noise"].default
     dropout: float = 0.0  # discriminator dropout (Keras: 0.3 MLP, 0.4 DCGAN)
     g_act: str = CHOICES["g_act"].default
-    latent_dim: int = 100
+    latent_dim: Optional[int] = None  # None: the model's (100; infogan: 62 beside its codes)
     g_widths: Optional[Tuple[int, ...]] = None
     d_widths: Optional[Tuple[int, ...]] = None
     backend: str = CHOICES["backend"].default
@@ -151,6 +151,7 @@ class TrainConfig:
     r1: float = 0.0  # R1: r1 / 2 * mean |grad_x D(real)|^2
     r1_every: int = 1  # lazy R1: every K steps, scaled by K (StyleGAN2's lazy regularization)
     n_critic: int = 1  # D steps per G step
+    info_weight: float = 1.0  # infogan: lambda, the weight of the mutual-information loss in both steps
     spectral_norm: bool = False  # D's weight layers spectrally normalized (one power iteration a step)
     spectral_norm_g: bool = False  # ...and G's
     ema: float = 0.0  # decay of an exponential moving average of G's weights (0: none)
@@ -190,6 +191,8 @@ class TrainConfig:
     )
 
     def __post_init__(self):
+        if self.latent_dim is None:
+            self.latent_dim = MODELS[self.model].latent_dim if self.model in MODELS else 100
         if self.out is None:
             name = os.path.splitext(os.path.basename(self.model))[0] if self.user_model() else self.model
             self.out = f"runs/{name}-{self.dataset}"
@@ -253,6 +256,10 @@ class TrainConfig:
             raise ConfigError(f"--ema-start must be a step >= 0, got {self.ema_start}")
         if self.ema_start and not self.ema:
             raise ConfigError("--ema-start needs --ema DECAY")
+        if not (math.isfinite(self.info_weight) and self.info_weight >= 0):
+            raise ConfigError(f"--info-weight must be a number >= 0, got {self.info_weight}")
+        if self.info_weight != 1.0 and (self.user_model() or MODELS[self.model].aux != "infogan"):
+            raise ConfigError("--info-weight weighs InfoGAN's mutual-information loss: it needs --model infogan")
         if self.compile and (self.gp or self.r1):
             raise ConfigError("--gp and --r1 differentiate twice, which --compile does not capture here: leave one out")
 

@@ -17,6 +17,7 @@ from fastgan._options import CONDITIONAL, NUM_CLASSES
 from fastgan.models import ModelError, build
 from fastgan.models.layers import spectral_norm_layers
 from fastgan.models.user import file_sha256, forward, image_of, load_file, prepare
+from fastgan.train.auxiliary import codes_of
 from fastgan.train.checkpoint import load_checkpoint, load_module_state
 from fastgan.train.config import USER_MODEL, CheckpointError, ConfigError
 from fastgan.train.images import save_grid
@@ -162,6 +163,14 @@ def noise(n, shape, kind, generator, device):
     return torch.randn(n, *shape, generator=generator, device=device)
 
 
+def latent(cfg, n, generator, device, categorical=None):
+    """n inputs of cfg's generator drawn from `generator` on `device`: the noise, and for infogan
+    its codes joined on (categorical (n,) where given, else drawn; see LatentCodes.attach)."""
+    z = noise(n, cfg.latent_shape(), cfg.noise, generator, device)
+    codes = codes_of(cfg)
+    return z if codes is None else codes.attach(z, generator, categorical)
+
+
 def run_generator(G, cfg, z, labels=None):
     """G's images (N, C, H, W) for (z, labels): a user's G that makes flat images gets them back
     in the data's shape."""
@@ -173,24 +182,27 @@ def run_generator(G, cfg, z, labels=None):
 def latent_inputs(cfg, n, generator, device, start=0, label=None):
     """(z, labels) for n images of cfg's model: the noise drawn on the CPU from `generator` (the
     same images on every device), then moved to `device`; labels None for unconditional
-    models, else `label` for all or each class in turn from image number `start` on."""
-    z = noise(n, cfg.latent_shape(), cfg.noise, generator, "cpu").to(device)
-    if not cfg.conditional():
-        return z, None
+    models, else `label` for all or each class in turn from image number `start` on. infogan
+    takes no labels: `label`, or each value in turn, is its categorical code, inside z."""
     if label is not None:
         labels = torch.full((n,), label, dtype=torch.int64)
     else:
         labels = torch.arange(start, start + n) % NUM_CLASSES
+    if codes_of(cfg) is not None:
+        return latent(cfg, n, generator, "cpu", categorical=labels).to(device), None
+    z = latent(cfg, n, generator, "cpu").to(device)
+    if not cfg.conditional():
+        return z, None
     return z, labels.to(device)
 
 
 def fixed_inputs(cfg, device, n=None):
     """The fixed noise (and labels) the sample grids are drawn from (same on every device), and
     the grid's columns: (z, labels, columns)."""
-    conditional = cfg.conditional()
-    n = n or (10 * NUM_CLASSES if conditional else cfg.num_samples)
+    by_class = cfg.conditional() or codes_of(cfg) is not None  # a column per label (infogan: per code)
+    n = n or (10 * NUM_CLASSES if by_class else cfg.num_samples)
     z, labels = latent_inputs(cfg, n, torch.Generator().manual_seed(cfg.seed + 12345), device)
-    return z, labels, (NUM_CLASSES if conditional else max(1, int(math.sqrt(n))))
+    return z, labels, (NUM_CLASSES if by_class else max(1, int(math.sqrt(n))))
 
 
 def load_generator(checkpoint, device, ema=True):
@@ -231,11 +243,12 @@ def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"
         raise ConfigError(f"--out must be a .png file name (the grid is written as PNG), got {out!r}")
     device = resolve_device(device)
     G, cfg, _ = load_generator(checkpoint, device, ema=ema)
-    conditional = cfg.conditional()
+    conditional = cfg.conditional() or codes_of(cfg) is not None  # infogan: --label is the categorical code
     if label is not None:
         if not conditional:
             raise ConfigError(
-                f"--label needs a conditional model ({', '.join(CONDITIONAL)}); {checkpoint} holds {cfg.model}"
+                f"--label needs a conditional model ({', '.join(CONDITIONAL)}) or infogan (its categorical "
+                f"code); {checkpoint} holds {cfg.model}"
             )
         if not 0 <= label < NUM_CLASSES:
             raise ConfigError(f"--label must be a digit 0-{NUM_CLASSES - 1}, got {label}")
@@ -249,4 +262,37 @@ def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"
     ncol = NUM_CLASSES if conditional and label is None else max(1, int(math.ceil(math.sqrt(n))))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     save_grid(images, out, ncol=ncol)
+    return images
+
+
+def traverse(checkpoint, code=0, out="traverse.png", seed=0, device="cpu", ema=True, columns=10, span=2.0):
+    """InfoGAN's figure (Chen et al. 2016, Fig. 2): a grid whose rows are the categorical code's
+    values and whose columns sweep continuous code `code` from -span to span (the other
+    continuous codes 0), all from one noise vector z (drawn from `seed`), so that each change
+    across the grid is a code's. Written as a PNG; returns the images (rows * columns)."""
+    code, seed, columns = _integer("--code", code), _integer("--seed", seed), _integer("--columns", columns)
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seed}")
+    if columns < 2:
+        raise ConfigError(f"--columns must be at least 2 (the sweep's two ends), got {columns}")
+    if not os.fspath(out).lower().endswith(".png"):
+        raise ConfigError(f"--out must be a .png file name (the grid is written as PNG), got {out!r}")
+    device = resolve_device(device)
+    G, cfg, _ = load_generator(checkpoint, device, ema=ema)
+    codes = codes_of(cfg)
+    if codes is None:
+        raise ConfigError(
+            f"--traverse sweeps InfoGAN's codes: it needs an infogan checkpoint; {checkpoint} holds {cfg.model}"
+        )
+    if not 0 <= code < codes.continuous:
+        raise ConfigError(f"--code must be a continuous code from 0 to {codes.continuous - 1}, got {code}")
+    rows = codes.categories
+    z = noise(1, cfg.latent_shape(), cfg.noise, torch.Generator().manual_seed(seed), "cpu").expand(rows * columns, -1)
+    categorical = torch.arange(rows).repeat_interleave(columns)
+    continuous = torch.zeros(rows * columns, codes.continuous)
+    continuous[:, code] = torch.linspace(-span, span, columns).repeat(rows)
+    with torch.no_grad():
+        images = run_generator(G, cfg, codes.attach(z, None, categorical, continuous).to(device))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    save_grid(images, out, ncol=columns)
     return images

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 import torch
 
 from fastgan import _extension, ops
-from fastgan._options import CONDITIONAL, NUM_CLASSES, check_choice
+from fastgan._options import CONDITIONAL, MODELS, NUM_CLASSES, check_choice
 from fastgan.data.loader import DeviceLoader
 from fastgan.models import build
 from fastgan.models.user import forward, image_of, prepare
 from fastgan.optim import Adam as FusedAdam
+from fastgan.train.auxiliary import ClassHead, InfoHead, head_of
 from fastgan.train.graph import GraphedStep
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # the forward passes' autocast dtype
@@ -42,12 +43,13 @@ def autocast(device_type, amp_dtype):
 class Objective:
     """What a step optimizes beyond the default: the loss (ops.gan_d_loss/gan_g_loss's kind), the
     penalties added to D's loss, and D steps per G step. Objective() is the non-saturating BCE
-    step, unchanged."""
+    step, unchanged. Objective(aux=...) adds a head's losses to both D's and G's (acgan, infogan)."""
 
     loss: str = "bce"
     gp: float = 0.0  # WGAN-GP weight: gp * mean((|grad D(x_hat)| - 1)^2), x_hat between real and fake
     r1: float = 0.0  # R1 gamma: r1 / 2 * mean |grad D(real)|^2
     n_critic: int = 1
+    aux: object = None  # an auxiliary head's loss (fastgan.train.auxiliary: ClassHead, InfoHead), or None
 
     @property
     def penalized(self):
@@ -55,7 +57,7 @@ class Objective:
 
     @classmethod
     def of(cls, cfg):
-        return cls(cfg.loss, cfg.gp, cfg.r1, cfg.n_critic)
+        return cls(cfg.loss, cfg.gp, cfg.r1, cfg.n_critic, head_of(cfg))
 
 
 DEFAULT_OBJECTIVE = Objective()
@@ -84,34 +86,49 @@ def _grad_of(out, x):
     return grad.flatten(1)
 
 
-def gradient_penalty(D, real, fake, labels, eps):
+def gradient_penalty(D, real, fake, labels, eps, aux=None):
     """WGAN-GP's mean((|grad_x D(x_hat)|_2 - 1)^2), x_hat = eps * real + (1 - eps) * fake per image
-    (eps: (N,) uniform in [0, 1))."""
+    (eps: (N,) uniform in [0, 1)); of the adversarial logit where D has an auxiliary head."""
     eps = eps.view(-1, *[1] * (real.dim() - 1)).to(real.dtype)
     x_hat = torch.lerp(fake.detach(), real, eps).requires_grad_(True)
-    grad = _grad_of(forward(D, x_hat, labels), x_hat)
+    out = forward(D, x_hat, labels)
+    grad = _grad_of(out if aux is None else aux.split(out)[0], x_hat)
     return (torch.linalg.vector_norm(grad, dim=1) - 1).square().mean()
 
 
-def d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform, grad_reduce=None):
+def _d_labels(labels, aux):
+    """The labels D is given: none where its head predicts them (acgan)."""
+    return labels if aux is None or aux.d_labels else None
+
+
+def d_step(
+    D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform, z=None, grad_reduce=None
+):
     """One D update on real and (detached) fake images: real -> 1, fake -> 0 (loss objective.loss,
-    plus its penalties); returns D's loss (detached), no sync. grad_reduce(D): data-parallel
-    training's gradient average over the ranks, before clipping and the optimizer."""
+    plus its penalties and its auxiliary head's loss, which reads the labels and the fakes'
+    input z); returns D's loss (detached), no sync. grad_reduce(D): data-parallel training's
+    gradient average over the ranks, before clipping and the optimizer."""
+    aux = objective.aux
+    d_labels = _d_labels(labels, aux)
     with amp():
         if objective.r1:
             real = real.detach().requires_grad_(True)
         if one_d_pass and not objective.penalized:
-            both = torch.cat([labels, labels]) if labels is not None else None
+            both = torch.cat([d_labels, d_labels]) if d_labels is not None else None
             real_logits, fake_logits = forward(D, torch.cat([real, fake.detach()]), both).split(real.shape[0])
         else:
-            real_logits, fake_logits = forward(D, real, labels), forward(D, fake.detach(), labels)
+            real_logits, fake_logits = forward(D, real, d_labels), forward(D, fake.detach(), d_labels)
+    if aux is not None:
+        (real_logits, real_aux), (fake_logits, fake_aux) = aux.split(real_logits), aux.split(fake_logits)
     d_loss = _d_loss(_loss_input(real_logits), _loss_input(fake_logits), objective.loss)
     total = d_loss
+    if aux is not None:
+        total = total + aux.d_loss(_loss_input(real_aux), _loss_input(fake_aux), labels, z)
     if objective.r1:
         total = total + (objective.r1 / 2) * _grad_of(real_logits, real).square().sum(1).mean()
     if objective.gp:
         with amp():
-            total = total + objective.gp * gradient_penalty(D, real, fake, labels, uniform(real.shape[0]))
+            total = total + objective.gp * gradient_penalty(D, real, fake, d_labels, uniform(real.shape[0]), aux)
     opt_d.zero_grad(set_to_none=True)
     total.backward(grad_seed)
     if grad_reduce is not None:
@@ -159,22 +176,27 @@ def train_step(
     with amp():
         fake = forward(G, z, labels)
     reduce = grad_reduce
-    d_loss = d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform, reduce)
-    g_loss = g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss, reduce)
+    d_loss = d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform, z, reduce)
+    g_loss = g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss, objective.aux, z, reduce)
     return torch.stack([d_loss, g_loss])
 
 
-def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind, grad_reduce=None):
-    """One G update: make the updated D call the fakes real (loss `kind`). D's weights need no
-    gradient here (only those that had one get it back: a parameter the user froze stays
-    frozen). Returns G's loss (detached), no sync."""
+def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind, aux=None, z=None, grad_reduce=None):
+    """One G update: make the updated D call the fakes real (loss `kind`, plus the auxiliary
+    head's loss `aux` of the fakes' labels and input z). D's weights need no gradient here
+    (only those that had one get it back: a parameter the user froze stays frozen). Returns
+    G's loss (detached), no sync."""
     trainable = [p for p in D.parameters() if p.requires_grad]
     for p in trainable:
         p.requires_grad_(False)
     try:
         with amp():
-            fake_logits = forward(D, fake, labels)
-        g_loss = _g_loss(_loss_input(fake_logits), kind)
+            fake_logits = forward(D, fake, _d_labels(labels, aux))
+        if aux is None:
+            g_loss = _g_loss(_loss_input(fake_logits), kind)
+        else:
+            fake_logits, fake_aux = aux.split(fake_logits)
+            g_loss = _g_loss(_loss_input(fake_logits), kind) + aux.g_loss(_loss_input(fake_aux), labels, z)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward(grad_seed)
     finally:
@@ -230,9 +252,11 @@ def build_step(
 
     def critic():
         real, labels = batches.next(labels=conditional)
+        z = noise_fn()
         with torch.no_grad(), amp_ctx():
-            fake = forward(G, noise_fn(), labels)
-        d_step(D, opt_d, real, fake, labels, grad_clip, one_pass, amp_ctx, grad_seed, objective, uniform, grad_reduce)
+            fake = forward(G, z, labels)
+        reduce = grad_reduce
+        d_step(D, opt_d, real, fake, labels, grad_clip, one_pass, amp_ctx, grad_seed, objective, uniform, z, reduce)
 
     def step():
         for _ in range(objective.n_critic - 1):
@@ -330,12 +354,17 @@ def make_step(
         raise ValueError("cuda_graph=True needs a CUDA device")
     if images is not None and images.dim() == 3:
         images = images.unsqueeze(1)
-    pair = None
+    pair, codes, objective = None, None, DEFAULT_OBJECTIVE
     if isinstance(model, str):
         torch.manual_seed(seed)
         G, D = build(model, backend=backend)
         G, D = G.to(device), D.to(device)
         conditional, latent_shape, image_shape = model in CONDITIONAL, (G.latent_dim,), (1, 28, 28)
+        codes = getattr(G, "codes", None)  # infogan: noise + codes
+        if codes is not None:
+            latent_shape, objective = (codes.noise_dim,), Objective(aux=InfoHead(codes))
+        elif MODELS[model].aux == "acgan":
+            objective = Objective(aux=ClassHead())
     else:
         if not (isinstance(model, (tuple, list)) and len(model) == 2):
             raise ValueError(f"make_step: model must be a model name or a (G, D) pair, got {type(model).__name__}")
@@ -368,7 +397,8 @@ def make_step(
     batches.new_epoch()
 
     def noise():
-        return torch.randn(batch_size, *latent_shape, generator=noise_gen, device=device)
+        z = torch.randn(batch_size, *latent_shape, generator=noise_gen, device=device)
+        return z if codes is None else codes.attach(z, noise_gen)
 
     step = build_step(
         G,
@@ -381,6 +411,7 @@ def make_step(
         cuda_graph=cuda_graph,
         generators=(noise_gen,) if cuda_graph else (),
         precision=precision,
+        objective=objective,
     )
     return _Step(step, G=G, D=D, opt_g=opt_g, opt_d=opt_d, batches=batches, noise_generator=noise_gen, pair=pair)
 

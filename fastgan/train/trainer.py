@@ -34,7 +34,7 @@ from fastgan.train.distributed import Ranks, launched_rank
 from fastgan.train.ema import GeneratorEMA
 from fastgan.train.images import make_grid
 from fastgan.train.outputs import CHECKPOINT, FolderLock, RunFolder
-from fastgan.train.sampling import build_models, fixed_inputs, model_file_changed, noise, resolve_device, run_generator
+from fastgan.train.sampling import build_models, fixed_inputs, latent, model_file_changed, resolve_device, run_generator
 from fastgan.train.step import Objective, build_step, make_optimizers, to_layout
 
 DERIVED = ("pair",)  # found by the trainer, not given: never compared on resume
@@ -183,7 +183,6 @@ class Trainer:
         self.ema = GeneratorEMA(self.G, cfg.ema) if cfg.ema else None
         G, D = (torch.compile(self.G), torch.compile(self.D)) if cfg.compile else (self.G, self.D)
         shard = self.ranks.shard  # every rank draws the global batch's noise and keeps its rows
-        latent = cfg.latent_shape()
 
         def step_of(objective):
             return build_step(
@@ -192,7 +191,7 @@ class Trainer:
                 self.opt_g,
                 self.opt_d,
                 self.loader,
-                lambda: shard(noise(cfg.batch_size * world, latent, cfg.noise, self.noise_gen, self.device)),
+                lambda: shard(latent(cfg, cfg.batch_size * world, self.noise_gen, self.device)),
                 self.conditional,
                 self.grad_clip,
                 self.cuda_graph,

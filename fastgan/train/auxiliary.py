@@ -1,0 +1,77 @@
+"""The auxiliary losses of the models whose D has a second head (fastgan.models.heads), added
+to D's and G's losses inside the one training step (fastgan.train.step), so that they run in
+its CUDA graph and resume with it:
+
+  ClassHead (acgan, Odena et al. 2017): D's class logits; D minimizes the cross-entropy of the
+      real images' labels and of the labels the fakes were drawn for, G that of the fakes.
+  InfoHead (infogan, Chen et al. 2016): Q's categorical logits and continuous means; both D
+      (its body and Q) and G minimize lambda * L_I, L_I = the categorical code's cross-entropy
+      + the continuous codes' Gaussian negative log-likelihood with unit variance (fixed, not
+      learned): 0.5 * sum_j (c_j - mu_j)^2, its constant dropped. The codes are read back from
+      the generator input z the step drew (LatentCodes.split).
+
+D's output is (N, 1 + K): split() gives (the adversarial logit (N, 1), the head's (N, K)).
+"""
+
+from dataclasses import dataclass
+
+from torch.nn import functional as F
+
+from fastgan._options import MODELS
+from fastgan.models.codes import LatentCodes
+
+
+@dataclass(frozen=True)
+class ClassHead:
+    d_labels = False  # D predicts the labels; it is not given them
+
+    def split(self, out):
+        return out[:, :1], out[:, 1:]
+
+    def d_loss(self, real_aux, fake_aux, labels, z):
+        return F.cross_entropy(real_aux, labels) + F.cross_entropy(fake_aux, labels)
+
+    def g_loss(self, fake_aux, labels, z):
+        return F.cross_entropy(fake_aux, labels)
+
+
+@dataclass(frozen=True)
+class InfoHead:
+    codes: LatentCodes
+    weight: float = 1.0  # lambda
+    d_labels = False
+
+    def split(self, out):
+        return out[:, :1], out[:, 1:]
+
+    def info_loss(self, q, z):
+        """lambda * (cross-entropy of the categorical code + 0.5 * sum of squared errors of the
+        continuous codes), averaged over the batch."""
+        _, categorical, continuous = self.codes.split(z)
+        k = self.codes.categories
+        logits, means = q[:, :k], q[:, k:]
+        nll = 0.5 * (continuous.to(means.dtype) - means).square().sum(1).mean()
+        return self.weight * (F.cross_entropy(logits, categorical) + nll)
+
+    def d_loss(self, real_aux, fake_aux, labels, z):
+        return self.info_loss(fake_aux, z)
+
+    def g_loss(self, fake_aux, labels, z):
+        return self.info_loss(fake_aux, z)
+
+
+def head_of(cfg):
+    """The auxiliary loss of cfg's model (a TrainConfig), None for models without one."""
+    if cfg.user_model():
+        return None
+    aux = MODELS[cfg.model].aux
+    if aux == "acgan":
+        return ClassHead()
+    if aux == "infogan":
+        return InfoHead(LatentCodes(cfg.latent_dim), float(cfg.info_weight))
+    return None
+
+
+def codes_of(cfg):
+    """InfoGAN's LatentCodes for cfg's model, None for the others."""
+    return None if cfg.user_model() or MODELS[cfg.model].aux != "infogan" else LatentCodes(cfg.latent_dim)
