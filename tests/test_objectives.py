@@ -144,20 +144,22 @@ def _inputs(trainer, n):
 
 
 def test_ema_start_begins_the_average_at_g_as_it_is_then(tmp_path):
-    t = Trainer(small(tmp_path, ema=0.5, ema_start=4, steps=4))
-    t.fit()  # the reset happens before step 5: not yet
-    assert t.sampling_generator() is t.ema.module  # step 4 >= ema_start
-    t2 = Trainer(small(tmp_path / "x", ema=0.5, ema_start=4, steps=5))
-    seen = {}
-    real_reset = t2.ema.reset
-
-    def reset():
-        seen["at"] = t2.step
-        real_reset()
-
-    t2.ema.reset = reset
-    t2.fit()
-    assert seen == {"at": 4}
+    """After --ema-start steps the average is G itself (what that step's grid and evaluation
+    draw); each later step lerps it toward G. Before, the samples come from G."""
+    t = Trainer(small(tmp_path / "a", ema=0.5, ema_start=4, steps=3))
+    t.fit()
+    assert t.sampling_generator() is t.G  # step 3 < ema_start
+    t = Trainer(small(tmp_path / "b", ema=0.5, ema_start=4, steps=4))
+    t.fit()
+    assert t.sampling_generator() is t.ema.module
+    for avg, p in zip(t.ema.module.parameters(), t.G.parameters()):
+        assert torch.equal(avg, p)  # not the average of the first 4 steps
+    g4 = [p.detach().clone() for p in t.G.parameters()]
+    more = TrainConfig(**{**t.cfg.to_dict(), "steps": 5})
+    t5 = Trainer(more, resume=True, explicit={"steps"})
+    t5.fit()
+    for avg, before, after in zip(t5.ema.module.parameters(), g4, t5.G.parameters()):
+        torch.testing.assert_close(avg, torch.lerp(before, after, 0.5), rtol=0, atol=1e-7)
 
 
 # -- spectral norm ------------------------------------------------------------------------

@@ -586,11 +586,13 @@ class Trainer:
 
     def _train_one(self):
         """One step (the batch and the noise are drawn inside it); its losses, not synced."""
-        if self.ema is not None and self.step == self.cfg.ema_start:
-            self.ema.reset()  # the average starts from G as it is now
         lazy_r1 = self._r1_step is not None and self.step % self.cfg.r1_every == 0
         losses = (self._r1_step if lazy_r1 else self._step)()
         self.step += 1
+        if self.ema is not None and self.step == self.cfg.ema_start:
+            # the average starts from G as it is after --ema-start steps: what the grids and
+            # evaluations of that step see (sampling_generator), and the checkpoint keeps
+            self.ema.reset()
         # a graph's outputs are overwritten by its next replay: keep a copy
         return losses.clone() if self.cuda_graph else losses
 
