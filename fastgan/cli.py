@@ -171,6 +171,12 @@ def build_parser():
         help="infogan: lambda, the weight of the mutual-information loss in D's and G's steps (default 1)",
     )
     o.add_argument(
+        "--kl-weight",
+        type=float,
+        default=S,
+        help="stackgan: the weight of the conditioning augmentation's KL term in G's loss (default 1)",
+    )
+    o.add_argument(
         "--spectral-norm", action="store_true", default=S, help="spectral normalization of D's weight layers"
     )
     o.add_argument("--spectral-norm-g", action="store_true", default=S, help="...and of G's")
@@ -234,8 +240,9 @@ def build_parser():
         description="Draws --n images from a checkpoint and measures them with a small "
         "digit classifier (trained on the checkpoint's dataset on first use, "
         "cached in --cache-dir): classifier FID, Inception Score, class "
-        "histogram and entropy, label accuracy for conditional models, and for infogan the "
-        "categorical code's accuracy as a digit label under the best code-to-digit matching.",
+        "histogram and entropy, label accuracy for conditional models, for infogan the "
+        "categorical code's accuracy as a digit label under the best code-to-digit matching, and for stackgan "
+        "the FID and label accuracy of stage I's sketches (upsampled) beside stage II's.",
     )
     e.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
     e.add_argument("--n", type=int, default=10000, help="generated images (default 10000, at least 2)")
@@ -390,6 +397,11 @@ def cmd_eval(args):
     print(f"class_histogram  {' '.join(str(c) for c in m['class_histogram'])}")
     if m["label_accuracy"] is not None:
         print(f"label_accuracy   {100 * m['label_accuracy']:.2f}%")
+    if "stage1_fid" in m:
+        print(
+            f"stage I         fid {m['stage1_fid']:.4f}, label_accuracy {100 * m['stage1_label_accuracy']:.2f}% "
+            "(its 14x14 sketches upsampled; fid and label_accuracy above are stage II's)"
+        )
     if "code_accuracy" in m:
         print(
             f"code_accuracy    {100 * m['code_accuracy']:.2f}% (categorical code as a digit, best one-to-one "

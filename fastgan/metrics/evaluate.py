@@ -4,7 +4,9 @@ import math
 import time
 
 import torch
+from torch import nn
 
+from fastgan._options import MODELS
 from fastgan.metrics.classifier import NUM_CLASSES, ClassifierSettings, get_classifier, split, to_input
 from fastgan.metrics.fid import (
     ClassScores,
@@ -77,7 +79,17 @@ class Evaluator:
     def __call__(self, G, cfg, n=10000, seed=0):
         """Metrics of generator G (a model of TrainConfig cfg) on n images drawn from noise
         `seed`: fid, inception_score, class_histogram, class_entropy, label_accuracy (None for
-        unconditional models). G is put in eval mode for the draw and then restored."""
+        unconditional models). G is put in eval mode for the draw and then restored. stackgan:
+        also stage1_fid, stage1_label_accuracy, stage1_inception_score, stage1_class_entropy,
+        of stage I's sketches upsampled to 28x28 (bilinear) from the same inputs."""
+        m = self._measure(G, cfg, n, seed)
+        if not cfg.user_model() and MODELS[cfg.model].aux == "stackgan":
+            stage1 = self._measure(_Sketches(G), cfg, n, seed)
+            for key in ("fid", "label_accuracy", "inception_score", "class_entropy", "nonfinite_images"):
+                m[f"stage1_{key}"] = stage1[key]
+        return m
+
+    def _measure(self, G, cfg, n, seed):
         check_n(n)
         was_training = G.training
         G.eval()
@@ -126,6 +138,18 @@ class Evaluator:
         return fid_from_features(train_f, self.real_features)
 
 
+class _Sketches(nn.Module):
+    """A stackgan G seen through its stage I: the sketches upsampled (StackGenerator.sketch)."""
+
+    def __init__(self, G):
+        super().__init__()
+        self.G = G
+        self.train(G.training)
+
+    def forward(self, z, labels=None):
+        return self.G.sketch(z, labels)
+
+
 def check_n(n, option="--n"):
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ConfigError(f"{option} must be an integer of at least 2 (a covariance needs 2 samples), got {n!r}")
@@ -157,6 +181,10 @@ def evaluate(
       class_entropy     entropy of that histogram in bits (max log2 10 = 3.32; low: mode collapse)
       label_accuracy    conditional models: the fraction classified as the requested label
                         (None for unconditional models)
+      stage1_fid, stage1_label_accuracy, stage1_inception_score, stage1_class_entropy
+                        stackgan only: the same of stage I's 14x14 sketches upsampled (bilinear) to
+                        28x28, drawn from the same noise and labels (fid and label_accuracy above
+                        are stage II's)
       code_accuracy     infogan only: the fraction of images classified as the digit that their
                         categorical code is matched to, under the best one-to-one matching of
                         codes to digits (fastgan.metrics.matching); code_to_digit: that matching

@@ -8,11 +8,14 @@
 
     G, D = build("acgan"); D(G(z, labels))      # (N, 1 + 10): the adversarial logit, then class logits
     G, D = build("infogan")                     # G(G.codes.attach(z)): z (N, 62) + codes; D: (N, 1 + 12)
+    G, D = build("stackgan")                    # G(z (N, 100 + 32), labels): stage II; G.stages(z, labels)
+                                                # D(pair(x), labels): (N, 2), stage II's logit and stage I's
 
-Names: mlp, mlp-bn, dcgan, cgan, cdcgan, acgan, infogan (see MODELS). Options (all models
+Names: mlp, mlp-bn, dcgan, cgan, cdcgan, acgan, infogan, stackgan (see MODELS). Options (all models
 unless noted): latent_dim (100; infogan's noise beside its codes: 62), dropout=0.0
 (discriminator), g_widths / d_widths (MLP layer widths or DCGAN channels), g_act="relu"|"leaky"
-(mlp, cgan), num_classes=10 (cgan, cdcgan, acgan), embed_dim=10.
+(mlp, cgan), num_classes=10 (cgan, cdcgan, acgan, stackgan), embed_dim=10
+(cgan, cdcgan, acgan; stackgan's digit embedding is 32 wide).
 """
 
 import numbers
@@ -23,6 +26,7 @@ from fastgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from fastgan.models.heads import AuxDiscriminator, InfoGANGenerator
 from fastgan.models.layers import Conv2dLeakyReLU, LinearLeakyReLU, init_dcgan
 from fastgan.models.mlp import MLPDiscriminator, MLPGenerator
+from fastgan.models.stackgan import StackDiscriminator, StackGenerator
 
 
 class ModelError(ValueError):
@@ -114,6 +118,9 @@ def build(
         codes = LatentCodes(latent_dim)
         G = InfoGANGenerator(codes, tuple(g_widths or (128, 64)), backend=backend)
         D = AuxDiscriminator("q", tuple(d_widths or (64, 128)), dropout, codes.q_outputs, hidden=1024, backend=backend)
+    elif name == "stackgan":  # g_widths: stage I's 7x7 channels, stage II's channels
+        G = StackGenerator(latent_dim, tuple(g_widths or (128, 32)), num_classes, backend=backend)
+        D = StackDiscriminator(tuple(d_widths or (64, 128)), dropout, num_classes, backend=backend)
     else:  # dcgan, cdcgan
         G = DCGANGenerator(
             latent_dim, tuple(g_widths or (128, 64)), num_classes=classes, embed_dim=embed_dim, backend=backend
@@ -139,6 +146,8 @@ __all__ = [
     "AuxDiscriminator",
     "InfoGANGenerator",
     "LatentCodes",
+    "StackGenerator",
+    "StackDiscriminator",
     "LinearLeakyReLU",
     "Conv2dLeakyReLU",
 ]

@@ -10,7 +10,15 @@ its CUDA graph and resume with it:
       learned): 0.5 * sum_j (c_j - mu_j)^2, its constant dropped. The codes are read back from
       the generator input z the step drew (LatentCodes.split).
 
+  StackHead (stackgan, Zhang et al. 2017): not a second head but a second stage. Its generate()
+      runs G's two stages and gives D pairs (the image, the stage-I sketch upsampled) and the KL
+      term of the conditioning augmentation, which G's loss adds (kl_weight * KL); real_input()
+      makes the real images' pairs (the image, its own 2x2 averages). D's (N, 2) logits are both
+      adversarial: the step's loss averages the two stages'.
+
 D's output is (N, 1 + K): split() gives (the adversarial logit (N, 1), the head's (N, K)).
+A head may also have generate(G, z, labels) -> (the fakes D sees, what g_loss needs of G's
+forward) and real_input(real) -> what D sees of the real batch (fastgan.train.step).
 """
 
 from dataclasses import dataclass
@@ -18,6 +26,7 @@ from dataclasses import dataclass
 from torch.nn import functional as F
 
 from fastgan._options import MODELS
+from fastgan.models import stackgan
 from fastgan.models.codes import LatentCodes
 
 
@@ -31,7 +40,7 @@ class ClassHead:
     def d_loss(self, real_aux, fake_aux, labels, z):
         return F.cross_entropy(real_aux, labels) + F.cross_entropy(fake_aux, labels)
 
-    def g_loss(self, fake_aux, labels, z):
+    def g_loss(self, fake_aux, labels, z, extra=None):
         return F.cross_entropy(fake_aux, labels)
 
 
@@ -56,8 +65,30 @@ class InfoHead:
     def d_loss(self, real_aux, fake_aux, labels, z):
         return self.info_loss(fake_aux, z)
 
-    def g_loss(self, fake_aux, labels, z):
+    def g_loss(self, fake_aux, labels, z, extra=None):
         return self.info_loss(fake_aux, z)
+
+
+@dataclass(frozen=True)
+class StackHead:
+    kl_weight: float = 1.0
+    d_labels = True  # both stages' discriminators are given the label
+
+    def split(self, out):
+        return out, out[:, :0]  # (N, 2): both columns adversarial; no other head
+
+    def generate(self, G, z, labels):
+        images, sketch, kl = G.stages(z, labels)
+        return stackgan.pair(images, sketch), kl
+
+    def real_input(self, real):
+        return stackgan.pair(real)
+
+    def d_loss(self, real_aux, fake_aux, labels, z):
+        return None  # D's loss is the two stages' adversarial loss alone
+
+    def g_loss(self, fake_aux, labels, z, extra=None):
+        return self.kl_weight * extra
 
 
 def head_of(cfg):
@@ -69,6 +100,8 @@ def head_of(cfg):
         return ClassHead()
     if aux == "infogan":
         return InfoHead(LatentCodes(cfg.latent_dim), float(cfg.info_weight))
+    if aux == "stackgan":
+        return StackHead(float(cfg.kl_weight))
     return None
 
 

@@ -152,6 +152,7 @@ class TrainConfig:
     r1_every: int = 1  # lazy R1: every K steps, scaled by K (StyleGAN2's lazy regularization)
     n_critic: int = 1  # D steps per G step
     info_weight: float = 1.0  # infogan: lambda, the weight of the mutual-information loss in both steps
+    kl_weight: float = 1.0  # stackgan: lambda, the weight of the conditioning augmentation's KL term in G's loss
     spectral_norm: bool = False  # D's weight layers spectrally normalized (one power iteration a step)
     spectral_norm_g: bool = False  # ...and G's
     ema: float = 0.0  # decay of an exponential moving average of G's weights (0: none)
@@ -205,6 +206,10 @@ class TrainConfig:
         """z's shape per image: (latent_dim,), or a user's G's, e.g. (100, 1, 1)."""
         return tuple(self.pair["latent_shape"]) if self.pair else (self.latent_dim,)
 
+    def latent_extra(self):
+        """G's input columns drawn from N(0, 1) after the noise (stackgan's eps; 0 for the others)."""
+        return 0 if self.user_model() else MODELS[self.model].latent_extra
+
     def image_shape(self):
         """(C, H, W) of the images: the data's (fastgan's models make 1x28x28)."""
         return tuple(self.pair["image_shape"]) if self.pair else (1, 28, 28)
@@ -255,6 +260,10 @@ class TrainConfig:
             raise ConfigError(f"--info-weight must be a number >= 0, got {self.info_weight}")
         if self.info_weight != 1.0 and (self.user_model() or MODELS[self.model].aux != "infogan"):
             raise ConfigError("--info-weight weighs InfoGAN's mutual-information loss: it needs --model infogan")
+        if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0):
+            raise ConfigError(f"--kl-weight must be a number >= 0, got {self.kl_weight}")
+        if self.kl_weight != 1.0 and (self.user_model() or MODELS[self.model].aux != "stackgan"):
+            raise ConfigError("--kl-weight weighs StackGAN's conditioning-augmentation KL: it needs --model stackgan")
         if self.compile and (self.gp or self.r1):
             raise ConfigError("--gp and --r1 differentiate twice, which --compile does not capture here: leave one out")
 

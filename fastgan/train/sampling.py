@@ -165,8 +165,13 @@ def noise(n, shape, kind, generator, device):
 
 def latent(cfg, n, generator, device, categorical=None):
     """n inputs of cfg's generator drawn from `generator` on `device`: the noise, and for infogan
-    its codes joined on (categorical (n,) where given, else drawn; see LatentCodes.attach)."""
+    its codes joined on (categorical (n,) where given, else drawn; see LatentCodes.attach); for
+    stackgan the eps of its conditioning augmentation after the noise, from N(0, 1) whatever
+    --noise is."""
     z = noise(n, cfg.latent_shape(), cfg.noise, generator, device)
+    extra = cfg.latent_extra()
+    if extra:
+        z = torch.cat([z, torch.randn(n, extra, generator=generator, device=device)], dim=1)
     codes = codes_of(cfg)
     return z if codes is None else codes.attach(z, generator, categorical)
 

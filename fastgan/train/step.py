@@ -21,7 +21,7 @@ from fastgan.data.loader import DeviceLoader
 from fastgan.models import build
 from fastgan.models.user import forward, image_of, prepare
 from fastgan.optim import Adam as FusedAdam
-from fastgan.train.auxiliary import ClassHead, InfoHead, head_of
+from fastgan.train.auxiliary import ClassHead, InfoHead, StackHead, head_of
 from fastgan.train.graph import GraphedStep
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # the forward passes' autocast dtype
@@ -43,13 +43,14 @@ def autocast(device_type, amp_dtype):
 class Objective:
     """What a step optimizes beyond the default: the loss (ops.gan_d_loss/gan_g_loss's kind), the
     penalties added to D's loss, and D steps per G step. Objective() is the non-saturating BCE
-    step, unchanged. Objective(aux=...) adds a head's losses to both D's and G's (acgan, infogan)."""
+    step, unchanged. Objective(aux=...) adds a head's losses to both D's and G's (acgan, infogan),
+    or runs the model's two stages (stackgan; see fastgan.train.auxiliary)."""
 
     loss: str = "bce"
     gp: float = 0.0  # WGAN-GP weight: gp * mean((|grad D(x_hat)| - 1)^2), x_hat between real and fake
     r1: float = 0.0  # R1 gamma: r1 / 2 * mean |grad D(real)|^2
     n_critic: int = 1
-    aux: object = None  # an auxiliary head's loss (fastgan.train.auxiliary: ClassHead, InfoHead), or None
+    aux: object = None  # an auxiliary head (fastgan.train.auxiliary: ClassHead, InfoHead, StackHead), or None
 
     @property
     def penalized(self):
@@ -96,6 +97,19 @@ def gradient_penalty(D, real, fake, labels, eps, aux=None):
     return (torch.linalg.vector_norm(grad, dim=1) - 1).square().mean()
 
 
+def generate(G, z, labels, aux=None):
+    """(the fakes D sees, what the head's G loss needs of G's forward besides them): G(z, labels)
+    and None, unless the head runs G itself (stackgan: both stages, and their KL term)."""
+    if aux is not None and hasattr(aux, "generate"):
+        return aux.generate(G, z, labels)
+    return forward(G, z, labels), None
+
+
+def real_input(real, aux=None):
+    """What D sees of the real batch: the images, unless the head says otherwise (stackgan: pairs)."""
+    return aux.real_input(real) if aux is not None and hasattr(aux, "real_input") else real
+
+
 def _d_labels(labels, aux):
     """The labels D is given: none where its head predicts them (acgan)."""
     return labels if aux is None or aux.d_labels else None
@@ -107,6 +121,7 @@ def d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, 
     input z); returns D's loss (detached), no sync."""
     aux = objective.aux
     d_labels = _d_labels(labels, aux)
+    real = real_input(real, aux)
     with amp():
         if objective.r1:
             real = real.detach().requires_grad_(True)
@@ -119,8 +134,9 @@ def d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, 
         (real_logits, real_aux), (fake_logits, fake_aux) = aux.split(real_logits), aux.split(fake_logits)
     d_loss = _d_loss(_loss_input(real_logits), _loss_input(fake_logits), objective.loss)
     total = d_loss
-    if aux is not None:
-        total = total + aux.d_loss(_loss_input(real_aux), _loss_input(fake_aux), labels, z)
+    aux_loss = None if aux is None else aux.d_loss(_loss_input(real_aux), _loss_input(fake_aux), labels, z)
+    if aux_loss is not None:
+        total = total + aux_loss
     if objective.r1:
         total = total + (objective.r1 / 2) * _grad_of(real_logits, real).square().sum(1).mean()
     if objective.gp:
@@ -167,15 +183,16 @@ def train_step(
     """
     amp = functools.partial(autocast, real.device.type, amp_dtype)
     with amp():
-        fake = forward(G, z, labels)
+        fake, g_extra = generate(G, z, labels, objective.aux)
     d_loss = d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform, z)
-    g_loss = g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss, objective.aux, z)
+    g_loss = g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss, objective.aux, z, g_extra)
     return torch.stack([d_loss, g_loss])
 
 
-def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind, aux=None, z=None):
+def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind, aux=None, z=None, extra=None):
     """One G update: make the updated D call the fakes real (loss `kind`, plus the auxiliary
-    head's loss `aux` of the fakes' labels and input z). D's weights need no gradient here
+    head's loss `aux` of the fakes' labels and input z, and of `extra`: what generate() gave
+    besides the fakes). D's weights need no gradient here
     (only those that had one get it back: a parameter the user froze stays frozen). Returns
     G's loss (detached), no sync."""
     trainable = [p for p in D.parameters() if p.requires_grad]
@@ -188,7 +205,7 @@ def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind, aux=None,
             g_loss = _g_loss(_loss_input(fake_logits), kind)
         else:
             fake_logits, fake_aux = aux.split(fake_logits)
-            g_loss = _g_loss(_loss_input(fake_logits), kind) + aux.g_loss(_loss_input(fake_aux), labels, z)
+            g_loss = _g_loss(_loss_input(fake_logits), kind) + aux.g_loss(_loss_input(fake_aux), labels, z, extra)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward(grad_seed)
     finally:
@@ -243,7 +260,7 @@ def build_step(
         real, labels = batches.next(labels=conditional)
         z = noise_fn()
         with torch.no_grad(), amp_ctx():
-            fake = forward(G, z, labels)
+            fake = generate(G, z, labels, objective.aux)[0]
         d_step(D, opt_d, real, fake, labels, grad_clip, one_pass, amp_ctx, grad_seed, objective, uniform, z)
 
     def step():
@@ -352,6 +369,8 @@ def make_step(
             latent_shape, objective = (codes.noise_dim,), Objective(aux=InfoHead(codes))
         elif MODELS[model].aux == "acgan":
             objective = Objective(aux=ClassHead())
+        elif MODELS[model].aux == "stackgan":
+            objective = Objective(aux=StackHead())
     else:
         if not (isinstance(model, (tuple, list)) and len(model) == 2):
             raise ValueError(f"make_step: model must be a model name or a (G, D) pair, got {type(model).__name__}")
