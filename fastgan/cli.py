@@ -63,6 +63,12 @@ def build_parser():
         "classes Generator and Discriminator (plain torch.nn; run on fastgan's fused ops, see --no-convert)",
     )
     choice(t, "dataset")
+    t.add_argument(
+        "--domains",
+        default=S,
+        help="discogan: its two unpaired domains A:B, each a dataset, optionally -rot90 (independently shuffled, "
+        "rotated 90 degrees); A must be --dataset (default: DATASET:DATASET-rot90)",
+    )
     t.add_argument("--data-dir", default=S, help="folder with the IDX files (or torchvision's root)")
     t.add_argument(
         "--download",
@@ -175,6 +181,12 @@ def build_parser():
         type=float,
         default=S,
         help="stackgan: the weight of the conditioning augmentation's KL term in G's loss (default 1)",
+    )
+    o.add_argument(
+        "--recon-weight",
+        type=float,
+        default=S,
+        help="discogan: the weight of the reconstruction losses (A -> B -> A, B -> A -> B) in G's loss (default 1)",
     )
     o.add_argument(
         "--spectral-norm", action="store_true", default=S, help="spectral normalization of D's weight layers"
@@ -397,6 +409,15 @@ def cmd_eval(args):
     print(f"class_histogram  {' '.join(str(c) for c in m['class_histogram'])}")
     if m["label_accuracy"] is not None:
         print(f"label_accuracy   {100 * m['label_accuracy']:.2f}%")
+    for key, about in (
+        ("translation_accuracy_ab", "A -> B, rotated back, called the source digit"),
+        ("translation_accuracy_ba", "B -> A called the source digit"),
+        ("identity_accuracy_ab", "the same for images left as they are: the floor"),
+    ):
+        if key in m:
+            print(f"{key:<24} {100 * m[key]:.2f}% ({about})")
+    if "reconstruction_mse_a" in m:
+        print(f"reconstruction_mse       A {m['reconstruction_mse_a']:.4f}, B {m['reconstruction_mse_b']:.4f}")
     if "stage1_fid" in m:
         print(
             f"stage I         fid {m['stage1_fid']:.4f}, label_accuracy {100 * m['stage1_label_accuracy']:.2f}% "

@@ -10,8 +10,11 @@ from fastgan.models import CONDITIONAL, MODELS, Conv2dLeakyReLU, LatentCodes, Li
 
 
 def inputs(name, n=16, latent=100, seed=0):
-    """z (infogan: its noise with codes joined on) and labels (None: unconditional)."""
+    """z (infogan: its noise with codes joined on; discogan: pairs of images, its two domains) and
+    labels (None: unconditional)."""
     g = torch.Generator().manual_seed(seed)
+    if name == "discogan":
+        return torch.rand(n, 2, 28, 28, generator=g) * 2 - 1, None
     if MODELS[name].aux == "infogan":
         codes = LatentCodes(MODELS[name].latent_dim)
         return codes.attach(torch.randn(n, codes.noise_dim, generator=g), g), None
@@ -30,7 +33,8 @@ def d_call(name, D, x, labels):
 
 
 # the adversarial logit, then the head's (stackgan: the logits of its two stages)
-D_OUTPUTS = {"acgan": 1 + 10, "infogan": 1 + 10 + 2, "stackgan": 2}
+D_OUTPUTS = {"acgan": 1 + 10, "infogan": 1 + 10 + 2, "stackgan": 2, "discogan": 2}
+CHANNELS = {"discogan": 2}  # G's images: discogan's are pairs (domain A, domain B)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -40,11 +44,11 @@ def test_shapes(name, backend):
     G, D = build(name, backend=backend)
     z, labels = inputs(name)
     x = call(G, z, labels)
-    assert x.shape == (16, 1, 28, 28)
+    assert x.shape == (16, CHANNELS.get(name, 1), 28, 28)
     assert x.min() >= -1 and x.max() <= 1  # tanh output
     logits = d_call(name, D, x, labels)
     assert logits.shape == (16, D_OUTPUTS.get(name, 1))
-    assert G.latent_dim == {"infogan": 62 + 10 + 2, "stackgan": 100 + 2 * 16}.get(name, 100)
+    assert G.latent_dim == {"infogan": 62 + 10 + 2, "stackgan": 100 + 2 * 16, "discogan": 0}.get(name, 100)
     logits.sum().backward()
 
 
@@ -79,7 +83,7 @@ def test_backends_share_state_dict_and_outputs(name):
             m.train(mode == "train")
         xf, xt = call(Gf, z, labels), call(Gt, z, labels)
         torch.testing.assert_close(xf, xt, rtol=1e-5, atol=1e-6)
-        real = torch.rand(16, 1, 28, 28, dtype=dtype) * 2 - 1
+        real = torch.rand(16, CHANNELS.get(name, 1), 28, 28, dtype=dtype) * 2 - 1
         lf, lt = d_call(name, Df, xf, labels), d_call(name, Dt, xt, labels)
         torch.testing.assert_close(lf, lt, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(d_call(name, Df, real, labels), d_call(name, Dt, real, labels), rtol=1e-5, atol=1e-5)

@@ -15,6 +15,10 @@ its CUDA graph and resume with it:
       term of the conditioning augmentation, which G's loss adds (kl_weight * KL); real_input()
       makes the real images' pairs (the image, its own 2x2 averages). D's (N, 2) logits are both
       adversarial: the step's loss averages the two stages'.
+  DiscoHead (discogan, Kim et al. 2017): generate() translates the real batch (pairs of domains
+      A, B) both ways and back; G's loss adds recon_weight * the reconstructions' MSE (the two
+      domains' averaged). D's (N, 2) logits are D_A's and D_B's: the loss averages the two, so G's
+      loss is half the paper's L_GAN_A + L_GAN_B + L_CONST_A + L_CONST_B (Adam does not mind).
 
 D's output is (N, 1 + K): split() gives (the adversarial logit (N, 1), the head's (N, K)).
 A head may also have generate(G, z, labels) -> (the fakes D sees, what g_loss needs of G's
@@ -77,7 +81,7 @@ class StackHead:
     def split(self, out):
         return out, out[:, :0]  # (N, 2): both columns adversarial; no other head
 
-    def generate(self, G, z, labels):
+    def generate(self, G, z, labels, real=None):
         images, sketch, kl = G.stages(z, labels)
         return stackgan.pair(images, sketch), kl
 
@@ -91,6 +95,28 @@ class StackHead:
         return self.kl_weight * extra
 
 
+@dataclass(frozen=True)
+class DiscoHead:
+    recon_weight: float = 1.0
+    d_labels = False  # unconditional
+
+    def split(self, out):
+        return out, out[:, :0]  # (N, 2): D_A's and D_B's logits, both adversarial
+
+    def generate(self, G, z, labels, real):
+        """The batch's translations (G_BA(B), G_AB(A)) and the reconstruction error: the mean
+        squared error of (G_BA(G_AB(A)), G_AB(G_BA(B))) against (A, B), i.e. the two domains'
+        MSEs averaged."""
+        fake, back = G.cycle(real)
+        return fake, F.mse_loss(back, real)
+
+    def d_loss(self, real_aux, fake_aux, labels, z):
+        return None
+
+    def g_loss(self, fake_aux, labels, z, extra=None):
+        return self.recon_weight * extra
+
+
 def head_of(cfg):
     """The auxiliary loss of cfg's model (a TrainConfig), None for models without one."""
     if cfg.user_model():
@@ -102,6 +128,8 @@ def head_of(cfg):
         return InfoHead(LatentCodes(cfg.latent_dim), float(cfg.info_weight))
     if aux == "stackgan":
         return StackHead(float(cfg.kl_weight))
+    if aux == "discogan":
+        return DiscoHead(float(cfg.recon_weight))
     return None
 
 

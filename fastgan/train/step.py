@@ -21,7 +21,7 @@ from fastgan.data.loader import DeviceLoader
 from fastgan.models import build
 from fastgan.models.user import forward, image_of, prepare
 from fastgan.optim import Adam as FusedAdam
-from fastgan.train.auxiliary import ClassHead, InfoHead, StackHead, head_of
+from fastgan.train.auxiliary import ClassHead, DiscoHead, InfoHead, StackHead, head_of
 from fastgan.train.graph import GraphedStep
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # the forward passes' autocast dtype
@@ -97,11 +97,12 @@ def gradient_penalty(D, real, fake, labels, eps, aux=None):
     return (torch.linalg.vector_norm(grad, dim=1) - 1).square().mean()
 
 
-def generate(G, z, labels, aux=None):
+def generate(G, z, labels, aux=None, real=None):
     """(the fakes D sees, what the head's G loss needs of G's forward besides them): G(z, labels)
-    and None, unless the head runs G itself (stackgan: both stages, and their KL term)."""
+    and None, unless the head runs G itself (stackgan: both stages, and their KL term; discogan:
+    the real batch's translations, and their reconstructions' error)."""
     if aux is not None and hasattr(aux, "generate"):
-        return aux.generate(G, z, labels)
+        return aux.generate(G, z, labels, real)
     return forward(G, z, labels), None
 
 
@@ -183,7 +184,7 @@ def train_step(
     """
     amp = functools.partial(autocast, real.device.type, amp_dtype)
     with amp():
-        fake, g_extra = generate(G, z, labels, objective.aux)
+        fake, g_extra = generate(G, z, labels, objective.aux, real)
     d_loss = d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform, z)
     g_loss = g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss, objective.aux, z, g_extra)
     return torch.stack([d_loss, g_loss])
@@ -260,7 +261,7 @@ def build_step(
         real, labels = batches.next(labels=conditional)
         z = noise_fn()
         with torch.no_grad(), amp_ctx():
-            fake = generate(G, z, labels, objective.aux)[0]
+            fake = generate(G, z, labels, objective.aux, real)[0]
         d_step(D, opt_d, real, fake, labels, grad_clip, one_pass, amp_ctx, grad_seed, objective, uniform, z)
 
     def step():
@@ -371,6 +372,8 @@ def make_step(
             objective = Objective(aux=ClassHead())
         elif MODELS[model].aux == "stackgan":
             objective = Objective(aux=StackHead())
+        elif MODELS[model].aux == "discogan":  # the batch: pairs of domains
+            objective, image_shape = Objective(aux=DiscoHead()), (2, 28, 28)
     else:
         if not (isinstance(model, (tuple, list)) and len(model) == 2):
             raise ValueError(f"make_step: model must be a model name or a (G, D) pair, got {type(model).__name__}")
