@@ -219,3 +219,33 @@ def test_the_graph_step_matches_the_eager_one(tmp_path):
     for net in ("G", "D"):
         for k, v in getattr(te, net).state_dict().items():
             torch.testing.assert_close(getattr(tg, net).state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=(net, k))
+
+
+def test_mnist_to_fashion_mnist_from_one_data_dir(tmp_path):
+    """--domains mnist:fashion-mnist reads both from one --data-dir (torchvision's layout): B is
+    Fashion-MNIST shuffled; training and eval run, eval without the rotation measurement."""
+    import numpy as np
+
+    from fastgan.data import write_idx
+
+    rng = np.random.default_rng(0)
+    for folder, n in (("MNIST", 40), ("FashionMNIST", 30)):
+        for split_name, count in (("train", n), ("t10k", 20)):
+            raw = tmp_path / "data" / folder / "raw"
+            raw.mkdir(parents=True, exist_ok=True)
+            write_idx(
+                str(raw / f"{split_name}-images-idx3-ubyte"), rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+            )
+            write_idx(str(raw / f"{split_name}-labels-idx1-ubyte"), (np.arange(count) % 10).astype(np.uint8))
+    data = str(tmp_path / "data")
+    images, labels = load_pairs("mnist:fashion-mnist", data)
+    fashion = load_dataset("fashion-mnist", data)[0]
+    assert images.shape == (30, 2, 28, 28) and torch.equal(images[:, 0], load_dataset("mnist", data)[0][:30])
+    key = lambda x: sorted(map(bytes, x.flatten(1).numpy()))  # noqa: E731
+    assert key(images[:, 1]) == key(fashion) and not torch.equal(images[:, 1], fashion)
+    cfg = small(tmp_path / "run", dataset="mnist", domains="mnist:fashion-mnist", data_dir=data, steps=1)
+    Trainer(cfg).fit()
+    m = metrics.evaluate(
+        str(tmp_path / "run" / "checkpoint.pt"), n=20, cache_dir=tmp_path / "cache", classifier=TINY_CLF
+    )
+    assert m["reconstruction_mse_b"] > 0 and "translation_accuracy_ab" not in m
