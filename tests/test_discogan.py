@@ -189,7 +189,12 @@ def test_cli_train_sample_and_eval(tmp_path, capsys):
     assert cli_main(["eval", "--checkpoint", ckpt, "--n", "100", *cache, "--json", str(out)]) == 0
     assert "translation_accuracy_ab" in capsys.readouterr().out
     m = json.loads(out.read_text())
-    assert m["model"] == "discogan" and 0 <= m["translation_accuracy_ab"] <= 1 and m["reconstruction_mse_a"] > 0
+    assert (
+        m["model"] == "discogan"
+        and m["n"] == 100
+        and 0 <= m["translation_accuracy_ab"] <= 1
+        and m["reconstruction_mse_a"] > 0
+    )
 
 
 def test_make_step_runs_it_on_pairs():

@@ -157,6 +157,7 @@ class Evaluator:
             "reconstruction_mse_a": float((back[:, :1].float() - xa).square().mean()),
             "reconstruction_mse_b": float((back[:, 1:].float() - xb).square().mean()),
             "nonfinite_images": int((~torch.isfinite(fake).flatten(1).all(1)).sum()),
+            "n": k,  # the test images measured (at most n of each domain)
         }
         # G_BA's images are of domain A: the classifier of --dataset (A's) measures them
         features, probs = classify(self.model, fake_a, self.batch_size)
@@ -269,7 +270,7 @@ def evaluate(
     evaluator = Evaluator(
         cfg.dataset, data_dir if data_dir is not None else cfg.data_dir, device, cache_dir, classifier, batch_size
     )
-    metrics = evaluator(G, cfg, n, seed)
+    metrics = evaluator(G, cfg, n, seed)  # (discogan's "n": the test images it translated)
     info = evaluator.classifier_info
     return {
         "model": cfg.model,
@@ -278,7 +279,7 @@ def evaluate(
         "step": int(state.get("step", 0)),
         "n": n,
         **metrics,
-        "fid_real": evaluator.fid_real(n, seed),
+        "fid_real": evaluator.fid_real(metrics.get("n", n), seed),
         "classifier_accuracy": info["test_accuracy"],
         "classifier_cached": info["cached"],
         "classifier_path": info["path"],
