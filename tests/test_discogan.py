@@ -17,7 +17,7 @@ from fastgan.metrics.classifier import split, to_input
 from fastgan.models import DiscoDiscriminator, DiscoGenerator, build
 from fastgan.train import ConfigError, TrainConfig, Trainer, load_checkpoint, sample
 from fastgan.train.auxiliary import DiscoHead
-from fastgan.train.step import Objective, make_step, train_step
+from fastgan.train.step import Objective, gradient_penalty, make_step, train_step
 
 TINY_CLF = metrics.ClassifierSettings(epochs=1, batch_size=32, channels=(8, 16), features=32)
 NARROW = dict(g_widths=(8, 16), d_widths=(8, 16))
@@ -106,6 +106,24 @@ def test_the_step_is_plain_pytorchs(weight):
     for mine, ref in ((G, Gr), (D, Dr)):
         for (k, a), b in zip(mine.state_dict().items(), ref.state_dict().values()):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=k)
+
+
+def test_the_gradient_penalty_is_each_critics():
+    """WGAN-GP on D's two critics: each one's (|grad| - 1)^2 on its own domain, averaged (not the
+    norm of their joint gradient)."""
+    torch.manual_seed(0)
+    _, D = build("discogan", **NARROW)
+    D = D.double()
+    gen = torch.Generator().manual_seed(2)
+    real, fake = (torch.rand(6, 2, 28, 28, generator=gen, dtype=torch.float64) * 2 - 1 for _ in range(2))
+    eps = torch.rand(6, generator=gen, dtype=torch.float64)
+    got = gradient_penalty(D, real, fake, None, eps, DiscoHead())
+    x_hat = (eps.view(-1, 1, 1, 1) * real + (1 - eps.view(-1, 1, 1, 1)) * fake).requires_grad_(True)
+    penalties = []
+    for critic, channel in ((D.a, slice(0, 1)), (D.b, slice(1, 2))):
+        (g,) = torch.autograd.grad(critic(x_hat[:, channel]).sum(), x_hat)
+        penalties.append((g.flatten(1).norm(dim=1) - 1).square().mean())
+    torch.testing.assert_close(got, (penalties[0] + penalties[1]) / 2, rtol=1e-10, atol=1e-12)
 
 
 # -- the measurement ----------------------------------------------------------------------------

@@ -77,6 +77,7 @@ class InfoHead:
 class StackHead:
     kl_weight: float = 1.0
     d_labels = True  # both stages' discriminators are given the label
+    critic_per_channel = True  # D's column j judges channel j of its input: --gp penalizes each
 
     def split(self, out):
         return out, out[:, :0]  # (N, 2): both columns adversarial; no other head
@@ -99,6 +100,7 @@ class StackHead:
 class DiscoHead:
     recon_weight: float = 1.0
     d_labels = False  # unconditional
+    critic_per_channel = True
 
     def split(self, out):
         return out, out[:, :0]  # (N, 2): D_A's and D_B's logits, both adversarial

@@ -44,13 +44,13 @@ class Objective:
     """What a step optimizes beyond the default: the loss (ops.gan_d_loss/gan_g_loss's kind), the
     penalties added to D's loss, and D steps per G step. Objective() is the non-saturating BCE
     step, unchanged. Objective(aux=...) adds a head's losses to both D's and G's (acgan, infogan),
-    or runs the model's two stages (stackgan; see fastgan.train.auxiliary)."""
+    or runs the model's two stages (stackgan) or translations (discogan; see fastgan.train.auxiliary)."""
 
     loss: str = "bce"
     gp: float = 0.0  # WGAN-GP weight: gp * mean((|grad D(x_hat)| - 1)^2), x_hat between real and fake
     r1: float = 0.0  # R1 gamma: r1 / 2 * mean |grad D(real)|^2
     n_critic: int = 1
-    aux: object = None  # an auxiliary head (fastgan.train.auxiliary: ClassHead, InfoHead, StackHead), or None
+    aux: object = None  # an auxiliary head (fastgan.train.auxiliary's ClassHead, InfoHead, StackHead, DiscoHead)
 
     @property
     def penalized(self):
@@ -89,11 +89,16 @@ def _grad_of(out, x):
 
 def gradient_penalty(D, real, fake, labels, eps, aux=None):
     """WGAN-GP's mean((|grad_x D(x_hat)|_2 - 1)^2), x_hat = eps * real + (1 - eps) * fake per image
-    (eps: (N,) uniform in [0, 1)); of the adversarial logit where D has an auxiliary head."""
+    (eps: (N,) uniform in [0, 1)); of the adversarial logit where D has an auxiliary head. Where
+    D is two critics, column j of its output judging channel j of its input (stackgan, discogan:
+    aux.critic_per_channel), each critic's penalty, averaged."""
     eps = eps.view(-1, *[1] * (real.dim() - 1)).to(real.dtype)
     x_hat = torch.lerp(fake.detach(), real, eps).requires_grad_(True)
     out = forward(D, x_hat, labels)
     grad = _grad_of(out if aux is None else aux.split(out)[0], x_hat)
+    if getattr(aux, "critic_per_channel", False):  # stackgan, discogan: one norm per critic, averaged
+        grad = grad.view(grad.shape[0], x_hat.shape[1], -1)
+        return (torch.linalg.vector_norm(grad, dim=2) - 1).square().mean()
     return (torch.linalg.vector_norm(grad, dim=1) - 1).square().mean()
 
 
