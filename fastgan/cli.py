@@ -92,7 +92,10 @@ def build_parser():
     t.add_argument("--dropout", type=float, default=S, help=f"discriminator dropout (default: {default['dropout']})")
     choice(t, "g_act")
     t.add_argument(
-        "--latent-dim", type=positive_int, default=S, help="latent size (default: 100; infogan: 62, beside its codes)"
+        "--latent-dim",
+        type=positive_int,
+        default=S,
+        help="latent size (default: 100; infogan: 62, beside its codes; discogan takes none)",
     )
     t.add_argument("--g-widths", type=widths, default=S, help="generator widths, e.g. 256,512,1024")
     t.add_argument("--d-widths", type=widths, default=S, help="discriminator widths, e.g. 1024,512,256")
