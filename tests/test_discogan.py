@@ -14,7 +14,7 @@ from fastgan.cli import main as cli_main
 from fastgan.data import DatasetError, load_dataset
 from fastgan.data.domains import load_domain, load_pairs, parse, rotate
 from fastgan.metrics.classifier import split, to_input
-from fastgan.models import DiscoDiscriminator, DiscoGenerator, build
+from fastgan.models import DiscoDiscriminator, DiscoGenerator, ModelError, build
 from fastgan.train import ConfigError, TrainConfig, Trainer, load_checkpoint, sample
 from fastgan.train.auxiliary import DiscoHead
 from fastgan.train.step import Objective, gradient_penalty, make_step, train_step
@@ -48,6 +48,8 @@ def test_generators_and_discriminators_per_domain():
     assert torch.equal(D(moved)[:, 0], D(x)[:, 0]) and not torch.equal(D(moved)[:, 1], D(x)[:, 1])
     with pytest.raises(ValueError, match=r"takes pairs \(N, 2, 28, 28\)"):
         G(torch.rand(2, 1, 28, 28))
+    with pytest.raises(ModelError, match="latent_dim: discogan takes no noise"):
+        build("discogan", latent_dim=8)
 
 
 def test_domains_are_unpaired_copies():

@@ -91,7 +91,9 @@ def build(
         raise ModelError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     g_widths, d_widths = check_options(name, dropout, g_widths, d_widths)
     latent_dim = MODELS[name].latent_dim if latent_dim is None else latent_dim
-    latent_dim = latent_dim if name == "discogan" else _positive_int("latent_dim", latent_dim)  # no noise
+    if name == "discogan" and latent_dim != 0:  # rather than ignore it
+        raise ModelError(f"latent_dim: discogan takes no noise (its generators' input is the batch), got {latent_dim}")
+    latent_dim = latent_dim if name == "discogan" else _positive_int("latent_dim", latent_dim)
     if g_act not in G_ACTS:
         raise ModelError(f"g_act must be one of {', '.join(G_ACTS)}, got {g_act!r}")
     classes = num_classes if name in CONDITIONAL else 0
