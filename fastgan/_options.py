@@ -15,9 +15,14 @@ class Model:
     conv: bool = False  # a DCGAN: g_widths / d_widths are its two channel counts
     g_batch_norm_1d: bool = False  # G's batch norm sees one value per channel per sample
     # an auxiliary head on D's body, trained in the same step (fastgan.train.auxiliary): "acgan"
-    # (10 class logits; D takes no labels), "infogan" (Q: the latent codes' logits and means)
+    # (10 class logits; D takes no labels), "infogan" (Q: the latent codes' logits and means);
+    # "stackgan": the two stages' fakes and D's two logits (fastgan.train.auxiliary.StackHead);
+    # "discogan": both translations of the batch and D's two logits (fastgan.train.auxiliary.DiscoHead)
     aux: str = ""
-    latent_dim: int = 100  # z's size by default (infogan: the noise beside its codes)
+    latent_dim: int = 100  # z's size by default (infogan: the noise beside its codes; discogan: none)
+    # G's input columns drawn from N(0, 1) after the latent_dim noise (stackgan: the eps of its two
+    # stages' conditioning augmentation, 2 x fastgan.models.stackgan.CONDITION_DIM)
+    latent_extra: int = 0
 
     @property
     def d_conditional(self):
@@ -44,6 +49,22 @@ MODELS = {
         g_batch_norm_1d=True,
         aux="infogan",
         latent_dim=62,
+    ),
+    "stackgan": Model(
+        "StackGAN (Zhang et al.) at MNIST scale: the digit's embedding through conditioning augmentation "
+        "(mu, log-variance, a KL term) into stage I (a 14x14 sketch) and stage II (refined to 28x28), "
+        "one label-conditional D per stage",
+        conditional=True,
+        conv=True,
+        aux="stackgan",
+        latent_extra=32,
+    ),
+    "discogan": Model(
+        "DiscoGAN (Kim et al.): two generators (conv encoder-decoders) between two unpaired domains "
+        "(--domains A:B) and a dcgan D per domain, with reconstruction losses both ways",
+        conv=True,
+        aux="discogan",
+        latent_dim=0,
     ),
 }
 CONDITIONAL = tuple(name for name, m in MODELS.items() if m.conditional)

@@ -66,6 +66,12 @@ def build_parser():
         "classes Generator and Discriminator (plain torch.nn; run on fastgan's fused ops, see --no-convert)",
     )
     choice(t, "dataset")
+    t.add_argument(
+        "--domains",
+        default=S,
+        help="discogan: its two unpaired domains A:B, each a dataset, optionally -rot90 (independently shuffled, "
+        "rotated 90 degrees); A must be --dataset (default: DATASET:DATASET-rot90)",
+    )
     t.add_argument("--data-dir", default=S, help="folder with the IDX files (or torchvision's root)")
     t.add_argument(
         "--download",
@@ -89,7 +95,10 @@ def build_parser():
     t.add_argument("--dropout", type=float, default=S, help=f"discriminator dropout (default: {default['dropout']})")
     choice(t, "g_act")
     t.add_argument(
-        "--latent-dim", type=positive_int, default=S, help="latent size (default: 100; infogan: 62, beside its codes)"
+        "--latent-dim",
+        type=positive_int,
+        default=S,
+        help="latent size (default: 100; infogan: 62, beside its codes; discogan takes none)",
     )
     t.add_argument("--g-widths", type=widths, default=S, help="generator widths, e.g. 256,512,1024")
     t.add_argument("--d-widths", type=widths, default=S, help="discriminator widths, e.g. 1024,512,256")
@@ -181,6 +190,18 @@ def build_parser():
         help="infogan: lambda, the weight of the mutual-information loss in D's and G's steps (default 1)",
     )
     o.add_argument(
+        "--kl-weight",
+        type=float,
+        default=S,
+        help="stackgan: the weight of the conditioning augmentation's KL term in G's loss (default 1)",
+    )
+    o.add_argument(
+        "--recon-weight",
+        type=float,
+        default=S,
+        help="discogan: the weight of the reconstruction losses (A -> B -> A, B -> A -> B) in G's loss (default 1)",
+    )
+    o.add_argument(
         "--ema-samples",
         action=argparse.BooleanOptionalAction,
         default=S,
@@ -233,8 +254,9 @@ def build_parser():
         description="Draws --n images from a checkpoint and measures them with a small "
         "digit classifier (trained on the checkpoint's dataset on first use, "
         "cached in --cache-dir): classifier FID, Inception Score, class "
-        "histogram and entropy, label accuracy for conditional models, and for infogan the "
-        "categorical code's accuracy as a digit label under the best code-to-digit matching.",
+        "histogram and entropy, label accuracy for conditional models, for infogan the "
+        "categorical code's accuracy as a digit label under the best code-to-digit matching, and for stackgan "
+        "the FID and label accuracy of stage I's sketches (upsampled) beside stage II's.",
     )
     e.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
     e.add_argument("--n", type=int, default=10000, help="generated images (default 10000, at least 2)")
@@ -398,6 +420,20 @@ def cmd_eval(args):
     print(f"class_histogram  {' '.join(str(c) for c in m['class_histogram'])}")
     if m["label_accuracy"] is not None:
         print(f"label_accuracy   {100 * m['label_accuracy']:.2f}%")
+    for key, about in (
+        ("translation_accuracy_ab", "A -> B, rotated back, called the source digit"),
+        ("translation_accuracy_ba", "B -> A called the source digit"),
+        ("identity_accuracy_ab", "the same for images left as they are: the floor"),
+    ):
+        if key in m:
+            print(f"{key:<24} {100 * m[key]:.2f}% ({about})")
+    if "reconstruction_mse_a" in m:
+        print(f"reconstruction_mse       A {m['reconstruction_mse_a']:.4f}, B {m['reconstruction_mse_b']:.4f}")
+    if "stage1_fid" in m:
+        print(
+            f"stage I         fid {m['stage1_fid']:.4f}, label_accuracy {100 * m['stage1_label_accuracy']:.2f}% "
+            "(its 14x14 sketches upsampled; fid and label_accuracy above are stage II's)"
+        )
     if "code_accuracy" in m:
         print(
             f"code_accuracy    {100 * m['code_accuracy']:.2f}% (categorical code as a digit, best one-to-one "

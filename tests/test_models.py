@@ -10,12 +10,15 @@ from fastgan.models import CONDITIONAL, MODELS, Conv2dLeakyReLU, LatentCodes, Li
 
 
 def inputs(name, n=16, latent=100, seed=0):
-    """z (infogan: its noise with codes joined on) and labels (None: unconditional)."""
+    """z (infogan: its noise with codes joined on; discogan: pairs of images, its two domains) and
+    labels (None: unconditional)."""
     g = torch.Generator().manual_seed(seed)
+    if name == "discogan":
+        return torch.rand(n, 2, 28, 28, generator=g) * 2 - 1, None
     if MODELS[name].aux == "infogan":
         codes = LatentCodes(MODELS[name].latent_dim)
         return codes.attach(torch.randn(n, codes.noise_dim, generator=g), g), None
-    z = torch.randn(n, latent, generator=g)
+    z = torch.randn(n, latent + MODELS[name].latent_extra, generator=g)  # stackgan: + its eps
     labels = torch.arange(n) % 10 if name in CONDITIONAL else None
     return z, labels
 
@@ -29,7 +32,9 @@ def d_call(name, D, x, labels):
     return call(D, x, labels if MODELS[name].d_conditional else None)
 
 
-D_OUTPUTS = {"acgan": 1 + 10, "infogan": 1 + 10 + 2}  # the adversarial logit, then the head's
+# the adversarial logit, then the head's (stackgan: the logits of its two stages)
+D_OUTPUTS = {"acgan": 1 + 10, "infogan": 1 + 10 + 2, "stackgan": 2, "discogan": 2}
+CHANNELS = {"discogan": 2}  # G's images: discogan's are pairs (domain A, domain B)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -39,12 +44,17 @@ def test_shapes(name, backend):
     G, D = build(name, backend=backend)
     z, labels = inputs(name)
     x = call(G, z, labels)
-    assert x.shape == (16, 1, 28, 28)
+    assert x.shape == (16, CHANNELS.get(name, 1), 28, 28)
     assert x.min() >= -1 and x.max() <= 1  # tanh output
     logits = d_call(name, D, x, labels)
     assert logits.shape == (16, D_OUTPUTS.get(name, 1))
-    assert G.latent_dim == (62 + 10 + 2 if name == "infogan" else 100)
+    assert G.latent_dim == {"infogan": 62 + 10 + 2, "stackgan": 100 + 2 * 16, "discogan": 0}.get(name, 100)
     logits.sum().backward()
+
+
+# stackgan's G is deeper (two stages, six batch norms): in float32 its gradients differ between the
+# backends by up to 3e-3 of a parameter's largest entry, rounding amplified; compared in float64
+DTYPES = {"stackgan": torch.float64}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -64,12 +74,16 @@ def test_backends_share_state_dict_and_outputs(name):
     assert not any(isinstance(m, fused) for m in list(Gt.modules()) + list(Dt.modules()))
 
     z, labels = inputs(name)
+    dtype = DTYPES.get(name, torch.float32)
+    z = z.to(dtype)
+    for m in (Gf, Gt, Df, Dt):
+        m.to(dtype)
     for mode in ("train", "eval"):
         for m in (Gf, Gt, Df, Dt):
             m.train(mode == "train")
         xf, xt = call(Gf, z, labels), call(Gt, z, labels)
         torch.testing.assert_close(xf, xt, rtol=1e-5, atol=1e-6)
-        real = torch.rand(16, 1, 28, 28) * 2 - 1
+        real = torch.rand(16, CHANNELS.get(name, 1), 28, 28, dtype=dtype) * 2 - 1
         lf, lt = d_call(name, Df, xf, labels), d_call(name, Dt, xt, labels)
         torch.testing.assert_close(lf, lt, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(d_call(name, Df, real, labels), d_call(name, Dt, real, labels), rtol=1e-5, atol=1e-5)
@@ -147,7 +161,7 @@ def test_conditional_models_use_the_label(name):
     torch.manual_seed(0)
     G, D = build(name)
     G.eval()
-    z = torch.randn(1, 100).expand(10, 100)
+    z = torch.randn(1, G.latent_dim).expand(10, G.latent_dim)
     x = G(z, torch.arange(10))
     assert (x[0] - x[7]).abs().max() > 1e-4
     if not MODELS[name].d_conditional:  # acgan: D predicts the label and refuses to be given it

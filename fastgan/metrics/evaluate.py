@@ -4,7 +4,9 @@ import math
 import time
 
 import torch
+from torch import nn
 
+from fastgan._options import MODELS
 from fastgan.metrics.classifier import NUM_CLASSES, ClassifierSettings, get_classifier, split, to_input
 from fastgan.metrics.fid import (
     ClassScores,
@@ -77,7 +79,19 @@ class Evaluator:
     def __call__(self, G, cfg, n=10000, seed=0):
         """Metrics of generator G (a model of TrainConfig cfg) on n images drawn from noise
         `seed`: fid, inception_score, class_histogram, class_entropy, label_accuracy (None for
-        unconditional models). G is put in eval mode for the draw and then restored."""
+        unconditional models). G is put in eval mode for the draw and then restored. stackgan:
+        also stage1_fid, stage1_label_accuracy, stage1_inception_score, stage1_class_entropy,
+        of stage I's sketches upsampled to 28x28 (bilinear) from the same inputs."""
+        if cfg.discogan():
+            return self._translations(G, cfg, n)
+        m = self._measure(G, cfg, n, seed)
+        if not cfg.user_model() and MODELS[cfg.model].aux == "stackgan":
+            stage1 = self._measure(_Sketches(G), cfg, n, seed)
+            for key in ("fid", "label_accuracy", "inception_score", "class_entropy", "nonfinite_images"):
+                m[f"stage1_{key}"] = stage1[key]
+        return m
+
+    def _measure(self, G, cfg, n, seed):
         check_n(n)
         was_training = G.training
         G.eval()
@@ -115,6 +129,57 @@ class Evaluator:
             **extra,
         }
 
+    def _translations(self, G, cfg, n):
+        """discogan: its generators on (up to n of) both domains' test images, in order."""
+        from fastgan.data.domains import base, load_domain, parse, rotate, rotated
+
+        check_n(n)
+        a, b = parse(cfg.domain_spec())
+        domains = [load_domain(name, cfg.data_dir, train=False) for name in (a, b)]
+        (xa, ya), (xb, yb) = ((to_input(x[:n]).to(self.device), y[:n]) for x, y in domains)
+        k = min(len(xa), len(xb))
+        was_training = G.training
+        G.eval()
+        fakes, backs = [], []
+        try:
+            with torch.no_grad():
+                for i in range(0, k, self.batch_size):
+                    j = min(k, i + self.batch_size)
+                    fake, back = G.cycle(torch.cat([xa[i:j], xb[i:j]], dim=1))
+                    fakes.append(fake)
+                    backs.append(back)
+        finally:
+            G.train(was_training)
+        fake, back = torch.cat(fakes), torch.cat(backs)
+        fake_a, fake_b = fake[:, :1].float(), fake[:, 1:].float()
+        xa, xb, ya, yb = xa[:k], xb[:k], ya[:k], yb[:k]
+        m = {
+            "reconstruction_mse_a": float((back[:, :1].float() - xa).square().mean()),
+            "reconstruction_mse_b": float((back[:, 1:].float() - xb).square().mean()),
+            "nonfinite_images": int((~torch.isfinite(fake).flatten(1).all(1)).sum()),
+            "n": k,  # the test images measured (at most n of each domain)
+        }
+        # G_BA's images are of domain A: the classifier of --dataset (A's) measures them
+        features, probs = classify(self.model, fake_a, self.batch_size)
+        stats, scores = RunningStats(), ClassScores(NUM_CLASSES)
+        stats.update(features)
+        scores.update(probs, None)
+        hist = scores.histogram()
+        m.update(
+            fid=frechet_distance(*stats.stats(), *self.real_stats),
+            inception_score=scores.inception_score(),
+            class_histogram=hist,
+            class_entropy=entropy_bits(hist) if sum(hist) else math.nan,
+            label_accuracy=None,
+        )
+        if rotated(b) and not rotated(a) and base(a) == base(b):  # B is A rotated: the true relation is known
+            rotated_back = rotate(fake_b, -1)
+            m["translation_accuracy_ab"] = _accuracy(self.model, rotated_back, ya, self.batch_size)
+            m["translation_accuracy_ba"] = _accuracy(self.model, fake_a, yb, self.batch_size)
+            # what mapping each image to itself would score (B's digits, rotated back, unrecognizable)
+            m["identity_accuracy_ab"] = _accuracy(self.model, rotate(xa, -1), ya, self.batch_size)
+        return m
+
     def fid_real(self, n, seed=0):
         """The FID of n real training images (all of them if there are fewer) against the test
         images: the floor a perfect generator reaches with n samples (FID grows as n shrinks,
@@ -124,6 +189,23 @@ class Evaluator:
         pick = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))[:k]
         train_f, _ = classify(self.model, to_input(train_x[pick]).to(self.device), self.batch_size)
         return fid_from_features(train_f, self.real_features)
+
+
+def _accuracy(model, images, labels, batch_size):
+    """The fraction of images the classifier calls their label."""
+    return float((classify(model, images, batch_size)[1].argmax(1) == labels.cpu()).double().mean())
+
+
+class _Sketches(nn.Module):
+    """A stackgan G seen through its stage I: the sketches upsampled (StackGenerator.sketch)."""
+
+    def __init__(self, G):
+        super().__init__()
+        self.G = G
+        self.train(G.training)
+
+    def forward(self, z, labels=None):
+        return self.G.sketch(z, labels)
 
 
 def check_n(n, option="--n"):
@@ -157,6 +239,18 @@ def evaluate(
       class_entropy     entropy of that histogram in bits (max log2 10 = 3.32; low: mode collapse)
       label_accuracy    conditional models: the fraction classified as the requested label
                         (None for unconditional models)
+      stage1_fid, stage1_label_accuracy, stage1_inception_score, stage1_class_entropy
+                        stackgan only: the same of stage I's 14x14 sketches upsampled (bilinear) to
+                        28x28, drawn from the same noise and labels (fid and label_accuracy above
+                        are stage II's)
+      discogan (instead of the above: its generators translate test images of both domains):
+      translation_accuracy_ab / _ba  with --domains X:X-rot90, the fraction of test digits whose
+                        translation A -> B, rotated back by -90 degrees, (and B -> A, as it is) the
+                        classifier calls the source digit; identity_accuracy_ab: the same for the
+                        mapping that leaves each image as it is (the floor)
+      reconstruction_mse_a / _b  mean squared error (images in [-1, 1]) of G_BA(G_AB(A)) against A
+                        and of G_AB(G_BA(B)) against B
+      fid, inception_score, class_histogram, class_entropy: of G_BA(B), against A's test images
       code_accuracy     infogan only: the fraction of images classified as the digit that their
                         categorical code is matched to, under the best one-to-one matching of
                         codes to digits (fastgan.metrics.matching); code_to_digit: that matching
@@ -176,7 +270,7 @@ def evaluate(
     evaluator = Evaluator(
         cfg.dataset, data_dir if data_dir is not None else cfg.data_dir, device, cache_dir, classifier, batch_size
     )
-    metrics = evaluator(G, cfg, n, seed)
+    metrics = evaluator(G, cfg, n, seed)  # (discogan's "n": the test images it translated)
     info = evaluator.classifier_info
     return {
         "model": cfg.model,
@@ -185,7 +279,7 @@ def evaluate(
         "step": int(state.get("step", 0)),
         "n": n,
         **metrics,
-        "fid_real": evaluator.fid_real(n, seed),
+        "fid_real": evaluator.fid_real(metrics.get("n", n), seed),
         "classifier_accuracy": info["test_accuracy"],
         "classifier_cached": info["cached"],
         "classifier_path": info["path"],

@@ -8,11 +8,15 @@
 
     G, D = build("acgan"); D(G(z, labels))      # (N, 1 + 10): the adversarial logit, then class logits
     G, D = build("infogan")                     # G(G.codes.attach(z)): z (N, 62) + codes; D: (N, 1 + 12)
+    G, D = build("stackgan")                    # G(z (N, 100 + 32), labels): stage II; G.stages(z, labels)
+                                                # D(pair(x), labels): (N, 2), stage II's logit and stage I's
+    G, D = build("discogan")                    # G(x (N, 2, 28, 28): domains A, B) -> (G_BA(B), G_AB(A))
 
-Names: mlp, mlp-bn, dcgan, cgan, cdcgan, acgan, infogan (see MODELS). Options (all models
+Names: mlp, mlp-bn, dcgan, cgan, cdcgan, acgan, infogan, stackgan, discogan (see MODELS). Options (all models
 unless noted): latent_dim (100; infogan's noise beside its codes: 62), dropout=0.0
 (discriminator), g_widths / d_widths (MLP layer widths or DCGAN channels), g_act="relu"|"leaky"
-(mlp, cgan), num_classes=10 (cgan, cdcgan, acgan), embed_dim=10.
+(mlp, cgan), num_classes=10 (cgan, cdcgan, acgan, stackgan), embed_dim=10
+(cgan, cdcgan, acgan; stackgan's digit embedding is 32 wide).
 """
 
 import numbers
@@ -20,9 +24,11 @@ import numbers
 from fastgan._options import BACKENDS, CONDITIONAL, G_ACTS, MODELS, NUM_CLASSES
 from fastgan.models.codes import LatentCodes
 from fastgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from fastgan.models.discogan import DiscoDiscriminator, DiscoGenerator
 from fastgan.models.heads import AuxDiscriminator, InfoGANGenerator
 from fastgan.models.layers import Conv2dLeakyReLU, LinearLeakyReLU, init_dcgan
 from fastgan.models.mlp import MLPDiscriminator, MLPGenerator
+from fastgan.models.stackgan import StackDiscriminator, StackGenerator
 
 
 class ModelError(ValueError):
@@ -84,7 +90,10 @@ def build(
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     g_widths, d_widths = check_options(name, dropout, g_widths, d_widths)
-    latent_dim = _positive_int("latent_dim", MODELS[name].latent_dim if latent_dim is None else latent_dim)
+    latent_dim = MODELS[name].latent_dim if latent_dim is None else latent_dim
+    if name == "discogan" and latent_dim != 0:  # rather than ignore it
+        raise ModelError(f"latent_dim: discogan takes no noise (its generators' input is the batch), got {latent_dim}")
+    latent_dim = latent_dim if name == "discogan" else _positive_int("latent_dim", latent_dim)
     if g_act not in G_ACTS:
         raise ModelError(f"g_act must be one of {', '.join(G_ACTS)}, got {g_act!r}")
     classes = num_classes if name in CONDITIONAL else 0
@@ -114,6 +123,12 @@ def build(
         codes = LatentCodes(latent_dim)
         G = InfoGANGenerator(codes, tuple(g_widths or (128, 64)), backend=backend)
         D = AuxDiscriminator("q", tuple(d_widths or (64, 128)), dropout, codes.q_outputs, hidden=1024, backend=backend)
+    elif name == "stackgan":  # g_widths: stage I's 7x7 channels, stage II's channels
+        G = StackGenerator(latent_dim, tuple(g_widths or (128, 32)), num_classes, backend=backend)
+        D = StackDiscriminator(tuple(d_widths or (64, 128)), dropout, num_classes, backend=backend)
+    elif name == "discogan":  # g_widths: each translator's two channel counts
+        G = DiscoGenerator(tuple(g_widths or (64, 128)), backend=backend)
+        D = DiscoDiscriminator(tuple(d_widths or (64, 128)), dropout, backend=backend)
     else:  # dcgan, cdcgan
         G = DCGANGenerator(
             latent_dim, tuple(g_widths or (128, 64)), num_classes=classes, embed_dim=embed_dim, backend=backend
@@ -139,6 +154,10 @@ __all__ = [
     "AuxDiscriminator",
     "InfoGANGenerator",
     "LatentCodes",
+    "StackGenerator",
+    "StackDiscriminator",
+    "DiscoGenerator",
+    "DiscoDiscriminator",
     "LinearLeakyReLU",
     "Conv2dLeakyReLU",
 ]

@@ -152,6 +152,9 @@ class TrainConfig:
     r1_every: int = 1  # lazy R1: every K steps, scaled by K (StyleGAN2's lazy regularization)
     n_critic: int = 1  # D steps per G step
     info_weight: float = 1.0  # infogan: lambda, the weight of the mutual-information loss in both steps
+    kl_weight: float = 1.0  # stackgan: lambda, the weight of the conditioning augmentation's KL term in G's loss
+    domains: Optional[str] = None  # discogan: "A:B" (fastgan.data.domains); None: "DATASET:DATASET-rot90"
+    recon_weight: float = 1.0  # discogan: the weight of the reconstruction losses in G's loss
     spectral_norm: bool = False  # D's weight layers spectrally normalized (one power iteration a step)
     spectral_norm_g: bool = False  # ...and G's
     ema: float = 0.0  # decay of an exponential moving average of G's weights (0: none)
@@ -210,9 +213,25 @@ class TrainConfig:
         """z's shape per image: (latent_dim,), or a user's G's, e.g. (100, 1, 1)."""
         return tuple(self.pair["latent_shape"]) if self.pair else (self.latent_dim,)
 
+    def discogan(self):
+        return not self.user_model() and MODELS[self.model].aux == "discogan"
+
+    def domain_spec(self):
+        """discogan's --domains (default: the dataset and its rotated copy); None for the others."""
+        if not self.discogan():
+            return None
+        return self.domains or f"{self.dataset}:{self.dataset}-rot90"
+
+    def latent_extra(self):
+        """G's input columns drawn from N(0, 1) after the noise (stackgan's eps; 0 for the others)."""
+        return 0 if self.user_model() else MODELS[self.model].latent_extra
+
     def image_shape(self):
-        """(C, H, W) of the images: the data's (fastgan's models make 1x28x28)."""
-        return tuple(self.pair["image_shape"]) if self.pair else (1, 28, 28)
+        """(C, H, W) of the images: the data's (fastgan's models make 1x28x28; discogan pairs of
+        domains, 2x28x28)."""
+        if self.pair:
+            return tuple(self.pair["image_shape"])
+        return (2, 28, 28) if self.discogan() else (1, 28, 28)
 
     def sample_shape(self):
         """G's output (and D's input) per image: image_shape(), or flat for a user's MLP."""
@@ -260,6 +279,14 @@ class TrainConfig:
             raise ConfigError(f"--info-weight must be a number >= 0, got {self.info_weight}")
         if self.info_weight != 1.0 and (self.user_model() or MODELS[self.model].aux != "infogan"):
             raise ConfigError("--info-weight weighs InfoGAN's mutual-information loss: it needs --model infogan")
+        if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0):
+            raise ConfigError(f"--kl-weight must be a number >= 0, got {self.kl_weight}")
+        if self.kl_weight != 1.0 and (self.user_model() or MODELS[self.model].aux != "stackgan"):
+            raise ConfigError("--kl-weight weighs StackGAN's conditioning-augmentation KL: it needs --model stackgan")
+        if not (math.isfinite(self.recon_weight) and self.recon_weight >= 0):
+            raise ConfigError(f"--recon-weight must be a number >= 0, got {self.recon_weight}")
+        if self.recon_weight != 1.0 and not self.discogan():
+            raise ConfigError("--recon-weight weighs DiscoGAN's reconstruction losses: it needs --model discogan")
         if self.compile and (self.gp or self.r1):
             raise ConfigError("--gp and --r1 differentiate twice, which --compile does not capture here: leave one out")
 
@@ -330,7 +357,26 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ConfigError(f"--{name} must be a positive integer, got {v}")
+        if self.discogan():
+            if self.latent_dim != 0:
+                raise ConfigError("--latent-dim: discogan takes no noise (its generators' input is the batch)")
+            if self.domains is not None:
+                from fastgan.data.domains import base, parse
+
+                try:
+                    a, _ = parse(self.domains)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
+                if base(a) != self.dataset:
+                    raise ConfigError(
+                        f"--domains {self.domains}: domain A is drawn from --dataset, which is {self.dataset}; "
+                        f"give --dataset {base(a)}"
+                    )
+        elif self.domains is not None:
+            raise ConfigError("--domains names DiscoGAN's two domains: it needs --model discogan")
         for name in ("batch_size", "latent_dim", "log_every", "num_samples"):
+            if name == "latent_dim" and self.discogan():
+                continue
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")

@@ -165,15 +165,44 @@ def noise(n, shape, kind, generator, device):
 
 def latent(cfg, n, generator, device, categorical=None):
     """n inputs of cfg's generator drawn from `generator` on `device`: the noise, and for infogan
-    its codes joined on (categorical (n,) where given, else drawn; see LatentCodes.attach)."""
+    its codes joined on (categorical (n,) where given, else drawn; see LatentCodes.attach); for
+    stackgan the eps of its conditioning augmentation after the noise, from N(0, 1) whatever
+    --noise is."""
     z = noise(n, cfg.latent_shape(), cfg.noise, generator, device)
+    extra = cfg.latent_extra()
+    if extra:
+        z = torch.cat([z, torch.randn(n, extra, generator=generator, device=device)], dim=1)
     codes = codes_of(cfg)
     return z if codes is None else codes.attach(z, generator, categorical)
 
 
+def test_pairs(cfg, n, generator):
+    """discogan: n pairs (n, 2, 28, 28) in [-1, 1] of its domains' test images (fastgan.data.domains;
+    A's and B's drawn independently from `generator`, with repeats only when n exceeds a split)."""
+    from fastgan.data.domains import load_domain
+    from fastgan.data.loader import scale_images
+
+    picked = []
+    for name in cfg.domain_spec().split(":"):
+        images, _ = load_domain(name, cfg.data_dir, train=False)
+        index = torch.cat([torch.randperm(len(images), generator=generator) for _ in range(-(-n // len(images)))])
+        picked.append(images[index[:n]])
+    return scale_images(torch.stack(picked, dim=1))
+
+
+def translation_grid(G, x):
+    """discogan's figure for pairs x (n, 2, 28, 28): six rows of n images: A, G_AB(A),
+    G_BA(G_AB(A)), B, G_BA(B), G_AB(G_BA(B))."""
+    fake, back = G.cycle(x)
+    rows = (x[:, :1], fake[:, 1:], back[:, :1], x[:, 1:], fake[:, :1], back[:, 1:])
+    return torch.cat(rows, dim=0)
+
+
 def run_generator(G, cfg, z, labels=None):
     """G's images (N, C, H, W) for (z, labels): a user's G that makes flat images gets them back
-    in the data's shape."""
+    in the data's shape. discogan: z is pairs of test images, the images translation_grid's."""
+    if cfg.discogan():
+        return translation_grid(G, z)
     x = forward(G, z, labels)
     shape = cfg.image_shape()
     return x if tuple(x.shape[1:]) == shape else x.reshape(x.shape[0], *shape)
@@ -184,6 +213,8 @@ def latent_inputs(cfg, n, generator, device, start=0, label=None):
     same images on every device), then moved to `device`; labels None for unconditional
     models, else `label` for all or each class in turn from image number `start` on. infogan
     takes no labels: `label`, or each value in turn, is its categorical code, inside z."""
+    if cfg.discogan():  # its generators translate test images
+        return test_pairs(cfg, n, generator).to(device), None
     if label is not None:
         labels = torch.full((n,), label, dtype=torch.int64)
     else:
@@ -200,9 +231,9 @@ def fixed_inputs(cfg, device, n=None):
     """The fixed noise (and labels) the sample grids are drawn from (same on every device), and
     the grid's columns: (z, labels, columns)."""
     by_class = cfg.conditional() or codes_of(cfg) is not None  # a column per label (infogan: per code)
-    n = n or (10 * NUM_CLASSES if by_class else cfg.num_samples)
+    n = n or (10 * NUM_CLASSES if by_class else 10 if cfg.discogan() else cfg.num_samples)
     z, labels = latent_inputs(cfg, n, torch.Generator().manual_seed(cfg.seed + 12345), device)
-    return z, labels, (NUM_CLASSES if by_class else max(1, int(math.sqrt(n))))
+    return z, labels, (NUM_CLASSES if by_class or cfg.discogan() else max(1, int(math.sqrt(n))))
 
 
 def load_generator(checkpoint, device, ema=True):
@@ -228,7 +259,8 @@ def _integer(option, value):
 def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu", ema=True):
     """Draws n images from a checkpoint's generator and writes them as a PNG grid.
 
-    label: a digit 0-9 for conditional models (None: each row 0-9). ema: from the average of
+    label: a digit 0-9 for conditional models (None: each row 0-9). discogan: n pairs of test
+    images (drawn by `seed`), translated both ways and back: six rows of n (translation_grid). ema: from the average of
     G's weights where the run kept one (--ema). Returns the images.
     """
     n = _integer("--n", n)
@@ -260,6 +292,8 @@ def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"
     with torch.no_grad():
         images = run_generator(G, cfg, z, labels)
     ncol = NUM_CLASSES if conditional and label is None else max(1, int(math.ceil(math.sqrt(n))))
+    if cfg.discogan():  # a column per test pair: A, G_AB(A), back; B, G_BA(B), back
+        ncol = n
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     save_grid(images, out, ncol=ncol)
     return images

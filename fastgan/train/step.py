@@ -21,7 +21,7 @@ from fastgan.data.loader import DeviceLoader
 from fastgan.models import build
 from fastgan.models.user import forward, image_of, prepare
 from fastgan.optim import Adam as FusedAdam
-from fastgan.train.auxiliary import ClassHead, InfoHead, head_of
+from fastgan.train.auxiliary import ClassHead, DiscoHead, InfoHead, StackHead, head_of
 from fastgan.train.graph import GraphedStep
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # the forward passes' autocast dtype
@@ -43,13 +43,14 @@ def autocast(device_type, amp_dtype):
 class Objective:
     """What a step optimizes beyond the default: the loss (ops.gan_d_loss/gan_g_loss's kind), the
     penalties added to D's loss, and D steps per G step. Objective() is the non-saturating BCE
-    step, unchanged. Objective(aux=...) adds a head's losses to both D's and G's (acgan, infogan)."""
+    step, unchanged. Objective(aux=...) adds a head's losses to both D's and G's (acgan, infogan),
+    or runs the model's two stages (stackgan) or translations (discogan; see fastgan.train.auxiliary)."""
 
     loss: str = "bce"
     gp: float = 0.0  # WGAN-GP weight: gp * mean((|grad D(x_hat)| - 1)^2), x_hat between real and fake
     r1: float = 0.0  # R1 gamma: r1 / 2 * mean |grad D(real)|^2
     n_critic: int = 1
-    aux: object = None  # an auxiliary head's loss (fastgan.train.auxiliary: ClassHead, InfoHead), or None
+    aux: object = None  # an auxiliary head (fastgan.train.auxiliary's ClassHead, InfoHead, StackHead, DiscoHead)
 
     @property
     def penalized(self):
@@ -88,12 +89,31 @@ def _grad_of(out, x):
 
 def gradient_penalty(D, real, fake, labels, eps, aux=None):
     """WGAN-GP's mean((|grad_x D(x_hat)|_2 - 1)^2), x_hat = eps * real + (1 - eps) * fake per image
-    (eps: (N,) uniform in [0, 1)); of the adversarial logit where D has an auxiliary head."""
+    (eps: (N,) uniform in [0, 1)); of the adversarial logit where D has an auxiliary head. Where
+    D is two critics, column j of its output judging channel j of its input (stackgan, discogan:
+    aux.critic_per_channel), each critic's penalty, averaged."""
     eps = eps.view(-1, *[1] * (real.dim() - 1)).to(real.dtype)
     x_hat = torch.lerp(fake.detach(), real, eps).requires_grad_(True)
     out = forward(D, x_hat, labels)
     grad = _grad_of(out if aux is None else aux.split(out)[0], x_hat)
+    if getattr(aux, "critic_per_channel", False):  # stackgan, discogan: one norm per critic, averaged
+        grad = grad.view(grad.shape[0], x_hat.shape[1], -1)
+        return (torch.linalg.vector_norm(grad, dim=2) - 1).square().mean()
     return (torch.linalg.vector_norm(grad, dim=1) - 1).square().mean()
+
+
+def generate(G, z, labels, aux=None, real=None):
+    """(the fakes D sees, what the head's G loss needs of G's forward besides them): G(z, labels)
+    and None, unless the head runs G itself (stackgan: both stages, and their KL term; discogan:
+    the real batch's translations, and their reconstructions' error)."""
+    if aux is not None and hasattr(aux, "generate"):
+        return aux.generate(G, z, labels, real)
+    return forward(G, z, labels), None
+
+
+def real_input(real, aux=None):
+    """What D sees of the real batch: the images, unless the head says otherwise (stackgan: pairs)."""
+    return aux.real_input(real) if aux is not None and hasattr(aux, "real_input") else real
 
 
 def _d_labels(labels, aux):
@@ -110,6 +130,7 @@ def d_step(
     gradient average over the ranks, before clipping and the optimizer."""
     aux = objective.aux
     d_labels = _d_labels(labels, aux)
+    real = real_input(real, aux)
     with amp():
         if objective.r1:
             real = real.detach().requires_grad_(True)
@@ -122,8 +143,9 @@ def d_step(
         (real_logits, real_aux), (fake_logits, fake_aux) = aux.split(real_logits), aux.split(fake_logits)
     d_loss = _d_loss(_loss_input(real_logits), _loss_input(fake_logits), objective.loss)
     total = d_loss
-    if aux is not None:
-        total = total + aux.d_loss(_loss_input(real_aux), _loss_input(fake_aux), labels, z)
+    aux_loss = None if aux is None else aux.d_loss(_loss_input(real_aux), _loss_input(fake_aux), labels, z)
+    if aux_loss is not None:
+        total = total + aux_loss
     if objective.r1:
         total = total + (objective.r1 / 2) * _grad_of(real_logits, real).square().sum(1).mean()
     if objective.gp:
@@ -174,16 +196,19 @@ def train_step(
     """
     amp = functools.partial(autocast, real.device.type, amp_dtype)
     with amp():
-        fake = forward(G, z, labels)
+        fake, g_extra = generate(G, z, labels, objective.aux, real)
     reduce = grad_reduce
     d_loss = d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform, z, reduce)
-    g_loss = g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss, objective.aux, z, reduce)
+    g_loss = g_step(
+        G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss, objective.aux, z, g_extra, reduce
+    )
     return torch.stack([d_loss, g_loss])
 
 
-def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind, aux=None, z=None, grad_reduce=None):
+def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind, aux=None, z=None, extra=None, grad_reduce=None):
     """One G update: make the updated D call the fakes real (loss `kind`, plus the auxiliary
-    head's loss `aux` of the fakes' labels and input z). D's weights need no gradient here
+    head's loss `aux` of the fakes' labels and input z, and of `extra`: what generate() gave
+    besides the fakes). D's weights need no gradient here
     (only those that had one get it back: a parameter the user froze stays frozen). Returns
     G's loss (detached), no sync."""
     trainable = [p for p in D.parameters() if p.requires_grad]
@@ -196,7 +221,7 @@ def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind, aux=None,
             g_loss = _g_loss(_loss_input(fake_logits), kind)
         else:
             fake_logits, fake_aux = aux.split(fake_logits)
-            g_loss = _g_loss(_loss_input(fake_logits), kind) + aux.g_loss(_loss_input(fake_aux), labels, z)
+            g_loss = _g_loss(_loss_input(fake_logits), kind) + aux.g_loss(_loss_input(fake_aux), labels, z, extra)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward(grad_seed)
     finally:
@@ -254,7 +279,7 @@ def build_step(
         real, labels = batches.next(labels=conditional)
         z = noise_fn()
         with torch.no_grad(), amp_ctx():
-            fake = forward(G, z, labels)
+            fake = generate(G, z, labels, objective.aux, real)[0]
         reduce = grad_reduce
         d_step(D, opt_d, real, fake, labels, grad_clip, one_pass, amp_ctx, grad_seed, objective, uniform, z, reduce)
 
@@ -365,6 +390,10 @@ def make_step(
             latent_shape, objective = (codes.noise_dim,), Objective(aux=InfoHead(codes))
         elif MODELS[model].aux == "acgan":
             objective = Objective(aux=ClassHead())
+        elif MODELS[model].aux == "stackgan":
+            objective = Objective(aux=StackHead())
+        elif MODELS[model].aux == "discogan":  # the batch: pairs of domains
+            objective, image_shape = Objective(aux=DiscoHead()), (2, 28, 28)
     else:
         if not (isinstance(model, (tuple, list)) and len(model) == 2):
             raise ValueError(f"make_step: model must be a model name or a (G, D) pair, got {type(model).__name__}")

@@ -132,6 +132,11 @@ class Trainer:
             images, labels = data
             labels_given = labels is not None
             labels = torch.zeros(images.shape[0], dtype=torch.int64) if labels is None else labels
+        elif cfg.discogan():  # both domains, as pairs of channels (fastgan.data.domains)
+            from fastgan.data.domains import load_pairs
+
+            images, labels = load_pairs(cfg.domain_spec(), cfg.data_dir, cfg.download)
+            labels_given = True
         else:
             images, labels = load_dataset(cfg.dataset, cfg.data_dir, train=True, download=cfg.download)
             labels_given = True
