@@ -18,6 +18,8 @@ class Model:
     # (10 class logits; D takes no labels), "infogan" (Q: the latent codes' logits and means)
     aux: str = ""
     latent_dim: int = 100  # z's size by default (infogan: the noise beside its codes)
+    # G's input is the real batch's images downsampled (fastgan.train.superres), not noise (srgan)
+    superres: bool = False
 
     @property
     def d_conditional(self):
@@ -44,6 +46,12 @@ MODELS = {
         g_batch_norm_1d=True,
         aux="infogan",
         latent_dim=62,
+    ),
+    "srgan": Model(
+        "SRGAN (Ledig et al.) at MNIST scale: 7x7 -> 28x28 (--sr-factor 2: 14x14 -> 28x28); a residual-block "
+        "G, dcgan's D, content loss = pixel MSE + the classifier-feature MSE, adversarial weight 1e-3",
+        conv=True,
+        superres=True,
     ),
 }
 CONDITIONAL = tuple(name for name, m in MODELS.items() if m.conditional)

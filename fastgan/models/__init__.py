@@ -8,8 +8,9 @@
 
     G, D = build("acgan"); D(G(z, labels))      # (N, 1 + 10): the adversarial logit, then class logits
     G, D = build("infogan")                     # G(G.codes.attach(z)): z (N, 62) + codes; D: (N, 1 + 12)
+    G, D = build("srgan")                       # G(low_res (N, 1, 7, 7)) -> (N, 1, 28, 28); sr_factor=2: 14x14
 
-Names: mlp, mlp-bn, dcgan, cgan, cdcgan, acgan, infogan (see MODELS). Options (all models
+Names: mlp, mlp-bn, dcgan, cgan, cdcgan, acgan, infogan, srgan (see MODELS). Options (all models
 unless noted): latent_dim (100; infogan's noise beside its codes: 62), dropout=0.0
 (discriminator), g_widths / d_widths (MLP layer widths or DCGAN channels), g_act="relu"|"leaky"
 (mlp, cgan), num_classes=10 (cgan, cdcgan, acgan), embed_dim=10.
@@ -23,6 +24,7 @@ from fastgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from fastgan.models.heads import AuxDiscriminator, InfoGANGenerator
 from fastgan.models.layers import Conv2dLeakyReLU, LinearLeakyReLU, init_dcgan
 from fastgan.models.mlp import MLPDiscriminator, MLPGenerator
+from fastgan.models.srgan import SR_FACTORS, SRGenerator
 
 
 class ModelError(ValueError):
@@ -73,9 +75,11 @@ def build(
     g_act="relu",
     num_classes=NUM_CLASSES,
     embed_dim=10,
+    sr_factor=4,
 ):
     """(generator, discriminator) of model `name`, initialised N(0, 0.02) (DCGAN). latent_dim
-    None: the model's default (MODELS[name].latent_dim).
+    None: the model's default (MODELS[name].latent_dim). sr_factor: srgan's upscaling, 4 (7x7
+    -> 28x28) or 2 (14x14 -> 28x28).
 
     The two backends build the same parameters with the same names, so a state_dict moves
     between them and gives the same outputs.
@@ -114,6 +118,11 @@ def build(
         codes = LatentCodes(latent_dim)
         G = InfoGANGenerator(codes, tuple(g_widths or (128, 64)), backend=backend)
         D = AuxDiscriminator("q", tuple(d_widths or (64, 128)), dropout, codes.q_outputs, hidden=1024, backend=backend)
+    elif name == "srgan":
+        if sr_factor not in SR_FACTORS:
+            raise ModelError(f"sr_factor must be one of {', '.join(map(str, SR_FACTORS))}, got {sr_factor!r}")
+        G = SRGenerator(sr_factor, tuple(g_widths or (32, 16)), backend=backend)
+        D = DCGANDiscriminator(tuple(d_widths or (64, 128)), dropout, backend=backend)
     else:  # dcgan, cdcgan
         G = DCGANGenerator(
             latent_dim, tuple(g_widths or (128, 64)), num_classes=classes, embed_dim=embed_dim, backend=backend
@@ -138,6 +147,7 @@ __all__ = [
     "DCGANDiscriminator",
     "AuxDiscriminator",
     "InfoGANGenerator",
+    "SRGenerator",
     "LatentCodes",
     "LinearLeakyReLU",
     "Conv2dLeakyReLU",

@@ -23,6 +23,7 @@ from fastgan.models.user import forward, image_of, prepare
 from fastgan.optim import Adam as FusedAdam
 from fastgan.train.auxiliary import ClassHead, InfoHead, head_of
 from fastgan.train.graph import GraphedStep
+from fastgan.train.superres import ContentLoss
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # the forward passes' autocast dtype
 
@@ -43,13 +44,16 @@ def autocast(device_type, amp_dtype):
 class Objective:
     """What a step optimizes beyond the default: the loss (ops.gan_d_loss/gan_g_loss's kind), the
     penalties added to D's loss, and D steps per G step. Objective() is the non-saturating BCE
-    step, unchanged. Objective(aux=...) adds a head's losses to both D's and G's (acgan, infogan)."""
+    step, unchanged. Objective(aux=...) adds a head's losses to both D's and G's (acgan, infogan);
+    Objective(content=...) takes G's input from the real batch and adds the content loss to G's
+    (srgan: fastgan.train.superres.ContentLoss)."""
 
     loss: str = "bce"
     gp: float = 0.0  # WGAN-GP weight: gp * mean((|grad D(x_hat)| - 1)^2), x_hat between real and fake
     r1: float = 0.0  # R1 gamma: r1 / 2 * mean |grad D(real)|^2
     n_critic: int = 1
     aux: object = None  # an auxiliary head's loss (fastgan.train.auxiliary: ClassHead, InfoHead), or None
+    content: object = None  # srgan's G input and content loss (fastgan.train.superres.ContentLoss), or None
 
     @property
     def penalized(self):
@@ -169,22 +173,26 @@ def train_step(
     with amp():
         fake = forward(G, z, labels)
     d_loss = d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform, z)
-    g_loss = g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss, objective.aux, z)
+    g_loss = g_step(
+        G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss, objective.aux, z, objective.content, real
+    )
     return torch.stack([d_loss, g_loss])
 
 
-def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind, aux=None, z=None):
+def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind, aux=None, z=None, content=None, real=None):
     """One G update: make the updated D call the fakes real (loss `kind`, plus the auxiliary
-    head's loss `aux` of the fakes' labels and input z). D's weights need no gradient here
-    (only those that had one get it back: a parameter the user froze stays frozen). Returns
-    G's loss (detached), no sync."""
+    head's loss `aux` of the fakes' labels and input z, or srgan's weighted sum with the content
+    loss against `real`). D's weights need no gradient here (only those that had one get it
+    back: a parameter the user froze stays frozen). Returns G's loss (detached), no sync."""
     trainable = [p for p in D.parameters() if p.requires_grad]
     for p in trainable:
         p.requires_grad_(False)
     try:
         with amp():
             fake_logits = forward(D, fake, _d_labels(labels, aux))
-        if aux is None:
+        if content is not None:
+            g_loss = content.g_loss(_g_loss(_loss_input(fake_logits), kind), _loss_input(fake), real)
+        elif aux is None:
             g_loss = _g_loss(_loss_input(fake_logits), kind)
         else:
             fake_logits, fake_aux = aux.split(fake_logits)
@@ -239,9 +247,12 @@ def build_step(
     grad_seed = torch.ones((), device=batches.images.device)  # the losses are float32
     amp_ctx = functools.partial(autocast, batches.images.device.type, amp)
 
+    def g_input(real):  # G's input: noise, or srgan's downsampled real batch
+        return noise_fn() if objective.content is None else objective.content.g_input(real)
+
     def critic():
         real, labels = batches.next(labels=conditional)
-        z = noise_fn()
+        z = g_input(real)
         with torch.no_grad(), amp_ctx():
             fake = forward(G, z, labels)
         d_step(D, opt_d, real, fake, labels, grad_clip, one_pass, amp_ctx, grad_seed, objective, uniform, z)
@@ -250,7 +261,7 @@ def build_step(
         for _ in range(objective.n_critic - 1):
             critic()
         real, labels = batches.next(labels=conditional)
-        z = noise_fn()
+        z = g_input(real)
         losses = train_step(
             G,
             D,
@@ -346,12 +357,15 @@ def make_step(
         torch.manual_seed(seed)
         G, D = build(model, backend=backend)
         G, D = G.to(device), D.to(device)
-        conditional, latent_shape, image_shape = model in CONDITIONAL, (G.latent_dim,), (1, 28, 28)
+        conditional, image_shape = model in CONDITIONAL, (1, 28, 28)
+        latent_shape = G.input_shape if MODELS[model].superres else (G.latent_dim,)
         codes = getattr(G, "codes", None)  # infogan: noise + codes
         if codes is not None:
             latent_shape, objective = (codes.noise_dim,), Objective(aux=InfoHead(codes))
         elif MODELS[model].aux == "acgan":
             objective = Objective(aux=ClassHead())
+        elif MODELS[model].superres:  # G's input: the batch downsampled; pixel content loss (no classifier here)
+            objective = Objective(content=ContentLoss(G.factor, 0.0))
     else:
         if not (isinstance(model, (tuple, list)) and len(model) == 2):
             raise ValueError(f"make_step: model must be a model name or a (G, D) pair, got {type(model).__name__}")
