@@ -360,10 +360,15 @@ def _feature_net(cfg):
 
 
 def cmd_sample(args):
+    import os
+
     from fastgan.train import ConfigError, load_checkpoint, sample, traverse
     from fastgan.train.superres import superres
 
-    if args.input is not None or superres(load_checkpoint(args.checkpoint)["config"]):
+    # srgan super-resolves instead (a missing checkpoint is sample()'s to report)
+    if args.input is not None or (
+        os.path.isfile(args.checkpoint) and superres(load_checkpoint(args.checkpoint)["config"])
+    ):
         return _sample_superres(args)
     if args.traverse:
         given = [f"--{k}" for k in ("n", "label") if getattr(args, k) is not None]
