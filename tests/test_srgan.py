@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from fastgan import metrics
 from fastgan.cli import main as cli_main
 from fastgan.metrics.fid import feature_stats
-from fastgan.metrics.superres import Features, psnr, ssim, ssim_map, superres_metrics
+from fastgan.metrics.superres import Features, psnr, spread, ssim, ssim_map, superres_metrics
 from fastgan.models import ModelError, SRGenerator, build
 from fastgan.train import ConfigError, TrainConfig, Trainer, load_checkpoint, sample
 from fastgan.train.step import Objective, make_step, train_step
@@ -136,6 +136,14 @@ def test_ssim_on_known_cases():
     c2 = 0.03**2
     want = (2 * mp * mq + c1) * (2 * cov + c2) / ((mp**2 + mq**2 + c1) * (vp + vq + c2))
     torch.testing.assert_close(ssim_map(x, y)[0, 0, 3, 5], want)
+
+
+def test_the_held_out_digits_are_spread_over_the_test_set():
+    x = torch.arange(100, dtype=torch.uint8).view(100, 1, 1).expand(100, 28, 28)
+    y = torch.arange(100) // 10  # digit by digit, as the test files run
+    images, labels = spread(x, y, 10)
+    assert labels.tolist() == list(range(10)) and images.shape == (10, 1, 28, 28)
+    assert spread(x, y)[1].tolist() == y.tolist() and len(spread(x, y, 500)[1]) == 100
 
 
 class _Nearest(nn.Module):

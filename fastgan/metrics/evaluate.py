@@ -15,7 +15,7 @@ from fastgan.metrics.fid import (
     frechet_distance,
 )
 from fastgan.metrics.matching import code_accuracy
-from fastgan.metrics.superres import superres_metrics
+from fastgan.metrics.superres import spread, superres_metrics
 from fastgan.train.auxiliary import codes_of
 from fastgan.train.config import ConfigError
 from fastgan.train.sampling import latent_inputs, load_generator, resolve_device, run_generator
@@ -69,9 +69,9 @@ class Evaluator:
         `seed`: fid, inception_score, class_histogram, class_entropy, label_accuracy (None for
         unconditional models). G is put in eval mode for the draw and then restored."""
         check_n(n)
-        if superres(cfg):  # the first n held-out images, super-resolved (all of them if fewer)
+        if superres(cfg):  # n held-out images spread over the digits, super-resolved (all of them if fewer)
             (_, _), (x, y) = self.data
-            images, labels = to_input(x[:n]).to(self.device), y[:n]
+            images, labels = spread(x, y, n)
             return superres_metrics(G, cfg, images, labels, self.model, self.real_stats, self.batch_size)
         was_training = G.training
         G.eval()

@@ -136,12 +136,20 @@ def superres_metrics(G, cfg, images, labels, classifier, real_stats, batch_size=
     }
 
 
-def held_out_images(cfg, n=None, data_dir=None):
-    """(images (n, 1, 28, 28) in [-1, 1], labels): the first n test images of cfg's dataset (the
-    classifier's test split; mnist-5k: its held-out 1,000), all of them if n is None or larger."""
-    (_, _), (x, y) = split(cfg.dataset, data_dir if data_dir is not None else cfg.data_dir)
+def spread(x, y, n=None):
+    """(images (n, 1, 28, 28) in [-1, 1], labels) of n of the uint8 test images x, evenly spaced
+    through them (the test files run digit by digit: the first n would be zeros), all of them
+    if n is None or larger."""
     n = len(x) if n is None else min(n, len(x))
-    return to_input(x[:n]), y[:n]
+    pick = torch.linspace(0, len(x) - 1, n).round().long()
+    return to_input(x[pick]), y[pick]
+
+
+def held_out_images(cfg, n=None, data_dir=None):
+    """spread() of the test images of cfg's dataset (the classifier's test split; mnist-5k: its
+    held-out 1,000)."""
+    (_, _), (x, y) = split(cfg.dataset, data_dir if data_dir is not None else cfg.data_dir)
+    return spread(x, y, n)
 
 
 def _superres_generator(checkpoint, device, ema):
