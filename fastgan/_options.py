@@ -20,6 +20,8 @@ class Model:
     latent_dim: int = 100  # z's size by default (infogan: the noise beside its codes)
     # G's input is the real batch's images downsampled (fastgan.train.superres), not noise (srgan)
     superres: bool = False
+    # a Laplacian pyramid of GANs (fastgan.models.lapgan): D sees each level of the real batch (lapgan)
+    pyramid: bool = False
 
     @property
     def d_conditional(self):
@@ -52,6 +54,13 @@ MODELS = {
         "G, dcgan's D, content loss = pixel MSE + the classifier-feature MSE, adversarial weight 1e-3",
         conv=True,
         superres=True,
+    ),
+    "lapgan": Model(
+        "LAPGAN (Denton et al.): a 3-level Laplacian pyramid, a 7x7 GAN and two conditional GANs drawing the "
+        "14x14 and 28x28 band-pass residuals from the upsampled coarser image, trained jointly in one step",
+        conv=True,
+        pyramid=True,
+        latent_dim=100 + 14 * 14 + 28 * 28,
     ),
 }
 CONDITIONAL = tuple(name for name, m in MODELS.items() if m.conditional)

@@ -14,6 +14,8 @@ def inputs(name, n=16, latent=100, seed=0):
     g = torch.Generator().manual_seed(seed)
     if MODELS[name].superres:
         return torch.rand(n, 1, 7, 7, generator=g) * 2 - 1, None
+    if MODELS[name].pyramid:  # lapgan: the noise of its three levels
+        latent = MODELS[name].latent_dim
     if MODELS[name].aux == "infogan":
         codes = LatentCodes(MODELS[name].latent_dim)
         return codes.attach(torch.randn(n, codes.noise_dim, generator=g), g), None
@@ -31,7 +33,7 @@ def d_call(name, D, x, labels):
     return call(D, x, labels if MODELS[name].d_conditional else None)
 
 
-D_OUTPUTS = {"acgan": 1 + 10, "infogan": 1 + 10 + 2}  # the adversarial logit, then the head's
+D_OUTPUTS = {"acgan": 1 + 10, "infogan": 1 + 10 + 2, "lapgan": 3}  # the adversarial logit, then the head's
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -47,6 +49,8 @@ def test_shapes(name, backend):
     assert logits.shape == (16, D_OUTPUTS.get(name, 1))
     if MODELS[name].superres:
         assert G.input_shape == (1, 7, 7)
+    elif MODELS[name].pyramid:
+        assert G.latent_dim == 100 + 14 * 14 + 28 * 28
     else:
         assert G.latent_dim == (62 + 10 + 2 if name == "infogan" else 100)
     logits.sum().backward()

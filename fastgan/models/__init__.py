@@ -9,8 +9,9 @@
     G, D = build("acgan"); D(G(z, labels))      # (N, 1 + 10): the adversarial logit, then class logits
     G, D = build("infogan")                     # G(G.codes.attach(z)): z (N, 62) + codes; D: (N, 1 + 12)
     G, D = build("srgan")                       # G(low_res (N, 1, 7, 7)) -> (N, 1, 28, 28); sr_factor=2: 14x14
+    G, D = build("lapgan")                      # G(z (N, 1080)) -> 28x28 through the pyramid; D: (N, 3)
 
-Names: mlp, mlp-bn, dcgan, cgan, cdcgan, acgan, infogan, srgan (see MODELS). Options (all models
+Names: mlp, mlp-bn, dcgan, cgan, cdcgan, acgan, infogan, srgan, lapgan (see MODELS). Options (all models
 unless noted): latent_dim (100; infogan's noise beside its codes: 62), dropout=0.0
 (discriminator), g_widths / d_widths (MLP layer widths or DCGAN channels), g_act="relu"|"leaky"
 (mlp, cgan), num_classes=10 (cgan, cdcgan, acgan), embed_dim=10.
@@ -22,6 +23,7 @@ from fastgan._options import BACKENDS, CONDITIONAL, G_ACTS, MODELS, NUM_CLASSES
 from fastgan.models.codes import LatentCodes
 from fastgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from fastgan.models.heads import AuxDiscriminator, InfoGANGenerator
+from fastgan.models.lapgan import LapGANDiscriminator, LapGANGenerator
 from fastgan.models.layers import Conv2dLeakyReLU, LinearLeakyReLU, init_dcgan
 from fastgan.models.mlp import MLPDiscriminator, MLPGenerator
 from fastgan.models.srgan import SR_FACTORS, SRGenerator
@@ -123,6 +125,12 @@ def build(
             raise ModelError(f"sr_factor must be one of {', '.join(map(str, SR_FACTORS))}, got {sr_factor!r}")
         G = SRGenerator(sr_factor, tuple(g_widths or (32, 16)), backend=backend)
         D = DCGANDiscriminator(tuple(d_widths or (64, 128)), dropout, backend=backend)
+    elif name == "lapgan":
+        try:
+            G = LapGANGenerator(latent_dim, tuple(g_widths or (256, 32)), backend=backend)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
+        D = LapGANDiscriminator(tuple(d_widths or (32, 64)), dropout, backend=backend)
     else:  # dcgan, cdcgan
         G = DCGANGenerator(
             latent_dim, tuple(g_widths or (128, 64)), num_classes=classes, embed_dim=embed_dim, backend=backend
@@ -148,6 +156,8 @@ __all__ = [
     "AuxDiscriminator",
     "InfoGANGenerator",
     "SRGenerator",
+    "LapGANGenerator",
+    "LapGANDiscriminator",
     "LatentCodes",
     "LinearLeakyReLU",
     "Conv2dLeakyReLU",

@@ -23,6 +23,7 @@ from fastgan.models.user import forward, image_of, prepare
 from fastgan.optim import Adam as FusedAdam
 from fastgan.train.auxiliary import ClassHead, InfoHead, head_of
 from fastgan.train.graph import GraphedStep
+from fastgan.train.pyramid import PyramidInput, pyramid_of
 from fastgan.train.superres import ContentLoss
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # the forward passes' autocast dtype
@@ -53,7 +54,9 @@ class Objective:
     r1: float = 0.0  # R1 gamma: r1 / 2 * mean |grad D(real)|^2
     n_critic: int = 1
     aux: object = None  # an auxiliary head's loss (fastgan.train.auxiliary: ClassHead, InfoHead), or None
-    content: object = None  # srgan's G input and content loss (fastgan.train.superres.ContentLoss), or None
+    # what the step makes of the batch, and G's loss beyond the adversarial one: srgan's G input and content
+    # loss (fastgan.train.superres.ContentLoss), lapgan's pyramid (fastgan.train.pyramid.PyramidInput), or None
+    content: object = None
 
     @property
     def penalized(self):
@@ -61,7 +64,7 @@ class Objective:
 
     @classmethod
     def of(cls, cfg):
-        return cls(cfg.loss, cfg.gp, cfg.r1, cfg.n_critic, head_of(cfg))
+        return cls(cfg.loss, cfg.gp, cfg.r1, cfg.n_critic, head_of(cfg), pyramid_of(cfg))
 
 
 DEFAULT_OBJECTIVE = Objective()
@@ -247,12 +250,12 @@ def build_step(
     grad_seed = torch.ones((), device=batches.images.device)  # the losses are float32
     amp_ctx = functools.partial(autocast, batches.images.device.type, amp)
 
-    def g_input(real):  # G's input: noise, or srgan's downsampled real batch
-        return noise_fn() if objective.content is None else objective.content.g_input(real)
+    def inputs(real):  # (D's real batch, G's input): the batch and noise, or what srgan / lapgan make of it
+        return (real, noise_fn()) if objective.content is None else objective.content.batch(real, noise_fn)
 
     def critic():
         real, labels = batches.next(labels=conditional)
-        z = g_input(real)
+        real, z = inputs(real)
         with torch.no_grad(), amp_ctx():
             fake = forward(G, z, labels)
         d_step(D, opt_d, real, fake, labels, grad_clip, one_pass, amp_ctx, grad_seed, objective, uniform, z)
@@ -261,7 +264,7 @@ def build_step(
         for _ in range(objective.n_critic - 1):
             critic()
         real, labels = batches.next(labels=conditional)
-        z = g_input(real)
+        real, z = inputs(real)
         losses = train_step(
             G,
             D,
@@ -366,6 +369,8 @@ def make_step(
             objective = Objective(aux=ClassHead())
         elif MODELS[model].superres:  # G's input: the batch downsampled; pixel content loss (no classifier here)
             objective = Objective(content=ContentLoss(G.factor, 0.0))
+        elif MODELS[model].pyramid:
+            objective = Objective(content=PyramidInput())
     else:
         if not (isinstance(model, (tuple, list)) and len(model) == 2):
             raise ValueError(f"make_step: model must be a model name or a (G, D) pair, got {type(model).__name__}")

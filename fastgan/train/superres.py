@@ -41,6 +41,10 @@ class ContentLoss:
     def g_input(self, real):
         return downsample(real, self.factor)
 
+    def batch(self, real, noise_fn):
+        """(what D sees of the real batch, G's input): the batch itself, and it downsampled (no noise)."""
+        return real, self.g_input(real)
+
     def loss(self, fake, real):
         """MSE(fake, real) + feature_weight * MSE(phi(fake), phi(real)), averaged over all elements."""
         content = F.mse_loss(fake, real.to(fake.dtype))
