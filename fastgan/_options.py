@@ -23,6 +23,10 @@ class Model:
     # G's input columns drawn from N(0, 1) after the latent_dim noise (stackgan: the eps of its two
     # stages' conditioning augmentation, 2 x fastgan.models.stackgan.CONDITION_DIM)
     latent_extra: int = 0
+    # G's input is the real batch's images downsampled (fastgan.train.superres), not noise (srgan)
+    superres: bool = False
+    # a Laplacian pyramid of GANs (fastgan.models.lapgan): D sees each level of the real batch (lapgan)
+    pyramid: bool = False
 
     @property
     def d_conditional(self):
@@ -65,6 +69,19 @@ MODELS = {
         conv=True,
         aux="discogan",
         latent_dim=0,
+    ),
+    "srgan": Model(
+        "SRGAN (Ledig et al.) at MNIST scale: 7x7 -> 28x28 (--sr-factor 2: 14x14 -> 28x28); a residual-block "
+        "G, dcgan's D, content loss = pixel MSE + the classifier-feature MSE, adversarial weight 1e-3",
+        conv=True,
+        superres=True,
+    ),
+    "lapgan": Model(
+        "LAPGAN (Denton et al.): a 3-level Laplacian pyramid, a 7x7 GAN and two conditional GANs drawing the "
+        "14x14 and 28x28 band-pass residuals from the upsampled coarser image, trained jointly in one step",
+        conv=True,
+        pyramid=True,
+        latent_dim=100 + 14 * 14 + 28 * 28,
     ),
 }
 CONDITIONAL = tuple(name for name, m in MODELS.items() if m.conditional)

@@ -190,6 +190,25 @@ def build_parser():
         help="infogan: lambda, the weight of the mutual-information loss in D's and G's steps (default 1)",
     )
     o.add_argument(
+        "--sr-factor",
+        type=int,
+        choices=(2, 4),
+        default=S,
+        help="srgan: the upscaling, 4 (7x7 -> 28x28, default) or 2 (14x14 -> 28x28)",
+    )
+    o.add_argument(
+        "--feature-weight",
+        type=float,
+        default=S,
+        help="srgan: the weight of the classifier-feature MSE in the content loss (default 0.01; 0: pixels only)",
+    )
+    o.add_argument(
+        "--adv-weight",
+        type=float,
+        default=S,
+        help="srgan: the weight of the adversarial loss (default 1e-3, the paper's; 0: the content-loss-only G)",
+    )
+    o.add_argument(
         "--kl-weight",
         type=float,
         default=S,
@@ -238,6 +257,12 @@ def build_parser():
         "swept from -2 to 2, one noise vector",
     )
     s.add_argument("--code", type=int, default=None, help="with --traverse: which continuous code (default 0)")
+    s.add_argument(
+        "--input",
+        default=None,
+        help="srgan: a low-res PNG to super-resolve (written to --out, --sr-factor times larger); without it, "
+        "srgan's grid shows held-out test digits as (bicubic, srgan, original) triplets",
+    )
     s.add_argument("--out", type=output(".png"), default="samples.png", help="PNG to write (default samples.png)")
     s.add_argument("--seed", type=seed, default=0, help="noise seed (default 0)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
@@ -255,8 +280,9 @@ def build_parser():
         "digit classifier (trained on the checkpoint's dataset on first use, "
         "cached in --cache-dir): classifier FID, Inception Score, class "
         "histogram and entropy, label accuracy for conditional models, for infogan the "
-        "categorical code's accuracy as a digit label under the best code-to-digit matching, and for stackgan "
-        "the FID and label accuracy of stage I's sketches (upsampled) beside stage II's.",
+        "categorical code's accuracy as a digit label under the best code-to-digit matching, for stackgan "
+        "the FID and label accuracy of stage I's sketches (upsampled) beside stage II's, and for srgan "
+        "PSNR, SSIM, accuracy and FID of the super-resolved held-out digits beside bicubic upsampling.",
     )
     e.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by fastgan train")
     e.add_argument("--n", type=int, default=10000, help="generated images (default 10000, at least 2)")
@@ -328,6 +354,7 @@ def cmd_train(args):
         make_evaluator=_evaluator,
         allow_changed_data=args.allow_changed_data,
         allow_changed_model=args.allow_changed_model,
+        make_feature_net=_feature_net,
     )
     ranks = trainer.ranks
     if ranks.main:
@@ -356,9 +383,24 @@ def _evaluator(cfg, device):
     return Evaluator(cfg.dataset, cfg.data_dir, device)
 
 
-def cmd_sample(args):
-    from fastgan.train import ConfigError, sample, traverse
+def _feature_net(cfg):
+    """srgan's feature loss: the default classifier of the run's dataset (what fastgan eval measures with)."""
+    from fastgan.metrics import feature_net
 
+    return feature_net(cfg.dataset, cfg.data_dir)
+
+
+def cmd_sample(args):
+    import os
+
+    from fastgan.train import ConfigError, load_checkpoint, sample, traverse
+    from fastgan.train.superres import superres
+
+    # srgan super-resolves instead (a missing checkpoint is sample()'s to report)
+    if args.input is not None or (
+        os.path.isfile(args.checkpoint) and superres(load_checkpoint(args.checkpoint)["config"])
+    ):
+        return _sample_superres(args)
     if args.traverse:
         given = [f"--{k}" for k in ("n", "label") if getattr(args, k) is not None]
         if given:
@@ -379,6 +421,24 @@ def cmd_sample(args):
         device=args.device,
         ema=args.ema_samples,
     )
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _sample_superres(args):
+    from fastgan.metrics.superres import sample_superres, upsample_file
+    from fastgan.train import ConfigError
+
+    given = [f"--{k}" for k in ("label", "code") if getattr(args, k) is not None] + ["--traverse"] * args.traverse
+    if given:
+        raise ConfigError(f"srgan super-resolves images and draws no labels or codes: leave out {' and '.join(given)}")
+    if args.input is not None:
+        if args.n is not None:
+            raise ConfigError("--input super-resolves that one image: leave out --n")
+        y = upsample_file(args.checkpoint, args.input, args.out, args.device, args.ema_samples)
+        print(f"wrote {args.out} ({y.shape[-2]}x{y.shape[-1]})")
+        return 0
+    sample_superres(args.checkpoint, 16 if args.n is None else args.n, args.out, args.device, args.ema_samples)
     print(f"wrote {args.out}")
     return 0
 
@@ -439,6 +499,16 @@ def cmd_eval(args):
             f"code_accuracy    {100 * m['code_accuracy']:.2f}% (categorical code as a digit, best one-to-one "
             f"matching code -> digit: {m['code_to_digit']})"
         )
+    if "psnr" in m:
+        sr, bic = m["sr"], m["bicubic"]
+        print(f"super-resolution x{m['sr_factor']} of {m['n']} held-out images: srgan / bicubic")
+        print(f"  psnr           {sr['psnr']:.2f} / {bic['psnr']:.2f} dB")
+        print(f"  ssim           {sr['ssim']:.4f} / {bic['ssim']:.4f}")
+        print(
+            f"  accuracy       {100 * sr['accuracy']:.2f}% / {100 * bic['accuracy']:.2f}% (originals: "
+            f"{100 * m['original_accuracy']:.2f}%)"
+        )
+        print(f"  fid            {sr['fid']:.4f} / {bic['fid']:.4f}")
     if args.json:
         with atomic_write(args.json, "w") as f:
             json.dump(m, f, indent=2)

@@ -10,11 +10,15 @@ from fastgan.models import CONDITIONAL, MODELS, Conv2dLeakyReLU, LatentCodes, Li
 
 
 def inputs(name, n=16, latent=100, seed=0):
-    """z (infogan: its noise with codes joined on; discogan: pairs of images, its two domains) and
-    labels (None: unconditional)."""
+    """z (infogan: its noise with codes joined on; discogan: pairs of images, its two domains;
+    srgan: a 7x7 low-res image) and labels (None: unconditional)."""
     g = torch.Generator().manual_seed(seed)
     if name == "discogan":
         return torch.rand(n, 2, 28, 28, generator=g) * 2 - 1, None
+    if MODELS[name].superres:
+        return torch.rand(n, 1, 7, 7, generator=g) * 2 - 1, None
+    if MODELS[name].pyramid:  # lapgan: the noise of its three levels
+        latent = MODELS[name].latent_dim
     if MODELS[name].aux == "infogan":
         codes = LatentCodes(MODELS[name].latent_dim)
         return codes.attach(torch.randn(n, codes.noise_dim, generator=g), g), None
@@ -32,8 +36,8 @@ def d_call(name, D, x, labels):
     return call(D, x, labels if MODELS[name].d_conditional else None)
 
 
-# the adversarial logit, then the head's (stackgan: the logits of its two stages)
-D_OUTPUTS = {"acgan": 1 + 10, "infogan": 1 + 10 + 2, "stackgan": 2, "discogan": 2}
+# the adversarial logit, then the head's (stackgan: the logits of its two stages; lapgan: its levels')
+D_OUTPUTS = {"acgan": 1 + 10, "infogan": 1 + 10 + 2, "stackgan": 2, "discogan": 2, "lapgan": 3}
 CHANNELS = {"discogan": 2}  # G's images: discogan's are pairs (domain A, domain B)
 
 
@@ -48,13 +52,17 @@ def test_shapes(name, backend):
     assert x.min() >= -1 and x.max() <= 1  # tanh output
     logits = d_call(name, D, x, labels)
     assert logits.shape == (16, D_OUTPUTS.get(name, 1))
-    assert G.latent_dim == {"infogan": 62 + 10 + 2, "stackgan": 100 + 2 * 16, "discogan": 0}.get(name, 100)
+    if MODELS[name].superres:
+        assert G.input_shape == (1, 7, 7)
+    else:
+        expected = {"infogan": 62 + 10 + 2, "stackgan": 100 + 2 * 16, "discogan": 0, "lapgan": 100 + 14 * 14 + 28 * 28}
+        assert G.latent_dim == expected.get(name, 100)
     logits.sum().backward()
 
 
 # stackgan's G is deeper (two stages, six batch norms): in float32 its gradients differ between the
 # backends by up to 3e-3 of a parameter's largest entry, rounding amplified; compared in float64
-DTYPES = {"stackgan": torch.float64}
+DTYPES = {"stackgan": torch.float64, "srgan": torch.float64}  # deep gradients whose float32 sums cancel
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -32,6 +32,7 @@ from fastgan.metrics.fid import (
     inception_score,
     sqrtm_psd,
 )
+from fastgan.metrics.superres import feature_net, psnr, sample_superres, ssim, superres_metrics, upsample_file
 
 __all__ = [
     "ClassScores",
@@ -46,6 +47,7 @@ __all__ = [
     "dataset_hash",
     "entropy_bits",
     "evaluate",
+    "feature_net",
     "feature_stats",
     "fid_from_features",
     "frechet_distance",
@@ -54,8 +56,13 @@ __all__ = [
     "get_classifier",
     "inception_score",
     "load_generator",
+    "psnr",
+    "sample_superres",
     "split",
     "sqrtm_psd",
+    "ssim",
+    "superres_metrics",
     "to_input",
     "train_classifier",
+    "upsample_file",
 ]

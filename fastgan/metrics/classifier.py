@@ -82,6 +82,18 @@ def to_input(images):
     return images.float().div(127.5).sub(1.0)
 
 
+@torch.no_grad()
+def classify(model, images, batch_size=1000):
+    """(features (N, D) float64 on CPU, probabilities (N, 10) float64 on CPU) of float images
+    (N, 1, 28, 28) in [-1, 1]."""
+    feats, probs = [], []
+    for i in range(0, len(images), batch_size):
+        f = model.features(images[i : i + batch_size])
+        feats.append(f.double().cpu())
+        probs.append(torch.softmax(model.fc2(f).double(), 1).cpu())
+    return torch.cat(feats), torch.cat(probs)
+
+
 def split(name, data_dir=None):
     """((train_images, train_labels), (test_images, test_labels)) for the classifier.
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fastgan._options import MODELS
-from fastgan.metrics.classifier import NUM_CLASSES, ClassifierSettings, get_classifier, split, to_input
+from fastgan.metrics.classifier import NUM_CLASSES, ClassifierSettings, classify, get_classifier, split, to_input
 from fastgan.metrics.fid import (
     ClassScores,
     RunningStats,
@@ -17,21 +17,11 @@ from fastgan.metrics.fid import (
     frechet_distance,
 )
 from fastgan.metrics.matching import code_accuracy
+from fastgan.metrics.superres import spread, superres_metrics
 from fastgan.train.auxiliary import codes_of
 from fastgan.train.config import ConfigError
 from fastgan.train.sampling import latent_inputs, load_generator, resolve_device, run_generator
-
-
-@torch.no_grad()
-def classify(model, images, batch_size=1000):
-    """(features (N, D) float64 on CPU, probabilities (N, 10) float64 on CPU) of float images
-    (N, 1, 28, 28) in [-1, 1]."""
-    feats, probs = [], []
-    for i in range(0, len(images), batch_size):
-        f = model.features(images[i : i + batch_size])
-        feats.append(f.double().cpu())
-        probs.append(torch.softmax(model.fc2(f).double(), 1).cpu())
-    return torch.cat(feats), torch.cat(probs)
+from fastgan.train.superres import superres
 
 
 def generate_batches(G, cfg, n, seed=0, device="cpu", batch_size=1000):
@@ -93,6 +83,10 @@ class Evaluator:
 
     def _measure(self, G, cfg, n, seed):
         check_n(n)
+        if superres(cfg):  # n held-out images spread over the digits, super-resolved (all of them if fewer)
+            (_, _), (x, y) = self.data
+            images, labels = spread(x, y, n)
+            return superres_metrics(G, cfg, images, labels, self.model, self.real_stats, self.batch_size)
         was_training = G.training
         G.eval()
         stats, scores = RunningStats(), ClassScores(NUM_CLASSES)

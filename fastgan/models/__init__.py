@@ -11,9 +11,11 @@
     G, D = build("stackgan")                    # G(z (N, 100 + 32), labels): stage II; G.stages(z, labels)
                                                 # D(pair(x), labels): (N, 2), stage II's logit and stage I's
     G, D = build("discogan")                    # G(x (N, 2, 28, 28): domains A, B) -> (G_BA(B), G_AB(A))
+    G, D = build("srgan")                       # G(low_res (N, 1, 7, 7)) -> (N, 1, 28, 28); sr_factor=2: 14x14
+    G, D = build("lapgan")                      # G(z (N, 1080)) -> 28x28 through the pyramid; D: (N, 3)
 
-Names: mlp, mlp-bn, dcgan, cgan, cdcgan, acgan, infogan, stackgan, discogan (see MODELS). Options (all models
-unless noted): latent_dim (100; infogan's noise beside its codes: 62), dropout=0.0
+Names: mlp, mlp-bn, dcgan, cgan, cdcgan, acgan, infogan, stackgan, discogan, srgan, lapgan (see MODELS).
+Options (all models unless noted): latent_dim (100; infogan's noise beside its codes: 62), dropout=0.0
 (discriminator), g_widths / d_widths (MLP layer widths or DCGAN channels), g_act="relu"|"leaky"
 (mlp, cgan), num_classes=10 (cgan, cdcgan, acgan, stackgan), embed_dim=10
 (cgan, cdcgan, acgan; stackgan's digit embedding is 32 wide).
@@ -26,8 +28,10 @@ from fastgan.models.codes import LatentCodes
 from fastgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from fastgan.models.discogan import DiscoDiscriminator, DiscoGenerator
 from fastgan.models.heads import AuxDiscriminator, InfoGANGenerator
+from fastgan.models.lapgan import LapGANDiscriminator, LapGANGenerator
 from fastgan.models.layers import Conv2dLeakyReLU, LinearLeakyReLU, init_dcgan
 from fastgan.models.mlp import MLPDiscriminator, MLPGenerator
+from fastgan.models.srgan import SR_FACTORS, SRGenerator
 from fastgan.models.stackgan import StackDiscriminator, StackGenerator
 
 
@@ -79,9 +83,11 @@ def build(
     g_act="relu",
     num_classes=NUM_CLASSES,
     embed_dim=10,
+    sr_factor=4,
 ):
     """(generator, discriminator) of model `name`, initialised N(0, 0.02) (DCGAN). latent_dim
-    None: the model's default (MODELS[name].latent_dim).
+    None: the model's default (MODELS[name].latent_dim). sr_factor: srgan's upscaling, 4 (7x7
+    -> 28x28) or 2 (14x14 -> 28x28).
 
     The two backends build the same parameters with the same names, so a state_dict moves
     between them and gives the same outputs.
@@ -129,6 +135,17 @@ def build(
     elif name == "discogan":  # g_widths: each translator's two channel counts
         G = DiscoGenerator(tuple(g_widths or (64, 128)), backend=backend)
         D = DiscoDiscriminator(tuple(d_widths or (64, 128)), dropout, backend=backend)
+    elif name == "srgan":
+        if sr_factor not in SR_FACTORS:
+            raise ModelError(f"sr_factor must be one of {', '.join(map(str, SR_FACTORS))}, got {sr_factor!r}")
+        G = SRGenerator(sr_factor, tuple(g_widths or (32, 16)), backend=backend)
+        D = DCGANDiscriminator(tuple(d_widths or (64, 128)), dropout, backend=backend)
+    elif name == "lapgan":
+        try:
+            G = LapGANGenerator(latent_dim, tuple(g_widths or (256, 32)), backend=backend)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
+        D = LapGANDiscriminator(tuple(d_widths or (32, 64)), dropout, backend=backend)
     else:  # dcgan, cdcgan
         G = DCGANGenerator(
             latent_dim, tuple(g_widths or (128, 64)), num_classes=classes, embed_dim=embed_dim, backend=backend
@@ -153,6 +170,9 @@ __all__ = [
     "DCGANDiscriminator",
     "AuxDiscriminator",
     "InfoGANGenerator",
+    "SRGenerator",
+    "LapGANGenerator",
+    "LapGANDiscriminator",
     "LatentCodes",
     "StackGenerator",
     "StackDiscriminator",

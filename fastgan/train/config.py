@@ -155,6 +155,11 @@ class TrainConfig:
     kl_weight: float = 1.0  # stackgan: lambda, the weight of the conditioning augmentation's KL term in G's loss
     domains: Optional[str] = None  # discogan: "A:B" (fastgan.data.domains); None: "DATASET:DATASET-rot90"
     recon_weight: float = 1.0  # discogan: the weight of the reconstruction losses in G's loss
+    # srgan (fastgan.train.superres): the upscaling (4: 7x7 -> 28x28, 2: 14x14 -> 28x28), the weight of
+    # the classifier-feature MSE in the content loss, and of the adversarial loss (0: content loss only)
+    sr_factor: int = 4
+    feature_weight: float = 0.01
+    adv_weight: float = 1e-3
     spectral_norm: bool = False  # D's weight layers spectrally normalized (one power iteration a step)
     spectral_norm_g: bool = False  # ...and G's
     ema: float = 0.0  # decay of an exponential moving average of G's weights (0: none)
@@ -287,6 +292,19 @@ class TrainConfig:
             raise ConfigError(f"--recon-weight must be a number >= 0, got {self.recon_weight}")
         if self.recon_weight != 1.0 and not self.discogan():
             raise ConfigError("--recon-weight weighs DiscoGAN's reconstruction losses: it needs --model discogan")
+        srgan = not self.user_model() and MODELS[self.model].superres
+        if isinstance(self.sr_factor, bool) or self.sr_factor not in (2, 4):
+            raise ConfigError(f"--sr-factor must be 2 (14x14 -> 28x28) or 4 (7x7 -> 28x28), got {self.sr_factor}")
+        for name, default in (("feature_weight", 0.01), ("adv_weight", 1e-3)):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a number >= 0, got {v}")
+            if v != default and not srgan:
+                raise ConfigError(f"--{name.replace('_', '-')} weighs a term of srgan's loss: it needs --model srgan")
+        if self.sr_factor != 4 and not srgan:
+            raise ConfigError("--sr-factor is srgan's upscaling: it needs --model srgan")
+        if srgan and self.dataset == USER_DATA:
+            raise ConfigError("srgan is trained on 28x28 digits and measured by their classifier: give a named dataset")
         if self.compile and (self.gp or self.r1):
             raise ConfigError("--gp and --r1 differentiate twice, which --compile does not capture here: leave one out")
 

@@ -21,6 +21,7 @@ from fastgan.train.auxiliary import codes_of
 from fastgan.train.checkpoint import load_checkpoint, load_module_state
 from fastgan.train.config import USER_MODEL, CheckpointError, ConfigError
 from fastgan.train.images import save_grid
+from fastgan.train.superres import superres
 
 
 def resolve_device(name):
@@ -88,6 +89,7 @@ def _fastgan_models(cfg, device):
             g_widths=cfg.g_widths,
             d_widths=cfg.d_widths,
             g_act=cfg.g_act,
+            sr_factor=cfg.sr_factor,
         )
 
     try:
@@ -275,6 +277,11 @@ def sample(checkpoint, n=64, label=None, out="samples.png", seed=0, device="cpu"
         raise ConfigError(f"--out must be a .png file name (the grid is written as PNG), got {out!r}")
     device = resolve_device(device)
     G, cfg, _ = load_generator(checkpoint, device, ema=ema)
+    if superres(cfg):
+        raise ConfigError(
+            f"{checkpoint} holds srgan, which super-resolves images rather than draw them: "
+            "fastgan.metrics.sample_superres (fastgan sample) or upsample_file (fastgan sample --input)"
+        )
     conditional = cfg.conditional() or codes_of(cfg) is not None  # infogan: --label is the categorical code
     if label is not None:
         if not conditional:

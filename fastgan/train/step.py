@@ -23,6 +23,8 @@ from fastgan.models.user import forward, image_of, prepare
 from fastgan.optim import Adam as FusedAdam
 from fastgan.train.auxiliary import ClassHead, DiscoHead, InfoHead, StackHead, head_of
 from fastgan.train.graph import GraphedStep
+from fastgan.train.pyramid import PyramidInput, pyramid_of
+from fastgan.train.superres import ContentLoss
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # the forward passes' autocast dtype
 
@@ -44,13 +46,18 @@ class Objective:
     """What a step optimizes beyond the default: the loss (ops.gan_d_loss/gan_g_loss's kind), the
     penalties added to D's loss, and D steps per G step. Objective() is the non-saturating BCE
     step, unchanged. Objective(aux=...) adds a head's losses to both D's and G's (acgan, infogan),
-    or runs the model's two stages (stackgan) or translations (discogan; see fastgan.train.auxiliary)."""
+    or runs the model's two stages (stackgan) or translations (discogan; see fastgan.train.auxiliary);
+    Objective(content=...) takes G's input from the real batch and adds the content loss to G's
+    (srgan: fastgan.train.superres.ContentLoss; lapgan: fastgan.train.pyramid.PyramidInput)."""
 
     loss: str = "bce"
     gp: float = 0.0  # WGAN-GP weight: gp * mean((|grad D(x_hat)| - 1)^2), x_hat between real and fake
     r1: float = 0.0  # R1 gamma: r1 / 2 * mean |grad D(real)|^2
     n_critic: int = 1
     aux: object = None  # an auxiliary head (fastgan.train.auxiliary's ClassHead, InfoHead, StackHead, DiscoHead)
+    # what the step makes of the batch, and G's loss beyond the adversarial one: srgan's G input and content
+    # loss (fastgan.train.superres.ContentLoss), lapgan's pyramid (fastgan.train.pyramid.PyramidInput), or None
+    content: object = None
 
     @property
     def penalized(self):
@@ -58,7 +65,7 @@ class Objective:
 
     @classmethod
     def of(cls, cfg):
-        return cls(cfg.loss, cfg.gp, cfg.r1, cfg.n_critic, head_of(cfg))
+        return cls(cfg.loss, cfg.gp, cfg.r1, cfg.n_critic, head_of(cfg), pyramid_of(cfg))
 
 
 DEFAULT_OBJECTIVE = Objective()
@@ -197,27 +204,45 @@ def train_step(
     amp = functools.partial(autocast, real.device.type, amp_dtype)
     with amp():
         fake, g_extra = generate(G, z, labels, objective.aux, real)
-    reduce = grad_reduce
+    reduce, aux, content = grad_reduce, objective.aux, objective.content
     d_loss = d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform, z, reduce)
     g_loss = g_step(
-        G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss, objective.aux, z, g_extra, reduce
+        G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss, aux, z, g_extra, reduce, content, real
     )
     return torch.stack([d_loss, g_loss])
 
 
-def g_step(G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, kind, aux=None, z=None, extra=None, grad_reduce=None):
+def g_step(
+    G,
+    D,
+    opt_g,
+    fake,
+    labels,
+    grad_clip,
+    amp,
+    grad_seed,
+    kind,
+    aux=None,
+    z=None,
+    extra=None,
+    grad_reduce=None,
+    content=None,
+    real=None,
+):
     """One G update: make the updated D call the fakes real (loss `kind`, plus the auxiliary
     head's loss `aux` of the fakes' labels and input z, and of `extra`: what generate() gave
-    besides the fakes). D's weights need no gradient here
-    (only those that had one get it back: a parameter the user froze stays frozen). Returns
-    G's loss (detached), no sync."""
+    besides the fakes; or srgan's weighted sum with the content loss against `real`). D's
+    weights need no gradient here (only those that had one get it back: a parameter the user
+    froze stays frozen). Returns G's loss (detached), no sync."""
     trainable = [p for p in D.parameters() if p.requires_grad]
     for p in trainable:
         p.requires_grad_(False)
     try:
         with amp():
             fake_logits = forward(D, fake, _d_labels(labels, aux))
-        if aux is None:
+        if content is not None:
+            g_loss = content.g_loss(_g_loss(_loss_input(fake_logits), kind), _loss_input(fake), real)
+        elif aux is None:
             g_loss = _g_loss(_loss_input(fake_logits), kind)
         else:
             fake_logits, fake_aux = aux.split(fake_logits)
@@ -275,9 +300,12 @@ def build_step(
     grad_seed = torch.ones((), device=batches.images.device)  # the losses are float32
     amp_ctx = functools.partial(autocast, batches.images.device.type, amp)
 
+    def inputs(real):  # (D's real batch, G's input): the batch and noise, or what srgan / lapgan make of it
+        return (real, noise_fn()) if objective.content is None else objective.content.batch(real, noise_fn)
+
     def critic():
         real, labels = batches.next(labels=conditional)
-        z = noise_fn()
+        real, z = inputs(real)
         with torch.no_grad(), amp_ctx():
             fake = generate(G, z, labels, objective.aux, real)[0]
         reduce = grad_reduce
@@ -287,7 +315,7 @@ def build_step(
         for _ in range(objective.n_critic - 1):
             critic()
         real, labels = batches.next(labels=conditional)
-        z = noise_fn()
+        real, z = inputs(real)
         losses = train_step(
             G,
             D,
@@ -384,7 +412,8 @@ def make_step(
         torch.manual_seed(seed)
         G, D = build(model, backend=backend)
         G, D = G.to(device), D.to(device)
-        conditional, latent_shape, image_shape = model in CONDITIONAL, (G.latent_dim,), (1, 28, 28)
+        conditional, image_shape = model in CONDITIONAL, (1, 28, 28)
+        latent_shape = G.input_shape if MODELS[model].superres else (G.latent_dim,)
         codes = getattr(G, "codes", None)  # infogan: noise + codes
         if codes is not None:
             latent_shape, objective = (codes.noise_dim,), Objective(aux=InfoHead(codes))
@@ -394,6 +423,10 @@ def make_step(
             objective = Objective(aux=StackHead())
         elif MODELS[model].aux == "discogan":  # the batch: pairs of domains
             objective, image_shape = Objective(aux=DiscoHead()), (2, 28, 28)
+        elif MODELS[model].superres:  # G's input: the batch downsampled; pixel content loss (no classifier here)
+            objective = Objective(content=ContentLoss(G.factor, 0.0))
+        elif MODELS[model].pyramid:
+            objective = Objective(content=PyramidInput())
     else:
         if not (isinstance(model, (tuple, list)) and len(model) == 2):
             raise ValueError(f"make_step: model must be a model name or a (G, D) pair, got {type(model).__name__}")

@@ -18,6 +18,7 @@ import torch
 
 from fastgan._files import output_problem
 from fastgan.data import DeviceLoader, dataset_hash, load_dataset, resolve_data_dir
+from fastgan.data.loader import scale_images
 from fastgan.nn import convert_sync_batchnorm
 from fastgan.train.background import BackgroundWriter, cpu_copy
 from fastgan.train.checkpoint import load_checkpoint, load_module_state
@@ -36,6 +37,7 @@ from fastgan.train.images import make_grid
 from fastgan.train.outputs import CHECKPOINT, FolderLock, RunFolder
 from fastgan.train.sampling import build_models, fixed_inputs, latent, model_file_changed, resolve_device, run_generator
 from fastgan.train.step import Objective, build_step, make_optimizers, to_layout
+from fastgan.train.superres import content_of, downsample, superres
 
 DERIVED = ("pair",)  # found by the trainer, not given: never compared on resume
 
@@ -57,6 +59,8 @@ class Trainer:
         models=None,
         data=None,
         allow_changed_model=False,
+        feature_net=None,
+        make_feature_net=None,
     ):
         """resume: continue the run in cfg.out from its checkpoint, with the options named in
         `explicit` taken from cfg (only TrainConfig.RESUMABLE ones may differ from the
@@ -77,7 +81,10 @@ class Trainer:
         as fastgan.convert's copies unless cfg.convert is False), or cfg.model a .py file
         defining build() -> (G, D), which --resume loads again (refused if the file changed
         since, unless allow_changed_model). data=(images, labels): uint8 (N, [C,] H, W) images
-        and (N,) labels or None, for cfg.dataset "user"."""
+        and (N,) labels or None, for cfg.dataset "user". feature_net: srgan's feature loss reads
+        the features of this frozen module (fastgan.metrics.feature_net: the measuring
+        classifier's penultimate layer), or make_feature_net(cfg)'s; needed when cfg.feature_weight
+        > 0, and the same one on --resume for an exact continuation."""
         self.log_stream = log or sys.stdout
         self.main = launched_rank() == 0  # known before the process group is joined (below)
         cfg.normalize()
@@ -167,6 +174,16 @@ class Trainer:
         )
         self.conditional = cfg.conditional()
         self.objective = Objective.of(cfg)
+        if superres(cfg):
+            if cfg.feature_weight and feature_net is None and make_feature_net is not None:
+                feature_net = make_feature_net(cfg)
+            if cfg.feature_weight and feature_net is None:
+                raise ConfigError(
+                    "srgan's feature loss (--feature-weight) reads the measuring classifier's features: give "
+                    "Trainer(..., feature_net=fastgan.metrics.feature_net(dataset)), or --feature-weight 0"
+                )
+            content = content_of(cfg, feature_net, self.device)
+            self.objective = dataclasses.replace(self.objective, content=content)
         # an epoch is one pass of D over the data: n_critic batches a step
         self.steps_per_epoch = self.loader.steps_per_epoch // cfg.n_critic
         if self.steps_per_epoch < 1:
@@ -214,6 +231,10 @@ class Trainer:
         self._step = step_of(dataclasses.replace(self.objective, r1=0.0) if lazy else self.objective)
         self._r1_step = step_of(dataclasses.replace(self.objective, r1=cfg.r1 * cfg.r1_every)) if lazy else None
         self.fixed_z, self.fixed_labels, self.grid_cols = fixed_inputs(cfg, self.device)
+        if superres(cfg):  # the grids super-resolve the first training images
+            n = cfg.num_samples
+            self.fixed_z = downsample(scale_images(images[:n]).to(self.device), cfg.sr_factor)
+            self.grid_cols = max(1, int(math.sqrt(len(self.fixed_z))))
         self.folder = RunFolder(cfg.out, self.steps_per_epoch, self.grid_cols, f"{cfg.model} on {cfg.dataset}")
         self.checkpoint_path = self.folder.checkpoint_path
         self.step = 0
