@@ -16,6 +16,7 @@ Ctrl-C exits with 130 and SIGTERM with 143, both after the write in flight has l
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -566,9 +567,17 @@ def _main(argv):
     except (ConfigError, CheckpointError, DatasetError, ModelError) as exc:
         print(f"fastgan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (DivergedError, DistributedError) as exc:
+    except DivergedError as exc:
         print(f"fastgan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except DistributedError as exc:
+        print(f"fastgan {args.command}: error: {exc}", file=sys.stderr)
+        # the process group is broken (a peer died or hangs): gloo's threads abort the process
+        # in their destructors at interpreter exit (SIGABRT, not this exit code), so leave now;
+        # the trainer has already written and closed its files
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_FAILED)
     except OSError as exc:  # e.g. an --out folder that cannot be written, a full disk
         name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
         print(f"fastgan {args.command}: error:{name} {exc.strerror or exc}", file=sys.stderr)
