@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from model_testing import bce
 from torch import nn
 from torch.nn import functional as F
 
@@ -69,10 +70,6 @@ def test_domains_are_unpaired_copies():
             parse(bad)
 
 
-def _bce(logits, target):
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
-
-
 @pytest.mark.parametrize("weight", [1.0, 10.0])
 def test_the_step_is_plain_pytorchs(weight):
     """D: BCE of D_A's and D_B's logits (averaged) on the real pairs and on the translations; G:
@@ -93,7 +90,7 @@ def test_the_step_is_plain_pytorchs(weight):
     back_a, back_b = Gr.ba(fake_b), Gr.ab(fake_a)
 
     def adversarial(a, b, target):
-        return (_bce(Dr.a(a), target) + _bce(Dr.b(b), target)) / 2
+        return (bce(Dr.a(a), target) + bce(Dr.b(b), target)) / 2
 
     d_loss = adversarial(real[:, :1], real[:, 1:], 1.0) + adversarial(fake_a.detach(), fake_b.detach(), 0.0)
     opts[3].zero_grad()

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from model_testing import bce, four_adams
 from torch import nn
 from torch.nn import functional as F
 
@@ -68,32 +69,17 @@ def test_heads_share_ds_body(name, outputs):
         assert G.latent_dim == 74 and G(G.codes.attach(torch.randn(4, 62))).shape == (4, 1, 28, 28)
 
 
-def _four_adams(name):
-    """fastgan's G and D and plain torch.nn's with the same weights, in float64, each with torch's Adam."""
-    torch.manual_seed(0)
-    G, D = build(name, **NARROW)
-    Gr, Dr = build(name, backend="torch", **NARROW)
-    Gr.load_state_dict(G.state_dict())
-    Dr.load_state_dict(D.state_dict())
-    nets = [n.double() for n in (G, D, Gr, Dr)]
-    return nets, [torch.optim.Adam(n.parameters(), lr=2e-4, betas=(0.5, 0.999)) for n in nets]
-
-
-def _bce(logits, target):
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
-
-
 def _reference_step(Gr, Dr, opt_g, opt_d, real, g_input, aux_d, aux_g):
     """The GAN step written out in plain PyTorch: D on real and fake (its output's column 0 the
     adversarial logit, the rest the head's), then G; aux_d / aux_g the head's losses."""
     fake = Gr(*g_input)
     rl, fl = Dr(real), Dr(fake.detach())
-    d_loss = _bce(rl[:, :1], 1.0) + _bce(fl[:, :1], 0.0) + aux_d(rl[:, 1:], fl[:, 1:])
+    d_loss = bce(rl[:, :1], 1.0) + bce(fl[:, :1], 0.0) + aux_d(rl[:, 1:], fl[:, 1:])
     opt_d.zero_grad()
     d_loss.backward()
     opt_d.step()
     out = Dr(fake)
-    g_loss = _bce(out[:, :1], 1.0) + aux_g(out[:, 1:])
+    g_loss = bce(out[:, :1], 1.0) + aux_g(out[:, 1:])
     opt_g.zero_grad()
     g_loss.backward()
     opt_g.step()
@@ -111,7 +97,7 @@ def _assert_same(losses, want, nets):
 def test_acgan_step_is_plain_pytorchs():
     """D: BCE + the class cross-entropy of the real images' labels and of the labels the fakes
     were drawn for; G: BCE + the fakes' class cross-entropy; D is given no labels."""
-    nets, opts = _four_adams("acgan")
+    nets, opts = four_adams("acgan", **NARROW)
     G, D, Gr, Dr = nets
     gen = torch.Generator().manual_seed(1)
     real = torch.rand(16, 1, 28, 28, generator=gen, dtype=torch.float64) * 2 - 1
@@ -136,7 +122,7 @@ def test_acgan_step_is_plain_pytorchs():
 def test_infogan_step_is_plain_pytorchs(weight):
     """Both steps add lambda * (the categorical code's cross-entropy + 0.5 * the continuous
     codes' squared error): D's (its body and Q) on the detached fakes, G's on the fakes."""
-    nets, opts = _four_adams("infogan")
+    nets, opts = four_adams("infogan", **NARROW)
     G, D, Gr, Dr = nets
     codes = G.codes
     gen = torch.Generator().manual_seed(1)

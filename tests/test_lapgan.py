@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from torch.nn import functional as F
+from model_testing import bce
 
 from fastgan.cli import main as cli_main
 from fastgan.models import LapGANDiscriminator, LapGANGenerator, ModelError, build
@@ -65,10 +65,6 @@ def test_the_generators_two_paths_and_ds_three_logits():
         build("lapgan", latent_dim=900)
 
 
-def _bce(logits, target):
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
-
-
 def test_the_joint_step_is_the_three_levels_gan_steps():
     """D: the mean over the levels of each level's BCE (real pyramid -> 1, fakes drawn from the real
     low-pass -> 0); G: the mean of each level's non-saturating loss; in float64 against torch.nn."""
@@ -97,11 +93,11 @@ def test_the_joint_step_is_the_three_levels_gan_steps():
         ]
 
     real_l, fake_l = level_logits(x7, h14, h28), level_logits(*(f.detach() for f in fakes))
-    d_loss = sum(_bce(r, 1.0) + _bce(f, 0.0) for r, f in zip(real_l, fake_l)) / 3
+    d_loss = sum(bce(r, 1.0) + bce(f, 0.0) for r, f in zip(real_l, fake_l)) / 3
     opts[3].zero_grad()
     d_loss.backward()
     opts[3].step()
-    g_loss = sum(_bce(f, 1.0) for f in level_logits(*fakes)) / 3
+    g_loss = sum(bce(f, 1.0) for f in level_logits(*fakes)) / 3
     opts[2].zero_grad()
     g_loss.backward()
     opts[2].step()

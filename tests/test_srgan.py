@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from model_testing import bce, four_adams
 from torch import nn
 from torch.nn import functional as F
 
@@ -64,25 +65,11 @@ def test_downsample_is_the_block_mean_and_bicubic_keeps_constants():
     torch.testing.assert_close(bicubic(flat, 4), torch.full((1, 1, 28, 28), 0.3))
 
 
-def _four_adams():
-    torch.manual_seed(0)
-    G, D = build("srgan", **NARROW)
-    Gr, Dr = build("srgan", backend="torch", **NARROW)
-    Gr.load_state_dict(G.state_dict())
-    Dr.load_state_dict(D.state_dict())
-    nets = [n.double() for n in (G, D, Gr, Dr)]
-    return nets, [torch.optim.Adam(n.parameters(), lr=2e-4, betas=(0.5, 0.999)) for n in nets]
-
-
-def _bce(logits, target):
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
-
-
 @pytest.mark.parametrize("adv_weight, feature_weight", [(1e-3, 0.5), (0.0, 0.5), (1e-3, 0.0)])
 def test_the_step_is_plain_pytorchs(adv_weight, feature_weight):
     """G's input: the real batch's 4x4 block means; D: BCE on real and super-resolved images;
     G: adv_weight * BCE + MSE(pixels) + feature_weight * MSE(phi(fake), phi(real))."""
-    nets, opts = _four_adams()
+    nets, opts = four_adams("srgan", **NARROW)
     G, D, Gr, Dr = nets
     phi = tiny_features().double()
     gen = torch.Generator().manual_seed(1)
@@ -93,12 +80,12 @@ def test_the_step_is_plain_pytorchs(adv_weight, feature_weight):
 
     low_ref = real.view(4, 1, 7, 4, 7, 4).mean((3, 5))
     fake = Gr(low_ref)
-    d_loss = _bce(Dr(real), 1.0) + _bce(Dr(fake.detach()), 0.0)
+    d_loss = bce(Dr(real), 1.0) + bce(Dr(fake.detach()), 0.0)
     opts[3].zero_grad()
     d_loss.backward()
     opts[3].step()
     feat = ((phi(fake) - phi(real)) ** 2).mean()
-    g_loss = adv_weight * _bce(Dr(fake), 1.0) + ((fake - real) ** 2).mean() + feature_weight * feat
+    g_loss = adv_weight * bce(Dr(fake), 1.0) + ((fake - real) ** 2).mean() + feature_weight * feat
     opts[2].zero_grad()
     g_loss.backward()
     opts[2].step()

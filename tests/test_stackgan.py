@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from model_testing import bce, four_adams
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 from torch.nn import functional as F
@@ -88,25 +89,11 @@ def test_kl_term_against_torch_distributions():
     assert kl_to_standard_normal(torch.zeros(3, 4), torch.zeros(3, 4)) == 0  # the prior itself
 
 
-def _four_adams():
-    torch.manual_seed(0)
-    G, D = build("stackgan", **NARROW)
-    Gr, Dr = build("stackgan", backend="torch", **NARROW)
-    Gr.load_state_dict(G.state_dict())
-    Dr.load_state_dict(D.state_dict())
-    nets = [n.double() for n in (G, D, Gr, Dr)]
-    return nets, [torch.optim.Adam(n.parameters(), lr=2e-4, betas=(0.5, 0.999)) for n in nets]
-
-
-def _bce(logits, target):
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
-
-
 @pytest.mark.parametrize("kl_weight", [1.0, 0.25])
 def test_the_step_is_plain_pytorchs(kl_weight):
     """D: BCE of both stages' logits (averaged) on real pairs (the image, its 2x2 averages) and
     fake pairs (the image, the sketch); G: the same BCE on the fakes + kl_weight * KL."""
-    nets, opts = _four_adams()
+    nets, opts = four_adams("stackgan", **NARROW)
     G, D, Gr, Dr = nets
     gen = torch.Generator().manual_seed(1)
     real = torch.rand(16, 1, 28, 28, generator=gen, dtype=torch.float64) * 2 - 1
@@ -117,11 +104,11 @@ def test_the_step_is_plain_pytorchs(kl_weight):
     images, sketch, kl = Gr.stages(z, labels)
     fake = torch.cat([images, F.interpolate(sketch, scale_factor=2.0)], 1)
     real_pair = torch.cat([real, F.interpolate(F.avg_pool2d(real, 2), scale_factor=2.0)], 1)
-    d_loss = _bce(Dr(real_pair, labels), 1.0) + _bce(Dr(fake.detach(), labels), 0.0)
+    d_loss = bce(Dr(real_pair, labels), 1.0) + bce(Dr(fake.detach(), labels), 0.0)
     opts[3].zero_grad()
     d_loss.backward()
     opts[3].step()
-    g_loss = _bce(Dr(fake, labels), 1.0) + kl_weight * kl
+    g_loss = bce(Dr(fake, labels), 1.0) + kl_weight * kl
     opts[2].zero_grad()
     g_loss.backward()
     opts[2].step()
