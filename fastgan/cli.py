@@ -485,11 +485,17 @@ def cmd_eval(args):
         ("translation_accuracy_ab", "A -> B, rotated back, called the source digit"),
         ("translation_accuracy_ba", "B -> A called the source digit"),
         ("identity_accuracy_ab", "the same for images left as they are: the floor"),
+        ("translation_consistency_ab", "A -> B's classes under the best one-to-one digit matching"),
+        ("translation_consistency_ba", "B -> A's, the same"),
     ):
         if key in m:
-            print(f"{key:<24} {100 * m[key]:.2f}% ({about})")
+            print(f"{key:<26} {100 * m[key]:.2f}% ({about})")
+    for way in ("ab", "ba"):
+        if f"translation_matching_{way}" in m:
+            matching = m[f"translation_matching_{way}"]
+            print(f"translation_matching_{way}    {matching} (source digit -> translated class)")
     if "reconstruction_mse_a" in m:
-        print(f"reconstruction_mse       A {m['reconstruction_mse_a']:.4f}, B {m['reconstruction_mse_b']:.4f}")
+        print(f"reconstruction_mse         A {m['reconstruction_mse_a']:.4f}, B {m['reconstruction_mse_b']:.4f}")
     if "stage1_fid" in m:
         print(
             f"stage I         fid {m['stage1_fid']:.4f}, label_accuracy {100 * m['stage1_label_accuracy']:.2f}% "

@@ -156,6 +156,40 @@ def test_the_rotation_measurement_on_known_mappings(tmp_path):
     assert "translation_accuracy_ab" not in other and "reconstruction_mse_b" in other  # no known relation
 
 
+class _Relabels(nn.Module):
+    """A 'discogan G' that draws each source digit d as a correctly classified test digit of class
+    perm[d] (in the target domain's orientation): consistent, though not the rotation."""
+
+    def __init__(self, model, perm):
+        super().__init__()
+        (xa, ya), (xb, yb) = (load_domain(name, None, train=False) for name in ("mnist-5k", "mnist-5k-rot90"))
+        self.sources = [(to_input(xa), ya), (to_input(xb), yb)]
+        predicted = metrics.classify(model, to_input(xa))[1].argmax(1)
+        first = [int(((predicted == ya) & (ya == d)).nonzero()[0]) for d in range(10)]
+        self.proto_a = to_input(xa)[[first[p] for p in perm]]  # proto_a[d]: an A digit of class perm[d]
+        self.proto_b = rotate(self.proto_a, 1)
+
+    def _labels(self, x, domain):
+        images, labels = self.sources[domain]
+        return labels[torch.cdist(x.flatten(1), images.flatten(1)).argmin(1)]  # each image's own label
+
+    def cycle(self, x):
+        fake = torch.cat([self.proto_a[self._labels(x[:, 1:], 1)], self.proto_b[self._labels(x[:, :1], 0)]], 1)
+        return fake, fake
+
+
+def test_translation_consistency_finds_a_relabelling(tmp_path):
+    evaluator = metrics.Evaluator("mnist-5k", cache_dir=tmp_path, classifier=TINY_CLF)
+    perm = [(d + 1) % 10 for d in range(10)]  # every digit drawn as the next one: no fixed point
+    m = evaluator(_Relabels(evaluator.model, perm), TrainConfig(model="discogan"), n=10000)
+    assert m["translation_consistency_ab"] == m["translation_consistency_ba"] == 1.0
+    assert m["translation_matching_ab"] == m["translation_matching_ba"] == perm
+    assert m["translation_accuracy_ab"] == m["translation_accuracy_ba"] == 0.0
+    exact = evaluator(_Rotations(1), TrainConfig(model="discogan"), n=10000)  # the rotation: matched to itself
+    assert exact["translation_matching_ab"] == list(range(10))
+    assert exact["translation_consistency_ab"] == pytest.approx(exact["translation_accuracy_ab"], abs=1e-12)
+
+
 # -- the trainer: exact resumes, grids, sampling, the CLI ---------------------------------------
 
 

@@ -167,9 +167,14 @@ class Evaluator:
             label_accuracy=None,
         )
         if rotated(b) and not rotated(a) and base(a) == base(b):  # B is A rotated: the true relation is known
-            rotated_back = rotate(fake_b, -1)
-            m["translation_accuracy_ab"] = _accuracy(self.model, rotated_back, ya, self.batch_size)
-            m["translation_accuracy_ba"] = _accuracy(self.model, fake_a, yb, self.batch_size)
+            for way, images, y in (("ab", rotate(fake_b, -1), ya), ("ba", fake_a, yb)):
+                predicted = classify(self.model, images, self.batch_size)[1].argmax(1)
+                y = y.cpu()
+                m[f"translation_accuracy_{way}"] = float((predicted == y).double().mean())
+                # a G that maps each digit class onto one class, not its own (e.g. 6 <-> 9), is
+                # consistent though not the rotation: the best one-to-one source -> translated matching
+                consistency, matching = code_accuracy(y, predicted, NUM_CLASSES)
+                m[f"translation_consistency_{way}"], m[f"translation_matching_{way}"] = consistency, matching
             # what mapping each image to itself would score (B's digits, rotated back, unrecognizable)
             m["identity_accuracy_ab"] = _accuracy(self.model, rotate(xa, -1), ya, self.batch_size)
         return m
@@ -241,7 +246,11 @@ def evaluate(
       translation_accuracy_ab / _ba  with --domains X:X-rot90, the fraction of test digits whose
                         translation A -> B, rotated back by -90 degrees, (and B -> A, as it is) the
                         classifier calls the source digit; identity_accuracy_ab: the same for the
-                        mapping that leaves each image as it is (the floor)
+                        mapping that leaves each image as it is (the floor);
+                        translation_consistency_ab / _ba: the same fraction under the best
+                        one-to-one matching of source digits to the translations' classes (a G
+                        that draws each digit as one other digit scores 1), and that matching,
+                        translation_matching_ab / _ba (source digit -> translated class)
       reconstruction_mse_a / _b  mean squared error (images in [-1, 1]) of G_BA(G_AB(A)) against A
                         and of G_AB(G_BA(B)) against B
       fid, inception_score, class_histogram, class_entropy: of G_BA(B), against A's test images
