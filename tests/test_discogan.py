@@ -83,7 +83,7 @@ def test_the_step_is_plain_pytorchs(weight):
     opts = [torch.optim.Adam(n.parameters(), lr=2e-4, betas=(0.5, 0.999)) for n in nets]
     real = torch.rand(8, 2, 28, 28, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
     losses = train_step(
-        G, D, opts[0], opts[1], real, None, torch.zeros(8, 0), objective=Objective(aux=DiscoHead(weight))
+        G, D, opts[0], opts[1], real, None, torch.zeros(8, 0), objective=Objective(head=DiscoHead(weight))
     )
 
     fake_a, fake_b = Gr.ba(real[:, 1:]), Gr.ab(real[:, :1])
@@ -204,7 +204,7 @@ def test_trains_and_resumes_exactly(tmp_path):
         for k in a:
             assert torch.equal(a[k], b[k]), (net, k)
     assert torch.equal(whole.history, resumed.history) and torch.isfinite(whole.history).all()
-    assert whole.objective.aux == DiscoHead(1.0) and whole.loader.images.shape[1:] == (2, 28, 28)
+    assert whole.objective.head == DiscoHead(1.0) and whole.loader.images.shape[1:] == (2, 28, 28)
     assert whole.fixed_z.shape == (10, 2, 28, 28) and whole.grid_cols == 10 and whole.samples().shape == (60, 1, 28, 28)
     assert (tmp_path / "a" / "samples.png").is_file()
 
@@ -251,7 +251,7 @@ def test_cli_train_sample_and_eval(tmp_path, capsys):
 def test_make_step_runs_it_on_pairs():
     step = make_step("discogan", 4, device="cpu")
     objectives = [c.cell_contents for c in step.fn.__closure__ if isinstance(c.cell_contents, Objective)]
-    assert [type(o.aux) for o in objectives] == [DiscoHead] and step.batches.images.shape[1:] == (2, 28, 28)
+    assert [type(o.head) for o in objectives] == [DiscoHead] and step.batches.images.shape[1:] == (2, 28, 28)
     assert torch.isfinite(step()).all() and torch.isfinite(step()).all()
 
 

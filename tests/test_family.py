@@ -103,7 +103,7 @@ def test_acgan_step_is_plain_pytorchs():
     real = torch.rand(16, 1, 28, 28, generator=gen, dtype=torch.float64) * 2 - 1
     labels = torch.randint(0, 10, (16,), generator=gen)
     z = torch.randn(16, 100, generator=gen, dtype=torch.float64)
-    losses = train_step(G, D, opts[0], opts[1], real, labels, z, objective=Objective(aux=ClassHead()))
+    losses = train_step(G, D, opts[0], opts[1], real, labels, z, objective=Objective(head=ClassHead()))
     want = _reference_step(
         Gr,
         Dr,
@@ -135,7 +135,7 @@ def test_infogan_step_is_plain_pytorchs(weight):
             F.cross_entropy(q[:, :10], categorical) + F.mse_loss(q[:, 10:], continuous, reduction="sum") / 32
         )
 
-    objective = Objective(aux=InfoHead(codes, weight))
+    objective = Objective(head=InfoHead(codes, weight))
     losses = train_step(G, D, opts[0], opts[1], real, None, z, objective=objective)
     want = _reference_step(Gr, Dr, opts[2], opts[3], real, (z,), lambda r, f: info(f), info)
     _assert_same(losses, want, nets)
@@ -151,7 +151,7 @@ def test_the_info_loss_trains_q_in_ds_step_and_g_in_gs():
         opt_g, opt_d = (torch.optim.SGD(n.parameters(), lr=0.0) for n in (G, D))
         real = torch.rand(8, 1, 28, 28) * 2 - 1
         z = G.codes.attach(torch.randn(8, 62), torch.Generator().manual_seed(1))
-        train_step(G, D, opt_g, opt_d, real, None, z, objective=Objective(aux=InfoHead(G.codes, weight)))
+        train_step(G, D, opt_g, opt_d, real, None, z, objective=Objective(head=InfoHead(G.codes, weight)))
         return D.aux.out.weight.grad, G.fc.fc1.weight.grad
 
     (q1, g1), (q0, g0) = grads(1.0), grads(0.0)
@@ -254,10 +254,10 @@ def test_each_model_trains_and_resumes_exactly(tmp_path, model):
     if model == "infogan":
         assert whole.fixed_labels is None and whole.fixed_z.shape[1] == 74
         assert whole.fixed_z[:, 62:72].argmax(1).tolist() == [i % 10 for i in range(100)]
-        assert whole.objective.aux == InfoHead(LatentCodes(62), 1.0)
+        assert whole.objective.head == InfoHead(LatentCodes(62), 1.0)
     else:
         assert whole.fixed_labels.tolist() == [i % 10 for i in range(100)]
-        assert whole.objective.aux == ClassHead()
+        assert whole.objective.head == ClassHead()
     assert (tmp_path / "a" / "samples.png").is_file()
 
 
@@ -355,5 +355,5 @@ def test_make_step_runs_each_with_its_head(model, head):
     """`make_step` (behind fastgan bench) builds the step with the model's auxiliary loss."""
     step = make_step(model, 8, device="cpu")
     objectives = [c.cell_contents for c in step.fn.__closure__ if isinstance(c.cell_contents, Objective)]
-    assert [type(o.aux) for o in objectives] == [head]
+    assert [type(o.head) for o in objectives] == [head]
     assert torch.isfinite(step()).all() and torch.isfinite(step()).all()

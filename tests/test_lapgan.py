@@ -79,7 +79,7 @@ def test_the_joint_step_is_the_three_levels_gan_steps():
     real = torch.rand(8, 1, 28, 28, generator=gen, dtype=torch.float64) * 2 - 1
     z = torch.randn(8, LATENT, generator=gen, dtype=torch.float64)
     packed, g_in = PyramidInput().batch(real, lambda: z)
-    losses = train_step(G, D, opts[0], opts[1], packed, None, g_in, objective=Objective(content=PyramidInput()))
+    losses = train_step(G, D, opts[0], opts[1], packed, None, g_in, objective=Objective(head=PyramidInput()))
 
     x7, h14, l14, h28, l28 = pyramid(real)
     z0, z1, z2 = z[:, :100], z[:, 100:296].view(8, 1, 14, 14), z[:, 296:].view(8, 1, 28, 28)
@@ -118,14 +118,14 @@ def test_lapgan_trains_and_resumes_exactly(tmp_path):
         for k in a:
             assert torch.equal(a[k], b[k]), (net, k)
     assert torch.equal(whole.history, resumed.history) and torch.isfinite(whole.history).all()
-    assert whole.objective.content == PyramidInput() and whole.fixed_z.shape == (64, LATENT)
+    assert whole.objective.head == PyramidInput() and whole.fixed_z.shape == (64, LATENT)
     assert whole.samples().shape == (64, 1, 28, 28) and (tmp_path / "a" / "samples.png").is_file()
 
 
 def test_make_step_runs_lapgan_on_its_pyramid():
     step = make_step("lapgan", 8, device="cpu")
     objectives = [c.cell_contents for c in step.fn.__closure__ if isinstance(c.cell_contents, Objective)]
-    assert [type(o.content) for o in objectives] == [PyramidInput]
+    assert [type(o.head) for o in objectives] == [PyramidInput]
     assert torch.isfinite(step()).all() and torch.isfinite(step()).all()
 
 

@@ -11,7 +11,8 @@ from fastgan.models import build
 from fastgan.models.layers import spectral_norm_layers
 from fastgan.train import ConfigError, TrainConfig, Trainer, load_checkpoint, sample
 from fastgan.train.ema import GeneratorEMA
-from fastgan.train.step import Objective, d_step
+from fastgan.train.head import StepBatch
+from fastgan.train.step import Objective, Settings, d_step
 from fastgan.train.step import autocast as _autocast
 
 
@@ -72,7 +73,8 @@ def test_the_penalties_gradient_through_fastgans_d_is_plain_pytorchs(model, pena
     eps = torch.rand(8, generator=gen, dtype=torch.float64)
     weight = {"r1": dict(r1=10.0), "gp": dict(gp=10.0)}[penalty]
     opt = _NoStep(mine.parameters())
-    loss = d_step(mine, opt, real, fake, None, None, False, amp, None, Objective(**weight), lambda n: eps)
+    how = Settings(amp=amp, objective=Objective(**weight), uniform=lambda n: eps)
+    loss = d_step(mine, opt, StepBatch(real, None, None), fake, how)
     want = _ref_d_loss(ref, real, fake, eps=eps, **weight)
     want.backward()
     # float64 (this found fused batch norm + LeakyReLU's double backward using 0.2f for the slope)
@@ -89,7 +91,7 @@ def test_the_penalty_changes_ds_gradient():
     grads = []
     for objective in (Objective(), Objective(r1=10.0)):
         opt = _NoStep(mine.parameters())
-        d_step(mine, opt, real, real.flip(0), None, None, False, amp, None, objective, None)
+        d_step(mine, opt, StepBatch(real, None, None), real.flip(0), Settings(amp=amp, objective=objective))
         grads.append([p.grad.clone() for p in mine.parameters()])
     assert not all(torch.allclose(a, b) for a, b in zip(*grads))
 

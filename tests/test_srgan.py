@@ -76,7 +76,7 @@ def test_the_step_is_plain_pytorchs(adv_weight, feature_weight):
     real = torch.rand(4, 1, 28, 28, generator=gen, dtype=torch.float64) * 2 - 1
     content = ContentLoss(4, feature_weight, adv_weight, phi)
     low = content.g_input(real)
-    losses = train_step(G, D, opts[0], opts[1], real, None, low, objective=Objective(content=content))
+    losses = train_step(G, D, opts[0], opts[1], real, None, low, objective=Objective(head=content))
 
     low_ref = real.view(4, 1, 7, 4, 7, 4).mean((3, 5))
     fake = Gr(low_ref)
@@ -180,7 +180,7 @@ def test_srgan_trains_and_resumes_exactly(tmp_path, factor):
         for k in a:
             assert torch.equal(a[k], b[k]), (net, k)
     assert torch.equal(whole.history, resumed.history) and torch.isfinite(whole.history).all()
-    content = whole.objective.content
+    content = whole.objective.head
     assert (content.factor, content.feature_weight, content.adv_weight) == (factor, 0.01, 1e-3)
     assert whole.fixed_z.shape == (64, 1, 28 // factor, 28 // factor) and whole.grid_cols == 8
     assert whole.samples().shape == (64, 1, 28, 28) and (tmp_path / "a" / "samples.png").is_file()
@@ -203,7 +203,7 @@ def test_bad_options_are_refused_naming_them(tmp_path):
 def test_make_step_runs_srgan_on_its_downsampled_batch():
     step = make_step("srgan", 8, device="cpu")
     objectives = [c.cell_contents for c in step.fn.__closure__ if isinstance(c.cell_contents, Objective)]
-    assert [type(o.content) for o in objectives] == [ContentLoss]
+    assert [type(o.head) for o in objectives] == [ContentLoss]
     assert torch.isfinite(step()).all() and torch.isfinite(step()).all()
 
 

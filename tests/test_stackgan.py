@@ -99,7 +99,7 @@ def test_the_step_is_plain_pytorchs(kl_weight):
     real = torch.rand(16, 1, 28, 28, generator=gen, dtype=torch.float64) * 2 - 1
     labels = torch.randint(0, 10, (16,), generator=gen)
     z = torch.randn(16, G.latent_dim, generator=gen, dtype=torch.float64)
-    losses = train_step(G, D, opts[0], opts[1], real, labels, z, objective=Objective(aux=StackHead(kl_weight)))
+    losses = train_step(G, D, opts[0], opts[1], real, labels, z, objective=Objective(head=StackHead(kl_weight)))
 
     images, sketch, kl = Gr.stages(z, labels)
     fake = torch.cat([images, F.interpolate(sketch, scale_factor=2.0)], 1)
@@ -126,7 +126,7 @@ def test_the_kl_term_trains_the_conditioning_augmentation():
         opt_g, opt_d = (torch.optim.SGD(n.parameters(), lr=0.0) for n in (G, D))
         real = torch.rand(8, 1, 28, 28) * 2 - 1
         z = torch.randn(8, G.latent_dim, generator=torch.Generator().manual_seed(1))
-        train_step(G, D, opt_g, opt_d, real, torch.arange(8), z, objective=Objective(aux=StackHead(weight)))
+        train_step(G, D, opt_g, opt_d, real, torch.arange(8), z, objective=Objective(head=StackHead(weight)))
         return G.ca1.fc.weight.grad.clone(), G.stage1.deconv1.weight.grad.clone()
 
     (ca1, conv1), (ca0, conv0) = grads(1.0), grads(0.0)
@@ -179,7 +179,7 @@ def test_trains_and_resumes_exactly(tmp_path):
         for k in a:
             assert torch.equal(a[k], b[k]), (net, k)
     assert torch.equal(whole.history, resumed.history) and torch.isfinite(whole.history).all()
-    assert whole.objective.aux == StackHead(1.0)
+    assert whole.objective.head == StackHead(1.0)
     assert whole.grid_cols == 10 and whole.fixed_z.shape == (100, 132)  # a column per label
     assert whole.fixed_labels.tolist() == [i % 10 for i in range(100)]
     assert (tmp_path / "a" / "samples.png").is_file()
@@ -227,7 +227,7 @@ def test_cli_train_sample_and_eval(tmp_path, capsys):
 def test_make_step_runs_it_with_its_stages():
     step = make_step("stackgan", 4, device="cpu")
     objectives = [c.cell_contents for c in step.fn.__closure__ if isinstance(c.cell_contents, Objective)]
-    assert [type(o.aux) for o in objectives] == [StackHead]
+    assert [type(o.head) for o in objectives] == [StackHead]
     assert torch.isfinite(step()).all() and torch.isfinite(step()).all()
 
 

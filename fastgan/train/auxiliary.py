@@ -1,6 +1,6 @@
-"""The auxiliary losses of the models whose D has a second head (fastgan.models.heads), added
-to D's and G's losses inside the one training step (fastgan.train.step), so that they run in
-its CUDA graph and resume with it:
+"""The models' heads (fastgan.train.head's protocol: what a model makes of the one training
+step beyond the plain GAN's), so that every model's losses run in the step's CUDA graph and
+resume with it:
 
   ClassHead (acgan, Odena et al. 2017): D's class logits; D minimizes the cross-entropy of the
       real images' labels and of the labels the fakes were drawn for, G that of the fakes.
@@ -9,7 +9,6 @@ its CUDA graph and resume with it:
       + the continuous codes' Gaussian negative log-likelihood with unit variance (fixed, not
       learned): 0.5 * sum_j (c_j - mu_j)^2, its constant dropped. The codes are read back from
       the generator input z the step drew (LatentCodes.split).
-
   StackHead (stackgan, Zhang et al. 2017): not a second head but a second stage. Its generate()
       runs G's two stages and gives D pairs (the image, the stage-I sketch upsampled) and the KL
       term of the conditioning augmentation, which G's loss adds (kl_weight * KL); real_input()
@@ -19,10 +18,8 @@ its CUDA graph and resume with it:
       A, B) both ways and back; G's loss adds recon_weight * the reconstructions' MSE (the two
       domains' averaged). D's (N, 2) logits are D_A's and D_B's: the loss averages the two, so G's
       loss is half the paper's L_GAN_A + L_GAN_B + L_CONST_A + L_CONST_B (Adam does not mind).
-
-D's output is (N, 1 + K): split() gives (the adversarial logit (N, 1), the head's (N, K)).
-A head may also have generate(G, z, labels) -> (the fakes D sees, what g_loss needs of G's
-forward) and real_input(real) -> what D sees of the real batch (fastgan.train.step).
+  ContentLoss (srgan, fastgan.train.superres) and PyramidInput (lapgan, fastgan.train.pyramid):
+      batch() makes G's input from the real batch, g_loss() adds the content loss.
 """
 
 from dataclasses import dataclass
@@ -32,24 +29,26 @@ from torch.nn import functional as F
 from fastgan._options import MODELS
 from fastgan.models import stackgan
 from fastgan.models.codes import LatentCodes
+from fastgan.train.head import PLAIN, Head
+from fastgan.train.pyramid import pyramid_of
 
 
 @dataclass(frozen=True)
-class ClassHead:
+class ClassHead(Head):
     d_labels = False  # D predicts the labels; it is not given them
 
     def split(self, out):
         return out[:, :1], out[:, 1:]
 
-    def d_loss(self, real_aux, fake_aux, labels, z):
-        return F.cross_entropy(real_aux, labels) + F.cross_entropy(fake_aux, labels)
+    def d_loss(self, real_aux, fake_aux, batch):
+        return F.cross_entropy(real_aux, batch.labels) + F.cross_entropy(fake_aux, batch.labels)
 
-    def g_loss(self, fake_aux, labels, z, extra=None):
-        return F.cross_entropy(fake_aux, labels)
+    def g_loss(self, adv_loss, fake_aux, fake, batch):
+        return adv_loss + F.cross_entropy(fake_aux, batch.labels)
 
 
 @dataclass(frozen=True)
-class InfoHead:
+class InfoHead(Head):
     codes: LatentCodes
     weight: float = 1.0  # lambda
     d_labels = False
@@ -66,44 +65,35 @@ class InfoHead:
         nll = 0.5 * (continuous.to(means.dtype) - means).square().sum(1).mean()
         return self.weight * (F.cross_entropy(logits, categorical) + nll)
 
-    def d_loss(self, real_aux, fake_aux, labels, z):
-        return self.info_loss(fake_aux, z)
+    def d_loss(self, real_aux, fake_aux, batch):
+        return self.info_loss(fake_aux, batch.z)
 
-    def g_loss(self, fake_aux, labels, z, extra=None):
-        return self.info_loss(fake_aux, z)
+    def g_loss(self, adv_loss, fake_aux, fake, batch):
+        return adv_loss + self.info_loss(fake_aux, batch.z)
 
 
 @dataclass(frozen=True)
-class StackHead:
+class StackHead(Head):
     kl_weight: float = 1.0
     d_labels = True  # both stages' discriminators are given the label
-    critic_per_channel = True  # D's column j judges channel j of its input: --gp penalizes each
+    critic_per_channel = True  # (N, 2) logits, both adversarial: stage II's and stage I's
 
-    def split(self, out):
-        return out, out[:, :0]  # (N, 2): both columns adversarial; no other head
-
-    def generate(self, G, z, labels, real=None):
+    def generate(self, G, z, labels, real):
         images, sketch, kl = G.stages(z, labels)
         return stackgan.pair(images, sketch), kl
 
     def real_input(self, real):
         return stackgan.pair(real)
 
-    def d_loss(self, real_aux, fake_aux, labels, z):
-        return None  # D's loss is the two stages' adversarial loss alone
-
-    def g_loss(self, fake_aux, labels, z, extra=None):
-        return self.kl_weight * extra
+    def g_loss(self, adv_loss, fake_aux, fake, batch):  # D's loss is the two stages' adversarial loss alone
+        return adv_loss + self.kl_weight * batch.extra
 
 
 @dataclass(frozen=True)
-class DiscoHead:
+class DiscoHead(Head):
     recon_weight: float = 1.0
     d_labels = False  # unconditional
-    critic_per_channel = True
-
-    def split(self, out):
-        return out, out[:, :0]  # (N, 2): D_A's and D_B's logits, both adversarial
+    critic_per_channel = True  # (N, 2) logits, both adversarial: D_A's and D_B's
 
     def generate(self, G, z, labels, real):
         """The batch's translations (G_BA(B), G_AB(A)) and the reconstruction error: the mean
@@ -112,17 +102,15 @@ class DiscoHead:
         fake, back = G.cycle(real)
         return fake, F.mse_loss(back, real)
 
-    def d_loss(self, real_aux, fake_aux, labels, z):
-        return None
-
-    def g_loss(self, fake_aux, labels, z, extra=None):
-        return self.recon_weight * extra
+    def g_loss(self, adv_loss, fake_aux, fake, batch):
+        return adv_loss + self.recon_weight * batch.extra
 
 
 def head_of(cfg):
-    """The auxiliary loss of cfg's model (a TrainConfig), None for models without one."""
+    """The head of cfg's model (a TrainConfig): PLAIN for models without one of their own. srgan's
+    (ContentLoss) reads the classifier's features: the trainer makes it (superres.content_of)."""
     if cfg.user_model():
-        return None
+        return PLAIN
     aux = MODELS[cfg.model].aux
     if aux == "acgan":
         return ClassHead()
@@ -132,7 +120,7 @@ def head_of(cfg):
         return StackHead(float(cfg.kl_weight))
     if aux == "discogan":
         return DiscoHead(float(cfg.recon_weight))
-    return None
+    return pyramid_of(cfg) or PLAIN
 
 
 def codes_of(cfg):

@@ -12,19 +12,17 @@ import torch
 
 from fastgan._options import MODELS
 from fastgan.models.lapgan import pack, pyramid
+from fastgan.train.head import Head
 
 
 @dataclass(frozen=True)
-class PyramidInput:
-    """What lapgan's step takes from the batch (Objective.content): D's packed real pyramid and G's input."""
+class PyramidInput(Head):
+    """lapgan's head (fastgan.train.head): D's packed real pyramid and G's input from the batch."""
 
     def batch(self, real, noise_fn):
         levels = pyramid(real)
         lows = torch.cat([levels[2].flatten(1), levels[4].flatten(1)], 1)  # l14, l28
         return pack(levels), torch.cat([noise_fn(), lows], 1)
-
-    def g_loss(self, adv_loss, fake, real):
-        return adv_loss
 
 
 def pyramid_of(cfg):

@@ -23,7 +23,8 @@ from fastgan.models.user import forward, image_of, prepare
 from fastgan.optim import Adam as FusedAdam
 from fastgan.train.auxiliary import ClassHead, DiscoHead, InfoHead, StackHead, head_of
 from fastgan.train.graph import GraphedStep
-from fastgan.train.pyramid import PyramidInput, pyramid_of
+from fastgan.train.head import PLAIN, Head, StepBatch
+from fastgan.train.pyramid import PyramidInput
 from fastgan.train.superres import ContentLoss
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # the forward passes' autocast dtype
@@ -44,20 +45,16 @@ def autocast(device_type, amp_dtype):
 @dataclass(frozen=True)
 class Objective:
     """What a step optimizes beyond the default: the loss (ops.gan_d_loss/gan_g_loss's kind), the
-    penalties added to D's loss, and D steps per G step. Objective() is the non-saturating BCE
-    step, unchanged. Objective(aux=...) adds a head's losses to both D's and G's (acgan, infogan),
-    or runs the model's two stages (stackgan) or translations (discogan; see fastgan.train.auxiliary);
-    Objective(content=...) takes G's input from the real batch and adds the content loss to G's
-    (srgan: fastgan.train.superres.ContentLoss; lapgan: fastgan.train.pyramid.PyramidInput)."""
+    penalties added to D's loss, D steps per G step, and the model's head (fastgan.train.head:
+    what the step makes of the batch, of G's and D's outputs, and the losses it adds; acgan,
+    infogan, stackgan, discogan: fastgan.train.auxiliary; srgan: superres.ContentLoss; lapgan:
+    pyramid.PyramidInput). Objective() is the non-saturating BCE step, unchanged."""
 
     loss: str = "bce"
     gp: float = 0.0  # WGAN-GP weight: gp * mean((|grad D(x_hat)| - 1)^2), x_hat between real and fake
     r1: float = 0.0  # R1 gamma: r1 / 2 * mean |grad D(real)|^2
     n_critic: int = 1
-    aux: object = None  # an auxiliary head (fastgan.train.auxiliary's ClassHead, InfoHead, StackHead, DiscoHead)
-    # what the step makes of the batch, and G's loss beyond the adversarial one: srgan's G input and content
-    # loss (fastgan.train.superres.ContentLoss), lapgan's pyramid (fastgan.train.pyramid.PyramidInput), or None
-    content: object = None
+    head: Head = PLAIN
 
     @property
     def penalized(self):
@@ -65,16 +62,30 @@ class Objective:
 
     @classmethod
     def of(cls, cfg):
-        return cls(cfg.loss, cfg.gp, cfg.r1, cfg.n_critic, head_of(cfg), pyramid_of(cfg))
+        return cls(cfg.loss, cfg.gp, cfg.r1, cfg.n_critic, head_of(cfg))
 
 
 DEFAULT_OBJECTIVE = Objective()
 
 
+@dataclass(frozen=True)
+class Settings:
+    """How every step of a run goes (train_step's arguments that are not the batch): see train_step.
+    amp is the forward passes' autocast context (a callable returning a context manager)."""
+
+    grad_clip: float | None = None
+    one_d_pass: bool = False
+    amp: object = contextlib.nullcontext
+    grad_seed: torch.Tensor | None = None
+    objective: Objective = DEFAULT_OBJECTIVE
+    uniform: object = None
+    grad_reduce: object = None
+
+
 def _loss_input(logits):
     """Logits as the losses take them: float32 from an autocast (bfloat16) forward, else as they
-    are (float32, or float64 in a float64 check)."""
-    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
+    are (float32, or float64 in a float64 check; None stays None)."""
+    return logits.float() if logits is not None and logits.dtype in (torch.bfloat16, torch.float16) else logits
 
 
 def _d_loss(real_logits, fake_logits, kind):
@@ -94,78 +105,99 @@ def _grad_of(out, x):
     return grad.flatten(1)
 
 
-def gradient_penalty(D, real, fake, labels, eps, aux=None):
+def gradient_penalty(D, real, fake, labels, eps, head=PLAIN):
     """WGAN-GP's mean((|grad_x D(x_hat)|_2 - 1)^2), x_hat = eps * real + (1 - eps) * fake per image
     (eps: (N,) uniform in [0, 1)); of the adversarial logit where D has an auxiliary head. Where
     D is two critics, column j of its output judging channel j of its input (stackgan, discogan:
-    aux.critic_per_channel), each critic's penalty, averaged."""
+    head.critic_per_channel), each critic's penalty, averaged."""
     eps = eps.view(-1, *[1] * (real.dim() - 1)).to(real.dtype)
     x_hat = torch.lerp(fake.detach(), real, eps).requires_grad_(True)
-    out = forward(D, x_hat, labels)
-    grad = _grad_of(out if aux is None else aux.split(out)[0], x_hat)
-    if getattr(aux, "critic_per_channel", False):  # stackgan, discogan: one norm per critic, averaged
+    grad = _grad_of(head.split(forward(D, x_hat, labels))[0], x_hat)
+    if head.critic_per_channel:  # stackgan, discogan: one norm per critic, averaged
         grad = grad.view(grad.shape[0], x_hat.shape[1], -1)
         return (torch.linalg.vector_norm(grad, dim=2) - 1).square().mean()
     return (torch.linalg.vector_norm(grad, dim=1) - 1).square().mean()
 
 
-def generate(G, z, labels, aux=None, real=None):
-    """(the fakes D sees, what the head's G loss needs of G's forward besides them): G(z, labels)
-    and None, unless the head runs G itself (stackgan: both stages, and their KL term; discogan:
-    the real batch's translations, and their reconstructions' error)."""
-    if aux is not None and hasattr(aux, "generate"):
-        return aux.generate(G, z, labels, real)
-    return forward(G, z, labels), None
-
-
-def real_input(real, aux=None):
-    """What D sees of the real batch: the images, unless the head says otherwise (stackgan: pairs)."""
-    return aux.real_input(real) if aux is not None and hasattr(aux, "real_input") else real
-
-
-def _d_labels(labels, aux):
+def _d_labels(labels, head):
     """The labels D is given: none where its head predicts them (acgan)."""
-    return labels if aux is None or aux.d_labels else None
+    return labels if head.d_labels else None
 
 
-def d_step(
-    D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform, z=None, grad_reduce=None
-):
-    """One D update on real and (detached) fake images: real -> 1, fake -> 0 (loss objective.loss,
-    plus its penalties and its auxiliary head's loss, which reads the labels and the fakes'
-    input z); returns D's loss (detached), no sync. grad_reduce(D): data-parallel training's
-    gradient average over the ranks, before clipping and the optimizer."""
-    aux = objective.aux
-    d_labels = _d_labels(labels, aux)
-    real = real_input(real, aux)
+def d_step(D, opt_d, batch, fake, how=Settings()):
+    """One D update on the real batch (a StepBatch) and (detached) fake images: real -> 1, fake
+    -> 0 (loss how.objective.loss, plus its penalties and its head's loss); returns D's loss
+    (detached), no sync. how.grad_reduce(D): data-parallel training's gradient average over the
+    ranks, before clipping and the optimizer."""
+    objective, amp = how.objective, how.amp
+    head = objective.head
+    d_labels = _d_labels(batch.labels, head)
+    real = head.real_input(batch.real)
     with amp():
         if objective.r1:
             real = real.detach().requires_grad_(True)
-        if one_d_pass and not objective.penalized:
+        if how.one_d_pass and not objective.penalized:
             both = torch.cat([d_labels, d_labels]) if d_labels is not None else None
-            real_logits, fake_logits = forward(D, torch.cat([real, fake.detach()]), both).split(real.shape[0])
+            real_out, fake_out = forward(D, torch.cat([real, fake.detach()]), both).split(real.shape[0])
         else:
-            real_logits, fake_logits = forward(D, real, d_labels), forward(D, fake.detach(), d_labels)
-    if aux is not None:
-        (real_logits, real_aux), (fake_logits, fake_aux) = aux.split(real_logits), aux.split(fake_logits)
-    d_loss = _d_loss(_loss_input(real_logits), _loss_input(fake_logits), objective.loss)
-    total = d_loss
-    aux_loss = None if aux is None else aux.d_loss(_loss_input(real_aux), _loss_input(fake_aux), labels, z)
-    if aux_loss is not None:
-        total = total + aux_loss
+            real_out, fake_out = forward(D, real, d_labels), forward(D, fake.detach(), d_labels)
+    (real_logits, real_aux), (fake_logits, fake_aux) = head.split(real_out), head.split(fake_out)
+    total = _d_loss(_loss_input(real_logits), _loss_input(fake_logits), objective.loss)
+    head_loss = head.d_loss(_loss_input(real_aux), _loss_input(fake_aux), batch)
+    if head_loss is not None:
+        total = total + head_loss
     if objective.r1:
         total = total + (objective.r1 / 2) * _grad_of(real_logits, real).square().sum(1).mean()
     if objective.gp:
         with amp():
-            total = total + objective.gp * gradient_penalty(D, real, fake, d_labels, uniform(real.shape[0]), aux)
+            eps = how.uniform(real.shape[0])
+            total = total + objective.gp * gradient_penalty(D, real, fake, d_labels, eps, head)
     opt_d.zero_grad(set_to_none=True)
-    total.backward(grad_seed)
-    if grad_reduce is not None:
-        grad_reduce(D)
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(D.parameters(), grad_clip, foreach=True)
+    total.backward(how.grad_seed)
+    if how.grad_reduce is not None:
+        how.grad_reduce(D)
+    if how.grad_clip:
+        torch.nn.utils.clip_grad_norm_(D.parameters(), how.grad_clip, foreach=True)
     opt_d.step()
     return total.detach()
+
+
+def g_step(G, D, opt_g, batch, fake, how=Settings()):
+    """One G update: make the updated D call the fakes real (loss how.objective.loss), as G's
+    loss its head makes of that (acgan, infogan: plus their heads' losses; stackgan, discogan:
+    plus the KL / reconstruction term in batch.extra; srgan: weighted with the content loss
+    against batch.real). D's weights need no gradient here (only those that had one get it
+    back: a parameter the user froze stays frozen). Returns G's loss (detached), no sync."""
+    head = how.objective.head
+    trainable = [p for p in D.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        with how.amp():
+            fake_logits, fake_aux = head.split(forward(D, fake, _d_labels(batch.labels, head)))
+        adv_loss = _g_loss(_loss_input(fake_logits), how.objective.loss)
+        g_loss = head.g_loss(adv_loss, _loss_input(fake_aux), _loss_input(fake), batch)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward(how.grad_seed)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+    if how.grad_reduce is not None:
+        how.grad_reduce(G)
+    if how.grad_clip:
+        torch.nn.utils.clip_grad_norm_(G.parameters(), how.grad_clip, foreach=True)
+    opt_g.step()
+    return g_loss.detach()
+
+
+def step_on(G, D, opt_g, opt_d, real, labels, z, how):
+    """train_step with its settings made (build_step makes them once): D's step then G's on the
+    fakes G made of z (head.generate), one generator forward for both."""
+    with how.amp():
+        fake, extra = how.objective.head.generate(G, z, labels, real)
+    batch = StepBatch(real, labels, z, extra)
+    d_loss = d_step(D, opt_d, batch, fake, how)
+    return torch.stack([d_loss, g_step(G, D, opt_g, batch, fake, how)])
 
 
 def train_step(
@@ -187,6 +219,7 @@ def train_step(
     """One D step then one G step (d_step, g_step; the non-saturating loss unless `objective`
     says otherwise). Returns the detached losses as a
     (2,) tensor [d_loss, g_loss] without synchronizing. labels: None for unconditional models.
+    real and z are the batch and G's input as the objective's head takes them (Head.batch).
 
     one_d_pass: run D once on cat(real, fake) instead of twice; the same math where every
     sample's logit depends on that sample alone (no batch norm, no dropout in D:
@@ -197,67 +230,13 @@ def train_step(
     in float32 from the logits.
     grad_seed: a 0-dim tensor of 1 in the losses' dtype, made once by the caller: each backward
     pass starts from it instead of from a fresh ones_like (one fill kernel per pass).
-    objective: the loss kind and D's penalties (Objective; D's loss returned includes them);
-    uniform(n): n uniform numbers on the device, for --gp's interpolates.
+    objective: the loss kind, D's penalties and the model's head (Objective; D's loss returned
+    includes them); uniform(n): n uniform numbers on the device, for --gp's interpolates.
     grad_reduce(module): averages module's gradients over data-parallel ranks (None: one rank).
     """
     amp = functools.partial(autocast, real.device.type, amp_dtype)
-    with amp():
-        fake, g_extra = generate(G, z, labels, objective.aux, real)
-    reduce, aux, content = grad_reduce, objective.aux, objective.content
-    d_loss = d_step(D, opt_d, real, fake, labels, grad_clip, one_d_pass, amp, grad_seed, objective, uniform, z, reduce)
-    g_loss = g_step(
-        G, D, opt_g, fake, labels, grad_clip, amp, grad_seed, objective.loss, aux, z, g_extra, reduce, content, real
-    )
-    return torch.stack([d_loss, g_loss])
-
-
-def g_step(
-    G,
-    D,
-    opt_g,
-    fake,
-    labels,
-    grad_clip,
-    amp,
-    grad_seed,
-    kind,
-    aux=None,
-    z=None,
-    extra=None,
-    grad_reduce=None,
-    content=None,
-    real=None,
-):
-    """One G update: make the updated D call the fakes real (loss `kind`, plus the auxiliary
-    head's loss `aux` of the fakes' labels and input z, and of `extra`: what generate() gave
-    besides the fakes; or srgan's weighted sum with the content loss against `real`). D's
-    weights need no gradient here (only those that had one get it back: a parameter the user
-    froze stays frozen). Returns G's loss (detached), no sync."""
-    trainable = [p for p in D.parameters() if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
-    try:
-        with amp():
-            fake_logits = forward(D, fake, _d_labels(labels, aux))
-        if content is not None:
-            g_loss = content.g_loss(_g_loss(_loss_input(fake_logits), kind), _loss_input(fake), real)
-        elif aux is None:
-            g_loss = _g_loss(_loss_input(fake_logits), kind)
-        else:
-            fake_logits, fake_aux = aux.split(fake_logits)
-            g_loss = _g_loss(_loss_input(fake_logits), kind) + aux.g_loss(_loss_input(fake_aux), labels, z, extra)
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward(grad_seed)
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
-    if grad_reduce is not None:
-        grad_reduce(G)
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(G.parameters(), grad_clip, foreach=True)
-    opt_g.step()
-    return g_loss.detach()
+    how = Settings(grad_clip, one_d_pass, amp, grad_seed, objective, uniform, grad_reduce)
+    return step_on(G, D, opt_g, opt_d, real, labels, z, how)
 
 
 def d_pass_mergeable(D):
@@ -295,43 +274,24 @@ def build_step(
     see Objective (n_critic > 1: that many D steps, each on its own batch and noise, the last
     one followed by the G step); ema: a GeneratorEMA updated after G's step; uniform and
     grad_reduce: see train_step."""
-    amp = amp_dtype(precision)
-    one_pass = d_pass_mergeable(D)
+    amp = functools.partial(autocast, batches.images.device.type, amp_dtype(precision))
     grad_seed = torch.ones((), device=batches.images.device)  # the losses are float32
-    amp_ctx = functools.partial(autocast, batches.images.device.type, amp)
-
-    def inputs(real):  # (D's real batch, G's input): the batch and noise, or what srgan / lapgan make of it
-        return (real, noise_fn()) if objective.content is None else objective.content.batch(real, noise_fn)
+    how = Settings(grad_clip, d_pass_mergeable(D), amp, grad_seed, objective, uniform, grad_reduce)
+    head = objective.head
 
     def critic():
         real, labels = batches.next(labels=conditional)
-        real, z = inputs(real)
-        with torch.no_grad(), amp_ctx():
-            fake = generate(G, z, labels, objective.aux, real)[0]
-        reduce = grad_reduce
-        d_step(D, opt_d, real, fake, labels, grad_clip, one_pass, amp_ctx, grad_seed, objective, uniform, z, reduce)
+        real, z = head.batch(real, noise_fn)
+        with torch.no_grad(), amp():
+            fake = head.generate(G, z, labels, real)[0]
+        d_step(D, opt_d, StepBatch(real, labels, z), fake, how)
 
     def step():
         for _ in range(objective.n_critic - 1):
             critic()
         real, labels = batches.next(labels=conditional)
-        real, z = inputs(real)
-        losses = train_step(
-            G,
-            D,
-            opt_g,
-            opt_d,
-            real,
-            labels,
-            z,
-            grad_clip,
-            one_pass,
-            amp_dtype=amp,
-            grad_seed=grad_seed,
-            objective=objective,
-            uniform=uniform,
-            grad_reduce=grad_reduce,
-        )
+        real, z = head.batch(real, noise_fn)
+        losses = step_on(G, D, opt_g, opt_d, real, labels, z, how)
         if ema is not None:
             ema.update()
         return losses
@@ -416,17 +376,17 @@ def make_step(
         latent_shape = G.input_shape if MODELS[model].superres else (G.latent_dim,)
         codes = getattr(G, "codes", None)  # infogan: noise + codes
         if codes is not None:
-            latent_shape, objective = (codes.noise_dim,), Objective(aux=InfoHead(codes))
+            latent_shape, objective = (codes.noise_dim,), Objective(head=InfoHead(codes))
         elif MODELS[model].aux == "acgan":
-            objective = Objective(aux=ClassHead())
+            objective = Objective(head=ClassHead())
         elif MODELS[model].aux == "stackgan":
-            objective = Objective(aux=StackHead())
+            objective = Objective(head=StackHead())
         elif MODELS[model].aux == "discogan":  # the batch: pairs of domains
-            objective, image_shape = Objective(aux=DiscoHead()), (2, 28, 28)
+            objective, image_shape = Objective(head=DiscoHead()), (2, 28, 28)
         elif MODELS[model].superres:  # G's input: the batch downsampled; pixel content loss (no classifier here)
-            objective = Objective(content=ContentLoss(G.factor, 0.0))
+            objective = Objective(head=ContentLoss(G.factor, 0.0))
         elif MODELS[model].pyramid:
-            objective = Objective(content=PyramidInput())
+            objective = Objective(head=PyramidInput())
     else:
         if not (isinstance(model, (tuple, list)) and len(model) == 2):
             raise ValueError(f"make_step: model must be a model name or a (G, D) pair, got {type(model).__name__}")

@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from fastgan._options import MODELS
+from fastgan.train.head import Head
 
 
 def downsample(images, factor):
@@ -30,8 +31,8 @@ def bicubic(low, factor):
 
 
 @dataclass(frozen=True, eq=False)
-class ContentLoss:
-    """What srgan's step adds (Objective.content): G's input from the real batch, and G's loss."""
+class ContentLoss(Head):
+    """srgan's head (fastgan.train.head): G's input from the real batch, and G's loss."""
 
     factor: int = 4
     feature_weight: float = 0.01
@@ -54,8 +55,8 @@ class ContentLoss:
             target = self.features(real.to(fake.dtype))
         return content + self.feature_weight * F.mse_loss(self.features(fake), target)
 
-    def g_loss(self, adv_loss, fake, real):
-        return self.adv_weight * adv_loss + self.loss(fake, real)
+    def g_loss(self, adv_loss, fake_aux, fake, batch):
+        return self.adv_weight * adv_loss + self.loss(fake, batch.real)
 
 
 def frozen(module):

@@ -183,7 +183,7 @@ class Trainer:
                     "Trainer(..., feature_net=fastgan.metrics.feature_net(dataset)), or --feature-weight 0"
                 )
             content = content_of(cfg, feature_net, self.device)
-            self.objective = dataclasses.replace(self.objective, content=content)
+            self.objective = dataclasses.replace(self.objective, head=content)
         # an epoch is one pass of D over the data: n_critic batches a step
         self.steps_per_epoch = self.loader.steps_per_epoch // cfg.n_critic
         if self.steps_per_epoch < 1:
