@@ -1,10 +1,12 @@
 """Shared pieces of the built-in models' step tests (test_family, test_srgan, test_lapgan,
-test_stackgan, test_discogan): the plain-PyTorch side of each 'the step is plain PyTorch's' test."""
+test_stackgan, test_discogan): the plain-PyTorch side of each 'the step is plain PyTorch's' test,
+and each model's 'the CUDA-graph run is the eager run' check."""
 
 import torch
 import torch.nn.functional as F
 
 from fastgan.models import build
+from fastgan.train import Trainer
 
 
 def four_adams(name, **options):
@@ -21,3 +23,35 @@ def four_adams(name, **options):
 def bce(logits, target):
     """BCE with logits against a constant target (1.0 real, 0.0 fake)."""
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def assert_trained_alike(run, other, rtol=1e-4, atol=1e-5):
+    """Two (history, Trainer) runs gave the same losses and the same G and D state_dicts."""
+    (history, trainer), (history_b, trainer_b) = run, other
+    torch.testing.assert_close(history_b, history, rtol=rtol, atol=atol)
+    for net in ("G", "D"):
+        theirs = getattr(trainer_b, net).state_dict()
+        for k, v in getattr(trainer, net).state_dict().items():
+            torch.testing.assert_close(theirs[k], v, rtol=rtol, atol=atol, msg=(net, k))
+
+
+def assert_graph_run_matches_eager(make_cfg, tmp_path, steps=12, **trainer_kw):
+    """make_cfg(out, **options) -> a TrainConfig: its run on CUDA in one CUDA graph per step and
+    eagerly, TF32 and cuDNN's autotuning off, train alike (assert_trained_alike)."""
+    flags = (torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")
+    flags += (torch.backends.cudnn, "deterministic"), (torch.backends.cudnn, "benchmark")
+    saved = [getattr(obj, name) for obj, name in flags]
+    for (obj, name), value in zip(flags, (False, False, True, False)):
+        setattr(obj, name, value)
+    try:
+        runs = []
+        for graph in (False, True):
+            t = Trainer(
+                make_cfg(tmp_path / f"graph{graph}", device="cuda", cuda_graph=graph, steps=steps), **trainer_kw
+            )
+            assert t.cuda_graph == graph
+            runs.append((t.fit(), t))
+        assert_trained_alike(*runs)
+    finally:
+        for (obj, name), value in zip(flags, saved):
+            setattr(obj, name, value)

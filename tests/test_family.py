@@ -2,12 +2,13 @@
 against plain PyTorch, exact resumes, sampling (InfoGAN's traverse figure), the categorical code's
 best-matching accuracy on constructed cases, and the CLI end to end. Small widths keep it fast."""
 
+import functools
 import itertools
 import json
 
 import pytest
 import torch
-from model_testing import bce, four_adams
+from model_testing import assert_graph_run_matches_eager, bce, four_adams
 from torch import nn
 from torch.nn import functional as F
 
@@ -334,20 +335,7 @@ def test_cli_train_sample_traverse_and_eval(tmp_path, capsys):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("model", ["acgan", "infogan"])
 def test_the_graph_step_matches_the_eager_one(tmp_path, model):
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-    runs = []
-    for graph in (False, True):
-        t = Trainer(small(tmp_path / f"g{graph}", model, device="cuda", cuda_graph=graph, steps=12))
-        assert t.cuda_graph == graph
-        runs.append((t.fit(), t))
-    (he, te), (hg, tg) = runs
-    torch.testing.assert_close(hg, he, rtol=1e-4, atol=1e-5)
-    for net in ("G", "D"):
-        for k, v in getattr(te, net).state_dict().items():
-            torch.testing.assert_close(getattr(tg, net).state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=(net, k))
+    assert_graph_run_matches_eager(functools.partial(small, model=model), tmp_path)
 
 
 @pytest.mark.parametrize("model, head", [("acgan", ClassHead), ("infogan", InfoHead)])

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from model_testing import bce, four_adams
+from model_testing import assert_graph_run_matches_eager, bce, four_adams
 from torch import nn
 from torch.nn import functional as F
 
@@ -240,18 +240,4 @@ def test_cli_train_sample_input_and_eval(tmp_path, capsys):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_graph_step_matches_the_eager_one(tmp_path):
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-    runs = []
-    for graph in (False, True):
-        cfg = small(tmp_path / f"g{graph}", device="cuda", cuda_graph=graph, steps=12)
-        t = Trainer(cfg, feature_net=tiny_features())
-        assert t.cuda_graph == graph
-        runs.append((t.fit(), t))
-    (he, te), (hg, tg) = runs
-    torch.testing.assert_close(hg, he, rtol=1e-4, atol=1e-5)
-    for net in ("G", "D"):
-        for k, v in getattr(te, net).state_dict().items():
-            torch.testing.assert_close(getattr(tg, net).state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=(net, k))
+    assert_graph_run_matches_eager(small, tmp_path, feature_net=tiny_features())
