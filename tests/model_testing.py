@@ -1,6 +1,6 @@
 """Shared pieces of the built-in models' step tests (test_family, test_srgan, test_lapgan,
 test_stackgan, test_discogan): the plain-PyTorch side of each 'the step is plain PyTorch's' test,
-and each model's 'the CUDA-graph run is the eager run' check."""
+each model's 'a run stopped and resumed is the run' and 'the CUDA-graph run is the eager run' checks."""
 
 import torch
 import torch.nn.functional as F
@@ -55,3 +55,20 @@ def assert_graph_run_matches_eager(make_cfg, tmp_path, steps=12, **trainer_kw):
     finally:
         for (obj, name), value in zip(flags, saved):
             setattr(obj, name, value)
+
+
+def assert_resumes_exactly(make_cfg, tmp_path, stop_at, **trainer_kw):
+    """make_cfg(out, **options) -> a TrainConfig: its run straight through and its run stopped at
+    step stop_at then resumed (--resume) end with equal G and D state_dicts, to the bit, and equal
+    finite loss histories. Returns the two Trainers (whole, resumed)."""
+    whole = Trainer(make_cfg(tmp_path / "whole"), **trainer_kw)
+    whole.fit()
+    Trainer(make_cfg(tmp_path / "resumed", steps=stop_at), **trainer_kw).fit()
+    resumed = Trainer(make_cfg(tmp_path / "resumed"), resume=True, **trainer_kw)
+    resumed.fit()
+    for net in ("G", "D"):
+        a, b = getattr(whole, net).state_dict(), getattr(resumed, net).state_dict()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (net, k)
+    assert torch.equal(whole.history, resumed.history) and torch.isfinite(whole.history).all()
+    return whole, resumed
