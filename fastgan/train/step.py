@@ -154,12 +154,17 @@ def d_step(D, opt_d, batch, fake, how=Settings()):
             total = total + objective.gp * gradient_penalty(D, real, fake, d_labels, eps, head)
     opt_d.zero_grad(set_to_none=True)
     total.backward(how.grad_seed)
-    if how.grad_reduce is not None:
-        how.grad_reduce(D)
-    if how.grad_clip:
-        torch.nn.utils.clip_grad_norm_(D.parameters(), how.grad_clip, foreach=True)
-    opt_d.step()
+    _update(D, opt_d, how)
     return total.detach()
+
+
+def _update(net, opt, how):
+    """net's optimizer step on its gradients: averaged over the ranks (data-parallel), clipped."""
+    if how.grad_reduce is not None:
+        how.grad_reduce(net)
+    if how.grad_clip:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), how.grad_clip, foreach=True)
+    opt.step()
 
 
 def g_step(G, D, opt_g, batch, fake, how=Settings()):
@@ -182,11 +187,7 @@ def g_step(G, D, opt_g, batch, fake, how=Settings()):
     finally:
         for p in trainable:
             p.requires_grad_(True)
-    if how.grad_reduce is not None:
-        how.grad_reduce(G)
-    if how.grad_clip:
-        torch.nn.utils.clip_grad_norm_(G.parameters(), how.grad_clip, foreach=True)
-    opt_g.step()
+    _update(G, opt_g, how)
     return g_loss.detach()
 
 
