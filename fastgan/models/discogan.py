@@ -27,7 +27,7 @@ def _check_pair(x, role):
 
 class Translator(nn.Module):
     """(N, 1, 28, 28) -> Conv stride 2 + LeakyReLU (14x14) -> Conv stride 2 + BN + LeakyReLU (7x7)
-    -> Linear to `code` units + BN + LeakyReLU -> Linear back to 7x7 + BN + ReLU -> ConvT stride
+    -> Linear to `code` units + BN + LeakyReLU -> Linear back to 7x7 + BN2d + ReLU -> ConvT stride
     2 + BN + ReLU (14x14) -> ConvT stride 2 -> tanh (28x28).
 
     The fully connected bottleneck gives every output pixel the whole image: without it an
@@ -43,8 +43,8 @@ class Translator(nn.Module):
         layers += [("conv2", nn.Conv2d(c0, c1, 4, 2, 1, bias=False))] + bn_act("bn2", c1, 0.2, backend, dims=2)
         layers += [("flatten", nn.Flatten()), ("fc1", nn.Linear(c1 * 49, code, bias=False))]
         layers += bn_act("bn_fc1", code, 0.2, backend)
-        layers += [("fc2", nn.Linear(code, c1 * 49, bias=False))] + bn_act("bn_fc2", c1 * 49, 0.0, backend)
-        layers += [("unflatten", nn.Unflatten(1, (c1, 7, 7)))]
+        layers += [("fc2", nn.Linear(code, c1 * 49, bias=False)), ("unflatten", nn.Unflatten(1, (c1, 7, 7)))]
+        layers += bn_act("bn_fc2", c1, 0.0, backend, dims=2)  # per channel, as DCGAN's G after its fc
         layers += [("deconv1", nn.ConvTranspose2d(c1, c0, 4, 2, 1, bias=False))]
         layers += bn_act("bn3", c0, 0.0, backend, dims=2)
         layers += [("deconv2", nn.ConvTranspose2d(c0, 1, 4, 2, 1)), ("tanh", nn.Tanh())]
