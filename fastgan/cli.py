@@ -185,6 +185,13 @@ def build_parser():
     o = t.add_argument_group("objective and stabilizers")
     add_objective_options(o)
     o.add_argument(
+        "--class-loss",
+        choices=("both", "real"),
+        default=S,
+        help="acgan: D's class cross-entropy on real and fake images (both, Odena et al.; default) or on the "
+        "real images only (G still learns from its fakes' class loss)",
+    )
+    o.add_argument(
         "--info-weight",
         type=float,
         default=S,

@@ -95,16 +95,18 @@ def _assert_same(losses, want, nets):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=k)
 
 
-def test_acgan_step_is_plain_pytorchs():
+@pytest.mark.parametrize("real_only", [False, True])
+def test_acgan_step_is_plain_pytorchs(real_only):
     """D: BCE + the class cross-entropy of the real images' labels and of the labels the fakes
-    were drawn for; G: BCE + the fakes' class cross-entropy; D is given no labels."""
+    were drawn for (real_only, --class-loss real: of the real images' alone); G: BCE + the
+    fakes' class cross-entropy; D is given no labels."""
     nets, opts = four_adams("acgan", **NARROW)
     G, D, Gr, Dr = nets
     gen = torch.Generator().manual_seed(1)
     real = torch.rand(16, 1, 28, 28, generator=gen, dtype=torch.float64) * 2 - 1
     labels = torch.randint(0, 10, (16,), generator=gen)
     z = torch.randn(16, 100, generator=gen, dtype=torch.float64)
-    losses = train_step(G, D, opts[0], opts[1], real, labels, z, objective=Objective(head=ClassHead()))
+    losses = train_step(G, D, opts[0], opts[1], real, labels, z, objective=Objective(head=ClassHead(real_only)))
     want = _reference_step(
         Gr,
         Dr,
@@ -112,11 +114,12 @@ def test_acgan_step_is_plain_pytorchs():
         opts[3],
         real,
         (z, labels),
-        lambda r, f: F.cross_entropy(r, labels) + F.cross_entropy(f, labels),
+        lambda r, f: F.cross_entropy(r, labels) + (0 if real_only else F.cross_entropy(f, labels)),
         lambda f: F.cross_entropy(f, labels),
     )
     _assert_same(losses, want, nets)
-    assert losses[0] > 2 * 2.0  # the class terms are in: about 2 x log(10) beside BCE's log(4)
+    # the class terms are in: about log(10) = 2.3 each, beside BCE's log(4) = 1.4
+    assert 3.0 < losses[0] < 5.0 if real_only else losses[0] > 5.0
 
 
 @pytest.mark.parametrize("weight", [1.0, 0.25])
@@ -276,6 +279,11 @@ def test_sample_and_traverse_infogan(tmp_path):
 
 
 def test_bad_options_are_refused_naming_them(tmp_path):
+    with pytest.raises(ConfigError, match="--class-loss is ACGAN's .* needs --model acgan"):
+        Trainer(small(tmp_path / "a", "infogan", class_loss="real"))
+    with pytest.raises(ConfigError, match="--class-loss must be both or real, got 'fake'"):
+        Trainer(small(tmp_path / "a", "acgan", class_loss="fake"))
+    assert Trainer(small(tmp_path / "real", "acgan", class_loss="real")).objective.head == ClassHead(True)
     with pytest.raises(ConfigError, match="--info-weight .* needs --model infogan"):
         Trainer(small(tmp_path / "a", "acgan", info_weight=0.5))
     with pytest.raises(ConfigError, match="--info-weight must be a number >= 0"):
@@ -284,6 +292,14 @@ def test_bad_options_are_refused_naming_them(tmp_path):
     Trainer(small(tmp_path / "c", "acgan", steps=1)).fit()
     with pytest.raises(ConfigError, match="--traverse .* needs an infogan checkpoint"):
         traverse(str(tmp_path / "c" / "checkpoint.pt"), out=str(tmp_path / "t.png"))
+
+
+def test_cli_class_loss_real_trains_acgan_and_is_refused_elsewhere(tmp_path, capsys):
+    args = ["--g-widths", "16,8", "--d-widths", "8,16", "--batch-size", "16", "--no-progress", "--class-loss", "real"]
+    assert cli_main(["train", "--model", "acgan", *args, "--steps", "1", "--out", str(tmp_path / "a")]) == 0
+    assert load_checkpoint(str(tmp_path / "a" / "checkpoint.pt"))["config"].class_loss == "real"
+    assert cli_main(["train", "--model", "cdcgan", *args, "--steps", "1", "--out", str(tmp_path / "b")]) == 2
+    assert "--class-loss is ACGAN's D class loss" in capsys.readouterr().err
 
 
 def test_cli_train_sample_traverse_and_eval(tmp_path, capsys):

@@ -3,7 +3,8 @@ step beyond the plain GAN's), so that every model's losses run in the step's CUD
 resume with it:
 
   ClassHead (acgan, Odena et al. 2017): D's class logits; D minimizes the cross-entropy of the
-      real images' labels and of the labels the fakes were drawn for, G that of the fakes.
+      real images' labels and of the labels the fakes were drawn for (--class-loss real: of
+      the real images' alone, so that G cannot teach D its own class assignment), G that of the fakes.
   InfoHead (infogan, Chen et al. 2016): Q's categorical logits and continuous means; both D
       (its body and Q) and G minimize lambda * L_I, L_I = the categorical code's cross-entropy
       + the continuous codes' Gaussian negative log-likelihood with unit variance (fixed, not
@@ -35,13 +36,15 @@ from fastgan.train.pyramid import pyramid_of
 
 @dataclass(frozen=True)
 class ClassHead(Head):
+    real_only: bool = False  # --class-loss real: D's class head learns from the real images alone
     d_labels = False  # D predicts the labels; it is not given them
 
     def split(self, out):
         return out[:, :1], out[:, 1:]
 
     def d_loss(self, real_aux, fake_aux, batch):
-        return F.cross_entropy(real_aux, batch.labels) + F.cross_entropy(fake_aux, batch.labels)
+        real = F.cross_entropy(real_aux, batch.labels)
+        return real if self.real_only else real + F.cross_entropy(fake_aux, batch.labels)
 
     def g_loss(self, adv_loss, fake_aux, fake, batch):
         return adv_loss + F.cross_entropy(fake_aux, batch.labels)
@@ -113,7 +116,7 @@ def head_of(cfg):
         return PLAIN
     aux = MODELS[cfg.model].aux
     if aux == "acgan":
-        return ClassHead()
+        return ClassHead(cfg.class_loss == "real")
     if aux == "infogan":
         return InfoHead(LatentCodes(cfg.latent_dim), float(cfg.info_weight))
     if aux == "stackgan":

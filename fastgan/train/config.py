@@ -151,6 +151,7 @@ class TrainConfig:
     r1: float = 0.0  # R1: r1 / 2 * mean |grad_x D(real)|^2
     r1_every: int = 1  # lazy R1: every K steps, scaled by K (StyleGAN2's lazy regularization)
     n_critic: int = 1  # D steps per G step
+    class_loss: str = "both"  # acgan: D's class loss on real and fake images ("both", Odena et al.) or "real" only
     info_weight: float = 1.0  # infogan: lambda, the weight of the mutual-information loss in both steps
     kl_weight: float = 1.0  # stackgan: lambda, the weight of the conditioning augmentation's KL term in G's loss
     domains: Optional[str] = None  # discogan: "A:B" (fastgan.data.domains); None: "DATASET:DATASET-rot90"
@@ -280,6 +281,10 @@ class TrainConfig:
             raise ConfigError(f"--ema-start must be a step >= 0, got {self.ema_start}")
         if self.ema_start and not self.ema:
             raise ConfigError("--ema-start needs --ema DECAY")
+        if self.class_loss not in ("both", "real"):
+            raise ConfigError(f"--class-loss must be both or real, got {self.class_loss!r}")
+        if self.class_loss != "both" and (self.user_model() or MODELS[self.model].aux != "acgan"):
+            raise ConfigError("--class-loss is ACGAN's D class loss: it needs --model acgan")
         if not (math.isfinite(self.info_weight) and self.info_weight >= 0):
             raise ConfigError(f"--info-weight must be a number >= 0, got {self.info_weight}")
         if self.info_weight != 1.0 and (self.user_model() or MODELS[self.model].aux != "infogan"):
