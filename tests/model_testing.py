@@ -25,6 +25,23 @@ def bce(logits, target):
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
+def update(opt, loss):
+    """One plain-PyTorch optimizer step on loss: the reference side of a step test."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def assert_same_step(losses, d_loss, g_loss, nets):
+    """fastgan's step (losses: its (2,) [d_loss, g_loss]) gave the reference's losses and left its
+    G and D with the reference nets' state_dicts (nets: G, D, Gr, Dr as four_adams makes them)."""
+    G, D, Gr, Dr = nets
+    torch.testing.assert_close(losses, torch.stack([d_loss, g_loss]).detach(), rtol=1e-10, atol=1e-12)
+    for mine, ref in ((G, Gr), (D, Dr)):
+        for (k, a), b in zip(mine.state_dict().items(), ref.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=k)
+
+
 def assert_trained_alike(run, other, rtol=1e-4, atol=1e-5):
     """Two (history, Trainer) runs gave the same losses and the same G and D state_dicts."""
     (history, trainer), (history_b, trainer_b) = run, other

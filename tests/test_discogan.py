@@ -6,7 +6,14 @@ import json
 
 import pytest
 import torch
-from model_testing import assert_graph_run_matches_eager, assert_resumes_exactly, bce
+from model_testing import (
+    assert_graph_run_matches_eager,
+    assert_resumes_exactly,
+    assert_same_step,
+    bce,
+    four_adams,
+    update,
+)
 from torch import nn
 from torch.nn import functional as F
 
@@ -84,13 +91,8 @@ def test_domains_are_unpaired_copies():
 def test_the_step_is_plain_pytorchs(weight):
     """D: BCE of D_A's and D_B's logits (averaged) on the real pairs and on the translations; G:
     the same BCE on the translations + weight * the reconstructions' MSE (both domains')."""
-    torch.manual_seed(0)
-    G, D = build("discogan", **NARROW)
-    Gr, Dr = build("discogan", backend="torch", **NARROW)
-    Gr.load_state_dict(G.state_dict())
-    Dr.load_state_dict(D.state_dict())
-    nets = [n.double() for n in (G, D, Gr, Dr)]
-    opts = [torch.optim.Adam(n.parameters(), lr=2e-4, betas=(0.5, 0.999)) for n in nets]
+    nets, opts = four_adams("discogan", **NARROW)
+    G, D, Gr, Dr = nets
     real = torch.rand(8, 2, 28, 28, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
     losses = train_step(
         G, D, opts[0], opts[1], real, None, torch.zeros(8, 0), objective=Objective(head=DiscoHead(weight))
@@ -103,18 +105,11 @@ def test_the_step_is_plain_pytorchs(weight):
         return (bce(Dr.a(a), target) + bce(Dr.b(b), target)) / 2
 
     d_loss = adversarial(real[:, :1], real[:, 1:], 1.0) + adversarial(fake_a.detach(), fake_b.detach(), 0.0)
-    opts[3].zero_grad()
-    d_loss.backward()
-    opts[3].step()
+    update(opts[3], d_loss)
     recon = (F.mse_loss(back_a, real[:, :1]) + F.mse_loss(back_b, real[:, 1:])) / 2
     g_loss = adversarial(fake_a, fake_b, 1.0) + weight * recon
-    opts[2].zero_grad()
-    g_loss.backward()
-    opts[2].step()
-    torch.testing.assert_close(losses, torch.stack([d_loss, g_loss]).detach(), rtol=1e-10, atol=1e-12)
-    for mine, ref in ((G, Gr), (D, Dr)):
-        for (k, a), b in zip(mine.state_dict().items(), ref.state_dict().values()):
-            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=k)
+    update(opts[2], g_loss)
+    assert_same_step(losses, d_loss, g_loss, nets)
 
 
 def test_the_gradient_penalty_is_each_critics():

@@ -8,7 +8,14 @@ import json
 
 import pytest
 import torch
-from model_testing import assert_graph_run_matches_eager, assert_resumes_exactly, bce, four_adams
+from model_testing import (
+    assert_graph_run_matches_eager,
+    assert_resumes_exactly,
+    assert_same_step,
+    bce,
+    four_adams,
+    update,
+)
 from torch import nn
 from torch.nn import functional as F
 
@@ -72,27 +79,16 @@ def test_heads_share_ds_body(name, outputs):
 
 def _reference_step(Gr, Dr, opt_g, opt_d, real, g_input, aux_d, aux_g):
     """The GAN step written out in plain PyTorch: D on real and fake (its output's column 0 the
-    adversarial logit, the rest the head's), then G; aux_d / aux_g the head's losses."""
+    adversarial logit, the rest the head's), then G; aux_d / aux_g the head's losses. Returns
+    (d_loss, g_loss)."""
     fake = Gr(*g_input)
     rl, fl = Dr(real), Dr(fake.detach())
     d_loss = bce(rl[:, :1], 1.0) + bce(fl[:, :1], 0.0) + aux_d(rl[:, 1:], fl[:, 1:])
-    opt_d.zero_grad()
-    d_loss.backward()
-    opt_d.step()
+    update(opt_d, d_loss)
     out = Dr(fake)
     g_loss = bce(out[:, :1], 1.0) + aux_g(out[:, 1:])
-    opt_g.zero_grad()
-    g_loss.backward()
-    opt_g.step()
-    return torch.stack([d_loss, g_loss]).detach()
-
-
-def _assert_same(losses, want, nets):
-    G, D, Gr, Dr = nets
-    torch.testing.assert_close(losses, want, rtol=1e-10, atol=1e-12)
-    for mine, ref in ((G, Gr), (D, Dr)):
-        for (k, a), b in zip(mine.state_dict().items(), ref.state_dict().values()):
-            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=k)
+    update(opt_g, g_loss)
+    return d_loss, g_loss
 
 
 @pytest.mark.parametrize("real_only", [False, True])
@@ -117,7 +113,7 @@ def test_acgan_step_is_plain_pytorchs(real_only):
         lambda r, f: F.cross_entropy(r, labels) + (0 if real_only else F.cross_entropy(f, labels)),
         lambda f: F.cross_entropy(f, labels),
     )
-    _assert_same(losses, want, nets)
+    assert_same_step(losses, *want, nets)
     # the class terms are in: about log(10) = 2.3 each, beside BCE's log(4) = 1.4
     assert 3.0 < losses[0] < 5.0 if real_only else losses[0] > 5.0
 
@@ -142,7 +138,7 @@ def test_infogan_step_is_plain_pytorchs(weight):
     objective = Objective(head=InfoHead(codes, weight))
     losses = train_step(G, D, opts[0], opts[1], real, None, z, objective=objective)
     want = _reference_step(Gr, Dr, opts[2], opts[3], real, (z,), lambda r, f: info(f), info)
-    _assert_same(losses, want, nets)
+    assert_same_step(losses, *want, nets)
 
 
 def test_the_info_loss_trains_q_in_ds_step_and_g_in_gs():

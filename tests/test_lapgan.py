@@ -6,7 +6,14 @@ import json
 
 import pytest
 import torch
-from model_testing import assert_graph_run_matches_eager, assert_resumes_exactly, bce
+from model_testing import (
+    assert_graph_run_matches_eager,
+    assert_resumes_exactly,
+    assert_same_step,
+    bce,
+    four_adams,
+    update,
+)
 
 from fastgan.cli import main as cli_main
 from fastgan.models import LapGANDiscriminator, LapGANGenerator, ModelError, build
@@ -68,13 +75,8 @@ def test_the_generators_two_paths_and_ds_three_logits():
 def test_the_joint_step_is_the_three_levels_gan_steps():
     """D: the mean over the levels of each level's BCE (real pyramid -> 1, fakes drawn from the real
     low-pass -> 0); G: the mean of each level's non-saturating loss; in float64 against torch.nn."""
-    torch.manual_seed(0)
-    G, D = build("lapgan", **NARROW)
-    Gr, Dr = build("lapgan", backend="torch", **NARROW)
-    Gr.load_state_dict(G.state_dict())
-    Dr.load_state_dict(D.state_dict())
-    nets = [n.double() for n in (G, D, Gr, Dr)]
-    opts = [torch.optim.Adam(n.parameters(), lr=2e-4, betas=(0.5, 0.999)) for n in nets]
+    nets, opts = four_adams("lapgan", **NARROW)
+    G, D, Gr, Dr = nets
     gen = torch.Generator().manual_seed(1)
     real = torch.rand(8, 1, 28, 28, generator=gen, dtype=torch.float64) * 2 - 1
     z = torch.randn(8, LATENT, generator=gen, dtype=torch.float64)
@@ -94,17 +96,10 @@ def test_the_joint_step_is_the_three_levels_gan_steps():
 
     real_l, fake_l = level_logits(x7, h14, h28), level_logits(*(f.detach() for f in fakes))
     d_loss = sum(bce(r, 1.0) + bce(f, 0.0) for r, f in zip(real_l, fake_l)) / 3
-    opts[3].zero_grad()
-    d_loss.backward()
-    opts[3].step()
+    update(opts[3], d_loss)
     g_loss = sum(bce(f, 1.0) for f in level_logits(*fakes)) / 3
-    opts[2].zero_grad()
-    g_loss.backward()
-    opts[2].step()
-    torch.testing.assert_close(losses, torch.stack([d_loss, g_loss]).detach(), rtol=1e-10, atol=1e-12)
-    for mine, ref in ((G, Gr), (D, Dr)):
-        for (k, a), b in zip(mine.state_dict().items(), ref.state_dict().values()):
-            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=k)
+    update(opts[2], g_loss)
+    assert_same_step(losses, d_loss, g_loss, nets)
 
 
 def test_lapgan_trains_and_resumes_exactly(tmp_path):

@@ -6,7 +6,14 @@ import json
 
 import pytest
 import torch
-from model_testing import assert_graph_run_matches_eager, assert_resumes_exactly, bce, four_adams
+from model_testing import (
+    assert_graph_run_matches_eager,
+    assert_resumes_exactly,
+    assert_same_step,
+    bce,
+    four_adams,
+    update,
+)
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 from torch.nn import functional as F
@@ -105,18 +112,10 @@ def test_the_step_is_plain_pytorchs(kl_weight):
     fake = torch.cat([images, F.interpolate(sketch, scale_factor=2.0)], 1)
     real_pair = torch.cat([real, F.interpolate(F.avg_pool2d(real, 2), scale_factor=2.0)], 1)
     d_loss = bce(Dr(real_pair, labels), 1.0) + bce(Dr(fake.detach(), labels), 0.0)
-    opts[3].zero_grad()
-    d_loss.backward()
-    opts[3].step()
+    update(opts[3], d_loss)
     g_loss = bce(Dr(fake, labels), 1.0) + kl_weight * kl
-    opts[2].zero_grad()
-    g_loss.backward()
-    opts[2].step()
-
-    torch.testing.assert_close(losses, torch.stack([d_loss, g_loss]).detach(), rtol=1e-10, atol=1e-12)
-    for mine, ref in ((G, Gr), (D, Dr)):
-        for (k, a), b in zip(mine.state_dict().items(), ref.state_dict().values()):
-            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=k)
+    update(opts[2], g_loss)
+    assert_same_step(losses, d_loss, g_loss, nets)
 
 
 def test_the_kl_term_trains_the_conditioning_augmentation():
