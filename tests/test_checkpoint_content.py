@@ -11,13 +11,7 @@ import torch
 from fastgan.models import build
 from fastgan.train import CheckpointError, TrainConfig, Trainer, load_checkpoint, sample
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(out, **kw):

@@ -23,12 +23,7 @@ WORKER = os.path.join(HERE, "distributed_worker.py")
 LAUNCH_TIMEOUT_S = 90  # one launch of 2 ranks takes ~10 s on a loaded 2-core machine
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _free_port():

@@ -20,15 +20,7 @@ from fastgan.train import (
     train_step,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these small runs are faster that way, and far less sensitive to
-    other processes sharing the CPU (OpenMP threads spin when oversubscribed)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def small(out, **kw):
