@@ -167,8 +167,9 @@ class Evaluator:
             label_accuracy=None,
         )
         if rotated(b) and not rotated(a) and base(a) == base(b):  # B is A rotated: the true relation is known
-            for way, images, y in (("ab", rotate(fake_b, -1), ya), ("ba", fake_a, yb)):
-                predicted = classify(self.model, images, self.batch_size)[1].argmax(1)
+            predicted_ab = classify(self.model, rotate(fake_b, -1), self.batch_size)[1].argmax(1)
+            # G_BA's images were classified above, for the FID
+            for way, predicted, y in (("ab", predicted_ab, ya), ("ba", probs.argmax(1), yb)):
                 y = y.cpu()
                 m[f"translation_accuracy_{way}"] = float((predicted == y).double().mean())
                 # a G that maps each digit class onto one class, not its own (e.g. 6 <-> 9), is
